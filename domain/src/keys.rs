@@ -1,0 +1,270 @@
+//! Ed25519 keys: generation from a caller's RNG, PKCS#8 PEM, C2SP verifier keys, key ids.
+//!
+//! A C2SP verifier key is `name+hex(keyhash)+base64(0x01 ‖ pubkey)` where
+//! `keyhash = SHA-256(name ‖ 0x0A ‖ 0x01 ‖ pubkey)[0..4]` (big-endian u32), as in
+//! `golang.org/x/mod/sumdb/note`. A [`KeyId`] — what DSSE signatures and the key registry use —
+//! is the hex SHA-256 of `0x01 ‖ pubkey`, independent of any name.
+
+use std::fmt;
+
+use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey};
+use ed25519_dalek::{Signature, Signer, VerifyingKey};
+use rand_core::CryptoRngCore;
+use sha2::{Digest, Sha256};
+use zeroize::Zeroizing;
+
+use crate::encoding::{b64_decode, b64_encode};
+use crate::Error;
+
+/// The algorithm byte C2SP signed notes use for Ed25519.
+pub const ALG_ED25519: u8 = 0x01;
+
+/// A private signing key. Its `Debug` never shows secret bytes; the secret leaves this type only
+/// as a PKCS#8 PEM held in a zeroizing buffer.
+pub struct SigningKey {
+    inner: ed25519_dalek::SigningKey,
+}
+
+impl SigningKey {
+    /// A fresh key from the caller's cryptographic RNG.
+    pub fn generate(rng: &mut impl CryptoRngCore) -> SigningKey {
+        SigningKey { inner: ed25519_dalek::SigningKey::generate(rng) }
+    }
+
+    /// A key from a 32-byte Ed25519 seed (known-answer tests, imports).
+    pub fn from_seed(seed: &[u8; 32]) -> SigningKey {
+        SigningKey { inner: ed25519_dalek::SigningKey::from_bytes(seed) }
+    }
+
+    /// Reads a PKCS#8 (`-----BEGIN PRIVATE KEY-----`) Ed25519 key.
+    pub fn from_pkcs8_pem(pem: &str) -> Result<SigningKey, Error> {
+        let inner = ed25519_dalek::SigningKey::from_pkcs8_pem(pem)
+            .map_err(|e| Error::PrivateKeyPem { reason: pkcs8_reason(&e.to_string()) })?;
+        Ok(SigningKey { inner })
+    }
+
+    /// The key as PKCS#8 PEM, in a buffer wiped on drop.
+    pub fn to_pkcs8_pem(&self) -> Zeroizing<String> {
+        // Invariant: encoding a valid in-memory Ed25519 key to PKCS#8 cannot fail.
+        match self.inner.to_pkcs8_pem(Default::default()) {
+            Ok(pem) => Zeroizing::new(pem.to_string()),
+            Err(_) => Zeroizing::new(String::new()),
+        }
+    }
+
+    pub fn public_key(&self) -> PublicKey {
+        PublicKey { inner: self.inner.verifying_key() }
+    }
+
+    pub fn key_id(&self) -> KeyId {
+        self.public_key().key_id()
+    }
+
+    /// Signs `msg` (Ed25519 is deterministic: same key and message, same signature).
+    pub fn sign(&self, msg: &[u8]) -> [u8; 64] {
+        self.inner.sign(msg).to_bytes()
+    }
+}
+
+impl fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SigningKey {{ secret: <redacted>, key_id: {} }}", self.key_id())
+    }
+}
+
+fn pkcs8_reason(raw: &str) -> String {
+    // The underlying errors describe structure ("PEM error", "ASN.1 DER message is malformed"),
+    // never key bytes; keep them short and stable.
+    if raw.to_ascii_lowercase().contains("pem") {
+        "not a PEM block labelled PRIVATE KEY".to_string()
+    } else {
+        format!("bad PKCS#8 structure ({raw})")
+    }
+}
+
+/// An Ed25519 public key that is a valid, non-weak point.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct PublicKey {
+    inner: VerifyingKey,
+}
+
+impl PublicKey {
+    /// Accepts 32 bytes only if they decode to a point that is not of small order.
+    pub fn from_bytes(bytes: &[u8]) -> Result<PublicKey, Error> {
+        let arr: [u8; 32] = bytes.try_into().map_err(|_| Error::InvalidPublicKey)?;
+        let inner = VerifyingKey::from_bytes(&arr).map_err(|_| Error::InvalidPublicKey)?;
+        if inner.is_weak() {
+            return Err(Error::WeakPublicKey);
+        }
+        Ok(PublicKey { inner })
+    }
+
+    pub fn to_bytes(&self) -> [u8; 32] {
+        self.inner.to_bytes()
+    }
+
+    /// `hex(SHA-256(0x01 ‖ pubkey))`.
+    pub fn key_id(&self) -> KeyId {
+        let mut h = Sha256::new();
+        h.update([ALG_ED25519]);
+        h.update(self.inner.as_bytes());
+        KeyId(hex::encode(h.finalize()))
+    }
+
+    /// `verify_strict`: rejects non-canonical signatures and small-order components.
+    pub fn verify(&self, msg: &[u8], signature: &[u8]) -> Result<(), Error> {
+        let bad = || Error::BadSignature { key_id: self.key_id().to_string() };
+        let sig = Signature::from_slice(signature).map_err(|_| bad())?;
+        self.inner.verify_strict(msg, &sig).map_err(|_| bad())
+    }
+
+    pub(crate) fn dalek(&self) -> &VerifyingKey {
+        &self.inner
+    }
+}
+
+impl fmt::Debug for PublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PublicKey({})", hex::encode(self.inner.as_bytes()))
+    }
+}
+
+/// Checks many (message, signature, key) triples at once with Ed25519 batch verification.
+/// A fast path only: if it fails, callers fall back to [`PublicKey::verify`] per item to name
+/// the bad one, and batch success never overrides a strict failure (callers still run strict
+/// checks where the verdict matters for weak-key edge cases; keys here are never weak).
+pub fn verify_batch(items: &[(&[u8], &[u8], PublicKey)]) -> bool {
+    let mut msgs = Vec::with_capacity(items.len());
+    let mut sigs = Vec::with_capacity(items.len());
+    let mut keys = Vec::with_capacity(items.len());
+    for (m, s, k) in items {
+        match Signature::from_slice(s) {
+            Ok(sig) => sigs.push(sig),
+            Err(_) => return false,
+        }
+        msgs.push(*m);
+        keys.push(*k.dalek());
+    }
+    ed25519_dalek::verify_batch(&msgs, &sigs, &keys).is_ok()
+}
+
+/// The identity of a public key in records and the registry: 64 hex digits.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
+pub struct KeyId(pub String);
+
+impl KeyId {
+    pub fn parse(s: &str) -> Result<KeyId, Error> {
+        if s.len() != 64 || !s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            return Err(Error::Hex { what: "key id", reason: "expected 64 lowercase hex digits".into() });
+        }
+        Ok(KeyId(s.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for KeyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A C2SP verifier key: a name, its 32-bit key hash and an Ed25519 public key.
+#[derive(Clone, PartialEq, Eq)]
+pub struct VerifierKey {
+    name: String,
+    key_hash: u32,
+    public: PublicKey,
+}
+
+impl VerifierKey {
+    pub fn new(name: &str, public: PublicKey) -> Result<VerifierKey, Error> {
+        check_key_name(name)?;
+        Ok(VerifierKey { name: name.to_string(), key_hash: note_key_hash(name, &public), public })
+    }
+
+    /// Parses `name+hash+base64(0x01 ‖ pubkey)`, checking the hash against name and key.
+    pub fn parse(vkey: &str) -> Result<VerifierKey, Error> {
+        let bad = |reason: &'static str| Error::VerifierKey { key: vkey.to_string(), reason };
+        let (name, rest) = vkey.split_once('+').ok_or_else(|| bad("expected name+hash+key"))?;
+        let (hash_hex, key_b64) = rest.split_once('+').ok_or_else(|| bad("expected name+hash+key"))?;
+        check_key_name(name).map_err(|_| bad("the name is empty or has spaces or '+'"))?;
+        if hash_hex.len() != 8 || !hash_hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(bad("the key hash must be 8 hex digits"));
+        }
+        let key_hash = u32::from_str_radix(hash_hex, 16).map_err(|_| bad("the key hash must be 8 hex digits"))?;
+        let raw = b64_decode(key_b64, "verifier key").map_err(|_| bad("the key is not standard base64"))?;
+        match raw.first() {
+            Some(&ALG_ED25519) => {}
+            Some(_) => return Err(bad("unknown key algorithm (only Ed25519, 0x01, is supported)")),
+            None => return Err(bad("the key is empty")),
+        }
+        if raw.len() != 33 {
+            return Err(bad("an Ed25519 key is 32 bytes after the algorithm byte"));
+        }
+        let public = PublicKey::from_bytes(&raw[1..]).map_err(|e| match e {
+            Error::WeakPublicKey => bad("the public key is weak (small order)"),
+            _ => bad("the public key is not a valid Ed25519 point"),
+        })?;
+        if note_key_hash(name, &public) != key_hash {
+            return Err(bad("the key hash does not match the name and key"));
+        }
+        Ok(VerifierKey { name: name.to_string(), key_hash, public })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn key_hash(&self) -> u32 {
+        self.key_hash
+    }
+
+    pub fn public_key(&self) -> &PublicKey {
+        &self.public
+    }
+}
+
+impl fmt::Display for VerifierKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut raw = Vec::with_capacity(33);
+        raw.push(ALG_ED25519);
+        raw.extend_from_slice(&self.public.to_bytes());
+        write!(f, "{}+{:08x}+{}", self.name, self.key_hash, b64_encode(&raw))
+    }
+}
+
+impl fmt::Debug for VerifierKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "VerifierKey({self})")
+    }
+}
+
+/// `SHA-256(name ‖ 0x0A ‖ 0x01 ‖ pubkey)[0..4]`, big-endian.
+pub fn note_key_hash(name: &str, public: &PublicKey) -> u32 {
+    let mut h = Sha256::new();
+    h.update(name.as_bytes());
+    h.update(b"\n");
+    h.update([ALG_ED25519]);
+    h.update(public.to_bytes());
+    let d = h.finalize();
+    u32::from_be_bytes([d[0], d[1], d[2], d[3]])
+}
+
+/// Signed-note key names: non-empty, no Unicode whitespace, no `+`.
+pub fn check_key_name(name: &str) -> Result<(), Error> {
+    let bad = |reason: &'static str| Error::KeyName { name: name.to_string(), reason };
+    if name.is_empty() {
+        return Err(bad("it is empty"));
+    }
+    if name.chars().any(char::is_whitespace) {
+        return Err(bad("it contains whitespace"));
+    }
+    if name.contains('+') {
+        return Err(bad("it contains '+'"));
+    }
+    Ok(())
+}

@@ -1,0 +1,29 @@
+//! `chipledger-domain`: the pure core of chipledger.
+//!
+//! What it holds: the record formats (in-toto Statement v1 in DSSE envelopes, typed predicates
+//! in [`records`]), Ed25519 keys and C2SP verifier keys ([`keys`]), C2SP signed notes,
+//! checkpoints and tlog-proofs ([`note`]), RFC 6962 Merkle math ([`merkle`]), the embedded GPU
+//! catalog ([`catalog`]), GPU fingerprints ([`fingerprint`]), SKU identification and anomalies
+//! ([`identify`]), country groups ([`country`]) and export classification and acquisition
+//! verdicts ([`rules`]).
+//!
+//! What it does not do: no file, network or database IO, no clock and no randomness of its own
+//! (time and RNGs are parameters), no printing. Everything here is deterministic, so every other
+//! crate can test against it without fakes.
+
+#![forbid(unsafe_code)]
+
+pub mod catalog;
+pub mod country;
+pub mod dsse;
+pub mod encoding;
+mod error;
+pub mod fingerprint;
+pub mod identify;
+pub mod keys;
+pub mod merkle;
+pub mod note;
+pub mod records;
+pub mod rules;
+
+pub use error::Error;

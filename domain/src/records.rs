@@ -1,0 +1,549 @@
+//! Records: in-toto Statement v1 carrying one of chipledger's typed predicates.
+//!
+//! A *record* is a signed statement (a DSSE envelope whose payload is a [`Statement`]). Each
+//! predicate has a URI under [`PREDICATE_NAMESPACE`], a `format_version`, the role allowed to sign
+//! it, a per-key `counter` (strictly increasing per signing key) and the time it was made.
+
+use std::collections::BTreeMap;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use time::{Date, OffsetDateTime};
+
+use crate::country::Country;
+use crate::dsse::{Envelope, PAYLOAD_TYPE_IN_TOTO};
+use crate::fingerprint::{Fingerprint, GpuFacts, GpuUuid};
+use crate::identify::{Identification, Severity};
+use crate::keys::{KeyId, SigningKey};
+use crate::merkle::Hash;
+use crate::Error;
+
+pub const STATEMENT_TYPE: &str = "https://in-toto.io/Statement/v1";
+pub const PREDICATE_NAMESPACE: &str = "https://chipledger.dev/predicates/";
+/// The format version every predicate written by this build carries.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// in-toto Statement v1.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Statement {
+    #[serde(rename = "_type")]
+    pub type_: String,
+    pub subject: Vec<Subject>,
+    #[serde(rename = "predicateType")]
+    pub predicate_type: String,
+    pub predicate: serde_json::Value,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Subject {
+    pub name: String,
+    pub digest: BTreeMap<String, String>,
+}
+
+impl Subject {
+    pub fn sha256(name: impl Into<String>, digest: &Hash) -> Subject {
+        Subject { name: name.into(), digest: BTreeMap::from([("sha256".to_string(), digest.to_hex())]) }
+    }
+}
+
+/// Who may sign what.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    Agent,
+    Node,
+    Admin,
+    Auditor,
+}
+
+impl Role {
+    pub fn parse(s: &str) -> Option<Role> {
+        match s {
+            "agent" => Some(Role::Agent),
+            "node" => Some(Role::Node),
+            "admin" => Some(Role::Admin),
+            "auditor" => Some(Role::Auditor),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Agent => "agent",
+            Role::Node => "node",
+            Role::Admin => "admin",
+            Role::Auditor => "auditor",
+        }
+    }
+
+    /// Whether a key of this role may sign records of `kind`.
+    pub fn may_sign(self, kind: RecordKind) -> bool {
+        matches!(
+            (self, kind),
+            (
+                Role::Admin,
+                RecordKind::KeyEnrollment
+                    | RecordKind::KeyRevocation
+                    | RecordKind::Acquisition
+                    | RecordKind::Annotation
+            ) | (Role::Auditor, RecordKind::Annotation)
+                | (Role::Agent, RecordKind::GpuAttestation)
+                | (Role::Node, RecordKind::RunProvenance)
+        )
+    }
+}
+
+/// The kinds of record, one per predicate type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RecordKind {
+    KeyEnrollment,
+    KeyRevocation,
+    GpuAttestation,
+    Acquisition,
+    RunProvenance,
+    Annotation,
+}
+
+impl RecordKind {
+    pub const ALL: [RecordKind; 6] = [
+        RecordKind::KeyEnrollment,
+        RecordKind::KeyRevocation,
+        RecordKind::GpuAttestation,
+        RecordKind::Acquisition,
+        RecordKind::RunProvenance,
+        RecordKind::Annotation,
+    ];
+
+    pub fn slug(self) -> &'static str {
+        match self {
+            RecordKind::KeyEnrollment => "key-enrollment",
+            RecordKind::KeyRevocation => "key-revocation",
+            RecordKind::GpuAttestation => "gpu-attestation",
+            RecordKind::Acquisition => "acquisition",
+            RecordKind::RunProvenance => "run-provenance",
+            RecordKind::Annotation => "annotation",
+        }
+    }
+
+    /// The predicate type URI, e.g. `https://chipledger.dev/predicates/gpu-attestation/v1`.
+    pub fn predicate_type(self) -> String {
+        format!("{PREDICATE_NAMESPACE}{}/v1", self.slug())
+    }
+
+    pub fn from_predicate_type(uri: &str) -> Option<RecordKind> {
+        RecordKind::ALL.into_iter().find(|k| k.predicate_type() == uri)
+    }
+}
+
+/// A typed predicate.
+pub trait Predicate: Serialize + DeserializeOwned {
+    const KIND: RecordKind;
+    fn subjects(&self) -> Vec<Subject>;
+}
+
+/// Where a GPU's facts came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProbeSource {
+    /// A live NVML probe on the host.
+    Nvml,
+    /// An imported `nvidia-smi -q -x` dump: evidence, not a live attestation.
+    NvidiaSmiXml,
+    /// An imported `nvidia-smi -q` text dump: evidence, not a live attestation.
+    NvidiaSmiText,
+}
+
+impl ProbeSource {
+    pub fn is_live(self) -> bool {
+        self == ProbeSource::Nvml
+    }
+}
+
+/// Facts about the host, from sysinfo and /etc.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostFacts {
+    pub hostname: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub machine_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub os: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_model: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_bytes: Option<u64>,
+}
+
+/// Driver stack versions at probe time (host software, outside the fingerprint).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DriverFacts {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub driver_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nvml_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cuda_driver_version: Option<String>,
+}
+
+/// One GPU inside an attestation.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AttestedGpu {
+    pub uuid: GpuUuid,
+    pub facts: GpuFacts,
+    pub fingerprint: Fingerprint,
+    pub fingerprint_digest: Hash,
+    pub identification: Identification,
+}
+
+impl AttestedGpu {
+    pub fn new(uuid: GpuUuid, facts: GpuFacts, identification: Identification) -> AttestedGpu {
+        let fingerprint = facts.fingerprint();
+        let fingerprint_digest = fingerprint.digest();
+        AttestedGpu { uuid, facts, fingerprint, fingerprint_digest, identification }
+    }
+}
+
+/// Vendor attestation evidence (nvtrust / NVML confidential-computing report), opaque here.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VendorEvidence {
+    pub gpu: GpuUuid,
+    /// e.g. `nvml-cc-attestation-report`, `nvml-cc-certificate-chain`.
+    pub kind: String,
+    /// Standard base64 of the blob.
+    pub blob: String,
+    pub digest: Hash,
+    /// The nonce the report was requested with, hex.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nonce: Option<String>,
+}
+
+/// `gpu-attestation/v1`: an agent's signed account of the GPUs in one host.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GpuAttestation {
+    pub format_version: u32,
+    pub counter: u64,
+    #[serde(with = "time::serde::rfc3339")]
+    pub observed_at: OffsetDateTime,
+    pub source: ProbeSource,
+    pub host: HostFacts,
+    pub driver: DriverFacts,
+    pub gpus: Vec<AttestedGpu>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub vendor_evidence: Vec<VendorEvidence>,
+}
+
+impl Predicate for GpuAttestation {
+    const KIND: RecordKind = RecordKind::GpuAttestation;
+    fn subjects(&self) -> Vec<Subject> {
+        self.gpus.iter().map(|g| Subject::sha256(format!("gpu:{}", g.uuid), &g.fingerprint_digest)).collect()
+    }
+}
+
+/// `acquisition/v1`: how and where GPUs were bought and shipped.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Acquisition {
+    pub format_version: u32,
+    pub counter: u64,
+    #[serde(with = "time::serde::rfc3339")]
+    pub recorded_at: OffsetDateTime,
+    pub serials: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sku: Option<String>,
+    pub supplier: String,
+    pub invoice_reference: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invoice_digest: Option<Hash>,
+    pub shipped_on: Date,
+    pub ship_from: Country,
+    pub ship_to: Country,
+    pub end_user: String,
+    /// Licence, NAC or ACA reference.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub licence: Option<String>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub note: String,
+}
+
+impl Predicate for Acquisition {
+    const KIND: RecordKind = RecordKind::Acquisition;
+    fn subjects(&self) -> Vec<Subject> {
+        self.serials.iter().map(|s| Subject::sha256(format!("serial:{s}"), &Hash::sha256(s.as_bytes()))).collect()
+    }
+}
+
+/// `key-enrollment/v1`: an admin makes a key usable for one role.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyEnrollment {
+    pub format_version: u32,
+    pub counter: u64,
+    #[serde(with = "time::serde::rfc3339")]
+    pub issued_at: OffsetDateTime,
+    pub key_id: KeyId,
+    /// The C2SP verifier key (`name+hash+base64`).
+    pub verifier_key: String,
+    pub role: Role,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub valid_from: OffsetDateTime,
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "time::serde::rfc3339::option")]
+    pub valid_until: Option<OffsetDateTime>,
+}
+
+impl Predicate for KeyEnrollment {
+    const KIND: RecordKind = RecordKind::KeyEnrollment;
+    fn subjects(&self) -> Vec<Subject> {
+        vec![Subject {
+            name: format!("key:{}", self.key_id),
+            digest: BTreeMap::from([("sha256".into(), self.key_id.0.clone())]),
+        }]
+    }
+}
+
+/// `key-revocation/v1`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyRevocation {
+    pub format_version: u32,
+    pub counter: u64,
+    #[serde(with = "time::serde::rfc3339")]
+    pub issued_at: OffsetDateTime,
+    pub key_id: KeyId,
+    pub reason: String,
+}
+
+impl Predicate for KeyRevocation {
+    const KIND: RecordKind = RecordKind::KeyRevocation;
+    fn subjects(&self) -> Vec<Subject> {
+        vec![Subject {
+            name: format!("key:{}", self.key_id),
+            digest: BTreeMap::from([("sha256".into(), self.key_id.0.clone())]),
+        }]
+    }
+}
+
+/// What an annotation is about.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AnnotationTarget {
+    Entry { index: u64, leaf_hash: Hash },
+    Gpu { uuid: GpuUuid },
+}
+
+/// `annotation/v1`: an admin's or auditor's journal note.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Annotation {
+    pub format_version: u32,
+    pub counter: u64,
+    #[serde(with = "time::serde::rfc3339")]
+    pub written_at: OffsetDateTime,
+    pub target: AnnotationTarget,
+    pub severity: Severity,
+    pub text: String,
+}
+
+impl Predicate for Annotation {
+    const KIND: RecordKind = RecordKind::Annotation;
+    fn subjects(&self) -> Vec<Subject> {
+        match &self.target {
+            AnnotationTarget::Entry { index, leaf_hash } => vec![Subject::sha256(format!("entry:{index}"), leaf_hash)],
+            AnnotationTarget::Gpu { uuid } => {
+                vec![Subject::sha256(format!("gpu:{uuid}"), &Hash::sha256(uuid.as_str().as_bytes()))]
+            }
+        }
+    }
+}
+
+/// A GPU the scheduler did not choose, and why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RejectedGpu {
+    pub uuid: GpuUuid,
+    pub host: String,
+    pub reason: String,
+}
+
+/// Evidence that the attestation of a GPU used by a run is in the log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttestationRef {
+    pub log_index: u64,
+    pub leaf_hash: Hash,
+    pub inclusion_proof: Vec<Hash>,
+    pub age_seconds: i64,
+}
+
+/// A GPU a run used.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunGpu {
+    pub uuid: GpuUuid,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serial: Option<String>,
+    pub sku: Option<String>,
+    /// The 2023 classification label, e.g. `3A090.a.1`.
+    pub classification: String,
+    pub acquisition_verdict: String,
+    pub attestation: AttestationRef,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelFile {
+    pub path: String,
+    pub sha256: Hash,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Sampling {
+    pub temperature: f64,
+    pub top_p: f64,
+    pub seed: u64,
+    pub max_tokens: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunTimings {
+    pub load_ms: u64,
+    pub prefill_ms: u64,
+    pub decode_ms: u64,
+}
+
+/// `run-provenance/v1`: a node's signed account of one inference run (SLSA-provenance shaped).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunProvenance {
+    pub format_version: u32,
+    pub counter: u64,
+    pub run_id: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub started_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub finished_at: OffsetDateTime,
+    pub node_key_id: KeyId,
+    pub node_host: String,
+    pub policy_name: String,
+    pub policy_digest: Hash,
+    pub gpus: Vec<RunGpu>,
+    pub rejected: Vec<RejectedGpu>,
+    /// The signed checkpoint the inclusion proofs are against, verbatim.
+    pub checkpoint: String,
+    pub model_name: String,
+    pub model_files: Vec<ModelFile>,
+    pub prompt_digest: Hash,
+    pub output_digest: Hash,
+    pub sampling: Sampling,
+    pub prompt_tokens: u32,
+    pub generated_tokens: u32,
+    pub timings: RunTimings,
+    /// The execution backend actually used, e.g. `cpu` or `cuda:0`.
+    pub backend: String,
+}
+
+impl Predicate for RunProvenance {
+    const KIND: RecordKind = RecordKind::RunProvenance;
+    fn subjects(&self) -> Vec<Subject> {
+        vec![Subject::sha256(format!("run:{}", self.run_id), &self.output_digest)]
+    }
+}
+
+/// Any record, typed.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Record {
+    KeyEnrollment(KeyEnrollment),
+    KeyRevocation(KeyRevocation),
+    GpuAttestation(GpuAttestation),
+    Acquisition(Acquisition),
+    RunProvenance(Box<RunProvenance>),
+    Annotation(Annotation),
+}
+
+impl Record {
+    pub fn kind(&self) -> RecordKind {
+        match self {
+            Record::KeyEnrollment(_) => RecordKind::KeyEnrollment,
+            Record::KeyRevocation(_) => RecordKind::KeyRevocation,
+            Record::GpuAttestation(_) => RecordKind::GpuAttestation,
+            Record::Acquisition(_) => RecordKind::Acquisition,
+            Record::RunProvenance(_) => RecordKind::RunProvenance,
+            Record::Annotation(_) => RecordKind::Annotation,
+        }
+    }
+
+    /// The signer's per-key counter.
+    pub fn counter(&self) -> u64 {
+        match self {
+            Record::KeyEnrollment(r) => r.counter,
+            Record::KeyRevocation(r) => r.counter,
+            Record::GpuAttestation(r) => r.counter,
+            Record::Acquisition(r) => r.counter,
+            Record::RunProvenance(r) => r.counter,
+            Record::Annotation(r) => r.counter,
+        }
+    }
+
+    /// When the signer says the record was made (checked against the log's clock).
+    pub fn made_at(&self) -> OffsetDateTime {
+        match self {
+            Record::KeyEnrollment(r) => r.issued_at,
+            Record::KeyRevocation(r) => r.issued_at,
+            Record::GpuAttestation(r) => r.observed_at,
+            Record::Acquisition(r) => r.recorded_at,
+            Record::RunProvenance(r) => r.finished_at,
+            Record::Annotation(r) => r.written_at,
+        }
+    }
+
+    /// Reads the typed predicate out of a statement, checking type, version and subjects.
+    pub fn from_statement(st: &Statement) -> Result<Record, Error> {
+        if st.type_ != STATEMENT_TYPE {
+            return Err(Error::Statement { reason: format!("_type is {:?}, expected {STATEMENT_TYPE}", st.type_) });
+        }
+        let kind = RecordKind::from_predicate_type(&st.predicate_type)
+            .ok_or_else(|| Error::Statement { reason: format!("unknown predicateType {:?}", st.predicate_type) })?;
+        fn typed<P: Predicate>(st: &Statement) -> Result<P, Error> {
+            let bad = |reason: String| Error::Record { predicate_type: st.predicate_type.clone(), reason };
+            let version = st.predicate.get("format_version").and_then(|v| v.as_u64());
+            if version != Some(u64::from(FORMAT_VERSION)) {
+                return Err(bad(format!("format_version is {version:?}, this build reads {FORMAT_VERSION}")));
+            }
+            let p: P = serde_json::from_value(st.predicate.clone()).map_err(|e| bad(e.to_string()))?;
+            if p.subjects() != st.subject {
+                return Err(bad("the subjects do not match the predicate".into()));
+            }
+            Ok(p)
+        }
+        Ok(match kind {
+            RecordKind::KeyEnrollment => Record::KeyEnrollment(typed(st)?),
+            RecordKind::KeyRevocation => Record::KeyRevocation(typed(st)?),
+            RecordKind::GpuAttestation => Record::GpuAttestation(typed(st)?),
+            RecordKind::Acquisition => Record::Acquisition(typed(st)?),
+            RecordKind::RunProvenance => Record::RunProvenance(Box::new(typed(st)?)),
+            RecordKind::Annotation => Record::Annotation(typed(st)?),
+        })
+    }
+
+    /// Parses statement JSON bytes (a verified envelope's payload) into a typed record.
+    pub fn from_payload(payload: &[u8]) -> Result<Record, Error> {
+        let st: Statement = serde_json::from_slice(payload)
+            .map_err(|e| Error::Json { what: "in-toto statement", message: e.to_string() })?;
+        Record::from_statement(&st)
+    }
+}
+
+/// Wraps a predicate in a statement.
+pub fn statement<P: Predicate>(predicate: &P) -> Result<Statement, Error> {
+    let value =
+        serde_json::to_value(predicate).map_err(|e| Error::Json { what: "predicate", message: e.to_string() })?;
+    Ok(Statement {
+        type_: STATEMENT_TYPE.to_string(),
+        subject: predicate.subjects(),
+        predicate_type: P::KIND.predicate_type(),
+        predicate: value,
+    })
+}
+
+/// Serializes a predicate as a statement and signs it into a DSSE envelope.
+pub fn sign_record<P: Predicate>(predicate: &P, key: &SigningKey) -> Result<Envelope, Error> {
+    let st = statement(predicate)?;
+    let payload = serde_json::to_vec(&st).map_err(|e| Error::Json { what: "statement", message: e.to_string() })?;
+    Ok(Envelope::sign(PAYLOAD_TYPE_IN_TOTO, &payload, key))
+}

@@ -1,0 +1,115 @@
+use chipledger_domain::keys::{PublicKey, SigningKey, VerifierKey};
+use chipledger_domain::Error;
+
+// golang.org/x/mod/sumdb/note test data: PeterNeumann's signer and verifier keys.
+pub const PETER_VKEY: &str = "PeterNeumann+c74f20a3+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW";
+pub const PETER_SEED_B64: &str = "AYEKFALVFGyNhPJEMzD1QIDr+Y7hfZx09iUvxdXHKDFz";
+
+pub fn peter() -> SigningKey {
+    let raw = chipledger_domain::encoding::b64_decode(PETER_SEED_B64, "seed").unwrap();
+    SigningKey::from_seed(&raw[1..].try_into().unwrap())
+}
+
+#[track_caller]
+fn check_bad_vkey(vkey: &str, reason_part: &str) {
+    match VerifierKey::parse(vkey) {
+        Err(Error::VerifierKey { reason, .. }) => assert!(reason.contains(reason_part), "{vkey}: {reason}"),
+        other => panic!("{vkey}: expected a VerifierKey error, got {other:?}"),
+    }
+}
+
+#[test]
+fn go_verifier_keys_parse_and_round_trip() {
+    for vkey in [PETER_VKEY, "sum.golang.org+033de0ae+Ac4zctda0e5eza+HJyk9SxEdh+s3Ux18htTTAD8OuAn8"] {
+        let k = VerifierKey::parse(vkey).unwrap();
+        assert_eq!(k.to_string(), vkey);
+    }
+}
+
+#[test]
+fn a_seed_gives_the_same_verifier_key_as_go() {
+    let vkey = VerifierKey::new("PeterNeumann", peter().public_key()).unwrap();
+    assert_eq!(vkey.to_string(), PETER_VKEY);
+}
+
+#[test]
+fn every_truncation_or_one_character_change_of_a_vkey_is_refused() {
+    let b = PETER_VKEY.as_bytes();
+    for i in 0..=b.len() {
+        for j in i + 1..=b.len() {
+            if i == 0 && j == b.len() {
+                continue;
+            }
+            if let Ok(s) = std::str::from_utf8(&b[i..j]) {
+                assert!(VerifierKey::parse(s).is_err(), "{s} parsed");
+            }
+        }
+    }
+    for i in 0..b.len() {
+        let mut m = b.to_vec();
+        m[i] = m[i].wrapping_add(1);
+        if let Ok(s) = std::str::from_utf8(&m) {
+            assert!(VerifierKey::parse(s).is_err(), "{s} parsed");
+        }
+    }
+}
+
+#[test]
+fn malformed_vkeys_name_what_is_wrong() {
+    check_bad_vkey("PeterNeumann", "expected name+hash+key");
+    check_bad_vkey("PeterNeumann+c74f20a3+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW===", "base64");
+    check_bad_vkey("PeterNeumann+c74f20a+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW", "8 hex");
+    check_bad_vkey("PeterNeumann+cc469956+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TWBADKEY==", "base64");
+    check_bad_vkey("PeterNeumann+173116ae+ZRpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW", "algorithm");
+    check_bad_vkey("Peter+c74f20a3+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW", "does not match");
+}
+
+#[test]
+fn small_order_public_keys_are_refused() {
+    // The identity point and a point of order 8 encode as these 32 bytes.
+    let identity = {
+        let mut b = [0u8; 32];
+        b[0] = 1;
+        b
+    };
+    assert_eq!(PublicKey::from_bytes(&identity), Err(Error::WeakPublicKey));
+    let order8 = hex::decode("c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a").unwrap();
+    assert_eq!(PublicKey::from_bytes(&order8), Err(Error::WeakPublicKey));
+    let mut raw = vec![1u8];
+    raw.extend_from_slice(&identity);
+    let vkey = format!("weak+00000000+{}", chipledger_domain::encoding::b64_encode(&raw));
+    check_bad_vkey(&vkey, "weak");
+}
+
+#[test]
+fn pem_round_trips_and_debug_never_shows_the_secret() {
+    let k = peter();
+    let pem = k.to_pkcs8_pem();
+    assert!(pem.starts_with("-----BEGIN PRIVATE KEY-----"));
+    let back = SigningKey::from_pkcs8_pem(&pem).unwrap();
+    assert_eq!(back.public_key(), k.public_key());
+    let debug = format!("{k:?}");
+    assert!(debug.contains("redacted"));
+    let seed_hex = hex::encode(&chipledger_domain::encoding::b64_decode(PETER_SEED_B64, "s").unwrap()[1..]);
+    assert!(!debug.contains(&seed_hex));
+    let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    assert!(!debug.contains(&body));
+}
+
+#[test]
+fn malformed_pem_is_a_specific_error() {
+    for bad in ["", "not a pem", "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n", "-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEAGb9ECWmEzf6FQbrBZ9w7lshQhqowtrbLDFw4rXAxZuE=\n-----END PUBLIC KEY-----\n"] {
+        match SigningKey::from_pkcs8_pem(bad) {
+            Err(Error::PrivateKeyPem { reason }) => assert!(!reason.is_empty()),
+            other => panic!("{bad:?}: {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn key_ids_are_the_sha256_of_the_algorithm_byte_and_key() {
+    let k = peter();
+    let mut raw = vec![1u8];
+    raw.extend_from_slice(&k.public_key().to_bytes());
+    assert_eq!(k.key_id().as_str(), chipledger_domain::merkle::Hash::sha256(&raw).to_hex());
+}

@@ -1,0 +1,11 @@
+//! Tests of `chipledger-domain` through its public API: known-answer vectors that freeze every
+//! format, property tests for the proofs, and table tests for the catalog and the rules.
+
+mod catalog;
+mod dsse_records;
+mod fingerprint;
+mod identify;
+mod keys;
+mod merkle;
+mod note;
+mod rules;

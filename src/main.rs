@@ -1,0 +1,56 @@
+//! `chipledger`: the command-line front of chipledger. One thin module per subcommand under
+//! `cmd/`; all logic lives in the library crates. This binary owns stdout and the tracing
+//! subscriber; errors are printed once, with their context chain, and exit non-zero.
+
+#![forbid(unsafe_code)]
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod cmd;
+mod output;
+
+/// Auditable GPU provenance: which chips, where they came from, and whether they were lawful.
+#[derive(Debug, Parser)]
+#[command(name = "chipledger", version, about, long_about = None, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// List the GPU catalog: SKUs, PCI ids and datasheet figures, with sources.
+    Catalog(cmd::catalog::Args),
+    /// Identify a SKU and classify it under every US export rule version; with shipment facts,
+    /// give the acquisition verdict.
+    Classify(cmd::classify::Args),
+    /// Key management.
+    #[command(subcommand)]
+    Keys(cmd::keys::Command),
+    /// Signed notes and checkpoints.
+    #[command(subcommand)]
+    Note(cmd::note::Command),
+    /// Transparency-log proofs.
+    #[command(subcommand)]
+    Proof(cmd::proof::Command),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Catalog(a) => cmd::catalog::run(a),
+        Command::Classify(a) => cmd::classify::run(a),
+        Command::Keys(c) => cmd::keys::run(c),
+        Command::Note(c) => cmd::note::run(c),
+        Command::Proof(c) => cmd::proof::run(c),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,39 @@
+//! Output formats shared by the subcommands.
+
+use clap::ValueEnum;
+use comfy_table::{presets::UTF8_FULL_CONDENSED, ContentArrangement, Table};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Table,
+    Json,
+    Csv,
+}
+
+/// A table for a terminal: condensed borders, wrapped to the terminal width.
+pub fn table(header: &[&str]) -> Table {
+    let mut t = Table::new();
+    t.load_preset(UTF8_FULL_CONDENSED).set_content_arrangement(ContentArrangement::Dynamic).set_header(header.to_vec());
+    t
+}
+
+/// Pretty JSON on stdout.
+pub fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+/// A number the catalog may not have: blank when absent, `~` when flagged uncertain.
+pub fn num(v: Option<f64>, uncertain: bool) -> String {
+    match v {
+        None => "—".to_string(),
+        Some(v) => {
+            let s = if v.fract() == 0.0 { format!("{v:.0}") } else { format!("{v}") };
+            if uncertain {
+                format!("~{s}")
+            } else {
+                s
+            }
+        }
+    }
+}
