@@ -1,1 +1,102 @@
-fn main() {}
+//! Benchmarks for the figures issue #2 names: DSSE verify, the Merkle root over 1 M leaves,
+//! inclusion/consistency proof generation and verification. Run: `cargo bench -p chipledger-domain`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failure is the point
+
+use std::hint::black_box;
+
+use chipledger_domain::dsse::{Envelope, PAYLOAD_TYPE_IN_TOTO};
+use chipledger_domain::keys::{verify_batch, SigningKey};
+use chipledger_domain::merkle::{
+    consistency_proof, inclusion_proof, leaf_hash, root, verify_consistency, verify_inclusion, Hash, MemoryTree,
+};
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+
+const MILLION: u64 = 1 << 20;
+
+fn leaves(n: u64) -> Vec<Hash> {
+    (0..n).map(|i| leaf_hash(&i.to_le_bytes())).collect()
+}
+
+/// A payload the size of a one-GPU attestation statement (~3 KiB of JSON).
+fn attestation_sized_payload() -> Vec<u8> {
+    let mut p = br#"{"_type":"https://in-toto.io/Statement/v1","predicate":{"gpus":["#.to_vec();
+    p.extend(std::iter::repeat_n(b'x', 3000));
+    p.extend_from_slice(b"\"]}}");
+    p
+}
+
+fn dsse(c: &mut Criterion) {
+    let key = SigningKey::from_seed(&[42u8; 32]);
+    let public = key.public_key();
+    let payload = attestation_sized_payload();
+    let env = Envelope::sign(PAYLOAD_TYPE_IN_TOTO, &payload, &key);
+    let json = env.to_json();
+    let mut g = c.benchmark_group("dsse");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("verify_strict (parse + verify, 3 KiB payload)", |b| {
+        b.iter(|| {
+            let e = Envelope::from_json(black_box(&json)).unwrap();
+            e.verify(&public).unwrap()
+        })
+    });
+    g.bench_function("sign (3 KiB payload)", |b| {
+        b.iter(|| Envelope::sign(PAYLOAD_TYPE_IN_TOTO, black_box(&payload), &key))
+    });
+    let envs: Vec<Envelope> = (0..64u8)
+        .map(|i| {
+            let mut p = payload.clone();
+            p[0] = i;
+            Envelope::sign(PAYLOAD_TYPE_IN_TOTO, &p, &key)
+        })
+        .collect();
+    let msgs: Vec<(Vec<u8>, Vec<u8>)> = envs.iter().map(|e| e.signed_message(&key.key_id()).unwrap()).collect();
+    g.throughput(Throughput::Elements(64));
+    g.bench_function("verify_batch (64 envelopes)", |b| {
+        b.iter(|| {
+            let items: Vec<(&[u8], &[u8], _)> =
+                msgs.iter().map(|(m, s)| (m.as_slice(), s.as_slice(), public)).collect();
+            assert!(verify_batch(black_box(&items)));
+        })
+    });
+    g.finish();
+}
+
+fn merkle(c: &mut Criterion) {
+    let l = leaves(MILLION);
+    let tree = MemoryTree::from_leaves(l.clone());
+    let size = MILLION - 3; // not a power of two: exercises the right edge
+    let r = tree.root_at(size).unwrap();
+    let old = 700_001;
+    let r_old = tree.root_at(old).unwrap();
+
+    let mut g = c.benchmark_group("merkle");
+    g.sample_size(10);
+    g.throughput(Throughput::Elements(MILLION));
+    g.bench_function("root over 2^20 leaf hashes", |b| b.iter(|| root(black_box(&l))));
+    g.finish();
+
+    let mut g = c.benchmark_group("proofs (tree of 2^20 - 3)");
+    let mut i = 0u64;
+    g.bench_function("inclusion proof generation", |b| {
+        b.iter(|| {
+            i = (i + 7919) % size;
+            inclusion_proof(&tree, black_box(i), size).unwrap()
+        })
+    });
+    let proof = inclusion_proof(&tree, 123_456, size).unwrap();
+    g.bench_function("inclusion proof verification", |b| {
+        b.iter(|| verify_inclusion(123_456, size, &l[123_456], black_box(&proof), &r).unwrap())
+    });
+    g.bench_function("consistency proof generation", |b| {
+        b.iter_batched(|| (), |_| consistency_proof(&tree, black_box(old), size).unwrap(), BatchSize::SmallInput)
+    });
+    let cproof = consistency_proof(&tree, old, size).unwrap();
+    g.bench_function("consistency proof verification", |b| {
+        b.iter(|| verify_consistency(old, size, &r_old, &r, black_box(&cproof)).unwrap())
+    });
+    g.finish();
+}
+
+criterion_group!(benches, dsse, merkle);
+criterion_main!(benches);

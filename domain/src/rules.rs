@@ -654,13 +654,19 @@ pub fn verdict(sku: Option<&Sku>, dc: Option<DatacenterJudgement>, shipment: Opt
 
     let mut citations: Vec<String> = rules_used.iter().map(|r| r.citation().to_string()).collect();
     citations.dedup();
-    let rules: Vec<RuleVersion> = reqs.iter().map(|r| r.rule).collect();
+    let mut rules: Vec<RuleVersion> = reqs.iter().map(|r| r.rule).collect();
+    if !policy_note.is_empty() {
+        rules.push(RuleVersion::Jan2026China);
+    }
+    rules.dedup();
     let date_s = on.to_string();
 
     if !reqs.is_empty() {
+        // A licence requirement rests on the rules that impose it, not on every rule in force.
+        let citations: Vec<String> = rules.iter().map(|r| r.citation().to_string()).collect();
         let whys: Vec<&str> = reqs.iter().map(|r| r.why.as_str()).collect();
         let all_nac = reqs.iter().all(|r| r.nac);
-        let what = if all_nac { "a NAC notification" } else { "a licence" };
+        let what = if all_nac { "NAC notification" } else { "licence" };
         return match s.licence.as_deref().map(str::trim).filter(|l| !l.is_empty()) {
             Some(lic) => Verdict {
                 verdict: VerdictKind::LawfulUnderLicence,

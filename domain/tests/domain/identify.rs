@@ -152,18 +152,18 @@ fn check_history(current: &Sighting, history: &[Sighting], kinds: &[&str]) -> Ve
 fn history_shows_a_vbios_change() {
     let old = sighting(U1, "1651323018291", "h1", "96.00.51.00.0E", datetime!(2026-01-01 00:00 UTC));
     let now = sighting(U1, "1651323018291", "h1", "96.00.74.00.0F", datetime!(2026-02-01 00:00 UTC));
-    let a = check_history(&now, &[old.clone()], &["vbios-changed"]);
+    let a = check_history(&now, std::slice::from_ref(&old), &["vbios-changed"]);
     assert!(a[0].explain().contains("96.00.51.00.0E"));
-    check_history(&old, &[old.clone()], &[]);
+    check_history(&old, std::slice::from_ref(&old), &[]);
 }
 
 #[test]
 fn history_shows_a_serial_under_two_uuids_and_a_changed_identity() {
     let a = sighting(U1, "1651323018291", "h1", "v", datetime!(2026-01-01 00:00 UTC));
     let b = sighting(U2, "1651323018291", "h2", "v", datetime!(2026-01-02 00:00 UTC));
-    check_history(&b, &[a.clone()], &["serial-under-two-uuids"]);
+    check_history(&b, std::slice::from_ref(&a), &["serial-under-two-uuids"]);
     let c = sighting(U1, "9999999999999", "h1", "v", datetime!(2026-01-03 00:00 UTC));
-    let got = check_history(&c, &[a.clone()], &["identity-changed"]);
+    let got = check_history(&c, std::slice::from_ref(&a), &["identity-changed"]);
     assert!(matches!(&got[0], Anomaly::IdentityChanged { field, .. } if field == "serial"));
     let masked = sighting(U2, "0000000000000", "h2", "v", datetime!(2026-01-02 00:00 UTC));
     let masked_old = sighting(U1, "0000000000000", "h1", "v", datetime!(2026-01-01 00:00 UTC));
@@ -174,9 +174,9 @@ fn history_shows_a_serial_under_two_uuids_and_a_changed_identity() {
 fn history_tells_a_move_from_one_uuid_on_two_hosts_at_once() {
     let a = sighting(U1, "1651323018291", "h1", "v", datetime!(2026-01-01 00:00 UTC));
     let moved = sighting(U1, "1651323018291", "h2", "v", datetime!(2026-01-05 00:00 UTC));
-    check_history(&moved, &[a.clone()], &["moved-host"]);
+    check_history(&moved, std::slice::from_ref(&a), &["moved-host"]);
     let at_once = sighting(U1, "1651323018291", "h2", "v", datetime!(2026-01-01 00:05 UTC));
-    check_history(&at_once, &[a.clone()], &["uuid-on-two-hosts"]);
+    check_history(&at_once, std::slice::from_ref(&a), &["uuid-on-two-hosts"]);
     let back = sighting(U1, "1651323018291", "h1", "v", datetime!(2026-01-09 00:00 UTC));
     check_history(&back, &[a, moved], &["uuid-on-two-hosts"]);
 }

@@ -1,6 +1,8 @@
 //! Tests of `chipledger-domain` through its public API: known-answer vectors that freeze every
 //! format, property tests for the proofs, and table tests for the catalog and the rules.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failure is the point
+
 mod catalog;
 mod dsse_records;
 mod fingerprint;

@@ -1,0 +1,47 @@
+//! End-to-end tests of the `chipledger` binary: each runs the real executable the way a person
+//! would, and checks what it prints and how it exits.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failure is the point
+
+mod architecture;
+mod catalog;
+mod keys_notes_proofs;
+
+use std::process::Command;
+
+/// The result of one run of the binary.
+#[derive(Debug)]
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs `chipledger ARGS…` and returns what it did.
+#[track_caller]
+pub fn chipledger(args: &[&str]) -> Run {
+    let out = Command::new(env!("CARGO_BIN_EXE_chipledger")).args(args).output().expect("running chipledger");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Runs and requires success.
+#[track_caller]
+pub fn ok(args: &[&str]) -> Run {
+    let r = chipledger(args);
+    assert_eq!(r.code, 0, "chipledger {args:?} failed:\n{}{}", r.stdout, r.stderr);
+    r
+}
+
+/// Runs and requires a non-zero exit whose stderr says `part`.
+#[track_caller]
+pub fn fails(args: &[&str], part: &str) -> Run {
+    let r = chipledger(args);
+    assert_ne!(r.code, 0, "chipledger {args:?} should fail:\n{}", r.stdout);
+    assert!(r.stderr.contains(part), "chipledger {args:?}: stderr lacks {part:?}:\n{}", r.stderr);
+    assert!(!r.stderr.contains("panicked"), "chipledger {args:?} panicked:\n{}", r.stderr);
+    r
+}
