@@ -44,12 +44,12 @@ impl SigningKey {
     }
 
     /// The key as PKCS#8 PEM, in a buffer wiped on drop.
-    pub fn to_pkcs8_pem(&self) -> Zeroizing<String> {
-        // Invariant: encoding a valid in-memory Ed25519 key to PKCS#8 cannot fail.
-        match self.inner.to_pkcs8_pem(Default::default()) {
-            Ok(pem) => Zeroizing::new(pem.to_string()),
-            Err(_) => Zeroizing::new(String::new()),
-        }
+    pub fn to_pkcs8_pem(&self) -> Result<Zeroizing<String>, Error> {
+        let pem = self
+            .inner
+            .to_pkcs8_pem(Default::default())
+            .map_err(|e| Error::PrivateKeyPem { reason: format!("cannot encode: {e}") })?;
+        Ok(Zeroizing::new(pem.to_string()))
     }
 
     pub fn public_key(&self) -> PublicKey {
@@ -129,19 +129,28 @@ impl fmt::Debug for PublicKey {
     }
 }
 
-/// Checks many (message, signature, key) triples at once with Ed25519 batch verification.
-/// A fast path only: if it fails, callers fall back to [`PublicKey::verify`] per item to name
-/// the bad one, and batch success never overrides a strict failure (callers still run strict
-/// checks where the verdict matters for weak-key edge cases; keys here are never weak).
+/// Checks many (message, signature, key) triples at once with Ed25519 batch verification: the fast
+/// path for audits. `true` means every signature is valid; on `false`, callers check each item
+/// with [`PublicKey::verify`] to name the bad one.
+///
+/// ed25519-dalek's batch equation is cofactorless, like `verify_strict`, but lacks its small-order
+/// check on `R`; a signer could exploit that (e.g. `R` = identity, `s = k·a`) to make a signature
+/// batch accepts and strict refuses, so small-order `R` is refused here first. Keys are never weak
+/// (see [`PublicKey::from_bytes`]). What remains is a signature whose `R` carries a torsion
+/// component: batch accepts it with probability ≤ 1/8 per check where strict refuses it; only the
+/// holder of an enrolled key can craft one, and it is not a forgery.
 pub fn verify_batch(items: &[(&[u8], &[u8], PublicKey)]) -> bool {
     let mut msgs = Vec::with_capacity(items.len());
     let mut sigs = Vec::with_capacity(items.len());
     let mut keys = Vec::with_capacity(items.len());
     for (m, s, k) in items {
-        match Signature::from_slice(s) {
-            Ok(sig) => sigs.push(sig),
-            Err(_) => return false,
+        let Ok(sig) = Signature::from_slice(s) else { return false };
+        let r = curve25519_dalek::edwards::CompressedEdwardsY(*sig.r_bytes());
+        match r.decompress() {
+            Some(point) if !point.is_small_order() => {}
+            _ => return false,
         }
+        sigs.push(sig);
         msgs.push(*m);
         keys.push(*k.dalek());
     }

@@ -26,7 +26,7 @@ pub fn run(cmd: Command) -> Result<()> {
             chipledger_domain::keys::check_key_name(&name)?;
             let key = SigningKey::generate(&mut rand_core::OsRng);
             let vkey = VerifierKey::new(&name, key.public_key())?;
-            write_private(&out, key.to_pkcs8_pem().as_bytes())?;
+            write_private(&out, key.to_pkcs8_pem()?.as_bytes())?;
             println!("{vkey}");
             eprintln!("private key written to {} (mode 0600); key id {}", out.display(), key.key_id());
             Ok(())

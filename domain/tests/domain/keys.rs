@@ -84,7 +84,7 @@ fn small_order_public_keys_are_refused() {
 #[test]
 fn pem_round_trips_and_debug_never_shows_the_secret() {
     let k = peter();
-    let pem = k.to_pkcs8_pem();
+    let pem = k.to_pkcs8_pem().unwrap();
     assert!(pem.starts_with("-----BEGIN PRIVATE KEY-----"));
     let back = SigningKey::from_pkcs8_pem(&pem).unwrap();
     assert_eq!(back.public_key(), k.public_key());
@@ -112,4 +112,38 @@ fn key_ids_are_the_sha256_of_the_algorithm_byte_and_key() {
     let mut raw = vec![1u8];
     raw.extend_from_slice(&k.public_key().to_bytes());
     assert_eq!(k.key_id().as_str(), chipledger_domain::merkle::Hash::sha256(&raw).to_hex());
+}
+
+/// A signature with `R` = identity and `s = H(R‖A‖M)·a`: valid under plain cofactorless Ed25519,
+/// refused by `verify_strict`. Batch verification must refuse it too, so an audit's fast path
+/// reaches the strict verdict.
+#[test]
+fn batch_verification_refuses_what_strict_refuses() {
+    use sha2::{Digest, Sha512};
+    let key = peter();
+    let a = ed25519_dalek::SigningKey::from_bytes(&{
+        let raw = chipledger_domain::encoding::b64_decode(PETER_SEED_B64, "seed").unwrap();
+        raw[1..].try_into().unwrap()
+    })
+    .to_scalar();
+    let msg = b"counter=7";
+    let mut r = [0u8; 32];
+    r[0] = 1; // the identity point
+    let k = curve25519_dalek::Scalar::from_hash(
+        Sha512::new().chain_update(r).chain_update(key.public_key().to_bytes()).chain_update(msg),
+    );
+    let mut sig = r.to_vec();
+    sig.extend_from_slice((k * a).as_bytes());
+
+    let pk = key.public_key();
+    assert!(pk.verify(msg, &sig).is_err(), "strict refuses a small-order R");
+    let dalek_sig = ed25519_dalek::Signature::from_slice(&sig).unwrap();
+    let dalek_pk = ed25519_dalek::VerifyingKey::from_bytes(&pk.to_bytes()).unwrap();
+    assert!(
+        ed25519_dalek::verify_batch(&[&msg[..]], &[dalek_sig], &[dalek_pk]).is_ok(),
+        "the raw batch equation alone would accept it: the pre-check is what makes the verdicts agree"
+    );
+    let good = key.sign(b"counter=8");
+    assert!(chipledger_domain::keys::verify_batch(&[(b"counter=8", &good, pk)]));
+    assert!(!chipledger_domain::keys::verify_batch(&[(b"counter=8", &good, pk), (msg, &sig, pk)]));
 }
