@@ -68,4 +68,7 @@ pub enum Error {
     Country { input: String },
     #[error("GPU UUID {input:?} is malformed: {reason}")]
     GpuUuid { input: String, reason: &'static str },
+    /// A log refused or could not serve a request (the ledger or a remote server says why).
+    #[error("{0}")]
+    Log(String),
 }

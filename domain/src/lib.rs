@@ -4,8 +4,8 @@
 //! in [`records`]), Ed25519 keys and C2SP verifier keys ([`keys`]), C2SP signed notes,
 //! checkpoints and tlog-proofs ([`note`]), RFC 6962 Merkle math ([`merkle`]), the embedded GPU
 //! catalog ([`catalog`]), GPU fingerprints ([`fingerprint`]), SKU identification and anomalies
-//! ([`identify`]), country groups ([`country`]) and export classification and acquisition
-//! verdicts ([`rules`]).
+//! ([`identify`]), country groups ([`country`]), export classification and acquisition verdicts
+//! ([`rules`]), and the [`log::LogClient`] trait through which agents and nodes reach a log.
 //!
 //! What it does not do: no file, network or database IO, no clock and no randomness of its own
 //! (time and RNGs are parameters), no printing. Everything here is deterministic, so every other
@@ -21,6 +21,7 @@ mod error;
 pub mod fingerprint;
 pub mod identify;
 pub mod keys;
+pub mod log;
 pub mod merkle;
 pub mod note;
 pub mod records;

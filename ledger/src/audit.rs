@@ -1,0 +1,308 @@
+//! The full audit: recompute every leaf and the tree, check every signature and the key registry
+//! at each index, every checkpoint's signature and its agreement with the entries, and the
+//! stored Merkle nodes. It reports the first problem and the index it concerns.
+
+use chipledger_domain::keys::{PublicKey, VerifierKey};
+use chipledger_domain::merkle::Hash;
+use chipledger_domain::note::open_checkpoint;
+use rusqlite::{Connection, OpenFlags};
+use serde::Serialize;
+
+use crate::record::{self, Parsed, Registry};
+use crate::store::{kind_code, DB_FILE};
+use crate::tree::{node_id, Frontier};
+use crate::{Error, Ledger};
+
+/// What the audit found.
+#[derive(Debug, Clone, Serialize)]
+pub struct AuditReport {
+    pub entries: u64,
+    pub checkpoints: u64,
+    pub signatures_checked: u64,
+    pub root: Hash,
+    /// The first problem, or `None` when the log is intact.
+    pub problem: Option<Problem>,
+}
+
+/// One problem, with the entry index (and checkpoint) it concerns.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Problem {
+    /// The first entry index the problem concerns.
+    pub index: Option<u64>,
+    pub checkpoint_size: Option<u64>,
+    pub what: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.index, self.checkpoint_size) {
+            (Some(i), _) => write!(f, "entry {i}: {}", self.what),
+            (None, Some(s)) => write!(f, "checkpoint of size {s}: {}", self.what),
+            (None, None) => f.write_str(&self.what),
+        }
+    }
+}
+
+const CHUNK: usize = 8192;
+
+struct Row {
+    idx: u64,
+    leaf: Vec<u8>,
+    envelope: Vec<u8>,
+    kind: i64,
+    signer: i64,
+}
+
+impl Ledger {
+    /// Audits the whole log. `progress(done, total)` is called as entries are checked.
+    pub fn audit(&self, progress: &mut dyn FnMut(u64, u64)) -> Result<AuditReport, Error> {
+        let conn = Connection::open_with_flags(self.dir().join(DB_FILE), OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+        conn.execute_batch("BEGIN")?; // one consistent snapshot for the whole audit
+        let total: u64 = conn.query_row("SELECT COUNT(*) FROM entries", [], |r| r.get::<_, i64>(0))? as u64;
+        let vkeys = [self.verifier_key().clone()];
+        let mut report = AuditReport {
+            entries: 0,
+            checkpoints: 0,
+            signatures_checked: 0,
+            root: Frontier::default().root(),
+            problem: None,
+        };
+
+        // Checkpoints: each must carry a valid log signature over its own size.
+        let mut cps: Vec<(u64, Hash)> = Vec::new();
+        {
+            let mut st = conn.prepare("SELECT size, note FROM checkpoints ORDER BY size")?;
+            let mut rows = st.query([])?;
+            while let Some(r) = rows.next()? {
+                let size = r.get::<_, i64>(0)? as u64;
+                let note: Vec<u8> = r.get(1)?;
+                match open_checkpoint(&note, &vkeys, Some(self.origin())) {
+                    Ok(cp) if cp.checkpoint.size == size => cps.push((size, cp.checkpoint.root)),
+                    Ok(cp) => {
+                        return Ok(found(
+                            report,
+                            None,
+                            Some(size),
+                            format!("stored under size {size} but signs size {}", cp.checkpoint.size),
+                        ))
+                    }
+                    Err(e) => {
+                        return Ok(found(report, None, Some(size), format!("not a valid checkpoint of this log: {e}")))
+                    }
+                }
+            }
+        }
+        report.checkpoints = cps.len() as u64;
+
+        let mut registry = Registry::new();
+        let mut frontier = Frontier::default();
+        let mut computed_nodes: Vec<(i64, Hash)> = Vec::with_capacity(total as usize);
+        let mut next_cp = 0usize;
+        let mut last_good_cp = 0u64;
+        let mut st = conn.prepare("SELECT idx, leaf_hash, envelope, kind, signer FROM entries ORDER BY idx")?;
+        let mut rows = st.query([])?;
+        let mut expected = 0u64;
+        loop {
+            let mut chunk: Vec<Row> = Vec::with_capacity(CHUNK);
+            while chunk.len() < CHUNK {
+                match rows.next()? {
+                    Some(r) => chunk.push(Row {
+                        idx: r.get::<_, i64>(0)? as u64,
+                        leaf: r.get(1)?,
+                        envelope: r.get(2)?,
+                        kind: r.get(3)?,
+                        signer: r.get(4)?,
+                    }),
+                    None => break,
+                }
+            }
+            if chunk.is_empty() {
+                break;
+            }
+            let parsed = parse_parallel(&chunk);
+            let mut sig_items: Vec<(&[u8], &[u8], PublicKey)> = Vec::with_capacity(chunk.len());
+            let mut sig_index: Vec<u64> = Vec::with_capacity(chunk.len());
+            let mut problem: Option<Problem> = None;
+            let mut new_nodes = Vec::new();
+            for (row, p) in chunk.iter().zip(&parsed) {
+                let at = |what: String| Problem { index: Some(row.idx), checkpoint_size: None, what };
+                if row.idx != expected {
+                    problem = Some(Problem {
+                        index: Some(expected),
+                        checkpoint_size: None,
+                        what: format!("missing: the next stored entry is {}", row.idx),
+                    });
+                    break;
+                }
+                let p = match p {
+                    Ok(p) => p,
+                    Err(r) => {
+                        problem = Some(at(format!("not a valid record: {r}")));
+                        break;
+                    }
+                };
+                if row.leaf != p.leaf_hash.0 {
+                    problem =
+                        Some(at("the stored envelope does not hash to its stored leaf hash (bytes altered)".into()));
+                    break;
+                }
+                let (public, signer) = match record::authorize(p, &registry, row.idx) {
+                    Ok(v) => v,
+                    Err(r) => {
+                        problem = Some(at(format!("not authorised at this index: {r}")));
+                        break;
+                    }
+                };
+                if row.kind != kind_code(p.kind) || row.signer as u64 != signer {
+                    problem = Some(at("the stored kind or signer columns do not match the envelope".into()));
+                    break;
+                }
+                record::apply(p, &mut registry, row.idx);
+                sig_items.push((p.message.as_slice(), p.signature.as_slice(), public));
+                sig_index.push(row.idx);
+                new_nodes.clear();
+                frontier.push(p.leaf_hash, &mut new_nodes);
+                computed_nodes.extend(new_nodes.iter().map(|(l, i, h)| (node_id(*l, *i), *h)));
+                expected += 1;
+                if let Some((size, root)) = cps.get(next_cp) {
+                    if *size == frontier.size {
+                        if frontier.root() != *root {
+                            problem = Some(Problem {
+                                index: Some(last_good_cp),
+                                checkpoint_size: Some(*size),
+                                what: format!(
+                                    "entries {last_good_cp}..{size} do not hash to the root the log signed at size {size}: altered, reordered or replaced"
+                                ),
+                            });
+                            break;
+                        }
+                        last_good_cp = *size;
+                        next_cp += 1;
+                    }
+                }
+            }
+            if let Some(bad) = record::first_bad_signature(&sig_items) {
+                let what = "the signature does not verify under the key enrolled for it".to_string();
+                return Ok(found(report, Some(sig_index[bad]), None, what));
+            }
+            report.signatures_checked += sig_items.len() as u64;
+            if let Some(p) = problem {
+                report.problem = Some(p);
+                report.entries = expected;
+                return Ok(report);
+            }
+            progress(expected, total);
+        }
+        report.entries = expected;
+        report.root = frontier.root();
+        if let Some((size, _)) = cps.get(next_cp) {
+            let what = format!("the log has {expected} entries but the log signed a checkpoint of size {size}: entries {expected}..{size} are missing (truncated)");
+            return Ok(found(report, Some(expected), Some(*size), what));
+        }
+        // The stored nodes must be exactly the complete subtrees of the entries.
+        computed_nodes.sort_unstable_by_key(|(id, _)| *id);
+        let mut st = conn.prepare("SELECT id, hash FROM nodes ORDER BY id")?;
+        let mut rows = st.query([])?;
+        let mut i = 0usize;
+        while let Some(r) = rows.next()? {
+            let id: i64 = r.get(0)?;
+            let hash: Vec<u8> = r.get(1)?;
+            let level = (id >> 48) as u8;
+            let index = (id & ((1 << 48) - 1)) as u64;
+            match computed_nodes.get(i) {
+                Some((cid, h)) if *cid == id && h.0[..] == hash[..] => i += 1,
+                Some((cid, _)) if *cid < id => {
+                    let (l, x) = ((*cid >> 48) as u8, (*cid & ((1 << 48) - 1)) as u64);
+                    return Ok(found(
+                        report,
+                        Some(x << l),
+                        None,
+                        format!("stored Merkle node (level {l}, index {x}) is missing"),
+                    ));
+                }
+                _ => {
+                    return Ok(found(
+                        report,
+                        Some(index << level),
+                        None,
+                        format!(
+                            "stored Merkle node (level {level}, index {index}) does not match the entries below it"
+                        ),
+                    ))
+                }
+            }
+        }
+        if let Some((cid, _)) = computed_nodes.get(i) {
+            let (l, x) = ((*cid >> 48) as u8, (*cid & ((1 << 48) - 1)) as u64);
+            return Ok(found(
+                report,
+                Some(x << l),
+                None,
+                format!("stored Merkle node (level {l}, index {x}) is missing"),
+            ));
+        }
+        Ok(report)
+    }
+
+    /// Checks that the log still contains the tree an earlier checkpoint signed (detects
+    /// truncation or rewriting after the fact). `note` is the saved signed checkpoint.
+    pub fn check_against(&self, note: &[u8]) -> Result<Option<Problem>, Error> {
+        let vkeys: [VerifierKey; 1] = [self.verifier_key().clone()];
+        let cp = open_checkpoint(note, &vkeys, Some(self.origin()))?;
+        let size = self.stored_size()?;
+        if cp.checkpoint.size > size {
+            return Ok(Some(Problem {
+                index: Some(size),
+                checkpoint_size: Some(cp.checkpoint.size),
+                what: format!(
+                    "the saved checkpoint covers {} entries but the log now has {size}: entries {size}..{} are gone",
+                    cp.checkpoint.size, cp.checkpoint.size
+                ),
+            }));
+        }
+        let conn = self.reader();
+        let root = chipledger_domain::merkle::subtree_root(&crate::tree::DbSource(&conn), 0, cp.checkpoint.size)?;
+        if root != cp.checkpoint.root {
+            return Ok(Some(Problem {
+                index: None,
+                checkpoint_size: Some(cp.checkpoint.size),
+                what:
+                    "the log's first entries no longer hash to the root of the saved checkpoint: history was rewritten"
+                        .into(),
+            }));
+        }
+        Ok(None)
+    }
+}
+
+fn found(mut report: AuditReport, index: Option<u64>, checkpoint_size: Option<u64>, what: String) -> AuditReport {
+    report.problem = Some(Problem { index, checkpoint_size, what });
+    report
+}
+
+fn parse_parallel(chunk: &[Row]) -> Vec<Result<Parsed, crate::Rejection>> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).max(1);
+    let per = chunk.len().div_ceil(threads).max(1);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = chunk
+            .chunks(per)
+            .map(|part| {
+                s.spawn(move || part.iter().map(|r| record::parse(&r.envelope, usize::MAX, false)).collect::<Vec<_>>())
+            })
+            .collect();
+        let mut out = Vec::with_capacity(chunk.len());
+        for h in handles {
+            match h.join() {
+                Ok(v) => out.extend(v),
+                Err(_) => out.extend(
+                    std::iter::repeat_with(|| {
+                        Err(crate::Rejection::MalformedEnvelope("the parser thread failed".into()))
+                    })
+                    .take(per),
+                ),
+            }
+        }
+        out.truncate(chunk.len());
+        out
+    })
+}

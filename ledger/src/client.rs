@@ -1,0 +1,41 @@
+//! The ledger as a [`LogClient`]: agents and nodes on the same machine use the file directly.
+
+use chipledger_domain::fingerprint::GpuUuid;
+use chipledger_domain::log::{AsOf, EntrySummary, InventoryGpu, LogClient, Receipt};
+use chipledger_domain::merkle::Hash;
+use chipledger_domain::Error as DomainError;
+
+use crate::{EntryFilter, Error, Ledger};
+
+fn to_domain(e: Error) -> DomainError {
+    match e {
+        Error::Domain(d) => d,
+        other => DomainError::Log(other.to_string()),
+    }
+}
+
+impl LogClient for Ledger {
+    fn submit(&self, envelopes: &[Vec<u8>]) -> Result<Vec<Receipt>, DomainError> {
+        self.append(envelopes).map_err(to_domain)
+    }
+
+    fn checkpoint(&self) -> Result<String, DomainError> {
+        Ledger::checkpoint(self).map(|(_, note)| note).map_err(to_domain)
+    }
+
+    fn inclusion_proof(&self, index: u64, size: u64) -> Result<Vec<Hash>, DomainError> {
+        Ledger::inclusion_proof(self, index, size).map_err(to_domain)
+    }
+
+    fn consistency_proof(&self, old: u64, new: u64) -> Result<Vec<Hash>, DomainError> {
+        Ledger::consistency_proof(self, old, new).map_err(to_domain)
+    }
+
+    fn inventory(&self, as_of: AsOf) -> Result<Vec<InventoryGpu>, DomainError> {
+        Ledger::inventory(self, as_of).map_err(to_domain)
+    }
+
+    fn history(&self, uuid: &GpuUuid) -> Result<Vec<EntrySummary>, DomainError> {
+        self.entries(&EntryFilter { gpu: Some(uuid.clone()), ..Default::default() }).map_err(to_domain)
+    }
+}

@@ -1,0 +1,242 @@
+//! Parsing and checking one envelope: what append validation and the audit share.
+
+use std::collections::HashMap;
+
+use chipledger_domain::dsse::{pae, Envelope, PAYLOAD_TYPE_IN_TOTO};
+use chipledger_domain::encoding::b64_decode;
+use chipledger_domain::keys::{verify_batch, KeyId, PublicKey, VerifierKey};
+use chipledger_domain::merkle::{leaf_hash, Hash};
+use chipledger_domain::records::{Record, RecordKind, Role};
+use time::OffsetDateTime;
+
+use crate::Rejection;
+
+/// An envelope taken apart: enough to authorise it, verify it and index it.
+#[derive(Debug, Clone)]
+pub(crate) struct Parsed {
+    pub leaf_hash: Hash,
+    pub kind: RecordKind,
+    pub key_id: String,
+    pub counter: u64,
+    pub made_at: OffsetDateTime,
+    /// The typed record; `None` when parsed lightly (audit of non-key records).
+    pub record: Option<Record>,
+    /// `PAE(payloadType, payload)`, the signed message.
+    pub message: Vec<u8>,
+    pub signature: Vec<u8>,
+}
+
+/// What the registry knows about one enrolled key.
+#[derive(Debug, Clone)]
+pub(crate) struct KeyState {
+    pub enrolled_at: u64,
+    pub key_id: String,
+    pub verifier_key: String,
+    pub public: PublicKey,
+    pub role: Role,
+    pub host: Option<String>,
+    pub valid_from: OffsetDateTime,
+    pub valid_until: Option<OffsetDateTime>,
+    pub revoked_at: Option<u64>,
+    pub last_counter: u64,
+}
+
+pub(crate) type Registry = HashMap<String, KeyState>;
+
+#[derive(serde::Deserialize)]
+struct LightStatement {
+    #[serde(rename = "_type")]
+    type_: String,
+    #[serde(rename = "predicateType")]
+    predicate_type: String,
+    predicate: LightPredicate,
+}
+
+#[derive(serde::Deserialize)]
+struct LightPredicate {
+    format_version: u32,
+    counter: u64,
+    #[serde(
+        alias = "observed_at",
+        alias = "recorded_at",
+        alias = "issued_at",
+        alias = "written_at",
+        alias = "finished_at",
+        with = "time::serde::rfc3339"
+    )]
+    made_at: OffsetDateTime,
+}
+
+/// Parses an envelope. `full` also parses the typed record (append always; audit for key records).
+pub(crate) fn parse(bytes: &[u8], limit: usize, full: bool) -> Result<Parsed, Rejection> {
+    if bytes.len() > limit {
+        return Err(Rejection::TooLarge { size: bytes.len(), limit });
+    }
+    let env = Envelope::from_json(bytes).map_err(|e| Rejection::MalformedEnvelope(e.to_string()))?;
+    if env.payload_type != PAYLOAD_TYPE_IN_TOTO {
+        return Err(Rejection::WrongPayloadType(env.payload_type));
+    }
+    if env.signatures.len() != 1 {
+        return Err(Rejection::SignatureCount(env.signatures.len()));
+    }
+    let payload = env.payload_bytes().map_err(|e| Rejection::MalformedEnvelope(e.to_string()))?;
+    let light: LightStatement =
+        serde_json::from_slice(&payload).map_err(|e| Rejection::MalformedStatement(e.to_string()))?;
+    if light.type_ != chipledger_domain::records::STATEMENT_TYPE {
+        return Err(Rejection::MalformedStatement(format!("_type is {:?}", light.type_)));
+    }
+    let kind = RecordKind::from_predicate_type(&light.predicate_type)
+        .ok_or_else(|| Rejection::MalformedStatement(format!("unknown predicateType {:?}", light.predicate_type)))?;
+    if light.predicate.format_version != chipledger_domain::records::FORMAT_VERSION {
+        return Err(Rejection::MalformedStatement(format!(
+            "format_version {} is not one this log accepts",
+            light.predicate.format_version
+        )));
+    }
+    let needs_record = full || matches!(kind, RecordKind::KeyEnrollment | RecordKind::KeyRevocation);
+    let record = if needs_record {
+        Some(Record::from_payload(&payload).map_err(|e| Rejection::MalformedStatement(e.to_string()))?)
+    } else {
+        None
+    };
+    let sig = &env.signatures[0];
+    let signature = b64_decode(&sig.sig, "signature").map_err(|e| Rejection::MalformedEnvelope(e.to_string()))?;
+    Ok(Parsed {
+        leaf_hash: leaf_hash(bytes),
+        kind,
+        key_id: sig.keyid.clone(),
+        counter: light.predicate.counter,
+        made_at: light.predicate.made_at,
+        record,
+        message: pae(&env.payload_type, &payload),
+        signature,
+    })
+}
+
+/// Checks that the signer may append this record at `index`, given the registry before it.
+/// Returns the signer's public key (for the signature check) and enrollment index.
+pub(crate) fn authorize(p: &Parsed, registry: &Registry, index: u64) -> Result<(PublicKey, u64), Rejection> {
+    if registry.is_empty() {
+        // The log's first entry: an admin key enrolling itself.
+        let Some(Record::KeyEnrollment(e)) = &p.record else { return Err(Rejection::NeedsSelfEnrollment) };
+        if e.role != Role::Admin || e.key_id.as_str() != p.key_id {
+            return Err(Rejection::NeedsSelfEnrollment);
+        }
+        let vkey = enrolled_key(e)?;
+        return Ok((*vkey.public_key(), index));
+    }
+    let key = registry.get(&p.key_id).ok_or_else(|| Rejection::UnknownKey { key_id: p.key_id.clone() })?;
+    if let Some(revoked_at) = key.revoked_at {
+        if revoked_at < index {
+            return Err(Rejection::RevokedKey { key_id: p.key_id.clone(), revoked_at });
+        }
+    }
+    if p.made_at < key.valid_from || key.valid_until.is_some_and(|u| p.made_at >= u) {
+        return Err(Rejection::KeyNotValid { key_id: p.key_id.clone(), at: rfc3339(p.made_at) });
+    }
+    if !key.role.may_sign(p.kind) {
+        return Err(Rejection::WrongRole { key_id: p.key_id.clone(), role: key.role, kind: p.kind });
+    }
+    if p.counter <= key.last_counter {
+        return Err(Rejection::CounterNotIncreasing {
+            key_id: p.key_id.clone(),
+            counter: p.counter,
+            last: key.last_counter,
+        });
+    }
+    match &p.record {
+        Some(Record::KeyEnrollment(e)) => {
+            enrolled_key(e)?;
+            if registry.contains_key(e.key_id.as_str()) {
+                return Err(Rejection::BadEnrollment(format!("key {} is already enrolled", e.key_id)));
+            }
+        }
+        Some(Record::KeyRevocation(r)) => match registry.get(r.key_id.as_str()) {
+            None => return Err(Rejection::BadRevocation(format!("key {} is not enrolled", r.key_id))),
+            Some(k) if k.revoked_at.is_some() => {
+                return Err(Rejection::BadRevocation(format!("key {} is already revoked", r.key_id)))
+            }
+            Some(_) => {}
+        },
+        _ => {}
+    }
+    Ok((key.public, key.enrolled_at))
+}
+
+/// The registry after the record at `index` (signed by `p.key_id`) is in the log.
+pub(crate) fn apply(p: &Parsed, registry: &mut Registry, index: u64) {
+    match &p.record {
+        Some(Record::KeyEnrollment(e)) => {
+            if let Ok(vkey) = enrolled_key(e) {
+                registry.insert(
+                    e.key_id.0.clone(),
+                    KeyState {
+                        enrolled_at: index,
+                        key_id: e.key_id.0.clone(),
+                        verifier_key: e.verifier_key.clone(),
+                        public: *vkey.public_key(),
+                        role: e.role,
+                        host: e.host.clone(),
+                        valid_from: e.valid_from,
+                        valid_until: e.valid_until,
+                        revoked_at: None,
+                        last_counter: 0,
+                    },
+                );
+            }
+        }
+        Some(Record::KeyRevocation(r)) => {
+            if let Some(k) = registry.get_mut(r.key_id.as_str()) {
+                k.revoked_at = Some(index);
+            }
+        }
+        _ => {}
+    }
+    if let Some(k) = registry.get_mut(&p.key_id) {
+        k.last_counter = k.last_counter.max(p.counter);
+    }
+}
+
+fn enrolled_key(e: &chipledger_domain::records::KeyEnrollment) -> Result<VerifierKey, Rejection> {
+    let vkey = VerifierKey::parse(&e.verifier_key).map_err(|err| Rejection::BadEnrollment(err.to_string()))?;
+    if vkey.public_key().key_id() != KeyId(e.key_id.0.clone()) {
+        return Err(Rejection::BadEnrollment("key_id is not the id of verifier_key".into()));
+    }
+    Ok(vkey)
+}
+
+/// Verifies signatures, batch-first, in parallel chunks; returns the position of the first bad one.
+pub(crate) fn first_bad_signature(items: &[(&[u8], &[u8], PublicKey)]) -> Option<usize> {
+    const CHUNK: usize = 256;
+    if items.len() < 8 {
+        return items.iter().position(|(m, s, k)| k.verify(m, s).is_err());
+    }
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(items.len().div_ceil(CHUNK)).max(1);
+    let per = items.len().div_ceil(threads);
+    let results: Vec<Option<usize>> = std::thread::scope(|s| {
+        let handles: Vec<_> = items
+            .chunks(per)
+            .enumerate()
+            .map(|(t, part)| {
+                s.spawn(move || {
+                    for (c, chunk) in part.chunks(CHUNK).enumerate() {
+                        if !verify_batch(chunk) {
+                            let bad = chunk.iter().position(|(m, sig, k)| k.verify(m, sig).is_err());
+                            // Batch refused but every strict check passed: trust strict.
+                            if let Some(b) = bad {
+                                return Some(t * per + c * CHUNK + b);
+                            }
+                        }
+                    }
+                    None
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap_or(Some(0))).collect()
+    });
+    results.into_iter().flatten().min()
+}
+
+pub(crate) fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339).unwrap_or_else(|_| t.to_string())
+}

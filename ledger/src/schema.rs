@@ -1,0 +1,91 @@
+//! The SQLite schema and its migrations. `PRAGMA user_version` holds the schema version; each
+//! migration runs in its own transaction.
+
+use rusqlite::Connection;
+
+use crate::Error;
+
+/// `(version, SQL)`, applied in order to bring a database up to date.
+const MIGRATIONS: &[(i64, &str)] = &[(
+    1,
+    "
+    -- Log facts: origin, log verifier key, creation time.
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+
+    -- The log itself. Never UPDATEd or DELETEd. `signer` is the index of the signing key's
+    -- enrollment entry; `kind` a RecordKind number; times are unix seconds.
+    CREATE TABLE entries (
+        idx INTEGER PRIMARY KEY,
+        leaf_hash BLOB NOT NULL,
+        envelope BLOB NOT NULL,
+        kind INTEGER NOT NULL,
+        signer INTEGER NOT NULL,
+        made_at INTEGER NOT NULL,
+        appended_at INTEGER NOT NULL
+    );
+    -- Duplicate detection on an 8-byte prefix keeps the index small; the full hash is compared.
+    CREATE INDEX entries_by_leaf ON entries (substr(leaf_hash, 1, 8));
+    CREATE INDEX entries_by_time ON entries (appended_at);
+
+    -- Complete subtrees of level >= 1: id = level << 48 | index. Derived from the leaves.
+    CREATE TABLE nodes (id INTEGER PRIMARY KEY, hash BLOB NOT NULL);
+
+    -- Every signed checkpoint, by tree size.
+    CREATE TABLE checkpoints (size INTEGER PRIMARY KEY, note BLOB NOT NULL, signed_at INTEGER NOT NULL);
+
+    -- Derived views, rebuildable from the entries.
+    CREATE TABLE keys (
+        enrolled_at INTEGER PRIMARY KEY,
+        key_id TEXT NOT NULL UNIQUE,
+        verifier_key TEXT NOT NULL,
+        role TEXT NOT NULL,
+        host TEXT,
+        valid_from INTEGER NOT NULL,
+        valid_until INTEGER,
+        revoked_at INTEGER,
+        last_counter INTEGER NOT NULL
+    );
+    CREATE TABLE gpus (
+        uuid TEXT PRIMARY KEY,
+        idx INTEGER NOT NULL,
+        host TEXT NOT NULL,
+        serial TEXT,
+        sku TEXT,
+        fingerprint_digest BLOB NOT NULL,
+        observed_at INTEGER NOT NULL,
+        source TEXT NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE gpu_records (uuid TEXT NOT NULL, idx INTEGER NOT NULL, PRIMARY KEY (uuid, idx)) WITHOUT ROWID;
+    CREATE INDEX gpu_records_by_idx ON gpu_records (idx);
+    CREATE TABLE acquisitions (serial TEXT NOT NULL, idx INTEGER NOT NULL, PRIMARY KEY (serial, idx)) WITHOUT ROWID;
+    CREATE TABLE runs (run_id TEXT PRIMARY KEY, idx INTEGER NOT NULL) WITHOUT ROWID;
+    ",
+)];
+
+/// The newest schema this build writes.
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// Applies every migration the database lacks; refuses a database from a newer build.
+pub fn migrate(conn: &mut Connection) -> Result<(), Error> {
+    let found: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if found > SCHEMA_VERSION {
+        return Err(Error::SchemaTooNew { found, supported: SCHEMA_VERSION });
+    }
+    for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > found) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", version)?;
+        tx.commit()?;
+        tracing::info!(version, "applied schema migration");
+    }
+    Ok(())
+}
+
+/// Connection settings: WAL, full fsync on commit, foreign data kept out of memory-mapped IO.
+pub fn configure(conn: &Connection) -> Result<(), Error> {
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "busy_timeout", 5000)?;
+    conn.pragma_update(None, "cache_size", -32768)?;
+    Ok(())
+}

@@ -1,0 +1,635 @@
+//! The ledger: a data directory with the log database and the log's key; append with group
+//! commit; checkpoints; proofs; tiles.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use chipledger_domain::keys::{SigningKey, VerifierKey};
+use chipledger_domain::log::{Clock, Receipt};
+use chipledger_domain::merkle::{self, Hash};
+use chipledger_domain::note::Checkpoint;
+use chipledger_domain::records::{self, KeyEnrollment, RecordKind, Role};
+use rand_core::CryptoRngCore;
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use time::{Duration, OffsetDateTime};
+
+use crate::record::{self, Parsed, Registry};
+use crate::tree::{node_id, DbSource, Frontier, OverlaySource};
+use crate::{views, Error, Rejection};
+
+pub const DB_FILE: &str = "ledger.sqlite";
+pub const LOG_KEY_FILE: &str = "log-key.pem";
+pub const ADMIN_KEY_FILE: &str = "admin-key.pem";
+
+/// Append-time limits.
+#[derive(Debug, Clone)]
+pub struct LedgerConfig {
+    /// The largest envelope accepted, in bytes.
+    pub max_envelope_bytes: usize,
+    /// How far ahead of the log's clock a record's time may be.
+    pub skew: Duration,
+    /// How old a record may be when it arrives (agents spool while the log is unreachable).
+    pub max_delay: Duration,
+}
+
+impl Default for LedgerConfig {
+    fn default() -> Self {
+        LedgerConfig { max_envelope_bytes: 256 * 1024, skew: Duration::minutes(5), max_delay: Duration::days(7) }
+    }
+}
+
+/// What `init` created.
+#[derive(Debug)]
+pub struct InitInfo {
+    pub origin: String,
+    pub log_verifier_key: VerifierKey,
+    pub admin_verifier_key: VerifierKey,
+    pub admin_key_path: PathBuf,
+}
+
+/// The in-memory state of the writer, always equal to what is committed.
+#[derive(Debug, Clone)]
+struct State {
+    frontier: Frontier,
+    registry: Registry,
+}
+
+pub(crate) struct Writer {
+    pub(crate) conn: Connection,
+    state: State,
+    log_key: SigningKey,
+}
+
+impl Writer {
+    pub(crate) fn set_registry(&mut self, registry: Registry) {
+        self.state.registry = registry;
+    }
+}
+
+struct Pending {
+    envelopes: Vec<Vec<u8>>,
+    reply: mpsc::Sender<Result<Vec<Receipt>, Error>>,
+}
+
+/// A transparency log in a data directory.
+pub struct Ledger {
+    dir: PathBuf,
+    origin: String,
+    log_vkey: VerifierKey,
+    config: LedgerConfig,
+    clock: Arc<dyn Clock>,
+    writer: Mutex<Writer>,
+    queue: Mutex<Vec<Pending>>,
+    reader: Mutex<Connection>,
+}
+
+impl std::fmt::Debug for Ledger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ledger").field("dir", &self.dir).field("origin", &self.origin).finish_non_exhaustive()
+    }
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+    move |source| Error::Io { path: path.to_path_buf(), source }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding the lock cannot leave the database half-written (transactions roll
+    // back), so a poisoned lock is still safe to use.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Creates `path` with mode 0600 and writes a secret into it; never overwrites.
+pub fn write_private_file(path: &Path, bytes: &[u8]) -> Result<(), Error> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(path).map_err(io_err(path))?;
+    f.write_all(bytes).map_err(io_err(path))?;
+    f.sync_all().map_err(io_err(path))
+}
+
+pub(crate) fn unix(t: OffsetDateTime) -> i64 {
+    t.unix_timestamp()
+}
+
+impl Ledger {
+    /// Creates a new log in `dir`: database, log key, first admin key, and the admin's
+    /// self-enrollment as entry 0.
+    pub fn init(
+        dir: &Path,
+        origin: &str,
+        clock: Arc<dyn Clock>,
+        rng: &mut impl CryptoRngCore,
+    ) -> Result<(Ledger, InitInfo), Error> {
+        chipledger_domain::keys::check_key_name(origin)?;
+        let db_path = dir.join(DB_FILE);
+        if db_path.exists() {
+            return Err(Error::AlreadyInitialized { path: dir.to_path_buf() });
+        }
+        std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io_err(dir))?;
+        }
+        let log_key = SigningKey::generate(rng);
+        let admin_key = SigningKey::generate(rng);
+        let log_vkey = VerifierKey::new(origin, log_key.public_key())?;
+        let admin_vkey = VerifierKey::new("admin", admin_key.public_key())?;
+        write_private_file(&dir.join(LOG_KEY_FILE), log_key.to_pkcs8_pem()?.as_bytes())?;
+        let admin_path = dir.join(ADMIN_KEY_FILE);
+        write_private_file(&admin_path, admin_key.to_pkcs8_pem()?.as_bytes())?;
+
+        let mut conn = Connection::open(&db_path)?;
+        crate::schema::configure(&conn)?;
+        crate::schema::migrate(&mut conn)?;
+        let now = clock.now();
+        conn.execute("INSERT INTO meta (key, value) VALUES ('origin', ?1)", [origin])?;
+        conn.execute("INSERT INTO meta (key, value) VALUES ('log_verifier_key', ?1)", [log_vkey.to_string()])?;
+        conn.execute("INSERT INTO meta (key, value) VALUES ('created_at', ?1)", [record::rfc3339(now)])?;
+        drop(conn);
+
+        let ledger = Ledger::open(dir, LedgerConfig::default(), clock)?;
+        let enrollment = KeyEnrollment {
+            format_version: records::FORMAT_VERSION,
+            counter: 1,
+            issued_at: now,
+            key_id: admin_key.key_id(),
+            verifier_key: admin_vkey.to_string(),
+            role: Role::Admin,
+            host: None,
+            valid_from: now,
+            valid_until: None,
+        };
+        let env = records::sign_record(&enrollment, &admin_key)?;
+        ledger.append(&[env.to_json()])?;
+        let info = InitInfo {
+            origin: origin.to_string(),
+            log_verifier_key: log_vkey,
+            admin_verifier_key: admin_vkey,
+            admin_key_path: admin_path,
+        };
+        Ok((ledger, info))
+    }
+
+    /// Opens an existing log: O(log n + keys) work, no scan of the entries.
+    pub fn open(dir: &Path, config: LedgerConfig, clock: Arc<dyn Clock>) -> Result<Ledger, Error> {
+        let db_path = dir.join(DB_FILE);
+        if !db_path.exists() {
+            return Err(Error::NotInitialized { path: dir.to_path_buf() });
+        }
+        let mut conn = Connection::open(&db_path)?;
+        crate::schema::configure(&conn)?;
+        crate::schema::migrate(&mut conn)?;
+        let meta = |key: &str| -> Result<String, Error> {
+            conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+                .optional()?
+                .ok_or_else(|| Error::Corrupt(format!("meta.{key} is missing")))
+        };
+        let origin = meta("origin")?;
+        let log_vkey = VerifierKey::parse(&meta("log_verifier_key")?)?;
+        let key_path = dir.join(LOG_KEY_FILE);
+        let pem = std::fs::read_to_string(&key_path).map_err(io_err(&key_path))?;
+        let log_key = SigningKey::from_pkcs8_pem(&pem)?;
+        if log_key.public_key() != *log_vkey.public_key() {
+            return Err(Error::Corrupt(format!("{} is not the key of this log", key_path.display())));
+        }
+        let size: u64 =
+            conn.query_row("SELECT COALESCE(MAX(idx) + 1, 0) FROM entries", [], |r| r.get::<_, i64>(0))? as u64;
+        let frontier = Frontier::load(&DbSource(&conn), size)?;
+        // Never sign a checkpoint inconsistent with the last one: the stored tree must still
+        // match what the log signed.
+        if let Some((cp_size, note)) = latest_checkpoint(&conn)? {
+            let cp = chipledger_domain::note::open_checkpoint(
+                note.as_bytes(),
+                std::slice::from_ref(&log_vkey),
+                Some(&origin),
+            )?;
+            if cp_size != size || cp.checkpoint.root != frontier.root() {
+                return Err(Error::Corrupt(format!(
+                    "the last signed checkpoint (size {cp_size}) does not match the stored tree (size {size})"
+                )));
+            }
+        }
+        let registry = views::load_registry(&conn)?;
+        let reader = Connection::open(&db_path)?;
+        crate::schema::configure(&reader)?;
+        Ok(Ledger {
+            dir: dir.to_path_buf(),
+            origin,
+            log_vkey,
+            config,
+            clock,
+            writer: Mutex::new(Writer { conn, state: State { frontier, registry }, log_key }),
+            queue: Mutex::new(Vec::new()),
+            reader: Mutex::new(reader),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
+    pub fn verifier_key(&self) -> &VerifierKey {
+        &self.log_vkey
+    }
+
+    pub fn config(&self) -> &LedgerConfig {
+        &self.config
+    }
+
+    /// Appends envelopes, all or nothing. Concurrent callers are committed together in one
+    /// transaction (group commit), each with its own all-or-nothing validation, and each
+    /// committed group gets one signed checkpoint in the same transaction.
+    pub fn append(&self, envelopes: &[Vec<u8>]) -> Result<Vec<Receipt>, Error> {
+        let (tx, rx) = mpsc::channel();
+        lock(&self.queue).push(Pending { envelopes: envelopes.to_vec(), reply: tx });
+        loop {
+            if let Ok(result) = rx.try_recv() {
+                return result;
+            }
+            let mut writer = lock(&self.writer);
+            if let Ok(result) = rx.try_recv() {
+                return result;
+            }
+            let group = std::mem::take(&mut *lock(&self.queue));
+            self.commit_group(&mut writer, group);
+        }
+    }
+
+    fn commit_group(&self, w: &mut Writer, group: Vec<Pending>) {
+        let now = self.clock.now();
+        let mut state = w.state.clone();
+        let mut accepted: Vec<(Pending, Vec<Slot>)> = Vec::new();
+        let mut fresh_leaves: HashMap<Hash, u64> = HashMap::new();
+        for p in group {
+            match self.validate(&w.conn, &state, &mut fresh_leaves, &p.envelopes, now) {
+                Ok((slots, next)) => {
+                    state = next;
+                    accepted.push((p, slots));
+                }
+                Err(e) => {
+                    let _ = p.reply.send(Err(e));
+                }
+            }
+        }
+        if accepted.is_empty() {
+            return;
+        }
+        if accepted.iter().all(|(_, slots)| slots.iter().all(|s| s.duplicate)) {
+            // Nothing new: no transaction, no new checkpoint; answer against the latest one.
+            let size = w.state.frontier.size;
+            let checkpoint = latest_checkpoint(&w.conn).map(|c| c.map(|(_, n)| n).unwrap_or_default());
+            for (p, slots) in accepted {
+                let reply = checkpoint.as_ref().map_err(|e| Error::Corrupt(e.to_string())).and_then(|cp| {
+                    slots
+                        .iter()
+                        .map(|s| {
+                            Ok(Receipt {
+                                index: s.index,
+                                leaf_hash: s.leaf_hash,
+                                duplicate: true,
+                                checkpoint: cp.clone(),
+                                inclusion_proof: merkle::inclusion_proof(&DbSource(&w.conn), s.index, size)?,
+                            })
+                        })
+                        .collect()
+                });
+                let _ = p.reply.send(reply);
+            }
+            return;
+        }
+        let before = w.state.clone();
+        match self.write(w, &before, &mut state, &accepted, now) {
+            Ok(fresh) => {
+                let checkpoint = fresh.1;
+                w.state = state;
+                let src = OverlaySource { fresh: &fresh.0, db: DbSource(&w.conn) };
+                let size = w.state.frontier.size;
+                for (p, slots) in accepted {
+                    let receipts: Result<Vec<Receipt>, Error> = slots
+                        .iter()
+                        .map(|s| {
+                            Ok(Receipt {
+                                index: s.index,
+                                leaf_hash: s.leaf_hash,
+                                duplicate: s.duplicate,
+                                checkpoint: checkpoint.clone(),
+                                inclusion_proof: merkle::inclusion_proof(&src, s.index, size)?,
+                            })
+                        })
+                        .collect();
+                    let _ = p.reply.send(receipts);
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "append transaction failed; nothing was written");
+                let msg = e.to_string();
+                for (p, _) in accepted {
+                    let _ = p.reply.send(Err(Error::Corrupt(format!("the append could not be committed: {msg}"))));
+                }
+            }
+        }
+    }
+
+    /// Validates one caller's envelopes against `state`; returns their slots and the state after.
+    fn validate(
+        &self,
+        conn: &Connection,
+        state: &State,
+        fresh_leaves: &mut HashMap<Hash, u64>,
+        envelopes: &[Vec<u8>],
+        now: OffsetDateTime,
+    ) -> Result<(Vec<Slot>, State), Error> {
+        let reject = |position: usize, reason: Rejection| Error::Rejected { position, reason };
+        let mut next_registry = state.registry.clone();
+        let mut next_index = state.frontier.size;
+        let mut slots = Vec::with_capacity(envelopes.len());
+        let mut sig_items = Vec::with_capacity(envelopes.len());
+        let mut sig_positions = Vec::with_capacity(envelopes.len());
+        let mut mine: HashSet<Hash> = HashSet::new();
+        for (pos, bytes) in envelopes.iter().enumerate() {
+            let leaf = merkle::leaf_hash(bytes);
+            if let Some(index) = fresh_leaves.get(&leaf).copied().or(existing_index(conn, &leaf)?) {
+                slots.push(Slot { index, leaf_hash: leaf, duplicate: true, parsed: None, signer: 0 });
+                continue;
+            }
+            if !mine.insert(leaf) {
+                // The same envelope twice in one call: the second is a duplicate of the first.
+                let first = slots.iter().find(|s| s.leaf_hash == leaf && !s.duplicate).map_or(0, |s| s.index);
+                slots.push(Slot { index: first, leaf_hash: leaf, duplicate: true, parsed: None, signer: 0 });
+                continue;
+            }
+            let p = record::parse(bytes, self.config.max_envelope_bytes, true).map_err(|r| reject(pos, r))?;
+            if p.made_at > now + self.config.skew {
+                return Err(reject(
+                    pos,
+                    Rejection::FromTheFuture {
+                        made_at: record::rfc3339(p.made_at),
+                        now: record::rfc3339(now),
+                        skew_seconds: self.config.skew.whole_seconds(),
+                    },
+                ));
+            }
+            if p.made_at < now - self.config.max_delay {
+                return Err(reject(
+                    pos,
+                    Rejection::TooOld {
+                        made_at: record::rfc3339(p.made_at),
+                        now: record::rfc3339(now),
+                        max_delay_seconds: self.config.max_delay.whole_seconds(),
+                    },
+                ));
+            }
+            let (public, signer) = record::authorize(&p, &next_registry, next_index).map_err(|r| reject(pos, r))?;
+            record::apply(&p, &mut next_registry, next_index);
+            sig_items.push(public);
+            sig_positions.push(pos);
+            slots.push(Slot { index: next_index, leaf_hash: leaf, duplicate: false, parsed: Some(p), signer });
+            next_index += 1;
+        }
+        let parsed: Vec<&Parsed> = slots.iter().filter_map(|s| s.parsed.as_ref()).collect();
+        let items: Vec<(&[u8], &[u8], _)> =
+            parsed.iter().zip(&sig_items).map(|(p, k)| (p.message.as_slice(), p.signature.as_slice(), *k)).collect();
+        if let Some(bad) = record::first_bad_signature(&items) {
+            return Err(reject(sig_positions[bad], Rejection::BadSignature { key_id: parsed[bad].key_id.clone() }));
+        }
+        for s in slots.iter().filter(|s| !s.duplicate) {
+            fresh_leaves.insert(s.leaf_hash, s.index);
+        }
+        let mut frontier = state.frontier.clone();
+        let mut sink = Vec::new();
+        for s in slots.iter().filter(|s| !s.duplicate) {
+            frontier.push(s.leaf_hash, &mut sink);
+        }
+        Ok((slots, State { frontier, registry: next_registry }))
+    }
+
+    /// Writes accepted slots, their nodes, views and one checkpoint in one transaction.
+    /// Returns the fresh node hashes (for proofs) and the checkpoint note.
+    #[allow(clippy::type_complexity)]
+    fn write(
+        &self,
+        w: &mut Writer,
+        before: &State,
+        after: &mut State,
+        accepted: &[(Pending, Vec<Slot>)],
+        now: OffsetDateTime,
+    ) -> Result<(HashMap<(u8, u64), Hash>, String), Error> {
+        let tx = w.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut frontier = before.frontier.clone();
+        let mut fresh: HashMap<(u8, u64), Hash> = HashMap::new();
+        let mut new_nodes = Vec::new();
+        {
+            let mut ins_entry = tx.prepare_cached(
+                "INSERT INTO entries (idx, leaf_hash, envelope, kind, signer, made_at, appended_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?;
+            let mut ins_node = tx.prepare_cached("INSERT INTO nodes (id, hash) VALUES (?1, ?2)")?;
+            for (p, slots) in accepted {
+                for (slot, bytes) in slots.iter().zip(&p.envelopes) {
+                    let Some(parsed) = &slot.parsed else { continue };
+                    ins_entry.execute(params![
+                        slot.index as i64,
+                        &slot.leaf_hash.0[..],
+                        bytes,
+                        kind_code(parsed.kind),
+                        slot.signer as i64,
+                        unix(parsed.made_at),
+                        unix(now),
+                    ])?;
+                    fresh.insert((0, slot.index), slot.leaf_hash);
+                    new_nodes.clear();
+                    frontier.push(slot.leaf_hash, &mut new_nodes);
+                    for (level, index, hash) in &new_nodes {
+                        ins_node.execute(params![node_id(*level, *index), &hash.0[..]])?;
+                        fresh.insert((*level, *index), *hash);
+                    }
+                    if let Some(rec) = &parsed.record {
+                        views::apply(&tx, slot.index, rec, &after.registry)?;
+                    }
+                }
+            }
+        }
+        views::store_counters(&tx, &before.registry, &after.registry)?;
+        let root = frontier.root();
+        if frontier.size != after.frontier.size || root != after.frontier.root() {
+            return Err(Error::Corrupt("the tree computed while writing differs from the validated one".into()));
+        }
+        let cp = Checkpoint { origin: self.origin.clone(), size: frontier.size, root, extensions: vec![] };
+        let note = String::from_utf8_lossy(&cp.sign(&self.origin, &w.log_key)?.to_bytes()).into_owned();
+        tx.execute(
+            "INSERT INTO checkpoints (size, note, signed_at) VALUES (?1, ?2, ?3)",
+            params![frontier.size as i64, note.as_bytes(), unix(now)],
+        )?;
+        tx.commit()?;
+        after.frontier = frontier;
+        Ok((fresh, note))
+    }
+
+    /// The latest signed checkpoint (note text) and its size.
+    pub fn checkpoint(&self) -> Result<(u64, String), Error> {
+        let conn = lock(&self.reader);
+        latest_checkpoint(&conn)?.ok_or_else(|| Error::Corrupt("the log has no checkpoint".into()))
+    }
+
+    /// Every stored checkpoint, oldest first.
+    pub fn checkpoints(&self) -> Result<Vec<(u64, String)>, Error> {
+        let conn = lock(&self.reader);
+        let mut st = conn.prepare("SELECT size, note FROM checkpoints ORDER BY size")?;
+        let rows = st.query_map([], |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, Vec<u8>>(1)?)))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (s, n) = row?;
+            out.push((s, String::from_utf8_lossy(&n).into_owned()));
+        }
+        Ok(out)
+    }
+
+    /// The number of entries committed.
+    pub fn size(&self) -> u64 {
+        lock(&self.writer).state.frontier.size
+    }
+
+    /// The number of entries the database file holds now (differs from [`Ledger::size`] only if
+    /// someone else changed the file).
+    pub fn stored_size(&self) -> Result<u64, Error> {
+        let conn = lock(&self.reader);
+        Ok(conn.query_row("SELECT COALESCE(MAX(idx) + 1, 0) FROM entries", [], |r| r.get::<_, i64>(0))? as u64)
+    }
+
+    pub fn inclusion_proof(&self, index: u64, size: u64) -> Result<Vec<Hash>, Error> {
+        let conn = lock(&self.reader);
+        self.check_size(&conn, size)?;
+        Ok(merkle::inclusion_proof(&DbSource(&conn), index, size)?)
+    }
+
+    pub fn consistency_proof(&self, old: u64, new: u64) -> Result<Vec<Hash>, Error> {
+        let conn = lock(&self.reader);
+        self.check_size(&conn, new)?;
+        Ok(merkle::consistency_proof(&DbSource(&conn), old, new)?)
+    }
+
+    /// The root of the first `size` entries.
+    pub fn root_at(&self, size: u64) -> Result<Hash, Error> {
+        let conn = lock(&self.reader);
+        self.check_size(&conn, size)?;
+        Ok(merkle::subtree_root(&DbSource(&conn), 0, size)?)
+    }
+
+    fn check_size(&self, conn: &Connection, size: u64) -> Result<(), Error> {
+        let have: i64 = conn.query_row("SELECT COALESCE(MAX(size), 0) FROM checkpoints", [], |r| r.get(0))?;
+        if size > have as u64 {
+            return Err(Error::NoSuchEntry { index: size, size: have as u64 });
+        }
+        Ok(())
+    }
+
+    /// The stored envelope bytes at `index`.
+    pub fn envelope(&self, index: u64) -> Result<Vec<u8>, Error> {
+        let conn = lock(&self.reader);
+        conn.query_row("SELECT envelope FROM entries WHERE idx = ?1", [index as i64], |r| r.get(0))
+            .optional()?
+            .ok_or(Error::NoSuchEntry { index, size: self.size() })
+    }
+
+    /// C2SP tlog-tiles: the hashes of tile `level`/`index`, `width` of them (1..=256).
+    pub fn tile(&self, level: u8, index: u64, width: u16) -> Result<Vec<u8>, Error> {
+        let conn = lock(&self.reader);
+        let height = 8 * level as u32;
+        let first = index * 256;
+        let mut out = Vec::with_capacity(width as usize * 32);
+        for i in first..first + width as u64 {
+            let h = DbSource(&conn).subtree(height as u8, i).map_err(|_| Error::NoSuchEntry { index: i, size: 0 })?;
+            out.extend_from_slice(&h.0);
+        }
+        Ok(out)
+    }
+
+    /// C2SP tlog-tiles entry bundle: `width` entries from `index * 256`, each as a big-endian
+    /// u16 length and the envelope bytes.
+    pub fn entry_bundle(&self, index: u64, width: u16) -> Result<Vec<u8>, Error> {
+        let conn = lock(&self.reader);
+        let first = index * 256;
+        let mut st =
+            conn.prepare_cached("SELECT idx, envelope FROM entries WHERE idx >= ?1 AND idx < ?2 ORDER BY idx")?;
+        let rows = st.query_map([first as i64, (first + width as u64) as i64], |r| r.get::<_, Vec<u8>>(1))?;
+        let mut out = Vec::new();
+        let mut n = 0;
+        for row in rows {
+            let env = row?;
+            let len = u16::try_from(env.len()).map_err(|_| Error::Corrupt("an entry exceeds 65535 bytes".into()))?;
+            out.extend_from_slice(&len.to_be_bytes());
+            out.extend_from_slice(&env);
+            n += 1;
+        }
+        if n != width as u64 {
+            return Err(Error::NoSuchEntry { index: first + n, size: self.size() });
+        }
+        Ok(out)
+    }
+
+    pub(crate) fn reader(&self) -> MutexGuard<'_, Connection> {
+        lock(&self.reader)
+    }
+
+    pub(crate) fn writer_lock(&self) -> MutexGuard<'_, Writer> {
+        lock(&self.writer)
+    }
+}
+
+use chipledger_domain::merkle::HashSource;
+
+/// One envelope's place in an append.
+#[derive(Debug)]
+struct Slot {
+    index: u64,
+    leaf_hash: Hash,
+    duplicate: bool,
+    parsed: Option<Parsed>,
+    /// The signer's enrollment index.
+    signer: u64,
+}
+
+fn existing_index(conn: &Connection, leaf: &Hash) -> Result<Option<u64>, Error> {
+    let mut st = conn.prepare_cached(
+        "SELECT idx FROM entries WHERE substr(leaf_hash, 1, 8) = substr(?1, 1, 8) AND leaf_hash = ?1",
+    )?;
+    Ok(st.query_row([&leaf.0[..]], |r| r.get::<_, i64>(0)).optional()?.map(|i| i as u64))
+}
+
+fn latest_checkpoint(conn: &Connection) -> Result<Option<(u64, String)>, Error> {
+    Ok(conn
+        .query_row("SELECT size, note FROM checkpoints ORDER BY size DESC LIMIT 1", [], |r| {
+            Ok((r.get::<_, i64>(0)? as u64, r.get::<_, Vec<u8>>(1)?))
+        })
+        .optional()?
+        .map(|(s, n)| (s, String::from_utf8_lossy(&n).into_owned())))
+}
+
+/// Stable small integers for `entries.kind`.
+pub(crate) fn kind_code(kind: RecordKind) -> i64 {
+    match kind {
+        RecordKind::KeyEnrollment => 1,
+        RecordKind::KeyRevocation => 2,
+        RecordKind::GpuAttestation => 3,
+        RecordKind::Acquisition => 4,
+        RecordKind::RunProvenance => 5,
+        RecordKind::Annotation => 6,
+    }
+}
+
+pub(crate) fn kind_from_code(code: i64) -> Option<RecordKind> {
+    RecordKind::ALL.into_iter().find(|k| kind_code(*k) == code)
+}

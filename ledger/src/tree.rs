@@ -1,0 +1,97 @@
+//! The right edge of the Merkle tree in memory, and hash sources over SQLite.
+
+use std::collections::HashMap;
+
+use chipledger_domain::merkle::{node_hash, Hash, HashSource};
+use chipledger_domain::Error as DomainError;
+use rusqlite::{Connection, OptionalExtension};
+
+/// `nodes.id` for a subtree of level >= 1.
+pub(crate) fn node_id(level: u8, index: u64) -> i64 {
+    ((level as i64) << 48) | index as i64
+}
+
+/// The complete subtrees along the right edge of a tree of `size` leaves, one per set bit,
+/// largest first. Appending a leaf yields the new complete subtrees it closes.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Frontier {
+    pub size: u64,
+    stack: Vec<Hash>,
+}
+
+impl Frontier {
+    /// Loads the right edge of a stored tree of `size` leaves: O(log n) reads.
+    pub fn load(src: &impl HashSource, size: u64) -> Result<Frontier, DomainError> {
+        let mut stack = Vec::new();
+        let mut start = 0u64;
+        for level in (0..64u8).rev() {
+            if size >> level & 1 == 1 {
+                stack.push(src.subtree(level, start >> level)?);
+                start += 1 << level;
+            }
+        }
+        Ok(Frontier { size, stack })
+    }
+
+    /// Appends a leaf; returns the complete subtrees `(level, index, hash)` it closes.
+    pub fn push(&mut self, leaf: Hash, out: &mut Vec<(u8, u64, Hash)>) {
+        let mut h = leaf;
+        let mut level = 0u8;
+        let mut index = self.size;
+        while self.size >> level & 1 == 1 {
+            // Invariant: one stack entry per set bit of `size`.
+            let Some(left) = self.stack.pop() else { break };
+            h = node_hash(&left, &h);
+            level += 1;
+            index >>= 1;
+            out.push((level, index, h));
+        }
+        self.stack.push(h);
+        self.size += 1;
+    }
+
+    pub fn root(&self) -> Hash {
+        let mut it = self.stack.iter().rev();
+        match it.next() {
+            None => chipledger_domain::merkle::empty_root(),
+            Some(first) => it.fold(*first, |right, left| node_hash(left, &right)),
+        }
+    }
+}
+
+/// Reads complete subtrees from the database.
+pub(crate) struct DbSource<'a>(pub &'a Connection);
+
+impl HashSource for DbSource<'_> {
+    fn subtree(&self, level: u8, index: u64) -> Result<Hash, DomainError> {
+        let missing = || DomainError::MissingNode { level, index };
+        let blob: Option<Vec<u8>> = if level == 0 {
+            self.0
+                .prepare_cached("SELECT leaf_hash FROM entries WHERE idx = ?1")
+                .and_then(|mut s| s.query_row([index as i64], |r| r.get(0)).optional())
+                .map_err(|_| missing())?
+        } else {
+            self.0
+                .prepare_cached("SELECT hash FROM nodes WHERE id = ?1")
+                .and_then(|mut s| s.query_row([node_id(level, index)], |r| r.get(0)).optional())
+                .map_err(|_| missing())?
+        };
+        let arr: [u8; 32] = blob.ok_or_else(missing)?.try_into().map_err(|_| missing())?;
+        Ok(Hash(arr))
+    }
+}
+
+/// Hashes written in the current batch first, then the database.
+pub(crate) struct OverlaySource<'a> {
+    pub fresh: &'a HashMap<(u8, u64), Hash>,
+    pub db: DbSource<'a>,
+}
+
+impl HashSource for OverlaySource<'_> {
+    fn subtree(&self, level: u8, index: u64) -> Result<Hash, DomainError> {
+        match self.fresh.get(&(level, index)) {
+            Some(h) => Ok(*h),
+            None => self.db.subtree(level, index),
+        }
+    }
+}

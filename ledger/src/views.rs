@@ -1,0 +1,335 @@
+//! Derived views: the key registry, latest GPU state, per-GPU record index, acquisitions, runs.
+//! Updated in the append transaction; rebuildable from the entries alone.
+
+use chipledger_domain::fingerprint::GpuUuid;
+use chipledger_domain::keys::VerifierKey;
+use chipledger_domain::log::{AsOf, EntrySummary, InventoryGpu};
+use chipledger_domain::merkle::Hash;
+use chipledger_domain::records::{AnnotationTarget, ProbeSource, Record, Role};
+use rusqlite::{params, Connection, OptionalExtension};
+use time::OffsetDateTime;
+
+use crate::record::{KeyState, Registry};
+use crate::store::{kind_from_code, unix, Ledger};
+use crate::Error;
+
+pub(crate) fn load_registry(conn: &Connection) -> Result<Registry, Error> {
+    let mut st = conn.prepare(
+        "SELECT enrolled_at, key_id, verifier_key, role, host, valid_from, valid_until, revoked_at, last_counter FROM keys",
+    )?;
+    let mut rows = st.query([])?;
+    let mut reg = Registry::new();
+    while let Some(r) = rows.next()? {
+        let vkey: String = r.get(2)?;
+        let role: String = r.get(3)?;
+        let parsed = VerifierKey::parse(&vkey)?;
+        let state = KeyState {
+            enrolled_at: r.get::<_, i64>(0)? as u64,
+            key_id: r.get(1)?,
+            verifier_key: vkey,
+            public: *parsed.public_key(),
+            role: Role::parse(&role).ok_or_else(|| Error::Corrupt(format!("unknown role {role:?} in keys")))?,
+            host: r.get(4)?,
+            valid_from: from_unix(r.get(5)?),
+            valid_until: r.get::<_, Option<i64>>(6)?.map(from_unix),
+            revoked_at: r.get::<_, Option<i64>>(7)?.map(|v| v as u64),
+            last_counter: r.get::<_, i64>(8)? as u64,
+        };
+        reg.insert(state.key_id.clone(), state);
+    }
+    Ok(reg)
+}
+
+fn from_unix(t: i64) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp(t).unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}
+
+/// Updates the views for the record at `index`; `registry` is the state after it.
+pub(crate) fn apply(conn: &Connection, index: u64, rec: &Record, registry: &Registry) -> Result<(), Error> {
+    let idx = index as i64;
+    match rec {
+        Record::KeyEnrollment(e) => {
+            let k = registry.get(e.key_id.as_str()).ok_or_else(|| Error::Corrupt("enrolled key missing".into()))?;
+            conn.prepare_cached(
+                "INSERT INTO keys (enrolled_at, key_id, verifier_key, role, host, valid_from, valid_until, revoked_at, last_counter)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, NULL, 0)",
+            )?
+            .execute(params![
+                idx,
+                k.key_id,
+                k.verifier_key,
+                k.role.as_str(),
+                k.host,
+                unix(k.valid_from),
+                k.valid_until.map(unix)
+            ])?;
+        }
+        Record::KeyRevocation(r) => {
+            conn.prepare_cached("UPDATE keys SET revoked_at = ?1 WHERE key_id = ?2")?
+                .execute(params![idx, r.key_id.0])?;
+        }
+        Record::GpuAttestation(a) => {
+            let mut rec_st = conn.prepare_cached("INSERT OR IGNORE INTO gpu_records (uuid, idx) VALUES (?1, ?2)")?;
+            let mut gpu_st = conn.prepare_cached(
+                "INSERT INTO gpus (uuid, idx, host, serial, sku, fingerprint_digest, observed_at, source)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                 ON CONFLICT (uuid) DO UPDATE SET idx = excluded.idx, host = excluded.host, serial = excluded.serial,
+                   sku = excluded.sku, fingerprint_digest = excluded.fingerprint_digest,
+                   observed_at = excluded.observed_at, source = excluded.source
+                 WHERE excluded.observed_at >= gpus.observed_at",
+            )?;
+            let source =
+                serde_json::to_value(a.source).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+            for g in &a.gpus {
+                rec_st.execute(params![g.uuid.as_str(), idx])?;
+                gpu_st.execute(params![
+                    g.uuid.as_str(),
+                    idx,
+                    a.host.hostname,
+                    g.facts.serial,
+                    g.identification.sku,
+                    &g.fingerprint_digest.0[..],
+                    unix(a.observed_at),
+                    source
+                ])?;
+            }
+        }
+        Record::Acquisition(a) => {
+            let mut st = conn.prepare_cached("INSERT OR IGNORE INTO acquisitions (serial, idx) VALUES (?1, ?2)")?;
+            for s in &a.serials {
+                st.execute(params![s, idx])?;
+            }
+        }
+        Record::RunProvenance(r) => {
+            conn.prepare_cached("INSERT OR REPLACE INTO runs (run_id, idx) VALUES (?1, ?2)")?
+                .execute(params![r.run_id, idx])?;
+            let mut st = conn.prepare_cached("INSERT OR IGNORE INTO gpu_records (uuid, idx) VALUES (?1, ?2)")?;
+            for g in &r.gpus {
+                st.execute(params![g.uuid.as_str(), idx])?;
+            }
+        }
+        Record::Annotation(a) => {
+            if let AnnotationTarget::Gpu { uuid } = &a.target {
+                conn.prepare_cached("INSERT OR IGNORE INTO gpu_records (uuid, idx) VALUES (?1, ?2)")?
+                    .execute(params![uuid.as_str(), idx])?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Writes the per-key counters that changed.
+pub(crate) fn store_counters(conn: &Connection, before: &Registry, after: &Registry) -> Result<(), Error> {
+    let mut st = conn.prepare_cached("UPDATE keys SET last_counter = ?1 WHERE key_id = ?2")?;
+    for (id, k) in after {
+        if before.get(id).map(|b| b.last_counter) != Some(k.last_counter) {
+            st.execute(params![k.last_counter as i64, id])?;
+        }
+    }
+    Ok(())
+}
+
+/// A filter for listing entries.
+#[derive(Debug, Clone, Default)]
+pub struct EntryFilter {
+    pub kind: Option<chipledger_domain::records::RecordKind>,
+    pub gpu: Option<GpuUuid>,
+    pub since: Option<OffsetDateTime>,
+    pub limit: Option<u64>,
+}
+
+/// A key as the registry holds it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct KeyInfo {
+    pub key_id: String,
+    pub verifier_key: String,
+    pub role: Role,
+    pub host: Option<String>,
+    pub enrolled_at: u64,
+    pub revoked_at: Option<u64>,
+    pub last_counter: u64,
+}
+
+impl Ledger {
+    /// The key registry.
+    pub fn keys(&self) -> Result<Vec<KeyInfo>, Error> {
+        let conn = self.reader();
+        let mut reg: Vec<KeyInfo> = load_registry(&conn)?
+            .into_values()
+            .map(|k| KeyInfo {
+                key_id: k.key_id,
+                verifier_key: k.verifier_key,
+                role: k.role,
+                host: k.host,
+                enrolled_at: k.enrolled_at,
+                revoked_at: k.revoked_at,
+                last_counter: k.last_counter,
+            })
+            .collect();
+        reg.sort_by_key(|k| k.enrolled_at);
+        Ok(reg)
+    }
+
+    /// Entries matching `filter`, in log order.
+    pub fn entries(&self, filter: &EntryFilter) -> Result<Vec<EntrySummary>, Error> {
+        let conn = self.reader();
+        let mut sql = String::from(
+            "SELECT e.idx, e.leaf_hash, e.kind, k.key_id, e.appended_at, e.envelope FROM entries e JOIN keys k ON k.enrolled_at = e.signer",
+        );
+        let mut conds: Vec<String> = Vec::new();
+        let mut args: Vec<rusqlite::types::Value> = Vec::new();
+        if let Some(g) = &filter.gpu {
+            conds.push("e.idx IN (SELECT idx FROM gpu_records WHERE uuid = ?)".into());
+            args.push(g.as_str().to_string().into());
+        }
+        if let Some(k) = filter.kind {
+            conds.push("e.kind = ?".into());
+            args.push(crate::store::kind_code(k).into());
+        }
+        if let Some(t) = filter.since {
+            conds.push("e.appended_at >= ?".into());
+            args.push(unix(t).into());
+        }
+        if !conds.is_empty() {
+            sql.push_str(" WHERE ");
+            sql.push_str(&conds.join(" AND "));
+        }
+        sql.push_str(" ORDER BY e.idx");
+        if let Some(l) = filter.limit {
+            sql.push_str(&format!(" LIMIT {l}"));
+        }
+        let mut st = conn.prepare(&sql)?;
+        let rows = st.query_map(rusqlite::params_from_iter(args), |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, Vec<u8>>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, i64>(4)?,
+                r.get::<_, Vec<u8>>(5)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (idx, leaf, kind, key_id, appended, env) = row?;
+            out.push(EntrySummary {
+                index: idx as u64,
+                leaf_hash: Hash(leaf.try_into().map_err(|_| Error::Corrupt(format!("leaf hash of entry {idx}")))?),
+                kind: kind_from_code(kind).ok_or_else(|| Error::Corrupt(format!("kind of entry {idx}")))?,
+                key_id,
+                appended_at: from_unix(appended),
+                envelope: String::from_utf8_lossy(&env).into_owned(),
+            });
+        }
+        Ok(out)
+    }
+
+    /// The latest attested state of every GPU, as of a point in the log.
+    pub fn inventory(&self, as_of: AsOf) -> Result<Vec<InventoryGpu>, Error> {
+        let conn = self.reader();
+        let limit: Option<i64> = match as_of {
+            AsOf::Latest => None,
+            AsOf::Size(n) => Some(n as i64),
+            AsOf::Time(t) => Some(conn.query_row(
+                "SELECT COALESCE(MAX(idx) + 1, 0) FROM entries WHERE appended_at <= ?1",
+                [unix(t)],
+                |r| r.get(0),
+            )?),
+        };
+        let mut out = Vec::new();
+        match limit {
+            None => {
+                let mut st = conn.prepare(
+                    "SELECT uuid, idx, host, serial, sku, fingerprint_digest, observed_at, source FROM gpus ORDER BY host, uuid",
+                )?;
+                let mut rows = st.query([])?;
+                while let Some(r) = rows.next()? {
+                    let uuid: String = r.get(0)?;
+                    let digest: Vec<u8> = r.get(5)?;
+                    let source: String = r.get(7)?;
+                    out.push(InventoryGpu {
+                        uuid: GpuUuid::parse(&uuid)?,
+                        index: r.get::<_, i64>(1)? as u64,
+                        host: r.get(2)?,
+                        serial: r.get(3)?,
+                        sku: r.get(4)?,
+                        fingerprint_digest: Hash(digest.try_into().map_err(|_| Error::Corrupt("gpus digest".into()))?),
+                        observed_at: from_unix(r.get(6)?),
+                        source: serde_json::from_value(serde_json::Value::String(source))
+                            .unwrap_or(ProbeSource::NvidiaSmiText),
+                    });
+                }
+            }
+            Some(n) => {
+                // Replay the latest attestation of each GPU among the first n entries.
+                let mut st = conn.prepare(
+                    "SELECT g.uuid, MAX(g.idx) FROM gpu_records g JOIN entries e ON e.idx = g.idx
+                     WHERE g.idx < ?1 AND e.kind = 3 GROUP BY g.uuid",
+                )?;
+                let latest: Vec<(String, i64)> =
+                    st.query_map([n], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
+                for (uuid, idx) in latest {
+                    let env: Vec<u8> =
+                        conn.query_row("SELECT envelope FROM entries WHERE idx = ?1", [idx], |r| r.get(0))?;
+                    let parsed = crate::record::parse(&env, usize::MAX, true)
+                        .map_err(|r| Error::Corrupt(format!("entry {idx}: {r}")))?;
+                    if let Some(Record::GpuAttestation(a)) = parsed.record {
+                        if let Some(g) = a.gpus.iter().find(|g| g.uuid.as_str() == uuid) {
+                            out.push(InventoryGpu {
+                                uuid: g.uuid.clone(),
+                                host: a.host.hostname.clone(),
+                                serial: g.facts.serial.clone(),
+                                sku: g.identification.sku.clone(),
+                                fingerprint_digest: g.fingerprint_digest,
+                                index: idx as u64,
+                                observed_at: a.observed_at,
+                                source: a.source,
+                            });
+                        }
+                    }
+                }
+                out.sort_by(|a, b| (a.host.as_str(), a.uuid.as_str()).cmp(&(b.host.as_str(), b.uuid.as_str())));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Drops and recomputes every derived view from the entries; returns how many it replayed.
+    pub fn rebuild_views(&self) -> Result<u64, Error> {
+        let mut w = self.writer_lock();
+        let tx = w.conn.transaction()?;
+        tx.execute_batch(
+            "DELETE FROM keys; DELETE FROM gpus; DELETE FROM gpu_records; DELETE FROM acquisitions; DELETE FROM runs;",
+        )?;
+        let mut registry = Registry::new();
+        let mut n = 0u64;
+        {
+            let mut st = tx.prepare("SELECT idx, envelope FROM entries ORDER BY idx")?;
+            let mut rows = st.query([])?;
+            while let Some(r) = rows.next()? {
+                let idx = r.get::<_, i64>(0)? as u64;
+                let env: Vec<u8> = r.get(1)?;
+                let p = crate::record::parse(&env, usize::MAX, true)
+                    .map_err(|e| Error::Corrupt(format!("entry {idx}: {e}")))?;
+                crate::record::apply(&p, &mut registry, idx);
+                if let Some(rec) = &p.record {
+                    apply(&tx, idx, rec, &registry)?;
+                }
+                n += 1;
+            }
+        }
+        store_counters(&tx, &Registry::new(), &registry)?;
+        tx.commit()?;
+        w.set_registry(registry);
+        Ok(n)
+    }
+
+    /// Which entry index a GPU's latest attestation is at, if any.
+    pub fn gpu_latest_index(&self, uuid: &GpuUuid) -> Result<Option<u64>, Error> {
+        let conn = self.reader();
+        Ok(conn
+            .query_row("SELECT idx FROM gpus WHERE uuid = ?1", [uuid.as_str()], |r| r.get::<_, i64>(0))
+            .optional()?
+            .map(|v| v as u64))
+    }
+}

@@ -1,0 +1,237 @@
+use chipledger_domain::log::AsOf;
+use chipledger_domain::merkle::{verify_consistency, verify_inclusion};
+use chipledger_domain::note::open_checkpoint;
+use chipledger_domain::records::{RecordKind, Role};
+use chipledger_ledger::{EntryFilter, Error, Rejection};
+
+use crate::*;
+
+const U1: &str = "GPU-34bf77d1-c686-6821-79a8-32d326c5039c";
+const U2: &str = "GPU-00000000-1111-2222-3333-444444444444";
+
+#[track_caller]
+fn check_refused(f: &mut Fixture, envelopes: &[Vec<u8>], position: usize, expected: impl Fn(&Rejection) -> bool) {
+    let size = f.ledger.size();
+    let cps = f.ledger.checkpoints().unwrap().len();
+    match f.ledger.append(envelopes) {
+        Err(Error::Rejected { position: p, reason }) => {
+            assert_eq!(p, position, "{reason}");
+            assert!(expected(&reason), "unexpected reason: {reason}");
+        }
+        other => panic!("expected a rejection, got {other:?}"),
+    }
+    assert_eq!(f.ledger.size(), size, "nothing was written");
+    assert_eq!(f.ledger.checkpoints().unwrap().len(), cps, "no checkpoint was signed");
+    f.reopen();
+    assert_eq!(f.ledger.size(), size, "nothing was written, even on disk");
+}
+
+#[test]
+fn init_writes_the_admin_self_enrollment_as_entry_zero_and_a_checkpoint() {
+    let f = Fixture::new();
+    assert_eq!(f.ledger.size(), 1);
+    let (size, note) = f.ledger.checkpoint().unwrap();
+    assert_eq!(size, 1);
+    let cp = open_checkpoint(note.as_bytes(), &[f.ledger.verifier_key().clone()], Some("test.example/log")).unwrap();
+    assert_eq!(cp.checkpoint.size, 1);
+    let keys = f.ledger.keys().unwrap();
+    assert_eq!(keys.len(), 1);
+    assert_eq!(keys[0].role, Role::Admin);
+    assert_eq!(keys[0].key_id, f.admin.key_id().to_string());
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        for file in [chipledger_ledger::LOG_KEY_FILE, chipledger_ledger::ADMIN_KEY_FILE] {
+            let mode = std::fs::metadata(f.path().join(file)).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{file}");
+        }
+    }
+    let again = Ledger::init(
+        f.path(),
+        "x",
+        std::sync::Arc::new(FixedClock(NOW)),
+        &mut rand_chacha::ChaCha20Rng::seed_from_u64(1),
+    );
+    assert!(matches!(again, Err(Error::AlreadyInitialized { .. })));
+}
+
+#[test]
+fn receipts_carry_proofs_that_verify_against_the_signed_checkpoint() {
+    let mut f = Fixture::new();
+    let agent = f.enroll(2, Role::Agent, Some("hgx-1"));
+    let envs: Vec<Vec<u8>> =
+        (1..=5).map(|c| attestation(&agent, c, "hgx-1", &[h800(U1, "1651323018291")], NOW)).collect();
+    let receipts = f.ledger.append(&envs).unwrap();
+    assert_eq!(receipts.iter().map(|r| r.index).collect::<Vec<_>>(), vec![2, 3, 4, 5, 6]);
+    for r in &receipts {
+        let cp = open_checkpoint(r.checkpoint.as_bytes(), &[f.ledger.verifier_key().clone()], None).unwrap();
+        assert_eq!(cp.checkpoint.size, 7);
+        verify_inclusion(r.index, 7, &r.leaf_hash, &r.inclusion_proof, &cp.checkpoint.root).unwrap();
+    }
+    let old_root = f.ledger.root_at(2).unwrap();
+    let proof = f.ledger.consistency_proof(2, 7).unwrap();
+    verify_consistency(2, 7, &old_root, &f.ledger.root_at(7).unwrap(), &proof).unwrap();
+}
+
+#[test]
+fn an_exact_duplicate_returns_its_original_index_and_writes_nothing() {
+    let mut f = Fixture::new();
+    let agent = f.enroll(2, Role::Agent, Some("hgx-1"));
+    let env = attestation(&agent, 1, "hgx-1", &[h800(U1, "1651323018291")], NOW);
+    let first = f.ledger.append(std::slice::from_ref(&env)).unwrap();
+    let size = f.ledger.size();
+    let again = f.ledger.append(std::slice::from_ref(&env)).unwrap();
+    assert_eq!(again[0].index, first[0].index);
+    assert!(again[0].duplicate);
+    assert_eq!(f.ledger.size(), size);
+    let twice = f.ledger.append(&[env.clone(), env]).unwrap();
+    assert!(twice.iter().all(|r| r.duplicate && r.index == first[0].index));
+}
+
+#[test]
+fn appends_are_refused_with_a_specific_reason_and_leave_no_trace() {
+    let mut f = Fixture::new();
+    let agent = f.enroll(2, Role::Agent, Some("hgx-1"));
+    let stranger = SigningKey::from_seed(&[9; 32]);
+    let good = attestation(&agent, 10, "hgx-1", &[h800(U1, "1")], NOW);
+
+    // Unknown key, in second position: the first, valid envelope is not written either.
+    let unknown = attestation(&stranger, 1, "hgx-9", &[h800(U2, "2")], NOW);
+    check_refused(&mut f, &[good.clone(), unknown], 1, |r| matches!(r, Rejection::UnknownKey { .. }));
+    // Wrong role: an agent may not record acquisitions; an admin may not attest GPUs.
+    let admin_attests = attestation(&f.admin.clone_for_test(), 99, "hgx-1", &[h800(U1, "1")], NOW);
+    check_refused(&mut f, &[admin_attests], 0, |r| {
+        matches!(r, Rejection::WrongRole { kind: RecordKind::GpuAttestation, .. })
+    });
+    // Bad signature: a valid envelope with its payload swapped for another.
+    let mut env: serde_json::Value = serde_json::from_slice(&good).unwrap();
+    let other: serde_json::Value =
+        serde_json::from_slice(&attestation(&agent, 11, "hgx-1", &[h800(U2, "3")], NOW)).unwrap();
+    env["payload"] = other["payload"].clone();
+    check_refused(&mut f, &[serde_json::to_vec(&env).unwrap()], 0, |r| matches!(r, Rejection::BadSignature { .. }));
+    // Replayed or lower counter.
+    f.ledger.append(std::slice::from_ref(&good)).unwrap();
+    let replay = attestation(&agent, 10, "hgx-1", &[h800(U2, "4")], NOW);
+    check_refused(&mut f, &[replay], 0, |r| matches!(r, Rejection::CounterNotIncreasing { counter: 10, last: 10, .. }));
+    let lower = attestation(&agent, 3, "hgx-1", &[h800(U2, "4")], NOW);
+    check_refused(&mut f, &[lower], 0, |r| matches!(r, Rejection::CounterNotIncreasing { .. }));
+    // Clock skew: from the future, or older than the spool window.
+    let future = attestation(&agent, 20, "hgx-1", &[h800(U2, "4")], NOW + time::Duration::hours(1));
+    check_refused(&mut f, &[future], 0, |r| matches!(r, Rejection::FromTheFuture { .. }));
+    let stale = attestation(&agent, 21, "hgx-1", &[h800(U2, "4")], NOW - time::Duration::days(30));
+    check_refused(&mut f, &[stale], 0, |r| matches!(r, Rejection::TooOld { .. }));
+    let spooled = attestation(&agent, 22, "hgx-1", &[h800(U2, "4")], NOW - time::Duration::days(2));
+    f.ledger.append(&[spooled]).unwrap();
+    // Oversize, malformed JSON, wrong payload type.
+    let huge = vec![b' '; 300 * 1024];
+    check_refused(&mut f, &[huge], 0, |r| matches!(r, Rejection::TooLarge { .. }));
+    check_refused(&mut f, &[b"{not json".to_vec()], 0, |r| matches!(r, Rejection::MalformedEnvelope(_)));
+    let mut typed: serde_json::Value =
+        serde_json::from_slice(&attestation(&agent, 30, "hgx-1", &[h800(U2, "4")], NOW)).unwrap();
+    typed["payloadType"] = "application/json".into();
+    check_refused(&mut f, &[serde_json::to_vec(&typed).unwrap()], 0, |r| matches!(r, Rejection::WrongPayloadType(_)));
+    // Revoked key.
+    let rev = f.revocation(&agent);
+    f.ledger.append(&[rev]).unwrap();
+    let after = attestation(&agent, 40, "hgx-1", &[h800(U2, "4")], NOW);
+    check_refused(&mut f, &[after], 0, |r| matches!(r, Rejection::RevokedKey { .. }));
+}
+
+#[test]
+fn a_key_enrolled_earlier_in_the_same_batch_may_sign_later_in_it() {
+    let mut f = Fixture::new();
+    let agent = SigningKey::from_seed(&[5; 32]);
+    let enroll = f.enrollment(&agent, Role::Agent, Some("hgx-5"));
+    let att = attestation(&agent, 1, "hgx-5", &[h800(U1, "1")], NOW);
+    let r = f.ledger.append(&[enroll, att]).unwrap();
+    assert_eq!(r.len(), 2);
+}
+
+#[test]
+fn concurrent_appends_are_group_committed_and_all_land() {
+    let mut f = Fixture::new();
+    let agents: Vec<SigningKey> = (0..4).map(|i| f.enroll(10 + i, Role::Agent, Some(&format!("h{i}")))).collect();
+    let before = f.ledger.checkpoints().unwrap().len();
+    std::thread::scope(|s| {
+        for (i, a) in agents.iter().enumerate() {
+            let ledger = &f.ledger;
+            s.spawn(move || {
+                for c in 1..=25u64 {
+                    let uuid = format!("GPU-{:08x}-0000-0000-0000-000000000000", i);
+                    ledger
+                        .append(&[attestation(a, c, &format!("h{i}"), &[h800(&uuid, &format!("{i}"))], NOW)])
+                        .unwrap();
+                }
+            });
+        }
+    });
+    assert_eq!(f.ledger.size(), 5 + 100);
+    let cps = f.ledger.checkpoints().unwrap().len() - before;
+    assert!(cps <= 100, "at most one checkpoint per commit: {cps}");
+    let report = f.ledger.audit(&mut |_, _| {}).unwrap();
+    assert_eq!(report.problem, None);
+}
+
+#[test]
+fn views_follow_the_entries_and_can_be_rebuilt() {
+    let mut f = Fixture::new();
+    let agent = f.enroll(2, Role::Agent, Some("hgx-1"));
+    let agent2 = f.enroll(3, Role::Agent, Some("hgx-2"));
+    f.ledger
+        .append(&[attestation(&agent, 1, "hgx-1", &[h800(U1, "1651323018291"), h800(U2, "1651323018292")], NOW)])
+        .unwrap();
+    let size_one = f.ledger.size();
+    f.ledger.append(&[attestation(&agent2, 1, "hgx-2", &[h800(U2, "1651323018292")], NOW)]).unwrap();
+    let acq = f.acquisition("1651323018291");
+    f.ledger.append(&[acq]).unwrap();
+
+    let inv = f.ledger.inventory(AsOf::Latest).unwrap();
+    assert_eq!(inv.len(), 2);
+    assert_eq!(inv.iter().find(|g| g.uuid.as_str() == U2).unwrap().host, "hgx-2");
+    let then = f.ledger.inventory(AsOf::Size(size_one)).unwrap();
+    assert_eq!(
+        then.iter().find(|g| g.uuid.as_str() == U2).unwrap().host,
+        "hgx-1",
+        "inventory as of an earlier checkpoint"
+    );
+    assert_eq!(then[0].sku.as_deref(), Some("H800-SXM5-80GB"));
+
+    let hist = f.ledger.entries(&EntryFilter { gpu: Some(GpuUuid::parse(U2).unwrap()), ..Default::default() }).unwrap();
+    assert_eq!(hist.len(), 2);
+    let acqs = f.ledger.entries(&EntryFilter { kind: Some(RecordKind::Acquisition), ..Default::default() }).unwrap();
+    assert_eq!(acqs.len(), 1);
+
+    let keys_before = serde_json::to_string(&f.ledger.keys().unwrap()).unwrap();
+    let inv_before = f.ledger.inventory(AsOf::Latest).unwrap();
+    assert_eq!(f.ledger.rebuild_views().unwrap(), f.ledger.size());
+    assert_eq!(serde_json::to_string(&f.ledger.keys().unwrap()).unwrap(), keys_before);
+    assert_eq!(f.ledger.inventory(AsOf::Latest).unwrap(), inv_before);
+}
+
+#[test]
+fn tiles_serve_stored_hashes_and_entry_bundles() {
+    let mut f = Fixture::new();
+    let auditor = f.enroll(4, Role::Auditor, None);
+    let envs: Vec<Vec<u8>> = (1..=300).map(|c| annotation(&auditor, c, &format!("note {c}"))).collect();
+    f.ledger.append(&envs).unwrap();
+    let size = f.ledger.size();
+    assert_eq!(size, 302);
+    let tile = f.ledger.tile(0, 0, 256).unwrap();
+    assert_eq!(tile.len(), 256 * 32);
+    let leaf1 = chipledger_domain::merkle::leaf_hash(&f.ledger.envelope(1).unwrap());
+    assert_eq!(&tile[32..64], &leaf1.0);
+    let bundle = f.ledger.entry_bundle(1, 46).unwrap();
+    let len = u16::from_be_bytes([bundle[0], bundle[1]]) as usize;
+    assert_eq!(&bundle[2..2 + len], &f.ledger.envelope(256).unwrap()[..]);
+    assert!(f.ledger.entry_bundle(1, 47).is_err(), "a tile past the end is an error");
+}
+
+trait CloneForTest {
+    fn clone_for_test(&self) -> SigningKey;
+}
+
+impl CloneForTest for SigningKey {
+    fn clone_for_test(&self) -> SigningKey {
+        SigningKey::from_pkcs8_pem(&self.to_pkcs8_pem().unwrap()).unwrap()
+    }
+}

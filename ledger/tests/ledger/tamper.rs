@@ -1,0 +1,140 @@
+//! Tampering with the SQLite file through a separate connection, as an attacker with the file
+//! would; each change must be found by the audit, with the index named.
+
+use chipledger_domain::records::Role;
+use rusqlite::Connection;
+
+use crate::*;
+
+/// A log of 1 + 1 + 20 entries, one per commit, so that every entry has its own checkpoint.
+fn log() -> (Fixture, SigningKey) {
+    let mut f = Fixture::new();
+    let auditor = f.enroll(4, Role::Auditor, None);
+    for c in 1..=20 {
+        f.ledger.append(&[annotation(&auditor, c, &format!("finding {c}"))]).unwrap();
+    }
+    assert_eq!(f.ledger.audit(&mut |_, _| {}).unwrap().problem, None, "the untouched log audits clean");
+    (f, auditor)
+}
+
+fn sql(f: &Fixture, statement: &str) {
+    let conn = Connection::open(f.path().join(chipledger_ledger::DB_FILE)).unwrap();
+    conn.execute_batch(statement).unwrap();
+}
+
+#[track_caller]
+fn check_found(f: &Fixture, index: u64, what_part: &str) {
+    let report = f.ledger.audit(&mut |_, _| {}).unwrap();
+    let problem = report.problem.unwrap_or_else(|| panic!("tampering not found"));
+    assert_eq!(problem.index, Some(index), "{problem}");
+    assert!(problem.what.contains(what_part), "{problem}");
+}
+
+#[test]
+fn changing_any_byte_of_a_stored_envelope_is_found_at_its_index() {
+    let (f, _) = log();
+    for (index, offset) in [(0u64, 10), (7, 40), (21, 120)] {
+        let env = f.ledger.envelope(index).unwrap();
+        let mut changed = env.clone();
+        changed[offset] ^= 0x01;
+        let conn = Connection::open(f.path().join(chipledger_ledger::DB_FILE)).unwrap();
+        conn.execute("UPDATE entries SET envelope = ?1 WHERE idx = ?2", rusqlite::params![changed, index as i64])
+            .unwrap();
+        check_found(&f, index, "");
+        conn.execute("UPDATE entries SET envelope = ?1 WHERE idx = ?2", rusqlite::params![env, index as i64]).unwrap();
+    }
+    assert_eq!(f.ledger.audit(&mut |_, _| {}).unwrap().problem, None);
+}
+
+#[test]
+fn an_altered_envelope_with_a_matching_leaf_hash_breaks_the_signed_root() {
+    let (f, auditor) = log();
+    let forged = annotation(&auditor, 99, "a rewritten finding");
+    let leaf = chipledger_domain::merkle::leaf_hash(&forged);
+    let conn = Connection::open(f.path().join(chipledger_ledger::DB_FILE)).unwrap();
+    conn.execute(
+        "UPDATE entries SET envelope = ?1, leaf_hash = ?2 WHERE idx = 9",
+        rusqlite::params![forged, &leaf.0[..]],
+    )
+    .unwrap();
+    check_found(&f, 9, "");
+}
+
+#[test]
+fn a_deleted_row_is_found_at_its_index() {
+    let (f, _) = log();
+    sql(&f, "DELETE FROM entries WHERE idx = 12");
+    check_found(&f, 12, "missing");
+}
+
+#[test]
+fn two_swapped_rows_are_found() {
+    let (f, _) = log();
+    sql(
+        &f,
+        "UPDATE entries SET idx = -1 WHERE idx = 5;
+         UPDATE entries SET idx = 5 WHERE idx = 14;
+         UPDATE entries SET idx = 14 WHERE idx = -1;",
+    );
+    check_found(&f, 5, "");
+}
+
+#[test]
+fn a_truncated_log_is_found_by_the_audit_and_against_a_saved_checkpoint() {
+    let (mut f, _) = log();
+    let (_, saved) = f.ledger.checkpoint().unwrap();
+    sql(&f, "DELETE FROM entries WHERE idx >= 18; DELETE FROM nodes; DELETE FROM checkpoints WHERE size > 18;");
+    // The attacker removed the later checkpoints too; the saved one still shows the loss.
+    let problem = f.ledger.check_against(saved.as_bytes()).unwrap().unwrap();
+    assert_eq!(problem.index, Some(18), "{problem}");
+    // A log whose checkpoints were left in place is caught by the audit itself.
+    let (f2, _) = log();
+    sql(&f2, "DELETE FROM entries WHERE idx >= 18");
+    check_found(&f2, 18, "truncated");
+    f.reopen_fails_or_not();
+}
+
+#[test]
+fn a_replaced_checkpoint_is_found() {
+    let (f, _) = log();
+    let foreign = SigningKey::from_seed(&[66; 32]);
+    let cp = chipledger_domain::note::Checkpoint {
+        origin: "test.example/log".into(),
+        size: 10,
+        root: chipledger_domain::merkle::Hash([0; 32]),
+        extensions: vec![],
+    };
+    let note = cp.sign("test.example/log", &foreign).unwrap().to_bytes();
+    let conn = Connection::open(f.path().join(chipledger_ledger::DB_FILE)).unwrap();
+    conn.execute("UPDATE checkpoints SET note = ?1 WHERE size = 10", [note]).unwrap();
+    let problem = f.ledger.audit(&mut |_, _| {}).unwrap().problem.unwrap();
+    assert_eq!(problem.checkpoint_size, Some(10), "{problem}");
+}
+
+#[test]
+fn an_entry_re_signed_with_a_foreign_key_is_found() {
+    let (f, _) = log();
+    let foreign = SigningKey::from_seed(&[77; 32]);
+    let resigned = annotation(&foreign, 3, "finding 3");
+    let leaf = chipledger_domain::merkle::leaf_hash(&resigned);
+    let conn = Connection::open(f.path().join(chipledger_ledger::DB_FILE)).unwrap();
+    conn.execute(
+        "UPDATE entries SET envelope = ?1, leaf_hash = ?2 WHERE idx = 4",
+        rusqlite::params![resigned, &leaf.0[..]],
+    )
+    .unwrap();
+    check_found(&f, 4, "not enrolled");
+}
+
+trait ReopenCheck {
+    fn reopen_fails_or_not(&mut self);
+}
+
+impl ReopenCheck for Fixture {
+    /// A truncated log must not be opened for writing: it would sign a checkpoint inconsistent
+    /// with one it signed before.
+    fn reopen_fails_or_not(&mut self) {
+        let r = Ledger::open(self.path(), LedgerConfig::default(), std::sync::Arc::new(FixedClock(NOW)));
+        assert!(r.is_err(), "a truncated log opened for writing");
+    }
+}
