@@ -6,15 +6,21 @@
 
 use std::process::ExitCode;
 
+use std::path::PathBuf;
+
 use clap::{Parser, Subcommand};
 
 mod cmd;
+mod datadir;
 mod output;
 
 /// Auditable GPU provenance: which chips, where they came from, and whether they were lawful.
 #[derive(Debug, Parser)]
 #[command(name = "chipledger", version, about, long_about = None, propagate_version = true)]
 struct Cli {
+    /// The data directory (default: $CHIPLEDGER_HOME, else the platform data directory).
+    #[arg(long, global = true, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -26,9 +32,14 @@ enum Command {
     /// Identify a SKU and classify it under every US export rule version; with shipment facts,
     /// give the acquisition verdict.
     Classify(cmd::classify::Args),
-    /// Key management.
+    /// Create a new ledger: database, log key and first admin key.
+    Init(cmd::init::Args),
+    /// Key management: generate, enroll, revoke, list.
     #[command(subcommand)]
     Keys(cmd::keys::Command),
+    /// The transparency log: append, list, checkpoints, proofs, audit, evidence bundles.
+    #[command(subcommand)]
+    Ledger(cmd::ledger::Command),
     /// Signed notes and checkpoints.
     #[command(subcommand)]
     Note(cmd::note::Command),
@@ -42,7 +53,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Catalog(a) => cmd::catalog::run(a),
         Command::Classify(a) => cmd::classify::run(a),
-        Command::Keys(c) => cmd::keys::run(c),
+        Command::Init(a) => cmd::init::run(cli.data_dir, a),
+        Command::Keys(c) => cmd::keys::run(cli.data_dir, c),
+        Command::Ledger(c) => cmd::ledger::run(cli.data_dir, c),
         Command::Note(c) => cmd::note::run(c),
         Command::Proof(c) => cmd::proof::run(c),
     };

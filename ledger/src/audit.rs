@@ -58,6 +58,17 @@ impl Ledger {
     pub fn audit(&self, progress: &mut dyn FnMut(u64, u64)) -> Result<AuditReport, Error> {
         let conn = Connection::open_with_flags(self.dir().join(DB_FILE), OpenFlags::SQLITE_OPEN_READ_ONLY)?;
         conn.execute_batch("BEGIN")?; // one consistent snapshot for the whole audit
+        let integrity: String = conn.query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
+        if integrity != "ok" {
+            let report = AuditReport {
+                entries: 0,
+                checkpoints: 0,
+                signatures_checked: 0,
+                root: Frontier::default().root(),
+                problem: None,
+            };
+            return Ok(found(report, None, None, format!("SQLite integrity check failed: {integrity}")));
+        }
         let total: u64 = conn.query_row("SELECT COUNT(*) FROM entries", [], |r| r.get::<_, i64>(0))? as u64;
         let vkeys = [self.verifier_key().clone()];
         let mut report = AuditReport {

@@ -3,8 +3,14 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
-use chipledger_domain::keys::{SigningKey, VerifierKey};
+use anyhow::{bail, Context, Result};
+use chipledger_domain::keys::{KeyId, SigningKey, VerifierKey};
+use chipledger_domain::records::{sign_record, KeyEnrollment, KeyRevocation, Role, FORMAT_VERSION};
+use chipledger_ledger::{Ledger, ADMIN_KEY_FILE};
+use time::OffsetDateTime;
+
+use crate::datadir;
+use crate::output::{self, Format};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
@@ -18,9 +24,59 @@ pub enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Enroll a key in the ledger for one role (signed with the admin key).
+    Enroll {
+        #[arg(long, value_enum)]
+        role: RoleArg,
+        /// A label for the key (a host name for agents and nodes).
+        #[arg(long)]
+        name: String,
+        /// The key's C2SP verifier key, as `keys generate` or `agent enroll` printed it.
+        #[arg(long)]
+        key: String,
+        /// How many days the enrollment is valid (default: no end).
+        #[arg(long)]
+        valid_days: Option<i64>,
+        /// The admin private key (default: the data directory's admin-key.pem).
+        #[arg(long)]
+        admin_key: Option<PathBuf>,
+    },
+    /// Revoke an enrolled key (signed with the admin key).
+    Revoke {
+        /// The key id (64 hex digits) or its verifier key.
+        key: String,
+        #[arg(long, default_value = "revoked by an administrator")]
+        reason: String,
+        #[arg(long)]
+        admin_key: Option<PathBuf>,
+    },
+    /// List the key registry.
+    List {
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
 }
 
-pub fn run(cmd: Command) -> Result<()> {
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum RoleArg {
+    Agent,
+    Node,
+    Auditor,
+    Admin,
+}
+
+impl From<RoleArg> for Role {
+    fn from(r: RoleArg) -> Role {
+        match r {
+            RoleArg::Agent => Role::Agent,
+            RoleArg::Node => Role::Node,
+            RoleArg::Auditor => Role::Auditor,
+            RoleArg::Admin => Role::Admin,
+        }
+    }
+}
+
+pub fn run(data_dir: Option<PathBuf>, cmd: Command) -> Result<()> {
     match cmd {
         Command::Generate { name, out } => {
             chipledger_domain::keys::check_key_name(&name)?;
@@ -31,26 +87,98 @@ pub fn run(cmd: Command) -> Result<()> {
             eprintln!("private key written to {} (mode 0600); key id {}", out.display(), key.key_id());
             Ok(())
         }
+        Command::Enroll { role, name, key, valid_days, admin_key } => {
+            let ledger = datadir::open(data_dir)?;
+            let vkey = VerifierKey::parse(&key)?;
+            let (admin, counter) = admin_signer(&ledger, admin_key)?;
+            let now = OffsetDateTime::now_utc();
+            let enrollment = KeyEnrollment {
+                format_version: FORMAT_VERSION,
+                counter,
+                issued_at: now,
+                key_id: vkey.public_key().key_id(),
+                verifier_key: vkey.to_string(),
+                role: role.into(),
+                host: Some(name),
+                valid_from: now,
+                valid_until: valid_days.map(|d| now + time::Duration::days(d)),
+            };
+            let receipts = ledger.append(&[sign_record(&enrollment, &admin)?.to_json()])?;
+            println!(
+                "enrolled key {} as {} at index {}",
+                enrollment.key_id,
+                Role::from(role).as_str(),
+                receipts[0].index
+            );
+            Ok(())
+        }
+        Command::Revoke { key, reason, admin_key } => {
+            let ledger = datadir::open(data_dir)?;
+            let key_id = match VerifierKey::parse(&key) {
+                Ok(v) => v.public_key().key_id(),
+                Err(_) => {
+                    KeyId::parse(&key).with_context(|| format!("{key:?} is neither a key id nor a verifier key"))?
+                }
+            };
+            let (admin, counter) = admin_signer(&ledger, admin_key)?;
+            let rev = KeyRevocation {
+                format_version: FORMAT_VERSION,
+                counter,
+                issued_at: OffsetDateTime::now_utc(),
+                key_id,
+                reason,
+            };
+            let receipts = ledger.append(&[sign_record(&rev, &admin)?.to_json()])?;
+            println!("revoked key {} at index {}", rev.key_id, receipts[0].index);
+            Ok(())
+        }
+        Command::List { format } => {
+            let ledger = datadir::open(data_dir)?;
+            let keys = ledger.keys()?;
+            match format {
+                Format::Json => output::print_json(&keys),
+                Format::Csv => bail!("--format csv is not offered here; use json"),
+                Format::Table => {
+                    let mut t =
+                        output::table(&["key id", "role", "name/host", "enrolled at", "revoked at", "last counter"]);
+                    for k in keys {
+                        t.add_row(vec![
+                            k.key_id[..16].to_string() + "…",
+                            k.role.as_str().to_string(),
+                            k.host.unwrap_or_default(),
+                            k.enrolled_at.to_string(),
+                            k.revoked_at.map(|r| r.to_string()).unwrap_or_default(),
+                            k.last_counter.to_string(),
+                        ]);
+                    }
+                    println!("{t}");
+                    Ok(())
+                }
+            }
+        }
+    }
+}
+
+/// The admin key and its next counter.
+fn admin_signer(ledger: &Ledger, path: Option<PathBuf>) -> Result<(SigningKey, u64)> {
+    let path = path.unwrap_or_else(|| ledger.dir().join(ADMIN_KEY_FILE));
+    let pem = std::fs::read_to_string(&path).with_context(|| format!("reading the admin key {}", path.display()))?;
+    let key = SigningKey::from_pkcs8_pem(&pem).with_context(|| format!("reading the admin key {}", path.display()))?;
+    let id = key.key_id();
+    let entry = ledger.keys()?.into_iter().find(|k| k.key_id == id.as_str());
+    match entry {
+        Some(k) if k.role == Role::Admin && k.revoked_at.is_none() => Ok((key, k.last_counter + 1)),
+        Some(_) => bail!("the key in {} is not an active admin key of this ledger", path.display()),
+        None => bail!("the key in {} is not enrolled in this ledger", path.display()),
     }
 }
 
 /// Creates `path` with mode 0600 before any secret byte is written; refuses to overwrite.
 pub fn write_private(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
+    if path.exists() {
+        bail!("{} already exists; refusing to overwrite a key", path.display());
     }
-    let mut f = opts.open(path).with_context(|| {
-        if path.exists() {
-            format!("{} already exists; refusing to overwrite a key", path.display())
-        } else {
-            format!("creating {}", path.display())
-        }
-    })?;
-    f.write_all(bytes).with_context(|| format!("writing {}", path.display()))?;
-    f.sync_all().with_context(|| format!("syncing {}", path.display()))?;
+    chipledger_ledger::write_private_file(path, bytes).with_context(|| format!("writing {}", path.display()))?;
+    let _ = std::io::stdout().flush();
     Ok(())
 }

@@ -6,6 +6,7 @@
 mod architecture;
 mod catalog;
 mod keys_notes_proofs;
+mod ledger;
 
 use std::process::Command;
 
