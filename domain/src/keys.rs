@@ -145,16 +145,39 @@ pub fn verify_batch(items: &[(&[u8], &[u8], PublicKey)]) -> bool {
     let mut keys = Vec::with_capacity(items.len());
     for (m, s, k) in items {
         let Ok(sig) = Signature::from_slice(s) else { return false };
-        let r = curve25519_dalek::edwards::CompressedEdwardsY(*sig.r_bytes());
-        match r.decompress() {
-            Some(point) if !point.is_small_order() => {}
-            _ => return false,
+        if is_small_order_encoding(sig.r_bytes()) {
+            return false;
         }
         sigs.push(sig);
         msgs.push(*m);
         keys.push(*k.dalek());
     }
     ed25519_dalek::verify_batch(&msgs, &sigs, &keys).is_ok()
+}
+
+/// Whether 32 bytes encode a point of small order, without decompressing: the point's y
+/// coordinate (mod p) is one of the y coordinates of the eight torsion points. Both signs of x
+/// are torsion points too, so the sign bit does not matter.
+pub fn is_small_order_encoding(encoding: &[u8; 32]) -> bool {
+    static TORSION_Y: std::sync::OnceLock<Vec<[u8; 32]>> = std::sync::OnceLock::new();
+    let ys = TORSION_Y.get_or_init(|| {
+        curve25519_dalek::constants::EIGHT_TORSION
+            .iter()
+            .map(|p| {
+                let mut y = p.compress().to_bytes();
+                y[31] &= 0x7f;
+                y
+            })
+            .collect()
+    });
+    let mut y = *encoding;
+    y[31] &= 0x7f;
+    // Reduce the 19 non-canonical encodings y in [p, 2^255) to y - p.
+    if y[31] == 0x7f && y[1..31].iter().all(|b| *b == 0xff) && y[0] >= 0xed {
+        y = [0u8; 32];
+        y[0] = encoding[0] - 0xed;
+    }
+    ys.contains(&y)
 }
 
 /// The identity of a public key in records and the registry: 64 hex digits.

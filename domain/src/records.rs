@@ -521,11 +521,53 @@ impl Record {
         })
     }
 
-    /// Parses statement JSON bytes (a verified envelope's payload) into a typed record.
+    /// Parses statement JSON bytes (a verified envelope's payload) into a typed record, with the
+    /// same checks as [`Record::from_statement`] but one pass over the predicate.
     pub fn from_payload(payload: &[u8]) -> Result<Record, Error> {
-        let st: Statement = serde_json::from_slice(payload)
+        #[derive(Deserialize)]
+        struct Raw<'a> {
+            #[serde(rename = "_type")]
+            type_: String,
+            subject: Vec<Subject>,
+            #[serde(rename = "predicateType")]
+            predicate_type: String,
+            #[serde(borrow)]
+            predicate: &'a serde_json::value::RawValue,
+        }
+        #[derive(Deserialize)]
+        struct Version {
+            format_version: Option<u64>,
+        }
+        fn typed<P: Predicate>(raw: &Raw<'_>, bad: &dyn Fn(String) -> Error) -> Result<P, Error> {
+            let p: P = serde_json::from_str(raw.predicate.get()).map_err(|e| bad(e.to_string()))?;
+            if p.subjects() != raw.subject {
+                return Err(bad("the subjects do not match the predicate".into()));
+            }
+            Ok(p)
+        }
+        let raw: Raw<'_> = serde_json::from_slice(payload)
             .map_err(|e| Error::Json { what: "in-toto statement", message: e.to_string() })?;
-        Record::from_statement(&st)
+        if raw.type_ != STATEMENT_TYPE {
+            return Err(Error::Statement { reason: format!("_type is {:?}, expected {STATEMENT_TYPE}", raw.type_) });
+        }
+        let kind = RecordKind::from_predicate_type(&raw.predicate_type)
+            .ok_or_else(|| Error::Statement { reason: format!("unknown predicateType {:?}", raw.predicate_type) })?;
+        let bad = |reason: String| Error::Record { predicate_type: raw.predicate_type.clone(), reason };
+        let version: Version = serde_json::from_str(raw.predicate.get()).map_err(|e| bad(e.to_string()))?;
+        if version.format_version != Some(u64::from(FORMAT_VERSION)) {
+            return Err(bad(format!(
+                "format_version is {:?}, this build reads {FORMAT_VERSION}",
+                version.format_version
+            )));
+        }
+        Ok(match kind {
+            RecordKind::KeyEnrollment => Record::KeyEnrollment(typed(&raw, &bad)?),
+            RecordKind::KeyRevocation => Record::KeyRevocation(typed(&raw, &bad)?),
+            RecordKind::GpuAttestation => Record::GpuAttestation(typed(&raw, &bad)?),
+            RecordKind::Acquisition => Record::Acquisition(typed(&raw, &bad)?),
+            RecordKind::RunProvenance => Record::RunProvenance(Box::new(typed(&raw, &bad)?)),
+            RecordKind::Annotation => Record::Annotation(typed(&raw, &bad)?),
+        })
     }
 }
 

@@ -8,7 +8,7 @@ use chipledger_domain::note::open_checkpoint;
 use rusqlite::{Connection, OpenFlags};
 use serde::Serialize;
 
-use crate::record::{self, Parsed, Registry};
+use crate::record::{self, Registry};
 use crate::store::{kind_code, DB_FILE};
 use crate::tree::{node_id, Frontier};
 use crate::{Error, Ledger};
@@ -130,7 +130,8 @@ impl Ledger {
             if chunk.is_empty() {
                 break;
             }
-            let parsed = parse_parallel(&chunk);
+            let envs: Vec<&[u8]> = chunk.iter().map(|r| r.envelope.as_slice()).collect();
+            let parsed = record::parse_many(&envs, usize::MAX, false);
             let mut sig_items: Vec<(&[u8], &[u8], PublicKey)> = Vec::with_capacity(chunk.len());
             let mut sig_index: Vec<u64> = Vec::with_capacity(chunk.len());
             let mut problem: Option<Problem> = None;
@@ -289,31 +290,4 @@ impl Ledger {
 fn found(mut report: AuditReport, index: Option<u64>, checkpoint_size: Option<u64>, what: String) -> AuditReport {
     report.problem = Some(Problem { index, checkpoint_size, what });
     report
-}
-
-fn parse_parallel(chunk: &[Row]) -> Vec<Result<Parsed, crate::Rejection>> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).max(1);
-    let per = chunk.len().div_ceil(threads).max(1);
-    std::thread::scope(|s| {
-        let handles: Vec<_> = chunk
-            .chunks(per)
-            .map(|part| {
-                s.spawn(move || part.iter().map(|r| record::parse(&r.envelope, usize::MAX, false)).collect::<Vec<_>>())
-            })
-            .collect();
-        let mut out = Vec::with_capacity(chunk.len());
-        for h in handles {
-            match h.join() {
-                Ok(v) => out.extend(v),
-                Err(_) => out.extend(
-                    std::iter::repeat_with(|| {
-                        Err(crate::Rejection::MalformedEnvelope("the parser thread failed".into()))
-                    })
-                    .take(per),
-                ),
-            }
-        }
-        out.truncate(chunk.len());
-        out
-    })
 }

@@ -72,7 +72,7 @@ pub(crate) fn parse(bytes: &[u8], limit: usize, full: bool) -> Result<Parsed, Re
     if bytes.len() > limit {
         return Err(Rejection::TooLarge { size: bytes.len(), limit });
     }
-    let env = Envelope::from_json(bytes).map_err(|e| Rejection::MalformedEnvelope(e.to_string()))?;
+    let env: Envelope = serde_json::from_slice(bytes).map_err(|e| Rejection::MalformedEnvelope(e.to_string()))?;
     if env.payload_type != PAYLOAD_TYPE_IN_TOTO {
         return Err(Rejection::WrongPayloadType(env.payload_type));
     }
@@ -80,6 +80,14 @@ pub(crate) fn parse(bytes: &[u8], limit: usize, full: bool) -> Result<Parsed, Re
         return Err(Rejection::SignatureCount(env.signatures.len()));
     }
     let payload = env.payload_bytes().map_err(|e| Rejection::MalformedEnvelope(e.to_string()))?;
+    let sig = &env.signatures[0];
+    let signature = b64_decode(&sig.sig, "signature").map_err(|e| Rejection::MalformedEnvelope(e.to_string()))?;
+    if signature.len() != 64 {
+        return Err(Rejection::MalformedEnvelope(format!(
+            "the signature is {} bytes, Ed25519 needs 64",
+            signature.len()
+        )));
+    }
     let light: LightStatement =
         serde_json::from_slice(&payload).map_err(|e| Rejection::MalformedStatement(e.to_string()))?;
     if light.type_ != chipledger_domain::records::STATEMENT_TYPE {
@@ -99,8 +107,6 @@ pub(crate) fn parse(bytes: &[u8], limit: usize, full: bool) -> Result<Parsed, Re
     } else {
         None
     };
-    let sig = &env.signatures[0];
-    let signature = b64_decode(&sig.sig, "signature").map_err(|e| Rejection::MalformedEnvelope(e.to_string()))?;
     Ok(Parsed {
         leaf_hash: leaf_hash(bytes),
         kind,
@@ -110,6 +116,35 @@ pub(crate) fn parse(bytes: &[u8], limit: usize, full: bool) -> Result<Parsed, Re
         record,
         message: pae(&env.payload_type, &payload),
         signature,
+    })
+}
+
+/// Parses many envelopes on every core, in order.
+pub(crate) fn parse_many<T: AsRef<[u8]> + Sync>(
+    envelopes: &[T],
+    limit: usize,
+    full: bool,
+) -> Vec<Result<Parsed, Rejection>> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).max(1);
+    if envelopes.len() < 16 || threads == 1 {
+        return envelopes.iter().map(|e| parse(e.as_ref(), limit, full)).collect();
+    }
+    let per = envelopes.len().div_ceil(threads);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = envelopes
+            .chunks(per)
+            .map(|part| s.spawn(move || part.iter().map(|e| parse(e.as_ref(), limit, full)).collect::<Vec<_>>()))
+            .collect();
+        let mut out = Vec::with_capacity(envelopes.len());
+        for (h, part) in handles.into_iter().zip(envelopes.chunks(per)) {
+            match h.join() {
+                Ok(v) => out.extend(v),
+                // A parser thread cannot panic on input (nothing panics on input); if it did,
+                // refuse its envelopes rather than guess.
+                Err(_) => out.extend(part.iter().map(|_| Err(Rejection::MalformedEnvelope("parser failed".into())))),
+            }
+        }
+        out
     })
 }
 

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use chipledger_domain::keys::{SigningKey, VerifierKey};
+use chipledger_domain::keys::{PublicKey, SigningKey, VerifierKey};
 use chipledger_domain::log::{Clock, Receipt};
 use chipledger_domain::merkle::{self, Hash};
 use chipledger_domain::note::Checkpoint;
@@ -270,12 +270,27 @@ impl Ledger {
     }
 
     fn commit_group(&self, w: &mut Writer, group: Vec<Pending>) {
+        let fail_all = |group: Vec<Pending>, e: &Error| {
+            for p in group {
+                let _ = p.reply.send(Err(Error::Corrupt(format!("the append could not be committed: {e}"))));
+            }
+        };
+        let Writer { conn, state: committed, log_key } = w;
+        // One write transaction covers validation and writing: one lock, and a consistent view
+        // even if another process appended to the same file since our last commit.
+        let tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
+            Ok(tx) => tx,
+            Err(e) => return fail_all(group, &e.into()),
+        };
+        if let Err(e) = refresh(&tx, committed) {
+            return fail_all(group, &e);
+        }
         let now = self.clock.now();
-        let mut state = w.state.clone();
+        let mut state = committed.clone();
         let mut accepted: Vec<(Pending, Vec<Slot>)> = Vec::new();
         let mut fresh_leaves: HashMap<Hash, u64> = HashMap::new();
         for p in group {
-            match self.validate(&w.conn, &state, &mut fresh_leaves, &p.envelopes, now) {
+            match self.validate(&tx, &state, &mut fresh_leaves, &p.envelopes, now) {
                 Ok((slots, next)) => {
                     state = next;
                     accepted.push((p, slots));
@@ -288,58 +303,90 @@ impl Ledger {
         if accepted.is_empty() {
             return;
         }
-        if accepted.iter().all(|(_, slots)| slots.iter().all(|s| s.duplicate)) {
-            // Nothing new: no transaction, no new checkpoint; answer against the latest one.
-            let size = w.state.frontier.size;
-            let checkpoint = latest_checkpoint(&w.conn).map(|c| c.map(|(_, n)| n).unwrap_or_default());
-            for (p, slots) in accepted {
-                let reply = checkpoint.as_ref().map_err(|e| Error::Corrupt(e.to_string())).and_then(|cp| {
-                    slots
-                        .iter()
-                        .map(|s| {
-                            Ok(Receipt {
-                                index: s.index,
-                                leaf_hash: s.leaf_hash,
-                                duplicate: true,
-                                checkpoint: cp.clone(),
-                                inclusion_proof: merkle::inclusion_proof(&DbSource(&w.conn), s.index, size)?,
-                            })
-                        })
-                        .collect()
-                });
-                let _ = p.reply.send(reply);
+        // Signatures are verified on other cores while this thread writes; a bad one rolls the
+        // transaction back and the group is committed again without the request that carried it.
+        let new_entries: usize = accepted.iter().map(|(_, slots)| slots.iter().filter(|s| !s.duplicate).count()).sum();
+        let (verdicts, result) = if new_entries < 64 {
+            // Small commits: a thread costs more than it saves.
+            let verdicts: Vec<_> = accepted.iter().map(|(_, slots)| bad_signature(slots)).collect();
+            let result = if verdicts.iter().any(Option::is_some) {
+                Ok((HashMap::new(), String::new()))
+            } else if new_entries == 0 {
+                latest_checkpoint(&tx).map(|c| (HashMap::new(), c.map(|(_, n)| n).unwrap_or_default()))
+            } else {
+                self.write(&tx, log_key, committed, &mut state, &accepted, now)
+            };
+            (verdicts, result)
+        } else {
+            std::thread::scope(|scope| {
+                let verifier =
+                    scope.spawn(|| accepted.iter().map(|(_, slots)| bad_signature(slots)).collect::<Vec<_>>());
+                let result = if accepted.iter().all(|(_, slots)| slots.iter().all(|s| s.duplicate)) {
+                    // Nothing new: no checkpoint; answer against the latest one.
+                    latest_checkpoint(&tx).map(|c| (HashMap::new(), c.map(|(_, n)| n).unwrap_or_default()))
+                } else {
+                    self.write(&tx, log_key, committed, &mut state, &accepted, now)
+                };
+                let verdicts = verifier
+                    .join()
+                    .unwrap_or_else(|_| vec![Some((0, "(verifier failed)".to_string())); accepted.len()]);
+                (verdicts, result)
+            })
+        };
+        if verdicts.iter().any(Option::is_some) {
+            drop(tx); // rolls back
+            let mut retry = Vec::new();
+            for ((p, _), verdict) in accepted.into_iter().zip(verdicts) {
+                match verdict {
+                    Some((position, key_id)) => {
+                        let _ =
+                            p.reply.send(Err(Error::Rejected { position, reason: Rejection::BadSignature { key_id } }));
+                    }
+                    None => retry.push(p),
+                }
+            }
+            if !retry.is_empty() {
+                self.commit_group(w, retry);
             }
             return;
         }
-        let before = w.state.clone();
-        match self.write(w, &before, &mut state, &accepted, now) {
-            Ok(fresh) => {
-                let checkpoint = fresh.1;
-                w.state = state;
-                let src = OverlaySource { fresh: &fresh.0, db: DbSource(&w.conn) };
-                let size = w.state.frontier.size;
-                for (p, slots) in accepted {
-                    let receipts: Result<Vec<Receipt>, Error> = slots
-                        .iter()
-                        .map(|s| {
-                            Ok(Receipt {
-                                index: s.index,
-                                leaf_hash: s.leaf_hash,
-                                duplicate: s.duplicate,
-                                checkpoint: checkpoint.clone(),
-                                inclusion_proof: merkle::inclusion_proof(&src, s.index, size)?,
-                            })
+        // Receipts are computed inside the transaction (which sees the new nodes), so that their
+        // proofs cost no extra read transactions; they are sent only after the commit.
+        let size = state.frontier.size;
+        let result = result.and_then(|(fresh, checkpoint)| {
+            let src = OverlaySource { fresh: &fresh, db: DbSource(&tx) };
+            let mut all = Vec::with_capacity(accepted.len());
+            for (_, slots) in &accepted {
+                let receipts = slots
+                    .iter()
+                    .map(|s| {
+                        Ok(Receipt {
+                            index: s.index,
+                            leaf_hash: s.leaf_hash,
+                            duplicate: s.duplicate,
+                            checkpoint: checkpoint.clone(),
+                            inclusion_proof: merkle::inclusion_proof(&src, s.index, size)?,
                         })
-                        .collect();
-                    let _ = p.reply.send(receipts);
+                    })
+                    .collect::<Result<Vec<Receipt>, Error>>()?;
+                all.push(receipts);
+            }
+            Ok(all)
+        });
+        let result = result.and_then(|r| {
+            tx.commit()?;
+            Ok(r)
+        });
+        match result {
+            Ok(receipts) => {
+                *committed = state;
+                for ((p, _), r) in accepted.into_iter().zip(receipts) {
+                    let _ = p.reply.send(Ok(r));
                 }
             }
             Err(e) => {
                 tracing::error!(error = %e, "append transaction failed; nothing was written");
-                let msg = e.to_string();
-                for (p, _) in accepted {
-                    let _ = p.reply.send(Err(Error::Corrupt(format!("the append could not be committed: {msg}"))));
-                }
+                fail_all(accepted.into_iter().map(|(p, _)| p).collect(), &e);
             }
         }
     }
@@ -357,22 +404,36 @@ impl Ledger {
         let mut next_registry = state.registry.clone();
         let mut next_index = state.frontier.size;
         let mut slots = Vec::with_capacity(envelopes.len());
-        let mut sig_items = Vec::with_capacity(envelopes.len());
-        let mut sig_positions = Vec::with_capacity(envelopes.len());
         let mut mine: HashSet<Hash> = HashSet::new();
+        let mut parsed_all: Vec<Option<Result<Parsed, Rejection>>> =
+            record::parse_many(envelopes, self.config.max_envelope_bytes, true).into_iter().map(Some).collect();
         for (pos, bytes) in envelopes.iter().enumerate() {
             let leaf = merkle::leaf_hash(bytes);
-            if let Some(index) = fresh_leaves.get(&leaf).copied().or(existing_index(conn, &leaf)?) {
-                slots.push(Slot { index, leaf_hash: leaf, duplicate: true, parsed: None, signer: 0 });
+            let seen = match fresh_leaves.get(&leaf) {
+                Some(i) => Some(*i),
+                None => existing_index(conn, &leaf)?,
+            };
+            if let Some(index) = seen {
+                slots.push(Slot { index, leaf_hash: leaf, duplicate: true, parsed: None, signer: 0, public: None });
                 continue;
             }
             if !mine.insert(leaf) {
                 // The same envelope twice in one call: the second is a duplicate of the first.
                 let first = slots.iter().find(|s| s.leaf_hash == leaf && !s.duplicate).map_or(0, |s| s.index);
-                slots.push(Slot { index: first, leaf_hash: leaf, duplicate: true, parsed: None, signer: 0 });
+                slots.push(Slot {
+                    index: first,
+                    leaf_hash: leaf,
+                    duplicate: true,
+                    parsed: None,
+                    signer: 0,
+                    public: None,
+                });
                 continue;
             }
-            let p = record::parse(bytes, self.config.max_envelope_bytes, true).map_err(|r| reject(pos, r))?;
+            let p = parsed_all[pos]
+                .take()
+                .unwrap_or_else(|| record::parse(bytes, self.config.max_envelope_bytes, true))
+                .map_err(|r| reject(pos, r))?;
             if p.made_at > now + self.config.skew {
                 return Err(reject(
                     pos,
@@ -395,16 +456,15 @@ impl Ledger {
             }
             let (public, signer) = record::authorize(&p, &next_registry, next_index).map_err(|r| reject(pos, r))?;
             record::apply(&p, &mut next_registry, next_index);
-            sig_items.push(public);
-            sig_positions.push(pos);
-            slots.push(Slot { index: next_index, leaf_hash: leaf, duplicate: false, parsed: Some(p), signer });
+            slots.push(Slot {
+                index: next_index,
+                leaf_hash: leaf,
+                duplicate: false,
+                parsed: Some(p),
+                signer,
+                public: Some(public),
+            });
             next_index += 1;
-        }
-        let parsed: Vec<&Parsed> = slots.iter().filter_map(|s| s.parsed.as_ref()).collect();
-        let items: Vec<(&[u8], &[u8], _)> =
-            parsed.iter().zip(&sig_items).map(|(p, k)| (p.message.as_slice(), p.signature.as_slice(), *k)).collect();
-        if let Some(bad) = record::first_bad_signature(&items) {
-            return Err(reject(sig_positions[bad], Rejection::BadSignature { key_id: parsed[bad].key_id.clone() }));
         }
         for s in slots.iter().filter(|s| !s.duplicate) {
             fresh_leaves.insert(s.leaf_hash, s.index);
@@ -422,13 +482,13 @@ impl Ledger {
     #[allow(clippy::type_complexity)]
     fn write(
         &self,
-        w: &mut Writer,
+        tx: &Connection,
+        log_key: &SigningKey,
         before: &State,
         after: &mut State,
         accepted: &[(Pending, Vec<Slot>)],
         now: OffsetDateTime,
     ) -> Result<(HashMap<(u8, u64), Hash>, String), Error> {
-        let tx = w.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut frontier = before.frontier.clone();
         let mut fresh: HashMap<(u8, u64), Hash> = HashMap::new();
         let mut new_nodes = Vec::new();
@@ -457,23 +517,22 @@ impl Ledger {
                         fresh.insert((*level, *index), *hash);
                     }
                     if let Some(rec) = &parsed.record {
-                        views::apply(&tx, slot.index, rec, &after.registry)?;
+                        views::apply(tx, slot.index, rec, &after.registry)?;
                     }
                 }
             }
         }
-        views::store_counters(&tx, &before.registry, &after.registry)?;
+        views::store_counters(tx, &before.registry, &after.registry)?;
         let root = frontier.root();
         if frontier.size != after.frontier.size || root != after.frontier.root() {
             return Err(Error::Corrupt("the tree computed while writing differs from the validated one".into()));
         }
         let cp = Checkpoint { origin: self.origin.clone(), size: frontier.size, root, extensions: vec![] };
-        let note = String::from_utf8_lossy(&cp.sign(&self.origin, &w.log_key)?.to_bytes()).into_owned();
+        let note = String::from_utf8_lossy(&cp.sign(&self.origin, log_key)?.to_bytes()).into_owned();
         tx.execute(
             "INSERT INTO checkpoints (size, note, signed_at) VALUES (?1, ?2, ?3)",
             params![frontier.size as i64, note.as_bytes(), unix(now)],
         )?;
-        tx.commit()?;
         after.frontier = frontier;
         Ok((fresh, note))
     }
@@ -509,16 +568,20 @@ impl Ledger {
         Ok(conn.query_row("SELECT COALESCE(MAX(idx) + 1, 0) FROM entries", [], |r| r.get::<_, i64>(0))? as u64)
     }
 
+    /// An inclusion proof: O(log n) reads in one read transaction.
     pub fn inclusion_proof(&self, index: u64, size: u64) -> Result<Vec<Hash>, Error> {
-        let conn = lock(&self.reader);
-        self.check_size(&conn, size)?;
-        Ok(merkle::inclusion_proof(&DbSource(&conn), index, size)?)
+        let mut conn = lock(&self.reader);
+        let tx = conn.transaction()?;
+        self.check_size(&tx, size)?;
+        Ok(merkle::inclusion_proof(&DbSource(&tx), index, size)?)
     }
 
+    /// A consistency proof: O(log n) reads in one read transaction.
     pub fn consistency_proof(&self, old: u64, new: u64) -> Result<Vec<Hash>, Error> {
-        let conn = lock(&self.reader);
-        self.check_size(&conn, new)?;
-        Ok(merkle::consistency_proof(&DbSource(&conn), old, new)?)
+        let mut conn = lock(&self.reader);
+        let tx = conn.transaction()?;
+        self.check_size(&tx, new)?;
+        Ok(merkle::consistency_proof(&DbSource(&tx), old, new)?)
     }
 
     /// The root of the first `size` entries.
@@ -591,6 +654,17 @@ impl Ledger {
 
 use chipledger_domain::merkle::HashSource;
 
+/// Reloads the writer's state if the file grew behind its back (another process appended).
+fn refresh(conn: &Connection, state: &mut State) -> Result<(), Error> {
+    let stored = conn.query_row("SELECT COALESCE(MAX(idx) + 1, 0) FROM entries", [], |r| r.get::<_, i64>(0))? as u64;
+    if stored != state.frontier.size {
+        tracing::info!(stored, known = state.frontier.size, "the log grew in another process; reloading");
+        state.frontier = Frontier::load(&DbSource(conn), stored)?;
+        state.registry = views::load_registry(conn)?;
+    }
+    Ok(())
+}
+
 /// One envelope's place in an append.
 #[derive(Debug)]
 struct Slot {
@@ -600,6 +674,27 @@ struct Slot {
     parsed: Option<Parsed>,
     /// The signer's enrollment index.
     signer: u64,
+    /// The key the signature must verify under (checked after validation, during the write).
+    public: Option<PublicKey>,
+}
+
+/// The first envelope whose signature does not verify: its position and signer.
+fn bad_signature(slots: &[Slot]) -> Option<(usize, String)> {
+    let positions: Vec<usize> = (0..slots.len()).filter(|i| slots[*i].parsed.is_some()).collect();
+    let items: Vec<(&[u8], &[u8], PublicKey)> = positions
+        .iter()
+        .filter_map(|i| {
+            let s = &slots[*i];
+            Some((s.parsed.as_ref()?.message.as_slice(), s.parsed.as_ref()?.signature.as_slice(), s.public?))
+        })
+        .collect();
+    if items.len() != positions.len() {
+        return Some((0, "(no key)".into()));
+    }
+    record::first_bad_signature(&items).map(|b| {
+        let pos = positions[b];
+        (pos, slots[pos].parsed.as_ref().map_or_else(String::new, |p| p.key_id.clone()))
+    })
 }
 
 fn existing_index(conn: &Connection, leaf: &Hash) -> Result<Option<u64>, Error> {

@@ -147,3 +147,29 @@ fn batch_verification_refuses_what_strict_refuses() {
     assert!(chipledger_domain::keys::verify_batch(&[(b"counter=8", &good, pk)]));
     assert!(!chipledger_domain::keys::verify_batch(&[(b"counter=8", &good, pk), (msg, &sig, pk)]));
 }
+
+#[test]
+fn small_order_encodings_are_recognised_without_decompressing() {
+    use chipledger_domain::keys::is_small_order_encoding;
+    use curve25519_dalek::edwards::CompressedEdwardsY;
+    for p in curve25519_dalek::constants::EIGHT_TORSION {
+        let mut enc = p.compress().to_bytes();
+        assert!(is_small_order_encoding(&enc));
+        enc[31] ^= 0x80;
+        assert!(is_small_order_encoding(&enc), "either sign of x");
+    }
+    // y = p + 1 is a non-canonical encoding of the identity.
+    let mut noncanonical = [0xffu8; 32];
+    noncanonical[0] = 0xee;
+    noncanonical[31] = 0x7f;
+    assert!(is_small_order_encoding(&noncanonical));
+    // Agreement with decompress-and-check on many encodings, valid points or not.
+    let mut x = [7u8; 32];
+    for i in 0..2000u32 {
+        x[..4].copy_from_slice(&i.to_le_bytes());
+        let slow = CompressedEdwardsY(x).decompress().is_some_and(|p| p.is_small_order());
+        assert_eq!(is_small_order_encoding(&x), slow, "{}", hex::encode(x));
+    }
+    let real = peter().sign(b"m");
+    assert!(!is_small_order_encoding(real[..32].try_into().unwrap()));
+}

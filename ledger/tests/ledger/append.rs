@@ -235,3 +235,19 @@ impl CloneForTest for SigningKey {
         SigningKey::from_pkcs8_pem(&self.to_pkcs8_pem().unwrap()).unwrap()
     }
 }
+
+#[test]
+fn a_bad_signature_in_a_large_batch_is_found_while_writing_and_rolls_everything_back() {
+    let mut f = Fixture::new();
+    let auditor = f.enroll(4, Role::Auditor, None);
+    let mut envs: Vec<Vec<u8>> = (1..=100).map(|c| annotation(&auditor, c, &format!("note {c}"))).collect();
+    let mut bent: serde_json::Value = serde_json::from_slice(&envs[57]).unwrap();
+    let other: serde_json::Value = serde_json::from_slice(&annotation(&auditor, 58, "another text")).unwrap();
+    bent["payload"] = other["payload"].clone();
+    envs[57] = serde_json::to_vec(&bent).unwrap();
+    check_refused(&mut f, &envs, 57, |r| matches!(r, Rejection::BadSignature { .. }));
+    envs[57] = annotation(&auditor, 58, "note 58");
+    let receipts = f.ledger.append(&envs).unwrap();
+    assert_eq!(receipts.len(), 100);
+    assert_eq!(f.ledger.audit(&mut |_, _| {}).unwrap().problem, None);
+}
