@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use crate::record::{self, Registry};
 use crate::store::{kind_code, DB_FILE};
-use crate::tree::{node_id, Frontier};
+use crate::tree::{node_id, split_node_id, Frontier};
 use crate::{Error, Ledger};
 
 /// What the audit found.
@@ -216,42 +216,27 @@ impl Ledger {
         let mut st = conn.prepare("SELECT id, hash FROM nodes ORDER BY id")?;
         let mut rows = st.query([])?;
         let mut i = 0usize;
+        let missing = |report, id: i64| {
+            let (l, x) = split_node_id(id);
+            found(report, Some(x << l), None, format!("stored Merkle node (level {l}, index {x}) is missing"))
+        };
         while let Some(r) = rows.next()? {
             let id: i64 = r.get(0)?;
             let hash: Vec<u8> = r.get(1)?;
-            let level = (id >> 48) as u8;
-            let index = (id & ((1 << 48) - 1)) as u64;
             match computed_nodes.get(i) {
                 Some((cid, h)) if *cid == id && h.0[..] == hash[..] => i += 1,
-                Some((cid, _)) if *cid < id => {
-                    let (l, x) = ((*cid >> 48) as u8, (*cid & ((1 << 48) - 1)) as u64);
-                    return Ok(found(
-                        report,
-                        Some(x << l),
-                        None,
-                        format!("stored Merkle node (level {l}, index {x}) is missing"),
-                    ));
-                }
+                Some((cid, _)) if *cid < id => return Ok(missing(report, *cid)),
                 _ => {
-                    return Ok(found(
-                        report,
-                        Some(index << level),
-                        None,
-                        format!(
-                            "stored Merkle node (level {level}, index {index}) does not match the entries below it"
-                        ),
-                    ))
+                    let (level, index) = split_node_id(id);
+                    let what = format!(
+                        "stored Merkle node (level {level}, index {index}) does not match the entries below it"
+                    );
+                    return Ok(found(report, Some(index << level), None, what));
                 }
             }
         }
         if let Some((cid, _)) = computed_nodes.get(i) {
-            let (l, x) = ((*cid >> 48) as u8, (*cid & ((1 << 48) - 1)) as u64);
-            return Ok(found(
-                report,
-                Some(x << l),
-                None,
-                format!("stored Merkle node (level {l}, index {x}) is missing"),
-            ));
+            return Ok(missing(report, *cid));
         }
         Ok(report)
     }

@@ -22,6 +22,8 @@ pub enum Error {
     SchemaTooNew { found: i64, supported: i64 },
     #[error("the stored log is inconsistent ({0}); run `chipledger ledger verify` to locate the damage")]
     Corrupt(String),
+    #[error("the append could not be committed, nothing was written: {0}")]
+    NotCommitted(String),
     #[error("index {index} is not in the log (size {size})")]
     NoSuchEntry { index: u64, size: u64 },
     #[error(transparent)]

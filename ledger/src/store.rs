@@ -134,11 +134,14 @@ impl Ledger {
         if db_path.exists() {
             return Err(Error::AlreadyInitialized { path: dir.to_path_buf() });
         }
-        std::fs::create_dir_all(dir).map_err(io_err(dir))?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io_err(dir))?;
+        if !dir.exists() {
+            std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+            // A directory we create holds keys: only its owner may enter it.
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io_err(dir))?;
+            }
         }
         let log_key = SigningKey::generate(rng);
         let admin_key = SigningKey::generate(rng);
@@ -272,7 +275,7 @@ impl Ledger {
     fn commit_group(&self, w: &mut Writer, group: Vec<Pending>) {
         let fail_all = |group: Vec<Pending>, e: &Error| {
             for p in group {
-                let _ = p.reply.send(Err(Error::Corrupt(format!("the append could not be committed: {e}"))));
+                let _ = p.reply.send(Err(Error::NotCommitted(e.to_string())));
             }
         };
         let Writer { conn, state: committed, log_key } = w;

@@ -11,6 +11,11 @@ pub(crate) fn node_id(level: u8, index: u64) -> i64 {
     ((level as i64) << 48) | index as i64
 }
 
+/// The `(level, index)` of a `nodes.id`.
+pub(crate) fn split_node_id(id: i64) -> (u8, u64) {
+    ((id >> 48) as u8, (id & ((1 << 48) - 1)) as u64)
+}
+
 /// The complete subtrees along the right edge of a tree of `size` leaves, one per set bit,
 /// largest first. Appending a leaf yields the new complete subtrees it closes.
 #[derive(Debug, Clone, Default)]

@@ -26,8 +26,8 @@ pub enum Command {
     },
     /// Enroll a key in the ledger for one role (signed with the admin key).
     Enroll {
-        #[arg(long, value_enum)]
-        role: RoleArg,
+        #[arg(long, value_parser = parse_role)]
+        role: Role,
         /// A label for the key (a host name for agents and nodes).
         #[arg(long)]
         name: String,
@@ -57,23 +57,9 @@ pub enum Command {
     },
 }
 
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-pub enum RoleArg {
-    Agent,
-    Node,
-    Auditor,
-    Admin,
-}
-
-impl From<RoleArg> for Role {
-    fn from(r: RoleArg) -> Role {
-        match r {
-            RoleArg::Agent => Role::Agent,
-            RoleArg::Node => Role::Node,
-            RoleArg::Auditor => Role::Auditor,
-            RoleArg::Admin => Role::Admin,
-        }
-    }
+/// `--role`: agent, node, auditor or admin.
+fn parse_role(s: &str) -> Result<Role, String> {
+    Role::parse(s).ok_or_else(|| format!("unknown role {s:?}; one of agent, node, auditor, admin"))
 }
 
 pub fn run(data_dir: Option<PathBuf>, cmd: Command) -> Result<()> {
@@ -98,18 +84,13 @@ pub fn run(data_dir: Option<PathBuf>, cmd: Command) -> Result<()> {
                 issued_at: now,
                 key_id: vkey.public_key().key_id(),
                 verifier_key: vkey.to_string(),
-                role: role.into(),
+                role,
                 host: Some(name),
                 valid_from: now,
                 valid_until: valid_days.map(|d| now + time::Duration::days(d)),
             };
             let receipts = ledger.append(&[sign_record(&enrollment, &admin)?.to_json()])?;
-            println!(
-                "enrolled key {} as {} at index {}",
-                enrollment.key_id,
-                Role::from(role).as_str(),
-                receipts[0].index
-            );
+            println!("enrolled key {} as {} at index {}", enrollment.key_id, role.as_str(), receipts[0].index);
             Ok(())
         }
         Command::Revoke { key, reason, admin_key } => {

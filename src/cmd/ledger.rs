@@ -27,8 +27,8 @@ pub enum Command {
     },
     /// List entries.
     Log {
-        #[arg(long, value_enum)]
-        kind: Option<KindArg>,
+        #[arg(long, value_parser = parse_kind)]
+        kind: Option<RecordKind>,
         #[arg(long)]
         gpu: Option<String>,
         /// Only entries appended at or after this RFC 3339 time.
@@ -115,27 +115,12 @@ pub enum ProofCommand {
     },
 }
 
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-pub enum KindArg {
-    KeyEnrollment,
-    KeyRevocation,
-    GpuAttestation,
-    Acquisition,
-    RunProvenance,
-    Annotation,
-}
-
-impl From<KindArg> for RecordKind {
-    fn from(k: KindArg) -> RecordKind {
-        match k {
-            KindArg::KeyEnrollment => RecordKind::KeyEnrollment,
-            KindArg::KeyRevocation => RecordKind::KeyRevocation,
-            KindArg::GpuAttestation => RecordKind::GpuAttestation,
-            KindArg::Acquisition => RecordKind::Acquisition,
-            KindArg::RunProvenance => RecordKind::RunProvenance,
-            KindArg::Annotation => RecordKind::Annotation,
-        }
-    }
+/// `--kind`: a record kind by its slug (`gpu-attestation`, `acquisition`, …).
+fn parse_kind(s: &str) -> Result<RecordKind, String> {
+    RecordKind::ALL.into_iter().find(|k| k.slug() == s).ok_or_else(|| {
+        let all: Vec<&str> = RecordKind::ALL.iter().map(|k| k.slug()).collect();
+        format!("unknown kind {s:?}; one of {}", all.join(", "))
+    })
 }
 
 fn parse_time(s: &str, flag: &str) -> Result<OffsetDateTime> {
@@ -198,7 +183,7 @@ fn run_local(data_dir: Option<PathBuf>, cmd: Command) -> Result<()> {
         }
         Command::Log { kind, gpu, since, limit, format } => {
             let filter = EntryFilter {
-                kind: kind.map(Into::into),
+                kind,
                 gpu: gpu.as_deref().map(GpuUuid::parse).transpose()?,
                 since: since.as_deref().map(|s| parse_time(s, "--since")).transpose()?,
                 limit,
