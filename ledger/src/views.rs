@@ -135,6 +135,8 @@ pub struct EntryFilter {
     pub kind: Option<chipledger_domain::records::RecordKind>,
     pub gpu: Option<GpuUuid>,
     pub since: Option<OffsetDateTime>,
+    /// Only entries at or after this index.
+    pub from: Option<u64>,
     pub limit: Option<u64>,
 }
 
@@ -185,6 +187,10 @@ impl Ledger {
         if let Some(k) = filter.kind {
             conds.push("e.kind = ?".into());
             args.push(crate::store::kind_code(k).into());
+        }
+        if let Some(i) = filter.from {
+            conds.push("e.idx >= ?".into());
+            args.push((i as i64).into());
         }
         if let Some(t) = filter.since {
             conds.push("e.appended_at >= ?".into());

@@ -34,6 +34,9 @@ pub enum Command {
         /// Only entries appended at or after this RFC 3339 time.
         #[arg(long)]
         since: Option<String>,
+        /// Only entries at or after this index.
+        #[arg(long)]
+        from: Option<u64>,
         #[arg(long)]
         limit: Option<u64>,
         #[arg(long, value_enum, default_value_t = Format::Table)]
@@ -181,11 +184,12 @@ fn run_local(data_dir: Option<PathBuf>, cmd: Command) -> Result<()> {
             }
             Ok(())
         }
-        Command::Log { kind, gpu, since, limit, format } => {
+        Command::Log { kind, gpu, since, from, limit, format } => {
             let filter = EntryFilter {
                 kind,
                 gpu: gpu.as_deref().map(GpuUuid::parse).transpose()?,
                 since: since.as_deref().map(|s| parse_time(s, "--since")).transpose()?,
+                from,
                 limit,
             };
             let entries = ledger.entries(&filter)?;
