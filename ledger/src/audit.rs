@@ -2,9 +2,12 @@
 //! at each index, every checkpoint's signature and its agreement with the entries, and the
 //! stored Merkle nodes. It reports the first problem and the index it concerns.
 
+use std::collections::HashMap;
+
 use chipledger_domain::keys::{PublicKey, VerifierKey};
 use chipledger_domain::merkle::Hash;
 use chipledger_domain::note::open_checkpoint;
+use chipledger_domain::records::{Record, RecordKind};
 use rusqlite::{Connection, OpenFlags};
 use serde::Serialize;
 
@@ -48,7 +51,8 @@ const CHUNK: usize = 8192;
 struct Row {
     idx: u64,
     leaf: Vec<u8>,
-    envelope: Vec<u8>,
+    /// The exact envelope, rebuilt from its stored form; `Err` if it cannot be.
+    envelope: Result<Vec<u8>, String>,
     kind: i64,
     signer: i64,
 }
@@ -110,27 +114,46 @@ impl Ledger {
         let mut computed_nodes: Vec<(i64, Hash)> = Vec::with_capacity(total as usize);
         let mut next_cp = 0usize;
         let mut last_good_cp = 0u64;
-        let mut st = conn.prepare("SELECT idx, leaf_hash, envelope, kind, signer FROM entries ORDER BY idx")?;
+        let mut st = conn.prepare("SELECT idx, leaf_hash, body, form, kind, signer FROM entries ORDER BY idx")?;
         let mut rows = st.query([])?;
         let mut expected = 0u64;
+        // Enrollment index -> key id, to rebuild compactly stored envelopes. Learnt from the
+        // enrollment entries themselves as they stream past; a wrong rebuild cannot hide, since
+        // the rebuilt bytes are checked against the leaf hash and the signed roots.
+        let mut key_ids: HashMap<u64, String> = HashMap::new();
         loop {
             let mut chunk: Vec<Row> = Vec::with_capacity(CHUNK);
             while chunk.len() < CHUNK {
                 match rows.next()? {
-                    Some(r) => chunk.push(Row {
-                        idx: r.get::<_, i64>(0)? as u64,
-                        leaf: r.get(1)?,
-                        envelope: r.get(2)?,
-                        kind: r.get(3)?,
-                        signer: r.get(4)?,
-                    }),
+                    Some(r) => {
+                        let idx = r.get::<_, i64>(0)? as u64;
+                        let body: Vec<u8> = r.get(2)?;
+                        let form: i64 = r.get(3)?;
+                        let kind: i64 = r.get(4)?;
+                        let signer: i64 = r.get(5)?;
+                        let envelope = match key_ids.get(&(signer as u64)) {
+                            Some(k) => record::expand(&body, form, k),
+                            None if form == record::FORM_RAW => Ok(body),
+                            None => Err(format!("its signer column ({signer}) names no enrollment before it")),
+                        };
+                        if kind == kind_code(RecordKind::KeyEnrollment) {
+                            if let Ok(env) = &envelope {
+                                if let Ok(p) = record::parse(env, usize::MAX, true) {
+                                    if let Some(Record::KeyEnrollment(e)) = p.record {
+                                        key_ids.insert(idx, e.key_id.0);
+                                    }
+                                }
+                            }
+                        }
+                        chunk.push(Row { idx, leaf: r.get(1)?, envelope, kind, signer });
+                    }
                     None => break,
                 }
             }
             if chunk.is_empty() {
                 break;
             }
-            let envs: Vec<&[u8]> = chunk.iter().map(|r| r.envelope.as_slice()).collect();
+            let envs: Vec<&[u8]> = chunk.iter().map(|r| r.envelope.as_deref().unwrap_or_default()).collect();
             let parsed = record::parse_many(&envs, usize::MAX, false);
             let mut sig_items: Vec<(&[u8], &[u8], PublicKey)> = Vec::with_capacity(chunk.len());
             let mut sig_index: Vec<u64> = Vec::with_capacity(chunk.len());
@@ -144,6 +167,10 @@ impl Ledger {
                         checkpoint_size: None,
                         what: format!("missing: the next stored entry is {}", row.idx),
                     });
+                    break;
+                }
+                if let Err(why) = &row.envelope {
+                    problem = Some(at(why.clone()));
                     break;
                 }
                 let p = match p {
@@ -174,7 +201,8 @@ impl Ledger {
                 sig_index.push(row.idx);
                 new_nodes.clear();
                 frontier.push(p.leaf_hash, &mut new_nodes);
-                computed_nodes.extend(new_nodes.iter().map(|(l, i, h)| (node_id(*l, *i), *h)));
+                computed_nodes
+                    .extend(new_nodes.iter().filter(|(l, _, _)| *l >= 2).map(|(l, i, h)| (node_id(*l, *i), *h)));
                 expected += 1;
                 if let Some((size, root)) = cps.get(next_cp) {
                     if *size == frontier.size {

@@ -23,6 +23,8 @@ pub(crate) struct Parsed {
     pub record: Option<Record>,
     /// `PAE(payloadType, payload)`, the signed message.
     pub message: Vec<u8>,
+    /// Where the payload starts inside `message`.
+    pub payload_start: usize,
     pub signature: Vec<u8>,
 }
 
@@ -107,6 +109,7 @@ pub(crate) fn parse(bytes: &[u8], limit: usize, full: bool) -> Result<Parsed, Re
     } else {
         None
     };
+    let message = pae(&env.payload_type, &payload);
     Ok(Parsed {
         leaf_hash: leaf_hash(bytes),
         kind,
@@ -114,9 +117,43 @@ pub(crate) fn parse(bytes: &[u8], limit: usize, full: bool) -> Result<Parsed, Re
         counter: light.predicate.counter,
         made_at: light.predicate.made_at,
         record,
-        message: pae(&env.payload_type, &payload),
+        payload_start: message.len() - payload.len(),
+        message,
         signature,
     })
+}
+
+/// How `entries.body` holds an envelope.
+pub(crate) const FORM_RAW: i64 = 0;
+pub(crate) const FORM_COMPACT: i64 = 1;
+
+/// `signature ‖ payload` when `bytes` is exactly the canonical envelope for them (as
+/// `Envelope::to_json` writes it, signed by `key_id`); `None` otherwise.
+pub(crate) fn compact(bytes: &[u8], p: &Parsed) -> Option<Vec<u8>> {
+    let payload = p.message.get(p.payload_start..)?;
+    let mut body = Vec::with_capacity(64 + payload.len());
+    body.extend_from_slice(&p.signature);
+    body.extend_from_slice(payload);
+    (expand(&body, FORM_COMPACT, &p.key_id).ok()? == bytes).then_some(body)
+}
+
+/// The exact envelope bytes for a stored body.
+pub(crate) fn expand(body: &[u8], form: i64, key_id: &str) -> Result<Vec<u8>, String> {
+    match form {
+        FORM_RAW => Ok(body.to_vec()),
+        FORM_COMPACT if body.len() >= 64 => {
+            let env = Envelope {
+                payload: chipledger_domain::encoding::b64_encode(&body[64..]),
+                payload_type: PAYLOAD_TYPE_IN_TOTO.to_string(),
+                signatures: vec![chipledger_domain::dsse::EnvelopeSignature {
+                    keyid: key_id.to_string(),
+                    sig: chipledger_domain::encoding::b64_encode(&body[..64]),
+                }],
+            };
+            Ok(env.to_json())
+        }
+        other => Err(format!("unknown storage form {other} ({} bytes)", body.len())),
+    }
 }
 
 /// Parses many envelopes on every core, in order.

@@ -12,26 +12,30 @@ const MIGRATIONS: &[(i64, &str)] = &[(
     -- Log facts: origin, log verifier key, creation time.
     CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 
-    -- The log itself. Never UPDATEd or DELETEd. `signer` is the index of the signing key's
-    -- enrollment entry; `kind` a RecordKind number; times are unix seconds.
+    -- The log itself. Never UPDATEd or DELETEd. `body` is the envelope as received (form 0) or,
+    -- for an envelope in canonical form, `signature ‖ payload` (form 1): the exact bytes are
+    -- rebuilt from it and the signer's key id, and checked against `leaf_hash`. `signer` is the
+    -- index of the signing key's enrollment entry; `kind` a RecordKind number; `made_at` unix
+    -- seconds. When an entry was appended is the time of the checkpoint that first covers it.
     CREATE TABLE entries (
         idx INTEGER PRIMARY KEY,
         leaf_hash BLOB NOT NULL,
-        envelope BLOB NOT NULL,
+        body BLOB NOT NULL,
+        form INTEGER NOT NULL,
         kind INTEGER NOT NULL,
         signer INTEGER NOT NULL,
-        made_at INTEGER NOT NULL,
-        appended_at INTEGER NOT NULL
+        made_at INTEGER NOT NULL
     );
     -- Duplicate detection on an 8-byte prefix keeps the index small; the full hash is compared.
     CREATE INDEX entries_by_leaf ON entries (substr(leaf_hash, 1, 8));
-    CREATE INDEX entries_by_time ON entries (appended_at);
 
-    -- Complete subtrees of level >= 1: id = level << 48 | index. Derived from the leaves.
+    -- Complete subtrees of level >= 2: id = level << 48 | index. Derived from the leaves
+    -- (level 1 is two leaf hashes away and not worth a row per pair).
     CREATE TABLE nodes (id INTEGER PRIMARY KEY, hash BLOB NOT NULL);
 
     -- Every signed checkpoint, by tree size.
     CREATE TABLE checkpoints (size INTEGER PRIMARY KEY, note BLOB NOT NULL, signed_at INTEGER NOT NULL);
+    CREATE INDEX checkpoints_by_time ON checkpoints (signed_at);
 
     -- Derived views, rebuildable from the entries.
     CREATE TABLE keys (
@@ -56,7 +60,6 @@ const MIGRATIONS: &[(i64, &str)] = &[(
         source TEXT NOT NULL
     ) WITHOUT ROWID;
     CREATE TABLE gpu_records (uuid TEXT NOT NULL, idx INTEGER NOT NULL, PRIMARY KEY (uuid, idx)) WITHOUT ROWID;
-    CREATE INDEX gpu_records_by_idx ON gpu_records (idx);
     CREATE TABLE acquisitions (serial TEXT NOT NULL, idx INTEGER NOT NULL, PRIMARY KEY (serial, idx)) WITHOUT ROWID;
     CREATE TABLE runs (run_id TEXT PRIMARY KEY, idx INTEGER NOT NULL) WITHOUT ROWID;
     ",
@@ -83,6 +86,8 @@ pub fn migrate(conn: &mut Connection) -> Result<(), Error> {
 
 /// Connection settings: WAL, full fsync on commit, foreign data kept out of memory-mapped IO.
 pub fn configure(conn: &Connection) -> Result<(), Error> {
+    // Large pages pack ~600-byte rows with little slack; only takes effect on a new file.
+    conn.pragma_update(None, "page_size", 16384)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "busy_timeout", 5000)?;

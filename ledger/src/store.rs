@@ -497,26 +497,34 @@ impl Ledger {
         let mut new_nodes = Vec::new();
         {
             let mut ins_entry = tx.prepare_cached(
-                "INSERT INTO entries (idx, leaf_hash, envelope, kind, signer, made_at, appended_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                "INSERT INTO entries (idx, leaf_hash, body, form, kind, signer, made_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )?;
             let mut ins_node = tx.prepare_cached("INSERT INTO nodes (id, hash) VALUES (?1, ?2)")?;
             for (p, slots) in accepted {
                 for (slot, bytes) in slots.iter().zip(&p.envelopes) {
                     let Some(parsed) = &slot.parsed else { continue };
+                    // The log's first entry names its own signer, so it is kept as received.
+                    let compact = if slot.signer < slot.index { record::compact(bytes, parsed) } else { None };
+                    let (body, form) = match &compact {
+                        Some(c) => (c.as_slice(), record::FORM_COMPACT),
+                        None => (bytes.as_slice(), record::FORM_RAW),
+                    };
                     ins_entry.execute(params![
                         slot.index as i64,
                         &slot.leaf_hash.0[..],
-                        bytes,
+                        body,
+                        form,
                         kind_code(parsed.kind),
                         slot.signer as i64,
                         unix(parsed.made_at),
-                        unix(now),
                     ])?;
                     fresh.insert((0, slot.index), slot.leaf_hash);
                     new_nodes.clear();
                     frontier.push(slot.leaf_hash, &mut new_nodes);
                     for (level, index, hash) in &new_nodes {
-                        ins_node.execute(params![node_id(*level, *index), &hash.0[..]])?;
+                        if *level >= 2 {
+                            ins_node.execute(params![node_id(*level, *index), &hash.0[..]])?;
+                        }
                         fresh.insert((*level, *index), *hash);
                     }
                     if let Some(rec) = &parsed.record {
@@ -602,12 +610,18 @@ impl Ledger {
         Ok(())
     }
 
-    /// The stored envelope bytes at `index`.
+    /// The stored envelope bytes at `index`, exactly as appended.
     pub fn envelope(&self, index: u64) -> Result<Vec<u8>, Error> {
         let conn = lock(&self.reader);
-        conn.query_row("SELECT envelope FROM entries WHERE idx = ?1", [index as i64], |r| r.get(0))
-            .optional()?
-            .ok_or(Error::NoSuchEntry { index, size: self.size() })
+        let row: Option<(Vec<u8>, i64, String)> = conn
+            .query_row(
+                "SELECT e.body, e.form, k.key_id FROM entries e JOIN keys k ON k.enrolled_at = e.signer WHERE e.idx = ?1",
+                [index as i64],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()?;
+        let (body, form, key_id) = row.ok_or(Error::NoSuchEntry { index, size: self.size() })?;
+        record::expand(&body, form, &key_id).map_err(|e| Error::Corrupt(format!("entry {index}: {e}")))
     }
 
     /// C2SP tlog-tiles: the hashes of tile `level`/`index`, `width` of them (1..=256).
@@ -628,13 +642,18 @@ impl Ledger {
     pub fn entry_bundle(&self, index: u64, width: u16) -> Result<Vec<u8>, Error> {
         let conn = lock(&self.reader);
         let first = index * 256;
-        let mut st =
-            conn.prepare_cached("SELECT idx, envelope FROM entries WHERE idx >= ?1 AND idx < ?2 ORDER BY idx")?;
-        let rows = st.query_map([first as i64, (first + width as u64) as i64], |r| r.get::<_, Vec<u8>>(1))?;
+        let mut st = conn.prepare_cached(
+            "SELECT e.body, e.form, k.key_id FROM entries e JOIN keys k ON k.enrolled_at = e.signer
+             WHERE e.idx >= ?1 AND e.idx < ?2 ORDER BY e.idx",
+        )?;
+        let rows = st.query_map([first as i64, (first + width as u64) as i64], |r| {
+            Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?, r.get::<_, String>(2)?))
+        })?;
         let mut out = Vec::new();
         let mut n = 0;
         for row in rows {
-            let env = row?;
+            let (body, form, key_id) = row?;
+            let env = record::expand(&body, form, &key_id).map_err(Error::Corrupt)?;
             let len = u16::try_from(env.len()).map_err(|_| Error::Corrupt("an entry exceeds 65535 bytes".into()))?;
             out.extend_from_slice(&len.to_be_bytes());
             out.extend_from_slice(&env);

@@ -6,7 +6,7 @@ use chipledger_domain::merkle::{node_hash, Hash, HashSource};
 use chipledger_domain::Error as DomainError;
 use rusqlite::{Connection, OptionalExtension};
 
-/// `nodes.id` for a subtree of level >= 1.
+/// `nodes.id` for a stored subtree (level >= 2).
 pub(crate) fn node_id(level: u8, index: u64) -> i64 {
     ((level as i64) << 48) | index as i64
 }
@@ -70,6 +70,11 @@ pub(crate) struct DbSource<'a>(pub &'a Connection);
 impl HashSource for DbSource<'_> {
     fn subtree(&self, level: u8, index: u64) -> Result<Hash, DomainError> {
         let missing = || DomainError::MissingNode { level, index };
+        if level == 1 {
+            let left = self.subtree(0, 2 * index)?;
+            let right = self.subtree(0, 2 * index + 1)?;
+            return Ok(node_hash(&left, &right));
+        }
         let blob: Option<Vec<u8>> = if level == 0 {
             self.0
                 .prepare_cached("SELECT leaf_hash FROM entries WHERE idx = ?1")

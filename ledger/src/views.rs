@@ -176,7 +176,10 @@ impl Ledger {
     pub fn entries(&self, filter: &EntryFilter) -> Result<Vec<EntrySummary>, Error> {
         let conn = self.reader();
         let mut sql = String::from(
-            "SELECT e.idx, e.leaf_hash, e.kind, k.key_id, e.appended_at, e.envelope FROM entries e JOIN keys k ON k.enrolled_at = e.signer",
+            "SELECT e.idx, e.leaf_hash, e.kind, k.key_id,
+                    (SELECT c.signed_at FROM checkpoints c WHERE c.size > e.idx ORDER BY c.size LIMIT 1),
+                    e.body, e.form
+             FROM entries e JOIN keys k ON k.enrolled_at = e.signer",
         );
         let mut conds: Vec<String> = Vec::new();
         let mut args: Vec<rusqlite::types::Value> = Vec::new();
@@ -193,7 +196,8 @@ impl Ledger {
             args.push((i as i64).into());
         }
         if let Some(t) = filter.since {
-            conds.push("e.appended_at >= ?".into());
+            // Appended at or after t = in a batch whose checkpoint was signed at or after t.
+            conds.push("e.idx >= (SELECT COALESCE(MAX(size), 0) FROM checkpoints WHERE signed_at < ?)".into());
             args.push(unix(t).into());
         }
         if !conds.is_empty() {
@@ -211,19 +215,22 @@ impl Ledger {
                 r.get::<_, Vec<u8>>(1)?,
                 r.get::<_, i64>(2)?,
                 r.get::<_, String>(3)?,
-                r.get::<_, i64>(4)?,
+                r.get::<_, Option<i64>>(4)?,
                 r.get::<_, Vec<u8>>(5)?,
+                r.get::<_, i64>(6)?,
             ))
         })?;
         let mut out = Vec::new();
         for row in rows {
-            let (idx, leaf, kind, key_id, appended, env) = row?;
+            let (idx, leaf, kind, key_id, appended, body, form) = row?;
+            let env =
+                crate::record::expand(&body, form, &key_id).map_err(|e| Error::Corrupt(format!("entry {idx}: {e}")))?;
             out.push(EntrySummary {
                 index: idx as u64,
                 leaf_hash: Hash(leaf.try_into().map_err(|_| Error::Corrupt(format!("leaf hash of entry {idx}")))?),
                 kind: kind_from_code(kind).ok_or_else(|| Error::Corrupt(format!("kind of entry {idx}")))?,
                 key_id,
-                appended_at: from_unix(appended),
+                appended_at: from_unix(appended.unwrap_or(0)),
                 envelope: String::from_utf8_lossy(&env).into_owned(),
             });
         }
@@ -275,8 +282,13 @@ impl Ledger {
                 let latest: Vec<(String, i64)> =
                     st.query_map([n], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
                 for (uuid, idx) in latest {
-                    let env: Vec<u8> =
-                        conn.query_row("SELECT envelope FROM entries WHERE idx = ?1", [idx], |r| r.get(0))?;
+                    let (body, form, key_id): (Vec<u8>, i64, String) = conn.query_row(
+                        "SELECT e.body, e.form, k.key_id FROM entries e JOIN keys k ON k.enrolled_at = e.signer WHERE e.idx = ?1",
+                        [idx],
+                        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                    )?;
+                    let env = crate::record::expand(&body, form, &key_id)
+                        .map_err(|e| Error::Corrupt(format!("entry {idx}: {e}")))?;
                     let parsed = crate::record::parse(&env, usize::MAX, true)
                         .map_err(|r| Error::Corrupt(format!("entry {idx}: {r}")))?;
                     if let Some(Record::GpuAttestation(a)) = parsed.record {
@@ -310,14 +322,21 @@ impl Ledger {
         let mut registry = Registry::new();
         let mut n = 0u64;
         {
-            let mut st = tx.prepare("SELECT idx, envelope FROM entries ORDER BY idx")?;
+            let mut st = tx.prepare("SELECT idx, body, form, signer FROM entries ORDER BY idx")?;
             let mut rows = st.query([])?;
+            let mut key_ids: std::collections::HashMap<u64, String> = std::collections::HashMap::new();
             while let Some(r) = rows.next()? {
                 let idx = r.get::<_, i64>(0)? as u64;
-                let env: Vec<u8> = r.get(1)?;
+                let signer = r.get::<_, i64>(3)? as u64;
+                let key_id = key_ids.get(&signer).cloned().unwrap_or_default();
+                let env = crate::record::expand(&r.get::<_, Vec<u8>>(1)?, r.get(2)?, &key_id)
+                    .map_err(|e| Error::Corrupt(format!("entry {idx}: {e}")))?;
                 let p = crate::record::parse(&env, usize::MAX, true)
                     .map_err(|e| Error::Corrupt(format!("entry {idx}: {e}")))?;
                 crate::record::apply(&p, &mut registry, idx);
+                if let Some(Record::KeyEnrollment(e)) = &p.record {
+                    key_ids.insert(idx, e.key_id.0.clone());
+                }
                 if let Some(rec) = &p.record {
                     apply(&tx, idx, rec, &registry)?;
                 }

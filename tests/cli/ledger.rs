@@ -111,8 +111,8 @@ fn the_audit_names_the_index_of_an_entry_altered_by_an_external_writer() {
     let status = std::process::Command::new("python3")
         .arg("-c")
         .arg(format!(
-            "import sqlite3; c=sqlite3.connect('{}'); e=c.execute('select envelope from entries where idx=6').fetchone()[0]; \
-             e=bytearray(e); e[60]^=1; c.execute('update entries set envelope=? where idx=6',(bytes(e),)); c.commit()",
+            "import sqlite3; c=sqlite3.connect('{}'); e=c.execute('select body from entries where idx=6').fetchone()[0]; \
+             e=bytearray(e); e[60]^=1; c.execute('update entries set body=? where idx=6',(bytes(e),)); c.commit()",
             db.display()
         ))
         .status();

@@ -251,3 +251,22 @@ fn a_bad_signature_in_a_large_batch_is_found_while_writing_and_rolls_everything_
     assert_eq!(receipts.len(), 100);
     assert_eq!(f.ledger.audit(&mut |_, _| {}).unwrap().problem, None);
 }
+
+#[test]
+fn stored_envelopes_come_back_byte_for_byte_canonical_or_not() {
+    let mut f = Fixture::new();
+    let auditor = f.enroll(4, Role::Auditor, None);
+    let canonical = annotation(&auditor, 1, "canonical");
+    let v: serde_json::Value = serde_json::from_slice(&annotation(&auditor, 2, "pretty")).unwrap();
+    let pretty = serde_json::to_vec_pretty(&v).unwrap();
+    let r = f.ledger.append(&[canonical.clone(), pretty.clone()]).unwrap();
+    assert_eq!(f.ledger.envelope(r[0].index).unwrap(), canonical);
+    assert_eq!(f.ledger.envelope(r[1].index).unwrap(), pretty);
+    let listed = f.ledger.entries(&EntryFilter { from: Some(r[0].index), ..Default::default() }).unwrap();
+    assert_eq!(listed[1].envelope.as_bytes(), &pretty[..]);
+    assert_eq!(
+        chipledger_domain::merkle::leaf_hash(&f.ledger.envelope(0).unwrap()),
+        f.ledger.entries(&EntryFilter::default()).unwrap()[0].leaf_hash
+    );
+    assert_eq!(f.ledger.audit(&mut |_, _| {}).unwrap().problem, None);
+}

@@ -33,15 +33,15 @@ fn check_found(f: &Fixture, index: u64, what_part: &str) {
 #[test]
 fn changing_any_byte_of_a_stored_envelope_is_found_at_its_index() {
     let (f, _) = log();
-    for (index, offset) in [(0u64, 10), (7, 40), (21, 120)] {
-        let env = f.ledger.envelope(index).unwrap();
-        let mut changed = env.clone();
+    let conn = Connection::open(f.path().join(chipledger_ledger::DB_FILE)).unwrap();
+    for (index, offset) in [(0u64, 10), (7, 40), (21, 120), (13, 3)] {
+        let body: Vec<u8> =
+            conn.query_row("SELECT body FROM entries WHERE idx = ?1", [index as i64], |r| r.get(0)).unwrap();
+        let mut changed = body.clone();
         changed[offset] ^= 0x01;
-        let conn = Connection::open(f.path().join(chipledger_ledger::DB_FILE)).unwrap();
-        conn.execute("UPDATE entries SET envelope = ?1 WHERE idx = ?2", rusqlite::params![changed, index as i64])
-            .unwrap();
+        conn.execute("UPDATE entries SET body = ?1 WHERE idx = ?2", rusqlite::params![changed, index as i64]).unwrap();
         check_found(&f, index, "");
-        conn.execute("UPDATE entries SET envelope = ?1 WHERE idx = ?2", rusqlite::params![env, index as i64]).unwrap();
+        conn.execute("UPDATE entries SET body = ?1 WHERE idx = ?2", rusqlite::params![body, index as i64]).unwrap();
     }
     assert_eq!(f.ledger.audit(&mut |_, _| {}).unwrap().problem, None);
 }
@@ -53,7 +53,7 @@ fn an_altered_envelope_with_a_matching_leaf_hash_breaks_the_signed_root() {
     let leaf = chipledger_domain::merkle::leaf_hash(&forged);
     let conn = Connection::open(f.path().join(chipledger_ledger::DB_FILE)).unwrap();
     conn.execute(
-        "UPDATE entries SET envelope = ?1, leaf_hash = ?2 WHERE idx = 9",
+        "UPDATE entries SET body = ?1, form = 0, leaf_hash = ?2 WHERE idx = 9",
         rusqlite::params![forged, &leaf.0[..]],
     )
     .unwrap();
@@ -119,7 +119,7 @@ fn an_entry_re_signed_with_a_foreign_key_is_found() {
     let leaf = chipledger_domain::merkle::leaf_hash(&resigned);
     let conn = Connection::open(f.path().join(chipledger_ledger::DB_FILE)).unwrap();
     conn.execute(
-        "UPDATE entries SET envelope = ?1, leaf_hash = ?2 WHERE idx = 4",
+        "UPDATE entries SET body = ?1, form = 0, leaf_hash = ?2 WHERE idx = 4",
         rusqlite::params![resigned, &leaf.0[..]],
     )
     .unwrap();
