@@ -121,6 +121,7 @@ impl Ledger {
         // enrollment entries themselves as they stream past; a wrong rebuild cannot hide, since
         // the rebuilt bytes are checked against the leaf hash and the signed roots.
         let mut key_ids: HashMap<u64, String> = HashMap::new();
+        let mut pending: Option<PendingSignatures> = None;
         loop {
             let mut chunk: Vec<Row> = Vec::with_capacity(CHUNK);
             while chunk.len() < CHUNK {
@@ -155,11 +156,11 @@ impl Ledger {
             }
             let envs: Vec<&[u8]> = chunk.iter().map(|r| r.envelope.as_deref().unwrap_or_default()).collect();
             let parsed = record::parse_many(&envs, usize::MAX, false);
-            let mut sig_items: Vec<(&[u8], &[u8], PublicKey)> = Vec::with_capacity(chunk.len());
+            let mut sig_items: Vec<(Vec<u8>, Vec<u8>, PublicKey)> = Vec::with_capacity(chunk.len());
             let mut sig_index: Vec<u64> = Vec::with_capacity(chunk.len());
             let mut problem: Option<Problem> = None;
             let mut new_nodes = Vec::new();
-            for (row, p) in chunk.iter().zip(&parsed) {
+            for (row, parsed_one) in chunk.iter().zip(parsed) {
                 let at = |what: String| Problem { index: Some(row.idx), checkpoint_size: None, what };
                 if row.idx != expected {
                     problem = Some(Problem {
@@ -173,7 +174,7 @@ impl Ledger {
                     problem = Some(at(why.clone()));
                     break;
                 }
-                let p = match p {
+                let p = match &parsed_one {
                     Ok(p) => p,
                     Err(r) => {
                         problem = Some(at(format!("not a valid record: {r}")));
@@ -197,10 +198,13 @@ impl Ledger {
                     break;
                 }
                 record::apply(p, &mut registry, row.idx);
-                sig_items.push((p.message.as_slice(), p.signature.as_slice(), public));
+                let leaf = p.leaf_hash;
+                if let Ok(owned) = parsed_one {
+                    sig_items.push((owned.message, owned.signature, public));
+                }
                 sig_index.push(row.idx);
                 new_nodes.clear();
-                frontier.push(p.leaf_hash, &mut new_nodes);
+                frontier.push(leaf, &mut new_nodes);
                 computed_nodes
                     .extend(new_nodes.iter().filter(|(l, _, _)| *l >= 2).map(|(l, i, h)| (node_id(*l, *i), *h)));
                 expected += 1;
@@ -221,17 +225,29 @@ impl Ledger {
                     }
                 }
             }
-            if let Some(bad) = record::first_bad_signature(&sig_items) {
-                let what = "the signature does not verify under the key enrolled for it".to_string();
-                return Ok(found(report, Some(sig_index[bad]), None, what));
+            // Signatures of the previous chunk were checked on other cores while this chunk was
+            // read and parsed; collect that verdict before judging this chunk.
+            if let Some(bad) = join_signatures(&mut pending, &mut report) {
+                return Ok(found(report, Some(bad), None, BAD_SIGNATURE.into()));
             }
-            report.signatures_checked += sig_items.len() as u64;
+            if problem.is_some() {
+                // Report an earlier bad signature first.
+                let mut now = Some(spawn_signatures(sig_items, sig_index));
+                if let Some(bad) = join_signatures(&mut now, &mut report) {
+                    return Ok(found(report, Some(bad), None, BAD_SIGNATURE.into()));
+                }
+            } else {
+                pending = Some(spawn_signatures(sig_items, sig_index));
+            }
             if let Some(p) = problem {
                 report.problem = Some(p);
                 report.entries = expected;
                 return Ok(report);
             }
             progress(expected, total);
+        }
+        if let Some(bad) = join_signatures(&mut pending, &mut report) {
+            return Ok(found(report, Some(bad), None, BAD_SIGNATURE.into()));
         }
         report.entries = expected;
         report.root = frontier.root();
@@ -297,6 +313,34 @@ impl Ledger {
             }));
         }
         Ok(None)
+    }
+}
+
+const BAD_SIGNATURE: &str = "the signature does not verify under the key enrolled for it";
+
+/// Signatures being checked in the background, and the entry index of each.
+type PendingSignatures = (std::thread::JoinHandle<Option<usize>>, Vec<u64>);
+
+fn spawn_signatures(items: Vec<(Vec<u8>, Vec<u8>, PublicKey)>, index: Vec<u64>) -> PendingSignatures {
+    let handle = std::thread::spawn(move || {
+        let refs: Vec<(&[u8], &[u8], PublicKey)> =
+            items.iter().map(|(m, s, k)| (m.as_slice(), s.as_slice(), *k)).collect();
+        record::first_bad_signature_in(&refs, 2048)
+    });
+    (handle, index)
+}
+
+/// Waits for background signature checks; returns the entry index of the first bad one.
+fn join_signatures(pending: &mut Option<PendingSignatures>, report: &mut AuditReport) -> Option<u64> {
+    let (handle, index) = pending.take()?;
+    match handle.join() {
+        Ok(None) => {
+            report.signatures_checked += index.len() as u64;
+            None
+        }
+        Ok(Some(bad)) => Some(index[bad]),
+        // The checker cannot panic on stored data; if it did, do not call the log intact.
+        Err(_) => Some(index.first().copied().unwrap_or(0)),
     }
 }
 

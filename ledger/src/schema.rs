@@ -87,7 +87,7 @@ pub fn migrate(conn: &mut Connection) -> Result<(), Error> {
 /// Connection settings: WAL, full fsync on commit, foreign data kept out of memory-mapped IO.
 pub fn configure(conn: &Connection) -> Result<(), Error> {
     // Large pages pack ~600-byte rows with little slack; only takes effect on a new file.
-    conn.pragma_update(None, "page_size", 16384)?;
+    conn.pragma_update(None, "page_size", 8192)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "busy_timeout", 5000)?;
