@@ -37,3 +37,11 @@ pub fn num(v: Option<f64>, uncertain: bool) -> String {
         }
     }
 }
+
+/// The first 16 characters of a long identifier, for tables.
+pub fn short(id: &str) -> String {
+    match id.char_indices().nth(16) {
+        Some((cut, _)) => format!("{}…", &id[..cut]),
+        None => id.to_string(),
+    }
+}

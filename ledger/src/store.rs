@@ -628,9 +628,9 @@ impl Ledger {
     pub fn tile(&self, level: u8, index: u64, width: u16) -> Result<Vec<u8>, Error> {
         let conn = lock(&self.reader);
         let height = 8 * level as u32;
-        let first = index * 256;
+        let first = index.checked_mul(256).ok_or(Error::NoSuchEntry { index, size: 0 })?;
         let mut out = Vec::with_capacity(width as usize * 32);
-        for i in first..first + width as u64 {
+        for i in first..first.saturating_add(width as u64) {
             let h = DbSource(&conn).subtree(height as u8, i).map_err(|_| Error::NoSuchEntry { index: i, size: 0 })?;
             out.extend_from_slice(&h.0);
         }
@@ -641,12 +641,12 @@ impl Ledger {
     /// u16 length and the envelope bytes.
     pub fn entry_bundle(&self, index: u64, width: u16) -> Result<Vec<u8>, Error> {
         let conn = lock(&self.reader);
-        let first = index * 256;
+        let first = index.checked_mul(256).ok_or(Error::NoSuchEntry { index, size: 0 })?;
         let mut st = conn.prepare_cached(
             "SELECT e.body, e.form, k.key_id FROM entries e JOIN keys k ON k.enrolled_at = e.signer
              WHERE e.idx >= ?1 AND e.idx < ?2 ORDER BY e.idx",
         )?;
-        let rows = st.query_map([first as i64, (first + width as u64) as i64], |r| {
+        let rows = st.query_map([first as i64, first.saturating_add(width as u64) as i64], |r| {
             Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?, r.get::<_, String>(2)?))
         })?;
         let mut out = Vec::new();

@@ -124,7 +124,7 @@ pub fn run(data_dir: Option<PathBuf>, cmd: Command) -> Result<()> {
                         output::table(&["key id", "role", "name/host", "enrolled at", "revoked at", "last counter"]);
                     for k in keys {
                         t.add_row(vec![
-                            k.key_id[..16].to_string() + "…",
+                            output::short(&k.key_id),
                             k.role.as_str().to_string(),
                             k.host.unwrap_or_default(),
                             k.enrolled_at.to_string(),

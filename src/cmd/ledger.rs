@@ -215,9 +215,9 @@ fn run_local(data_dir: Option<PathBuf>, cmd: Command) -> Result<()> {
                         t.add_row(vec![
                             e.index.to_string(),
                             e.kind.slug().into(),
-                            e.key_id[..16].to_string() + "…",
+                            output::short(&e.key_id),
                             rfc3339(e.appended_at),
-                            e.leaf_hash.to_hex()[..16].to_string() + "…",
+                            output::short(&e.leaf_hash.to_hex()),
                         ]);
                     }
                     println!("{t}");
