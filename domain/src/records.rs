@@ -492,37 +492,15 @@ impl Record {
         }
     }
 
-    /// Reads the typed predicate out of a statement, checking type, version and subjects.
+    /// Reads the typed predicate out of an in-memory statement, with the checks of
+    /// [`Record::from_payload`] (type, version, subjects), which it shares.
     pub fn from_statement(st: &Statement) -> Result<Record, Error> {
-        if st.type_ != STATEMENT_TYPE {
-            return Err(Error::Statement { reason: format!("_type is {:?}, expected {STATEMENT_TYPE}", st.type_) });
-        }
-        let kind = RecordKind::from_predicate_type(&st.predicate_type)
-            .ok_or_else(|| Error::Statement { reason: format!("unknown predicateType {:?}", st.predicate_type) })?;
-        fn typed<P: Predicate>(st: &Statement) -> Result<P, Error> {
-            let bad = |reason: String| Error::Record { predicate_type: st.predicate_type.clone(), reason };
-            let version = st.predicate.get("format_version").and_then(|v| v.as_u64());
-            if version != Some(u64::from(FORMAT_VERSION)) {
-                return Err(bad(format!("format_version is {version:?}, this build reads {FORMAT_VERSION}")));
-            }
-            let p: P = serde_json::from_value(st.predicate.clone()).map_err(|e| bad(e.to_string()))?;
-            if p.subjects() != st.subject {
-                return Err(bad("the subjects do not match the predicate".into()));
-            }
-            Ok(p)
-        }
-        Ok(match kind {
-            RecordKind::KeyEnrollment => Record::KeyEnrollment(typed(st)?),
-            RecordKind::KeyRevocation => Record::KeyRevocation(typed(st)?),
-            RecordKind::GpuAttestation => Record::GpuAttestation(typed(st)?),
-            RecordKind::Acquisition => Record::Acquisition(typed(st)?),
-            RecordKind::RunProvenance => Record::RunProvenance(Box::new(typed(st)?)),
-            RecordKind::Annotation => Record::Annotation(typed(st)?),
-        })
+        let bytes = serde_json::to_vec(st).map_err(|e| Error::Json { what: "statement", message: e.to_string() })?;
+        Record::from_payload(&bytes)
     }
 
     /// Parses statement JSON bytes (a verified envelope's payload) into a typed record, with the
-    /// same checks as [`Record::from_statement`] but one pass over the predicate.
+    /// checks of type, format version and subjects, in one pass over the predicate.
     pub fn from_payload(payload: &[u8]) -> Result<Record, Error> {
         #[derive(Deserialize)]
         struct Raw<'a> {

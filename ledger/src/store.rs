@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use chipledger_domain::keys::{PublicKey, SigningKey, VerifierKey};
 use chipledger_domain::log::{Clock, Receipt};
-use chipledger_domain::merkle::{self, Hash};
+use chipledger_domain::merkle::{self, Hash, HashSource};
 use chipledger_domain::note::Checkpoint;
 use chipledger_domain::records::{self, KeyEnrollment, RecordKind, Role};
 use rand_core::CryptoRngCore;
@@ -673,8 +673,6 @@ impl Ledger {
         lock(&self.writer)
     }
 }
-
-use chipledger_domain::merkle::HashSource;
 
 /// Reloads the writer's state if the file grew behind its back (another process appended).
 fn refresh(conn: &Connection, state: &mut State) -> Result<(), Error> {

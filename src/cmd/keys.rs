@@ -1,6 +1,5 @@
 //! `chipledger keys …`.
 
-use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
@@ -160,6 +159,5 @@ pub fn write_private(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
         bail!("{} already exists; refusing to overwrite a key", path.display());
     }
     chipledger_ledger::write_private_file(path, bytes).with_context(|| format!("writing {}", path.display()))?;
-    let _ = std::io::stdout().flush();
     Ok(())
 }
