@@ -27,6 +27,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// The host agent: probe GPUs, attest them to the ledger, run as a daemon, enroll.
+    #[command(subcommand)]
+    Agent(cmd::agent::Command),
     /// List the GPU catalog: SKUs, PCI ids and datasheet figures, with sources.
     Catalog(cmd::catalog::Args),
     /// Identify a SKU and classify it under every US export rule version; with shipment facts,
@@ -50,7 +53,9 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    init_tracing(matches!(cli.command, Command::Agent(cmd::agent::Command::Run { .. })));
     let result = match cli.command {
+        Command::Agent(c) => cmd::agent::run(cli.data_dir, c),
         Command::Catalog(a) => cmd::catalog::run(a),
         Command::Classify(a) => cmd::classify::run(a),
         Command::Init(a) => cmd::init::run(cli.data_dir, a),
@@ -65,5 +70,29 @@ fn main() -> ExitCode {
             eprintln!("error: {err:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Logs go to stderr: `info` and up for daemons, `warn` and up for one-shot commands, or the
+/// level in `CHIPLEDGER_LOG` (error, warn, info, debug, trace). Under systemd (`JOURNAL_STREAM`
+/// set) lines carry no timestamp or colour: journald adds its own.
+fn init_tracing(daemon: bool) {
+    use tracing_subscriber::filter::LevelFilter;
+    let level = match std::env::var("CHIPLEDGER_LOG").unwrap_or_default().to_ascii_lowercase().as_str() {
+        "error" => LevelFilter::ERROR,
+        "warn" => LevelFilter::WARN,
+        "info" => LevelFilter::INFO,
+        "debug" => LevelFilter::DEBUG,
+        "trace" => LevelFilter::TRACE,
+        "off" => LevelFilter::OFF,
+        _ if daemon => LevelFilter::INFO,
+        _ => LevelFilter::WARN,
+    };
+    let journald = std::env::var_os("JOURNAL_STREAM").is_some();
+    let builder = tracing_subscriber::fmt().with_writer(std::io::stderr).with_max_level(level).with_target(false);
+    if journald {
+        builder.without_time().with_ansi(false).init();
+    } else {
+        builder.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init();
     }
 }

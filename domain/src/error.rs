@@ -68,7 +68,11 @@ pub enum Error {
     Country { input: String },
     #[error("GPU UUID {input:?} is malformed: {reason}")]
     GpuUuid { input: String, reason: &'static str },
-    /// A log refused or could not serve a request (the ledger or a remote server says why).
+    /// A log could not serve a request (unreachable, busy, broken); trying again later may work.
     #[error("{0}")]
     Log(String),
+    /// A log refused a record for good (bad signature, unknown key, replayed counter…); sending it
+    /// again will not help.
+    #[error("{0}")]
+    LogRejected(String),
 }

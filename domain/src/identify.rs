@@ -303,8 +303,10 @@ pub fn history_anomalies(current: &Sighting, history: &[Sighting], rules: Histor
         }
         if let (Some(fa), Some(fb)) = (&prev.fingerprint, &current.fingerprint) {
             for (field, from, to) in fa.diff(fb) {
-                // The VBIOS has its own anomaly; NVLink state is covered by the link checks.
-                if field == "vbios" || field.starts_with("nvlink.") {
+                // The VBIOS has its own anomaly; NVLink state is covered by the link checks. A
+                // fact present on one side only is a probe difference (a driver that added a
+                // symbol, an import next to a live probe), not a different GPU.
+                if field == "vbios" || field.starts_with("nvlink.") || from.is_none() || to.is_none() {
                     continue;
                 }
                 out.push(Anomaly::IdentityChanged {

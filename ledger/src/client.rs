@@ -10,6 +10,7 @@ use crate::{EntryFilter, Error, Ledger};
 fn to_domain(e: Error) -> DomainError {
     match e {
         Error::Domain(d) => d,
+        rejected @ Error::Rejected { .. } => DomainError::LogRejected(rejected.to_string()),
         other => DomainError::Log(other.to_string()),
     }
 }

@@ -1,3 +1,4 @@
+pub mod agent;
 pub mod catalog;
 pub mod classify;
 pub mod init;

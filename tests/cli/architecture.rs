@@ -77,3 +77,38 @@ fn the_domain_crate_has_no_io_dependencies() {
         }
     }
 }
+
+/// Every `.rs` file under `dir`, recursively.
+fn rust_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            rust_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+#[test]
+fn only_the_agents_nvml_module_touches_nvml_or_unsafe_code() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = Vec::new();
+    for dir in ["src", "domain/src", "ledger/src", "agent/src"] {
+        rust_files(&root.join(dir), &mut files);
+    }
+    let nvml = root.join("agent/src/nvml.rs");
+    for path in &files {
+        let text = std::fs::read_to_string(path).unwrap();
+        if *path == nvml {
+            continue;
+        }
+        for needle in ["nvml_wrapper", "unsafe {", "unsafe fn", "allow(unsafe_code)"] {
+            assert!(!text.contains(needle), "{} contains {needle:?}: only agent::nvml may", path.display());
+        }
+    }
+    let text = std::fs::read_to_string(&nvml).unwrap();
+    let raw = text.find("mod raw {").expect("agent::nvml::raw holds the raw NVML calls");
+    assert!(!text[..raw].contains("unsafe {"), "unsafe blocks belong in agent::nvml::raw only");
+    assert_eq!(text.matches("unsafe {").count(), text.matches("// SAFETY:").count(), "each unsafe block says why");
+}

@@ -5,20 +5,20 @@ use std::path::Path;
 use crate::{fails, ok};
 
 /// `chipledger --data-dir DIR ARGS…`
-fn with(dir: &Path, args: &[&str]) -> Vec<String> {
+pub fn with(dir: &Path, args: &[&str]) -> Vec<String> {
     let mut v = vec!["--data-dir".to_string(), dir.display().to_string()];
     v.extend(args.iter().map(|s| s.to_string()));
     v
 }
 
 #[track_caller]
-fn ok_in(dir: &Path, args: &[&str]) -> crate::Run {
+pub fn ok_in(dir: &Path, args: &[&str]) -> crate::Run {
     let v = with(dir, args);
     ok(&v.iter().map(String::as_str).collect::<Vec<_>>())
 }
 
 #[track_caller]
-fn fails_in(dir: &Path, args: &[&str], part: &str) -> crate::Run {
+pub fn fails_in(dir: &Path, args: &[&str], part: &str) -> crate::Run {
     let v = with(dir, args);
     fails(&v.iter().map(String::as_str).collect::<Vec<_>>(), part)
 }

@@ -180,3 +180,23 @@ fn history_tells_a_move_from_one_uuid_on_two_hosts_at_once() {
     let back = sighting(U1, "1651323018291", "h1", "v", datetime!(2026-01-09 00:00 UTC));
     check_history(&back, &[a, moved], &["uuid-on-two-hosts"]);
 }
+
+#[test]
+fn history_does_not_call_a_fact_that_appears_or_disappears_an_identity_change() {
+    let old = sighting(U1, "1651323018291", "h1", "v", datetime!(2026-01-01 00:00 UTC));
+    let mut f = h800_facts();
+    f.uuid = Some(GpuUuid::parse(U1).unwrap());
+    f.serial = Some("1651323018291".into());
+    f.vbios_version = Some("v".into());
+    f.cuda_cores = Some(16896);
+    f.pdi = Some("0xd52bae2e458244e2".into());
+    let fp = f.fingerprint();
+    let live = Sighting {
+        fingerprint_digest: fp.digest(),
+        fingerprint: Some(fp),
+        observed_at: datetime!(2026-01-02 00:00 UTC),
+        ..old.clone()
+    };
+    assert_ne!(live.fingerprint_digest, old.fingerprint_digest);
+    check_history(&live, &[old], &[]);
+}

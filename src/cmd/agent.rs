@@ -1,0 +1,453 @@
+//! `chipledger agent …`: probe, attest, run the daemon, enroll the host key.
+
+use std::path::{Path, PathBuf};
+use std::sync::{mpsc, Arc};
+
+use anyhow::{bail, Context, Result};
+use chipledger_agent::attest::{Attestor, AttestorConfig};
+use chipledger_agent::config::AgentConfig;
+use chipledger_agent::daemon::{Control, Daemon};
+use chipledger_agent::{host, FileProbe, GpuProbe, NvmlProbe, ProbeReport};
+use chipledger_domain::catalog::Catalog;
+use chipledger_domain::fingerprint::GpuUuid;
+use chipledger_domain::identify::{identify, HistoryRules, Identification};
+use chipledger_domain::keys::{SigningKey, VerifierKey};
+use chipledger_domain::rules::{classify, DatacenterJudgement, RuleVersion};
+use chipledger_ledger::{Ledger, LedgerConfig, SystemClock};
+use serde::Serialize;
+
+use crate::datadir;
+use crate::output::{self, Format};
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Look at this host's GPUs (or import nvidia-smi dumps) and show one row per GPU. Signs nothing.
+    Probe {
+        #[command(flatten)]
+        source: SourceArgs,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Make one signed attestation, submit it to the ledger and check the receipt.
+    Attest {
+        #[command(flatten)]
+        source: SourceArgs,
+        #[command(flatten)]
+        agent: AgentArgs,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Run the agent daemon: attest every interval and whenever the GPUs change; SIGTERM stops
+    /// it, SIGHUP re-reads the configuration.
+    Run {
+        #[command(flatten)]
+        source: SourceArgs,
+        #[command(flatten)]
+        agent: AgentArgs,
+    },
+    /// Create this host's agent key (mode 0600) and print what an admin runs to enroll it.
+    Enroll {
+        #[command(flatten)]
+        agent: AgentArgs,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SourceArgs {
+    /// Import recorded `nvidia-smi -q -x`, `nvidia-smi -q` or `nvidia-smi nvlink -s` output
+    /// instead of probing NVML (repeatable). Records say the facts were imported.
+    #[arg(long = "from-file", value_name = "FILE")]
+    from_file: Vec<PathBuf>,
+    /// Load NVML from this path instead of the default search path.
+    #[arg(long, value_name = "PATH")]
+    nvml_library: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct AgentArgs {
+    /// Agent configuration (default: /etc/chipledger/agent.toml when it exists).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// The ledger: a data directory (default: the global --data-dir).
+    #[arg(long, value_name = "PATH")]
+    ledger: Option<String>,
+    /// The agent's private key (default: agent-key.pem in the state directory).
+    #[arg(long, value_name = "FILE")]
+    key: Option<PathBuf>,
+    /// Spool and state directory (default: <data-dir>/agent).
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+    /// Report this host name instead of the system's.
+    #[arg(long)]
+    hostname: Option<String>,
+}
+
+/// File, environment, then flags.
+struct Settings {
+    config: AgentConfig,
+    config_path: Option<PathBuf>,
+    state_dir: PathBuf,
+    key_file: PathBuf,
+    ledger_dir: Option<PathBuf>,
+}
+
+fn settings(data_dir: Option<PathBuf>, args: &AgentArgs, source: Option<&SourceArgs>) -> Result<Settings> {
+    let env = |k: &str| std::env::var(k).ok();
+    let mut config = AgentConfig::load(args.config.as_deref(), &env)?;
+    if let Some(h) = &args.hostname {
+        config.hostname = Some(h.clone());
+    }
+    if let Some(s) = source {
+        if !s.from_file.is_empty() {
+            config.from_files = s.from_file.clone();
+        }
+        if s.nvml_library.is_some() {
+            config.nvml_library = s.nvml_library.clone();
+        }
+    }
+    let ledger = args.ledger.clone().or(config.ledger.clone());
+    let ledger_dir = match ledger {
+        Some(l) if l.starts_with("http://") || l.starts_with("https://") => bail!(
+            "--ledger {l}: this build reaches ledgers through their data directory only; a remote \
+             `chipledger serve` needs the HTTP client of the web crate"
+        ),
+        Some(l) => Some(PathBuf::from(l)),
+        None => None,
+    };
+    let state_dir = match args.state_dir.clone().or(config.state_dir.clone()) {
+        Some(d) => d,
+        None => datadir::resolve(data_dir.clone())?.join("agent"),
+    };
+    let key_file = args.key.clone().or(config.key_file.clone()).unwrap_or_else(|| state_dir.join("agent-key.pem"));
+    Ok(Settings { config, config_path: args.config.clone(), state_dir, key_file, ledger_dir })
+}
+
+pub fn run(data_dir: Option<PathBuf>, cmd: Command) -> Result<()> {
+    match cmd {
+        Command::Probe { source, format } => {
+            let files = source.from_file.clone();
+            let mut probe = make_probe(&files, source.nvml_library.as_deref())?;
+            let report = probe.probe()?;
+            print_probe(&report, format)
+        }
+        Command::Attest { source, agent, format } => {
+            let s = settings(data_dir.clone(), &agent, Some(&source))?;
+            let (mut attestor, ledger) = attestor(data_dir, &s)?;
+            let mut probe = make_probe(&s.config.from_files, s.config.nvml_library.as_deref())?;
+            let mut report = probe.probe()?;
+            let uuids: Vec<GpuUuid> = report.gpus.iter().filter_map(|g| g.uuid.clone()).collect();
+            report.vendor_evidence = probe.vendor_evidence(&uuids);
+            let att = attestor.build(&report, host::host_facts(s.config.hostname.as_deref()))?;
+            let spooled = attestor.sign_and_spool(&att)?;
+            let flush = attestor.flush()?;
+            print_attest(&att, &flush, spooled.counter, &ledger, format)?;
+            if let Some(why) = &flush.unavailable {
+                bail!(
+                    "the ledger is unavailable ({why}); {} attestation(s) wait in {} and go out with the next \
+                     `agent attest` or `agent run`",
+                    flush.remaining,
+                    attestor.spool().dir().display()
+                );
+            }
+            if let Some((path, why)) =
+                flush.rejected.iter().find(|(p, _)| p.ends_with(spooled.path.file_name().unwrap_or_default()))
+            {
+                bail!("the ledger refused the attestation: {why} (kept in {})", path.display());
+            }
+            Ok(())
+        }
+        Command::Run { source, agent } => {
+            let s = settings(data_dir.clone(), &agent, Some(&source))?;
+            let (attestor, _) = attestor(data_dir, &s)?;
+            let probe = make_probe(&s.config.from_files, s.config.nvml_library.as_deref())?;
+            let (tx, rx) = mpsc::channel();
+            forward_signals(tx, s.config_path.clone(), agent.hostname.clone())?;
+            let mut daemon =
+                Daemon::new(attestor, probe, Box::new(host::host_facts), s.config.schedule, s.config.hostname.clone());
+            let stats = daemon.run(&rx)?;
+            tracing::info!(?stats, "agent stopped");
+            Ok(())
+        }
+        Command::Enroll { agent } => {
+            let s = settings(data_dir, &agent, None)?;
+            let name = s.config.hostname.clone().unwrap_or_else(|| host::host_facts(None).hostname);
+            chipledger_domain::keys::check_key_name(&name)
+                .with_context(|| format!("the host name {name:?} cannot name a key; pass --hostname"))?;
+            let key = if s.key_file.exists() {
+                eprintln!("{} already holds this host's key; printing it again", s.key_file.display());
+                load_key(&s.key_file)?
+            } else {
+                let key = SigningKey::generate(&mut rand_core::OsRng);
+                if let Some(parent) = s.key_file.parent() {
+                    std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+                }
+                chipledger_ledger::write_private_file(&s.key_file, key.to_pkcs8_pem()?.as_bytes())
+                    .with_context(|| format!("writing {}", s.key_file.display()))?;
+                eprintln!("agent key written to {} (mode 0600)", s.key_file.display());
+                key
+            };
+            let vkey = VerifierKey::new(&name, key.public_key())?;
+            println!("{vkey}");
+            eprintln!("key id {}", key.key_id());
+            eprintln!("an admin enrolls it with:");
+            eprintln!("  chipledger keys enroll --role agent --name {name} --key {vkey}");
+            Ok(())
+        }
+    }
+}
+
+fn make_probe(files: &[PathBuf], library: Option<&Path>) -> Result<Box<dyn GpuProbe>> {
+    if files.is_empty() {
+        Ok(Box::new(NvmlProbe::new(library)?))
+    } else {
+        Ok(Box::new(FileProbe::new(files.to_vec())))
+    }
+}
+
+fn load_key(path: &Path) -> Result<SigningKey> {
+    let pem = std::fs::read_to_string(path).with_context(|| {
+        format!("reading the agent key {}: run `chipledger agent enroll` first (or pass --key)", path.display())
+    })?;
+    SigningKey::from_pkcs8_pem(&pem).with_context(|| format!("reading the agent key {}", path.display()))
+}
+
+/// The attestor over the local ledger; the log key is the ledger's own, and must match a
+/// `log_key` pinned in the configuration.
+fn attestor(data_dir: Option<PathBuf>, s: &Settings) -> Result<(Attestor, LedgerInfo)> {
+    let key = load_key(&s.key_file)?;
+    let dir = match &s.ledger_dir {
+        Some(d) => d.clone(),
+        None => datadir::resolve(data_dir)?,
+    };
+    let ledger = Ledger::open(&dir, LedgerConfig::default(), Arc::new(SystemClock))
+        .with_context(|| format!("opening the ledger in {}", dir.display()))?;
+    let log_key = ledger.verifier_key().clone();
+    if let Some(pinned) = &s.config.log_key {
+        let pinned = VerifierKey::parse(pinned).context("the configured log_key")?;
+        if pinned != log_key {
+            bail!("the ledger in {} is signed by {log_key}, not by the configured log_key {pinned}", dir.display());
+        }
+    }
+    let info = LedgerInfo { origin: ledger.origin().to_string(), dir };
+    let attestor = Attestor::new(AttestorConfig {
+        key,
+        log: Box::new(ledger),
+        log_key,
+        state_dir: s.state_dir.clone(),
+        clock: Arc::new(SystemClock),
+        history_rules: HistoryRules::default(),
+    })?;
+    Ok((attestor, info))
+}
+
+struct LedgerInfo {
+    origin: String,
+    dir: PathBuf,
+}
+
+/// SIGTERM / SIGINT stop the daemon between steps; SIGHUP re-reads the configuration.
+fn forward_signals(tx: mpsc::Sender<Control>, config: Option<PathBuf>, hostname_flag: Option<String>) -> Result<()> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals =
+        signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP]).context("installing signal handlers")?;
+    std::thread::spawn(move || {
+        for signal in signals.forever() {
+            let msg = if signal == SIGHUP {
+                let env = |k: &str| std::env::var(k).ok();
+                match AgentConfig::load(config.as_deref(), &env) {
+                    Ok(c) => Control::Reload { schedule: c.schedule, hostname: hostname_flag.clone().or(c.hostname) },
+                    Err(e) => {
+                        tracing::error!(error = %e, "SIGHUP: the configuration does not load; keeping the old one");
+                        continue;
+                    }
+                }
+            } else {
+                Control::Stop
+            };
+            if tx.send(msg).is_err() {
+                break;
+            }
+        }
+    });
+    Ok(())
+}
+
+#[derive(Serialize)]
+struct ProbeRow {
+    index: usize,
+    uuid: Option<String>,
+    serial: Option<String>,
+    sku: Option<String>,
+    memory_mib: Option<u64>,
+    nvlink_active: Option<u32>,
+    nvlink_expected: Option<u32>,
+    classification_oct2023: Option<String>,
+    identification: Identification,
+}
+
+fn rows(report: &ProbeReport) -> Result<Vec<ProbeRow>> {
+    let catalog = Catalog::embedded()?;
+    let mut out = Vec::new();
+    for (index, g) in report.gpus.iter().enumerate() {
+        let id = identify(catalog, g);
+        let sku = id.sku.as_deref().map(|s| catalog.sku(s)).transpose()?;
+        out.push(ProbeRow {
+            index,
+            uuid: g.uuid.as_ref().map(|u| u.to_string()),
+            serial: g.serial.clone(),
+            sku: id.sku.clone(),
+            memory_mib: g.memory_total_bytes.map(|b| b / (1024 * 1024)),
+            nvlink_active: g.active_nvlinks(),
+            nvlink_expected: sku.and_then(|s| s.nvlink_links),
+            classification_oct2023: sku.map(|s| {
+                classify(s, RuleVersion::Oct2023, DatacenterJudgement::catalog_default(s)).bucket.label().to_string()
+            }),
+            identification: id,
+        });
+    }
+    Ok(out)
+}
+
+fn source_line(report: &ProbeReport) -> String {
+    let drv = report.driver.driver_version.as_deref().unwrap_or("?");
+    if report.source.is_live() {
+        format!("live NVML probe, driver {drv}")
+    } else {
+        format!("IMPORTED from recorded nvidia-smi output (driver {drv}): evidence, not a live probe")
+    }
+}
+
+fn print_probe(report: &ProbeReport, format: Format) -> Result<()> {
+    let rows = rows(report)?;
+    match format {
+        Format::Json => output::print_json(&serde_json::json!({
+            "source": report.source,
+            "driver": report.driver,
+            "gpus": rows,
+            "facts": report.gpus,
+        })),
+        Format::Csv => {
+            let mut w = csv::Writer::from_writer(std::io::stdout());
+            w.write_record([
+                "index",
+                "sku",
+                "serial",
+                "uuid",
+                "memory_mib",
+                "nvlink_active",
+                "nvlink_expected",
+                "class_2023",
+                "anomalies",
+            ])?;
+            for r in &rows {
+                w.write_record([
+                    r.index.to_string(),
+                    r.sku.clone().unwrap_or_default(),
+                    r.serial.clone().unwrap_or_default(),
+                    r.uuid.clone().unwrap_or_default(),
+                    r.memory_mib.map(|m| m.to_string()).unwrap_or_default(),
+                    r.nvlink_active.map(|m| m.to_string()).unwrap_or_default(),
+                    r.nvlink_expected.map(|m| m.to_string()).unwrap_or_default(),
+                    r.classification_oct2023.clone().unwrap_or_default(),
+                    r.identification.anomalies.iter().map(|a| a.explain()).collect::<Vec<_>>().join("; "),
+                ])?;
+            }
+            w.flush()?;
+            Ok(())
+        }
+        Format::Table => {
+            println!("{}", source_line(report));
+            let mut t =
+                output::table(&["#", "SKU", "serial", "UUID", "memory", "NVLink", "class (Oct 2023)", "anomalies"]);
+            for r in &rows {
+                let links = match (r.nvlink_active, r.nvlink_expected) {
+                    (Some(a), Some(e)) => format!("{a}/{e}"),
+                    (Some(a), None) => format!("{a}/?"),
+                    (None, Some(e)) => format!("?/{e}"),
+                    (None, None) => "—".into(),
+                };
+                let anomalies = if r.identification.anomalies.is_empty() {
+                    "none".to_string()
+                } else {
+                    r.identification
+                        .anomalies
+                        .iter()
+                        .map(|a| format!("[{:?}] {}", a.severity(), a.explain()))
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                };
+                t.add_row(vec![
+                    r.index.to_string(),
+                    r.sku.clone().unwrap_or_else(|| "needs review".into()),
+                    r.serial.clone().unwrap_or_else(|| "—".into()),
+                    r.uuid.clone().unwrap_or_else(|| "—".into()),
+                    r.memory_mib.map_or("—".into(), |m| format!("{m} MiB")),
+                    links,
+                    r.classification_oct2023.clone().unwrap_or_else(|| "—".into()),
+                    anomalies,
+                ]);
+            }
+            println!("{t}");
+            Ok(())
+        }
+    }
+}
+
+fn print_attest(
+    att: &chipledger_domain::records::GpuAttestation,
+    flush: &chipledger_agent::attest::Flush,
+    counter: u64,
+    ledger: &LedgerInfo,
+    format: Format,
+) -> Result<()> {
+    let ours = flush.accepted.iter().find(|a| a.counter == counter);
+    match format {
+        Format::Json => output::print_json(&serde_json::json!({
+            "counter": counter,
+            "source": att.source,
+            "host": att.host.hostname,
+            "gpus": att.gpus.iter().map(|g| serde_json::json!({
+                "uuid": g.uuid, "sku": g.identification.sku, "fingerprint_digest": g.fingerprint_digest,
+                "anomalies": g.identification.anomalies,
+            })).collect::<Vec<_>>(),
+            "receipt": ours.map(|a| &a.receipt),
+            "tree_size": ours.map(|a| a.tree_size),
+            "also_sent_from_spool": flush.accepted.iter().filter(|a| a.counter != counter).count(),
+        })),
+        Format::Csv => bail!("--format csv is for lists; use table or json here"),
+        Format::Table => {
+            let source =
+                if att.source.is_live() { "live NVML probe" } else { "IMPORTED nvidia-smi output (not a live probe)" };
+            println!("attestation by host {} of {} GPU(s), {source}", att.host.hostname, att.gpus.len());
+            for g in &att.gpus {
+                let anomalies = g.identification.anomalies.len();
+                println!(
+                    "  {}  {}  fingerprint {}{}",
+                    g.uuid,
+                    g.identification.sku.as_deref().unwrap_or("needs review"),
+                    output::short(&g.fingerprint_digest.to_hex()),
+                    if anomalies == 0 { String::new() } else { format!("  {anomalies} anomaly(ies)") }
+                );
+                for a in &g.identification.anomalies {
+                    println!("      [{:?}] {}", a.severity(), a.explain());
+                }
+            }
+            if let Some(a) = ours {
+                println!(
+                    "in the log {} ({}) at index {}{}; inclusion proof verified against checkpoint size {}",
+                    ledger.origin,
+                    ledger.dir.display(),
+                    a.receipt.index,
+                    if a.receipt.duplicate { " (already there)" } else { "" },
+                    a.tree_size
+                );
+                println!("leaf hash {}", a.receipt.leaf_hash.to_hex());
+            }
+            let earlier = flush.accepted.iter().filter(|a| a.counter != counter).count();
+            if earlier > 0 {
+                println!("also sent {earlier} attestation(s) that waited in the spool");
+            }
+            Ok(())
+        }
+    }
+}

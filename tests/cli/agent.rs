@@ -1,0 +1,215 @@
+//! The agent through the binary: probe, enroll, attest, the daemon under real signals, and the
+//! errors an operator meets first.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::ledger::{fails_in, ok_in, with};
+use crate::{fails, ok};
+
+fn dump(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("agent/tests/data/nvidia-smi").join(name).display().to_string()
+}
+
+const H800: &str = "h800-sxm5-80gb-liguodongiot-llm-action.txt";
+const H100: &str = "h100-sxm5-80gb-utkuozdemir-nvidia_gpu_exporter.txt";
+const H100_LINKS: &str = "h100-sxm5-80gb-nvlink-s-utkuozdemir-nvidia_gpu_exporter.txt";
+
+/// A ledger with this host's agent key enrolled as `host`.
+fn enrolled(host: &str) -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    ok_in(&data, &["init"]);
+    let vkey = ok_in(&data, &["agent", "enroll", "--hostname", host]);
+    assert!(vkey.stderr.contains("chipledger keys enroll --role agent"), "{}", vkey.stderr);
+    ok_in(&data, &["keys", "enroll", "--role", "agent", "--name", host, "--key", vkey.stdout.trim()]);
+    (tmp, data)
+}
+
+#[test]
+fn probe_shows_a_row_per_gpu_and_says_the_facts_were_imported() {
+    let r = ok(&["agent", "probe", "--from-file", &dump(H100), "--from-file", &dump(H100_LINKS)]);
+    assert!(r.stdout.contains("IMPORTED"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("H100-SXM5-80GB") && r.stdout.contains("18/18") && r.stdout.contains("3A090.a.1"),
+        "{}",
+        r.stdout
+    );
+    let json = ok(&["agent", "probe", "--from-file", &dump(H800), "--format", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(v["source"], "nvidia-smi-text");
+    assert_eq!(v["gpus"][0]["sku"], "H800-SXM5-80GB");
+    assert_eq!(v["gpus"][0]["serial"], "1651323018291");
+}
+
+#[test]
+fn probe_without_a_driver_says_so_and_suggests_importing() {
+    if Path::new("/proc/driver/nvidia").exists() {
+        return; // a GPU host: the NVML contract test covers it
+    }
+    fails(&["agent", "probe"], "--from-file");
+    fails(&["agent", "probe"], "NVIDIA driver");
+}
+
+#[test]
+fn attest_puts_a_verified_attestation_in_the_ledger() {
+    let (_tmp, data) = enrolled("hgx-01");
+    let r = ok_in(&data, &["agent", "attest", "--hostname", "hgx-01", "--from-file", &dump(H800)]);
+    assert!(r.stdout.contains("H800-SXM5-80GB") && r.stdout.contains("inclusion proof verified"), "{}", r.stdout);
+    let log = ok_in(&data, &["ledger", "log", "--kind", "gpu-attestation", "--format", "json"]);
+    assert!(log.stdout.contains("gpu-attestation"), "{}", log.stdout);
+    ok_in(&data, &["ledger", "verify"]);
+    // A relabelled H100 shows its anomaly in the receipt.
+    let relabelled = data.parent().unwrap().join("h100-as-h800.txt");
+    std::fs::write(&relabelled, std::fs::read_to_string(dump(H100)).unwrap().replacen("0x233010DE", "0x232410DE", 1))
+        .unwrap();
+    let r = ok_in(
+        &data,
+        &[
+            "agent",
+            "attest",
+            "--hostname",
+            "hgx-01",
+            "--from-file",
+            relabelled.to_str().unwrap(),
+            "--from-file",
+            &dump(H100_LINKS),
+        ],
+    );
+    assert!(r.stdout.contains("18 active NVLinks; H800-SXM5-80GB has 8"), "{}", r.stdout);
+}
+
+#[test]
+fn attest_errors_name_what_to_do() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    fails_in(&data, &["agent", "attest", "--from-file", &dump(H800)], "agent enroll");
+    ok_in(&data, &["init"]);
+    ok_in(&data, &["agent", "enroll", "--hostname", "hgx-01"]);
+    fails_in(&data, &["agent", "attest", "--hostname", "hgx-01", "--from-file", &dump(H800)], "not enrolled");
+    let bad = tmp.path().join("agent.toml");
+    std::fs::write(&bad, "interval = \"soon\"\n").unwrap();
+    fails_in(&data, &["agent", "attest", "--config", bad.to_str().unwrap(), "--from-file", &dump(H800)], "interval");
+    std::fs::write(&bad, "intervall = \"1h\"\n").unwrap();
+    fails_in(&data, &["agent", "attest", "--config", bad.to_str().unwrap(), "--from-file", &dump(H800)], "intervall");
+    fails_in(
+        &data,
+        &["agent", "attest", "--ledger", "https://ledger.example", "--from-file", &dump(H800)],
+        "data directory",
+    );
+    let garbage = tmp.path().join("garbage.txt");
+    std::fs::write(&garbage, "hello\n").unwrap();
+    fails_in(
+        &data,
+        &["agent", "attest", "--hostname", "hgx-01", "--from-file", garbage.to_str().unwrap()],
+        "not nvidia-smi output",
+    );
+}
+
+fn attestation_count(data: &Path) -> usize {
+    let r = ok_in(data, &["ledger", "log", "--kind", "gpu-attestation", "--format", "json"]);
+    serde_json::from_str::<serde_json::Value>(&r.stdout).unwrap().as_array().unwrap().len()
+}
+
+fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < Duration::from_secs(30), "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A running `agent run` whose stderr lines arrive on a channel.
+struct Daemon {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Daemon {
+    fn start(data: &Path, config: &Path) -> Daemon {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_chipledger"))
+            .args(with(data, &["agent", "run", "--config", config.to_str().unwrap()]))
+            .env("CHIPLEDGER_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)) {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut d = Daemon { child, lines, seen: Vec::new() };
+        d.wait_line("agent daemon started");
+        d
+    }
+
+    /// Waits for a log line containing `part` (signal handlers are in place once the daemon
+    /// says it started).
+    fn wait_line(&mut self, part: &str) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !self.seen.iter().any(|l| l.contains(part)) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) => self.seen.push(l),
+                Err(_) => panic!("no log line with {part:?}; saw:\n{}", self.seen.join("\n")),
+            }
+        }
+    }
+
+    fn signal(&self, sig: &str) {
+        assert!(Command::new("kill").args([sig, &self.child.id().to_string()]).status().unwrap().success());
+    }
+
+    /// SIGTERM, then the exit must be clean.
+    fn stop(mut self) -> Vec<String> {
+        self.signal("-TERM");
+        let status = self.child.wait().unwrap();
+        self.seen.extend(self.lines.iter());
+        assert!(status.success(), "exit {status:?}:\n{}", self.seen.join("\n"));
+        assert!(self.seen.iter().any(|l| l.contains("stopping")), "{}", self.seen.join("\n"));
+        assert!(!self.seen.iter().any(|l| l.contains("panicked")), "{}", self.seen.join("\n"));
+        self.seen
+    }
+}
+
+#[test]
+fn the_daemon_attests_reloads_on_sighup_and_stops_cleanly_on_sigterm() {
+    let (tmp, data) = enrolled("hgx-01");
+    let config = tmp.path().join("agent.toml");
+    let write_config = |interval: &str| {
+        let text = format!(
+            "poll = \"100ms\"\ninterval = {interval:?}\nhostname = \"hgx-01\"\nfrom_files = [{:?}]\n",
+            dump(H800)
+        );
+        std::fs::write(&config, text).unwrap();
+    };
+    write_config("1h");
+    let mut daemon = Daemon::start(&data, &config);
+    wait_for("the first attestation", || attestation_count(&data) == 1);
+    write_config("2h");
+    daemon.signal("-HUP");
+    daemon.wait_line("configuration reloaded");
+    daemon.stop();
+    // SIGTERM mid-cycle, while the first attestation of this run is being made or sent: it is
+    // in the log or in the spool, and the next start sends it.
+    let daemon = Daemon::start(&data, &config);
+    daemon.stop();
+    let before = attestation_count(&data);
+    let spool = data.join("agent/spool");
+    let waiting = || std::fs::read_dir(&spool).unwrap().filter(|e| e.as_ref().unwrap().path().is_file()).count();
+    let left = waiting();
+    let daemon = Daemon::start(&data, &config);
+    wait_for("the spool sent and a fresh attestation", || {
+        attestation_count(&data) == before + left + 1 && waiting() == 0
+    });
+    daemon.stop();
+    ok_in(&data, &["ledger", "verify"]);
+}
