@@ -297,23 +297,28 @@ impl Attestor {
 /// Earlier sightings relevant to these GPUs: the latest [`HISTORY_DEPTH`] attestations of each
 /// UUID, and the inventory's GPUs that share a serial with one of them under another UUID.
 pub fn sightings(log: &dyn LogClient, gpus: &[GpuFacts]) -> Result<Vec<Sighting>, chipledger_domain::Error> {
+    let uuids: Vec<&GpuUuid> = gpus.iter().filter_map(|g| g.uuid.as_ref()).collect();
+    // One attestation usually names every GPU of the host: read each entry once.
+    let mut entries = std::collections::BTreeMap::new();
+    for uuid in &uuids {
+        for entry in log.history(uuid, Some(HISTORY_DEPTH))? {
+            entries.entry(entry.index).or_insert(entry);
+        }
+    }
     let mut out = Vec::new();
-    for uuid in gpus.iter().filter_map(|g| g.uuid.as_ref()) {
-        let entries = log.history(uuid)?;
-        for entry in entries.iter().rev().take(HISTORY_DEPTH) {
-            let envelope = Envelope::from_json(entry.envelope.as_bytes())?;
-            let Record::GpuAttestation(att) = Record::from_payload(&envelope.payload_bytes()?)? else { continue };
-            for g in att.gpus.iter().filter(|g| &g.uuid == uuid) {
-                out.push(Sighting {
-                    uuid: g.uuid.clone(),
-                    serial: g.facts.serial.clone(),
-                    host: att.host.hostname.clone(),
-                    vbios_version: g.facts.vbios_version.clone(),
-                    fingerprint_digest: g.fingerprint_digest,
-                    fingerprint: Some(g.fingerprint.clone()),
-                    observed_at: att.observed_at,
-                });
-            }
+    for entry in entries.values() {
+        let envelope = Envelope::from_json(entry.envelope.as_bytes())?;
+        let Record::GpuAttestation(att) = Record::from_payload(&envelope.payload_bytes()?)? else { continue };
+        for g in att.gpus.iter().filter(|g| uuids.contains(&&g.uuid)) {
+            out.push(Sighting {
+                uuid: g.uuid.clone(),
+                serial: g.facts.serial.clone(),
+                host: att.host.hostname.clone(),
+                vbios_version: g.facts.vbios_version.clone(),
+                fingerprint_digest: g.fingerprint_digest,
+                fingerprint: Some(g.fingerprint.clone()),
+                observed_at: att.observed_at,
+            });
         }
     }
     let ours: Vec<(&GpuUuid, &str)> =

@@ -88,6 +88,6 @@ pub trait LogClient {
     fn inclusion_proof(&self, index: u64, size: u64) -> Result<Vec<Hash>, crate::Error>;
     fn consistency_proof(&self, old: u64, new: u64) -> Result<Vec<Hash>, crate::Error>;
     fn inventory(&self, as_of: AsOf) -> Result<Vec<InventoryGpu>, crate::Error>;
-    /// Every entry about one GPU, in log order.
-    fn history(&self, uuid: &GpuUuid) -> Result<Vec<EntrySummary>, crate::Error>;
+    /// The entries about one GPU, in log order: all of them, or only the `latest` newest.
+    fn history(&self, uuid: &GpuUuid, latest: Option<usize>) -> Result<Vec<EntrySummary>, crate::Error>;
 }

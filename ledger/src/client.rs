@@ -36,7 +36,8 @@ impl LogClient for Ledger {
         Ledger::inventory(self, as_of).map_err(to_domain)
     }
 
-    fn history(&self, uuid: &GpuUuid) -> Result<Vec<EntrySummary>, DomainError> {
-        self.entries(&EntryFilter { gpu: Some(uuid.clone()), ..Default::default() }).map_err(to_domain)
+    fn history(&self, uuid: &GpuUuid, latest: Option<usize>) -> Result<Vec<EntrySummary>, DomainError> {
+        let filter = EntryFilter { gpu: Some(uuid.clone()), last: latest.map(|n| n as u64), ..Default::default() };
+        self.entries(&filter).map_err(to_domain)
     }
 }

@@ -138,6 +138,8 @@ pub struct EntryFilter {
     /// Only entries at or after this index.
     pub from: Option<u64>,
     pub limit: Option<u64>,
+    /// Only the newest this many matching entries (still returned in log order).
+    pub last: Option<u64>,
 }
 
 /// A key as the registry holds it.
@@ -204,9 +206,14 @@ impl Ledger {
             sql.push_str(" WHERE ");
             sql.push_str(&conds.join(" AND "));
         }
-        sql.push_str(" ORDER BY e.idx");
-        if let Some(l) = filter.limit {
-            sql.push_str(&format!(" LIMIT {l}"));
+        match filter.last {
+            Some(n) => sql.push_str(&format!(" ORDER BY e.idx DESC LIMIT {}", n.min(filter.limit.unwrap_or(u64::MAX)))),
+            None => {
+                sql.push_str(" ORDER BY e.idx");
+                if let Some(l) = filter.limit {
+                    sql.push_str(&format!(" LIMIT {l}"));
+                }
+            }
         }
         let mut st = conn.prepare(&sql)?;
         let rows = st.query_map(rusqlite::params_from_iter(args), |r| {
@@ -233,6 +240,9 @@ impl Ledger {
                 appended_at: from_unix(appended.unwrap_or(0)),
                 envelope: String::from_utf8_lossy(&env).into_owned(),
             });
+        }
+        if filter.last.is_some() {
+            out.reverse();
         }
         Ok(out)
     }

@@ -191,6 +191,7 @@ fn run_local(data_dir: Option<PathBuf>, cmd: Command) -> Result<()> {
                 since: since.as_deref().map(|s| parse_time(s, "--since")).transpose()?,
                 from,
                 limit,
+                last: None,
             };
             let entries = ledger.entries(&filter)?;
             match format {

@@ -12,22 +12,22 @@ use crate::Error;
 pub(crate) fn parse(text: &str, file: &str) -> Result<Node, Error> {
     let mut reader = Reader::from_str(text);
     reader.config_mut().trim_text(true);
-    let line_at = |pos: u64| -> u64 {
-        text.as_bytes()[..(pos as usize).min(text.len())].iter().filter(|b| **b == b'\n').count() as u64 + 1
-    };
+    let mut lines = LineCounter::new(text);
     let mut stack: Vec<Node> = vec![Node { name: "#document".into(), ..Node::default() }];
     loop {
-        let pos = reader.buffer_position();
-        let event = reader.read_event().map_err(|e| Error::Dump {
-            path: file.to_string(),
-            line: line_at(reader.error_position()),
-            message: format!("malformed XML: {e}"),
-        })?;
-        let bad = |message: String| Error::Dump { path: file.to_string(), line: line_at(pos), message };
+        let event = match reader.read_event() {
+            Ok(event) => event,
+            Err(e) => {
+                let line = lines.at(reader.error_position());
+                return Err(Error::Dump { path: file.to_string(), line, message: format!("malformed XML: {e}") });
+            }
+        };
+        // The end of the event is on the line a reader of the file would point at.
+        let line = lines.at(reader.buffer_position());
+        let bad = |message: String| Error::Dump { path: file.to_string(), line, message };
         match event {
             Event::Start(e) => {
-                let mut node =
-                    Node { name: element_name(e.name().into_inner()), line: line_at(pos), ..Node::default() };
+                let mut node = Node { name: element_name(e.name().into_inner()), line, ..Node::default() };
                 if let Some(id) = e.try_get_attribute("id").ok().flatten() {
                     let id = id.unescape_value().map_err(|err| bad(format!("attribute id: {err}")))?;
                     node.children.push(Node {
@@ -40,7 +40,7 @@ pub(crate) fn parse(text: &str, file: &str) -> Result<Node, Error> {
                 stack.push(node);
             }
             Event::Empty(e) => {
-                let node = Node { name: element_name(e.name().into_inner()), line: line_at(pos), ..Node::default() };
+                let node = Node { name: element_name(e.name().into_inner()), line, ..Node::default() };
                 if let Some(parent) = stack.last_mut() {
                     parent.children.push(node);
                 }
@@ -81,7 +81,7 @@ pub(crate) fn parse(text: &str, file: &str) -> Result<Node, Error> {
     if stack.len() != 1 {
         return Err(Error::Dump {
             path: file.to_string(),
-            line: line_at(text.len() as u64),
+            line: lines.at(text.len() as u64),
             message: format!("the document ends inside <{}>", stack.last().map_or("", |n| n.name.as_str())),
         });
     }
@@ -90,6 +90,30 @@ pub(crate) fn parse(text: &str, file: &str) -> Result<Node, Error> {
         path: file.to_string(),
         reason: "XML without an <nvidia_smi_log> root: not `nvidia-smi -q -x` output".into(),
     })
+}
+
+/// Byte offset → 1-based line, for offsets that mostly grow (one pass over the text overall).
+struct LineCounter<'a> {
+    text: &'a [u8],
+    pos: usize,
+    line: u64,
+}
+
+impl<'a> LineCounter<'a> {
+    fn new(text: &'a str) -> Self {
+        LineCounter { text: text.as_bytes(), pos: 0, line: 1 }
+    }
+
+    fn at(&mut self, offset: u64) -> u64 {
+        let offset = (offset as usize).min(self.text.len());
+        if offset < self.pos {
+            self.pos = 0;
+            self.line = 1;
+        }
+        self.line += self.text[self.pos..offset].iter().filter(|b| **b == b'\n').count() as u64;
+        self.pos = offset;
+        self.line
+    }
 }
 
 fn element_name(raw: &[u8]) -> String {

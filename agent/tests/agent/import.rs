@@ -418,3 +418,19 @@ fn inactive_links_in_the_status_output_are_counted_as_inactive() {
     assert_eq!(g.active_nvlinks(), Some(17));
     assert!(!g.nvlinks.unwrap()[17].active);
 }
+
+#[test]
+fn an_xml_dump_of_eight_gpus_gives_eight_gpus() {
+    let report = parse(&[("hgx.xml", &synth::hgx_xml(&read(A100_XML), 8))]);
+    assert_eq!(report.gpus.len(), 8);
+    let serials: Vec<String> = report.gpus.iter().map(|g| g.serial.clone().unwrap()).collect();
+    assert_eq!(serials[7], "1650522003807");
+}
+
+#[test]
+fn xml_errors_point_at_the_line_of_the_bad_element() {
+    let xml = read(A100_XML);
+    let line = xml.lines().position(|l| l.contains("<pci_device_id>")).unwrap() as u64 + 1;
+    let err = parse_dumps(&[("a100.xml", &xml.replacen("20B210DE", "nope", 1))]).unwrap_err();
+    assert!(matches!(err, Error::Dump { line: l, .. } if l == line), "{err:?}, expected line {line}");
+}

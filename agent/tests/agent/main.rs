@@ -9,6 +9,7 @@ mod attest;
 mod daemon;
 mod import;
 mod probe_contract;
+pub mod synth;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -51,34 +52,13 @@ pub fn probe_files(names: &[&str]) -> ProbeReport {
     FileProbe::new(names.iter().map(|n| data(n)).collect()).probe().unwrap()
 }
 
-/// An `nvidia-smi -q` dump of `n` H800s on one HGX board, made from the real one-GPU dump by
-/// giving each GPU its own bus id, serial, UUID and module id.
+/// An `nvidia-smi -q` dump of `n` H800s (see [`synth`]).
 pub fn eight_gpu_text(n: usize) -> String {
-    let dump = read(H800_TXT);
-    let start = dump.find("GPU 00000000:18:00.0").unwrap();
-    let (head, section) = dump.split_at(start);
-    let mut out = head.replace(
-        "Attached GPUs                             : 8",
-        &format!("Attached GPUs                             : {n}"),
-    );
-    for i in 0..n {
-        let bus = format!("{:02X}", 0x18 + 0x10 * i);
-        out.push_str(
-            &section
-                .replace("00000000:18:00.0", &format!("00000000:{bus}:00.0"))
-                .replace("1651323018291", &format!("16513230182{i:02}"))
-                .replace("GPU-34bf77d1-c686-6821-79a8-32d326c5039c", &uuid(i as u32).to_string())
-                .replace(
-                    "Module ID                             : 5",
-                    &format!("Module ID                             : {}", i + 1),
-                ),
-        );
-    }
-    out
+    synth::hgx_text(&read(H800_TXT), n)
 }
 
 pub fn uuid(i: u32) -> GpuUuid {
-    GpuUuid::parse(&format!("GPU-34bf77d1-c686-6821-79a8-{i:012x}")).unwrap()
+    synth::uuid(i)
 }
 
 /// A clock tests move by hand; shared by the ledger and the agent.
@@ -148,9 +128,9 @@ impl LogClient for Reachable {
         self.check()?;
         LogClient::inventory(self.ledger.as_ref(), as_of)
     }
-    fn history(&self, uuid: &GpuUuid) -> Result<Vec<EntrySummary>, chipledger_domain::Error> {
+    fn history(&self, uuid: &GpuUuid, latest: Option<usize>) -> Result<Vec<EntrySummary>, chipledger_domain::Error> {
         self.check()?;
-        self.ledger.history(uuid)
+        self.ledger.history(uuid, latest)
     }
 }
 

@@ -1,6 +1,8 @@
 //! What every probe must give, live or imported: one body, run on the recorded dumps here and
 //! against a real GPU with `cargo test -p chipledger-agent -- --ignored`.
 
+use std::path::Path;
+
 use chipledger_agent::{GpuProbe, NvmlProbe};
 use chipledger_domain::catalog::Catalog;
 use chipledger_domain::identify::identify;
@@ -60,4 +62,41 @@ fn without_a_driver_the_nvml_probe_says_so_and_points_to_imports() {
     assert!(msg.contains("NVIDIA driver") && msg.contains("--from-file"), "{msg}");
     let pinned = NvmlProbe::new(Some(std::path::Path::new("/nonexistent/libnvidia-ml.so.1"))).unwrap_err();
     assert!(pinned.to_string().contains("/nonexistent/libnvidia-ml.so.1"), "{pinned}");
+}
+
+#[test]
+fn the_packaged_example_config_loads_and_the_unit_runs_it() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging");
+    let no_env = |_: &str| None;
+    let config = chipledger_agent::config::AgentConfig::load(Some(&root.join("agent.toml")), &no_env).unwrap();
+    assert_eq!(config.state_dir.as_deref(), Some(Path::new("/var/lib/chipledger-agent")));
+    assert_eq!(config.schedule.interval, std::time::Duration::from_secs(3600));
+    let unit = std::fs::read_to_string(root.join("chipledger-agent.service")).unwrap();
+    assert!(unit.contains("ExecStart=/usr/local/bin/chipledger agent run --config /etc/chipledger/agent.toml"));
+    assert!(unit.contains("User=chipledger-agent") && unit.contains("DevicePolicy=closed"));
+    assert!(unit.contains("StateDirectory=chipledger-agent") && unit.contains("ProtectSystem=strict"));
+}
+
+#[test]
+fn environment_overrides_the_file_and_bad_values_name_their_key() {
+    use chipledger_agent::config::AgentConfig;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("agent.toml");
+    std::fs::write(&file, "interval = \"2h\"\npoll = \"10s\"\n").unwrap();
+    let env = |k: &str| (k == "CHIPLEDGER_AGENT_INTERVAL").then(|| "15m".to_string());
+    let c = AgentConfig::load(Some(&file), &env).unwrap();
+    assert_eq!((c.schedule.interval.as_secs(), c.schedule.poll.as_secs()), (900, 10));
+    let no_env = |_: &str| None;
+    for (text, key) in [
+        ("jitter = 0.9\n", "jitter"),
+        ("poll = \"5 fortnights\"\n", "poll"),
+        ("interval = \"0s\"\n", "interval"),
+        ("colour = \"blue\"\n", "colour"),
+    ] {
+        std::fs::write(&file, text).unwrap();
+        let err = AgentConfig::load(Some(&file), &no_env).unwrap_err();
+        assert!(matches!(&err, chipledger_agent::Error::Config { key: k, .. } if k == key), "{text}: {err}");
+    }
+    let missing = AgentConfig::load(Some(&dir.path().join("nope.toml")), &no_env).unwrap_err();
+    assert!(missing.to_string().contains("nope.toml"), "{missing}");
 }

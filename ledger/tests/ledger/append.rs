@@ -270,3 +270,16 @@ fn stored_envelopes_come_back_byte_for_byte_canonical_or_not() {
     );
     assert_eq!(f.ledger.audit(&mut |_, _| {}).unwrap().problem, None);
 }
+
+#[test]
+fn the_newest_entries_come_back_in_log_order() {
+    let mut f = Fixture::new();
+    let auditor = f.enroll(4, Role::Auditor, None);
+    let all: Vec<Vec<u8>> = (1..=5).map(|i| annotation(&auditor, i, &format!("note {i}"))).collect();
+    let r = f.ledger.append(&all).unwrap();
+    let last = f.ledger.entries(&EntryFilter { last: Some(2), ..Default::default() }).unwrap();
+    assert_eq!(last.iter().map(|e| e.index).collect::<Vec<_>>(), [r[3].index, r[4].index]);
+    let everything = f.ledger.entries(&EntryFilter { last: Some(100), ..Default::default() }).unwrap();
+    assert_eq!(everything.len() as u64, f.ledger.size());
+    assert!(everything.windows(2).all(|w| w[0].index < w[1].index));
+}
