@@ -27,6 +27,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Acquisition records: how GPUs were bought and shipped (admin).
+    #[command(subcommand)]
+    Acquisition(cmd::acquisition::Command),
     /// The host agent: probe GPUs, attest them to the ledger, run as a daemon, enroll.
     #[command(subcommand)]
     Agent(cmd::agent::Command),
@@ -37,6 +40,16 @@ enum Command {
     Classify(cmd::classify::Args),
     /// Create a new ledger: database, log key and first admin key.
     Init(cmd::init::Args),
+    /// Which GPUs could run a model under a policy (models too large for this machine too).
+    Plan(cmd::inference::PlanArgs),
+    /// Run a DeepSeek-R1-family model on qualifying GPUs only and sign a provenance report.
+    Run(cmd::inference::RunArgs),
+    /// Provenance reports: verify offline.
+    #[command(subcommand)]
+    Report(cmd::inference::ReportCommand),
+    /// Models: generate the deterministic tiny test model.
+    #[command(subcommand)]
+    Model(cmd::inference::ModelCommand),
     /// Key management: generate, enroll, revoke, list.
     #[command(subcommand)]
     Keys(cmd::keys::Command),
@@ -56,7 +69,12 @@ fn main() -> ExitCode {
     init_tracing(matches!(cli.command, Command::Agent(cmd::agent::Command::Run { .. })));
     let result = match cli.command {
         Command::Agent(c) => cmd::agent::run(cli.data_dir, c),
+        Command::Acquisition(c) => cmd::acquisition::run(cli.data_dir, c),
         Command::Catalog(a) => cmd::catalog::run(a),
+        Command::Plan(a) => cmd::inference::plan(cli.data_dir, a),
+        Command::Run(a) => cmd::inference::run(cli.data_dir, a),
+        Command::Report(c) => cmd::inference::report(c),
+        Command::Model(c) => cmd::inference::model(c),
         Command::Classify(a) => cmd::classify::run(a),
         Command::Init(a) => cmd::init::run(cli.data_dir, a),
         Command::Keys(c) => cmd::keys::run(cli.data_dir, c),

@@ -45,3 +45,17 @@ pub fn short(id: &str) -> String {
         None => id.to_string(),
     }
 }
+
+/// A progress bar on stderr when it is a terminal (none otherwise), counting `unit`.
+pub fn progress_bar(unit: &str, len: u64) -> Option<indicatif::ProgressBar> {
+    use std::io::IsTerminal;
+    if !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new(len);
+    let template = format!("{{bar:40}} {{pos}}/{{len}} {unit} ({{per_sec}}, {{eta}} left)");
+    if let Ok(style) = indicatif::ProgressStyle::with_template(&template) {
+        bar.set_style(style);
+    }
+    Some(bar)
+}

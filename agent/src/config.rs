@@ -128,9 +128,11 @@ impl AgentConfig {
 
 fn read(path: &Path) -> Result<FileConfig, Error> {
     let text = std::fs::read_to_string(path).map_err(Error::io(path))?;
-    toml::from_str(&text).map_err(|e| {
-        let key = e.message().split('`').nth(1).unwrap_or("(file)").to_string();
-        Error::Config { origin: path.display().to_string(), key, message: e.message().trim().to_string() }
+    toml::from_str(&text).map_err(|e| Error::Config {
+        origin: path.display().to_string(),
+        key: chipledger_domain::encoding::config_error_key(&text, e.message(), e.span())
+            .unwrap_or_else(|| "(file)".into()),
+        message: e.message().trim().to_string(),
     })
 }
 

@@ -40,4 +40,8 @@ impl LogClient for Ledger {
         let filter = EntryFilter { gpu: Some(uuid.clone()), last: latest.map(|n| n as u64), ..Default::default() };
         self.entries(&filter).map_err(to_domain)
     }
+
+    fn acquisitions(&self, serial: &str) -> Result<Vec<EntrySummary>, DomainError> {
+        self.entries(&EntryFilter { serial: Some(serial.to_string()), ..Default::default() }).map_err(to_domain)
+    }
 }

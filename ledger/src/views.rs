@@ -134,6 +134,8 @@ pub(crate) fn store_counters(conn: &Connection, before: &Registry, after: &Regis
 pub struct EntryFilter {
     pub kind: Option<chipledger_domain::records::RecordKind>,
     pub gpu: Option<GpuUuid>,
+    /// Only acquisition records naming this serial.
+    pub serial: Option<String>,
     pub since: Option<OffsetDateTime>,
     /// Only entries at or after this index.
     pub from: Option<u64>,
@@ -188,6 +190,10 @@ impl Ledger {
         if let Some(g) = &filter.gpu {
             conds.push("e.idx IN (SELECT idx FROM gpu_records WHERE uuid = ?)".into());
             args.push(g.as_str().to_string().into());
+        }
+        if let Some(serial) = &filter.serial {
+            conds.push("e.idx IN (SELECT idx FROM acquisitions WHERE serial = ?)".into());
+            args.push(serial.clone().into());
         }
         if let Some(k) = filter.kind {
             conds.push("e.kind = ?".into());

@@ -140,7 +140,7 @@ pub fn run(data_dir: Option<PathBuf>, cmd: Command) -> Result<()> {
 }
 
 /// The admin key and its next counter.
-fn admin_signer(ledger: &Ledger, path: Option<PathBuf>) -> Result<(SigningKey, u64)> {
+pub fn admin_signer(ledger: &Ledger, path: Option<PathBuf>) -> Result<(SigningKey, u64)> {
     let path = path.unwrap_or_else(|| ledger.dir().join(ADMIN_KEY_FILE));
     let pem = std::fs::read_to_string(&path).with_context(|| format!("reading the admin key {}", path.display()))?;
     let key = SigningKey::from_pkcs8_pem(&pem).with_context(|| format!("reading the admin key {}", path.display()))?;

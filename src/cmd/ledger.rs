@@ -1,6 +1,6 @@
 //! `chipledger ledger …`.
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
@@ -192,6 +192,7 @@ fn run_local(data_dir: Option<PathBuf>, cmd: Command) -> Result<()> {
                 from,
                 limit,
                 last: None,
+                serial: None,
             };
             let entries = ledger.entries(&filter)?;
             match format {
@@ -280,7 +281,7 @@ fn run_local(data_dir: Option<PathBuf>, cmd: Command) -> Result<()> {
             Ok(())
         }
         Command::Verify { checkpoint, format } => {
-            let bar = progress_bar(ledger.size());
+            let bar = output::progress_bar("entries", ledger.size());
             let report = ledger.audit(&mut |done, total| {
                 if let Some(b) = &bar {
                     b.set_length(total);
@@ -329,17 +330,6 @@ fn run_local(data_dir: Option<PathBuf>, cmd: Command) -> Result<()> {
         // Handled in `run` without opening a ledger.
         Command::VerifyBundle { .. } => Ok(()),
     }
-}
-
-fn progress_bar(len: u64) -> Option<indicatif::ProgressBar> {
-    if !std::io::stderr().is_terminal() {
-        return None;
-    }
-    let bar = indicatif::ProgressBar::new(len);
-    if let Ok(style) = indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} entries ({per_sec}, {eta} left)") {
-        bar.set_style(style);
-    }
-    Some(bar)
 }
 
 fn rfc3339(t: OffsetDateTime) -> String {

@@ -1,6 +1,8 @@
+pub mod acquisition;
 pub mod agent;
 pub mod catalog;
 pub mod classify;
+pub mod inference;
 pub mod init;
 pub mod keys;
 pub mod ledger;

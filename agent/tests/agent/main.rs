@@ -132,6 +132,10 @@ impl LogClient for Reachable {
         self.check()?;
         self.ledger.history(uuid, latest)
     }
+    fn acquisitions(&self, serial: &str) -> Result<Vec<EntrySummary>, chipledger_domain::Error> {
+        self.check()?;
+        self.ledger.acquisitions(serial)
+    }
 }
 
 /// A fresh ledger with an admin key, a clock, and a way to enroll agent keys.

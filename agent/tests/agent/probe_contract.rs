@@ -92,6 +92,7 @@ fn environment_overrides_the_file_and_bad_values_name_their_key() {
         ("poll = \"5 fortnights\"\n", "poll"),
         ("interval = \"0s\"\n", "interval"),
         ("colour = \"blue\"\n", "colour"),
+        ("jitter = \"lots\"\n", "jitter"),
     ] {
         std::fs::write(&file, text).unwrap();
         let err = AgentConfig::load(Some(&file), &no_env).unwrap_err();

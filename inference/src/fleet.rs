@@ -1,0 +1,103 @@
+//! The fleet as the scheduler sees it, read from a log at one verified checkpoint: each GPU's
+//! latest attestation (facts, anomalies, source, age) and its acquisition verdict.
+
+use std::collections::BTreeMap;
+
+use chipledger_domain::catalog::Catalog;
+use chipledger_domain::dsse::Envelope;
+use chipledger_domain::fingerprint::GpuUuid;
+use chipledger_domain::keys::VerifierKey;
+use chipledger_domain::log::{AsOf, LogClient};
+use chipledger_domain::merkle::Hash;
+use chipledger_domain::note::{open_checkpoint, Checkpoint};
+use chipledger_domain::records::{GpuAttestation, Record};
+use chipledger_domain::rules::{classify, verdict, DatacenterJudgement, RuleVersion, Shipment, Verdict};
+
+use crate::placement::Candidate;
+use crate::Error;
+
+/// Where a candidate's attestation sits in the log.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AttestationEntry {
+    pub index: u64,
+    pub leaf_hash: Hash,
+}
+
+/// The fleet at one checkpoint.
+#[derive(Clone, Debug)]
+pub struct Fleet {
+    /// The signed checkpoint (note text) everything here was read at, and its parsed form.
+    pub checkpoint_text: String,
+    pub checkpoint: Checkpoint,
+    pub candidates: Vec<Candidate>,
+    pub attestations: BTreeMap<GpuUuid, AttestationEntry>,
+    pub verdicts: BTreeMap<GpuUuid, Verdict>,
+}
+
+/// Reads the fleet from `log` at its current checkpoint, which must be signed by `log_key`.
+pub fn load(log: &dyn LogClient, log_key: &VerifierKey) -> Result<Fleet, Error> {
+    let catalog = Catalog::embedded()?;
+    let checkpoint_text = log.checkpoint()?;
+    let checkpoint = open_checkpoint(checkpoint_text.as_bytes(), std::slice::from_ref(log_key), None)?.checkpoint;
+    let inventory = log.inventory(AsOf::Size(checkpoint.size))?;
+    let mut parsed: BTreeMap<u64, (Hash, GpuAttestation)> = BTreeMap::new();
+    let mut candidates = Vec::with_capacity(inventory.len());
+    let mut attestations = BTreeMap::new();
+    let mut verdicts = BTreeMap::new();
+    for inv in inventory {
+        if let std::collections::btree_map::Entry::Vacant(slot) = parsed.entry(inv.index) {
+            // The attestation is among the GPU's latest entries (annotations may follow it).
+            let entries = log.history(&inv.uuid, Some(32))?;
+            let Some(entry) = entries.iter().find(|e| e.index == inv.index) else {
+                return Err(Error::Domain(chipledger_domain::Error::Log(format!(
+                    "the inventory names entry {} for {} but the log's history does not hold it",
+                    inv.index, inv.uuid
+                ))));
+            };
+            let env = Envelope::from_json(entry.envelope.as_bytes())?;
+            if let Record::GpuAttestation(att) = Record::from_payload(&env.payload_bytes()?)? {
+                slot.insert((entry.leaf_hash, att));
+            }
+        }
+        let Some((leaf_hash, att)) = parsed.get(&inv.index) else { continue };
+        let Some(gpu) = att.gpus.iter().find(|g| g.uuid == inv.uuid) else { continue };
+        let sku = gpu.identification.sku.as_deref().and_then(|s| catalog.sku(s).ok());
+        let dc = sku.map(DatacenterJudgement::catalog_default);
+        let shipment = match &gpu.facts.serial {
+            Some(serial) => latest_shipment(log, serial, checkpoint.size)?,
+            None => None,
+        };
+        let v = verdict(sku, dc, shipment.as_ref());
+        candidates.push(Candidate {
+            uuid: inv.uuid.clone(),
+            host: att.host.hostname.clone(),
+            serial: gpu.facts.serial.clone(),
+            sku: gpu.identification.sku.clone(),
+            memory_total_bytes: gpu.facts.memory_total_bytes,
+            source: att.source,
+            observed_at: att.observed_at,
+            anomalies: gpu.identification.anomalies.clone(),
+            verdict: v.verdict,
+            classification: sku.map(|s| {
+                classify(s, RuleVersion::Oct2023, DatacenterJudgement::catalog_default(s)).bucket.label().to_string()
+            }),
+            busy: false,
+            attestation_index: inv.index,
+        });
+        attestations.insert(inv.uuid.clone(), AttestationEntry { index: inv.index, leaf_hash: *leaf_hash });
+        verdicts.insert(inv.uuid, v);
+    }
+    Ok(Fleet { checkpoint_text, checkpoint, candidates, attestations, verdicts })
+}
+
+/// The shipment of the latest acquisition record naming `serial` within the first `size` entries.
+fn latest_shipment(log: &dyn LogClient, serial: &str, size: u64) -> Result<Option<Shipment>, Error> {
+    let entries = log.acquisitions(serial)?;
+    for e in entries.iter().rev().filter(|e| e.index < size) {
+        let env = Envelope::from_json(e.envelope.as_bytes())?;
+        if let Record::Acquisition(a) = Record::from_payload(&env.payload_bytes()?)? {
+            return Ok(Some(Shipment { shipped_on: a.shipped_on, ship_to: a.ship_to, licence: a.licence }));
+        }
+    }
+    Ok(None)
+}

@@ -1,0 +1,234 @@
+//! The inference node's steps around a run: plan (fleet at a checkpoint × policy × model
+//! requirements → placement), then the signed provenance report for what actually ran.
+
+use std::path::{Path, PathBuf};
+
+use chipledger_domain::keys::{SigningKey, VerifierKey};
+use chipledger_domain::log::LogClient;
+use chipledger_domain::merkle::{self, Hash};
+use chipledger_domain::note::open_checkpoint;
+use chipledger_domain::records::{
+    sign_record, AttestationRef, ModelFile, RejectedGpu, RunGpu, RunProvenance, RunTimings, Sampling, FORMAT_VERSION,
+};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::fleet::{self, Fleet};
+use crate::placement::{place, Placement};
+use crate::policy::Policy;
+use crate::report::{ReportFile, REPORT_FORMAT};
+use crate::requirements::Requirements;
+use crate::Error;
+
+/// A placement and everything it was computed from.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    pub fleet: Fleet,
+    pub requirements: Requirements,
+    pub placement: Placement,
+    pub policy: Policy,
+    pub planned_at: OffsetDateTime,
+}
+
+/// Reads the fleet at the log's current checkpoint and places the model.
+pub fn plan(
+    log: &dyn LogClient,
+    log_key: &VerifierKey,
+    policy: &Policy,
+    requirements: Requirements,
+    now: OffsetDateTime,
+) -> Result<Plan, Error> {
+    let fleet = fleet::load(log, log_key)?;
+    let placement = place(policy, &fleet.candidates, &requirements, now);
+    Ok(Plan { fleet, requirements, placement, policy: policy.clone(), planned_at: now })
+}
+
+impl Plan {
+    /// The refusal message when nothing qualifies: every GPU with every reason.
+    pub fn refusal(&self) -> String {
+        let mut msg = format!(
+            "no host qualifies for {} ({:.1} GiB at context {}) under policy {:?}",
+            self.requirements.model.name,
+            self.requirements.total_gib(),
+            self.requirements.context,
+            self.policy.name
+        );
+        if self.fleet.candidates.is_empty() {
+            msg.push_str(": the log holds no attested GPU");
+        }
+        for line in self.placement.reasons_text() {
+            msg.push_str("\n  ");
+            msg.push_str(&line);
+        }
+        msg
+    }
+}
+
+/// What ran, for the report.
+#[derive(Clone, Debug)]
+pub struct Execution {
+    pub run_id: String,
+    pub started_at: OffsetDateTime,
+    pub finished_at: OffsetDateTime,
+    pub model_name: String,
+    pub model_files: Vec<ModelFile>,
+    pub prompt: String,
+    pub output: String,
+    pub sampling: Sampling,
+    pub prompt_tokens: u32,
+    pub generated_tokens: u32,
+    pub timings: RunTimings,
+    /// The backend that actually executed (`cpu`, `cuda:0`).
+    pub backend: String,
+}
+
+/// The node's identity.
+pub struct NodeKey {
+    pub key: SigningKey,
+    pub host: String,
+    /// Where the last counter is kept (counters only grow).
+    pub state: PathBuf,
+}
+
+impl std::fmt::Debug for NodeKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeKey").field("key_id", &self.key.key_id()).field("host", &self.host).finish_non_exhaustive()
+    }
+}
+
+#[derive(Default, Serialize, Deserialize)]
+struct NodeState {
+    last_counter: u64,
+}
+
+impl NodeKey {
+    fn next_counter(&self, now: OffsetDateTime) -> Result<u64, Error> {
+        let last = match std::fs::read(&self.state) {
+            Ok(b) => serde_json::from_slice::<NodeState>(&b).map(|s| s.last_counter).unwrap_or(0),
+            Err(_) => 0,
+        };
+        let micros = u64::try_from(now.unix_timestamp_nanos() / 1000).unwrap_or(0);
+        let counter = micros.max(last + 1);
+        if let Some(dir) = self.state.parent() {
+            std::fs::create_dir_all(dir).map_err(Error::io(dir))?;
+        }
+        let text = serde_json::to_vec(&NodeState { last_counter: counter }).unwrap_or_default();
+        std::fs::write(&self.state, text).map_err(Error::io(&self.state))?;
+        Ok(counter)
+    }
+}
+
+/// Builds the `run-provenance/v1` record: each used GPU with its attestation's inclusion proof
+/// against the plan's checkpoint, every GPU not chosen with its reasons.
+pub fn provenance(log: &dyn LogClient, node: &NodeKey, plan: &Plan, exec: &Execution) -> Result<RunProvenance, Error> {
+    let cp = &plan.fleet.checkpoint;
+    let mut gpus = Vec::new();
+    for uuid in &plan.placement.chosen {
+        let c = plan
+            .fleet
+            .candidates
+            .iter()
+            .find(|c| &c.uuid == uuid)
+            .ok_or_else(|| Error::Refused(format!("placed GPU {uuid} is not in the fleet")))?;
+        let entry =
+            plan.fleet.attestations.get(uuid).ok_or_else(|| Error::Refused(format!("no attestation for {uuid}")))?;
+        let proof = log.inclusion_proof(entry.index, cp.size)?;
+        merkle::verify_inclusion(entry.index, cp.size, &entry.leaf_hash, &proof, &cp.root)?;
+        gpus.push(RunGpu {
+            uuid: uuid.clone(),
+            serial: c.serial.clone(),
+            sku: c.sku.clone(),
+            classification: c.classification.clone().unwrap_or_else(|| "needs review".into()),
+            acquisition_verdict: c.verdict.label().to_string(),
+            attestation: AttestationRef {
+                log_index: entry.index,
+                leaf_hash: entry.leaf_hash,
+                inclusion_proof: proof,
+                age_seconds: (exec.started_at - c.observed_at).whole_seconds(),
+            },
+        });
+    }
+    let rejected = plan
+        .placement
+        .not_chosen
+        .iter()
+        .map(|n| RejectedGpu {
+            uuid: n.uuid.clone(),
+            host: n.host.clone(),
+            reason: n.reasons.iter().map(|r| r.explain()).collect::<Vec<_>>().join("; "),
+        })
+        .collect();
+    Ok(RunProvenance {
+        format_version: FORMAT_VERSION,
+        counter: node.next_counter(exec.started_at)?,
+        run_id: exec.run_id.clone(),
+        started_at: exec.started_at,
+        finished_at: exec.finished_at,
+        node_key_id: node.key.key_id(),
+        node_host: node.host.clone(),
+        policy_name: plan.policy.name.clone(),
+        policy_digest: plan.policy.digest,
+        gpus,
+        rejected,
+        checkpoint: plan.fleet.checkpoint_text.clone(),
+        model_name: exec.model_name.clone(),
+        model_files: exec.model_files.clone(),
+        prompt_digest: Hash::sha256(exec.prompt.as_bytes()),
+        output_digest: Hash::sha256(exec.output.as_bytes()),
+        sampling: exec.sampling.clone(),
+        prompt_tokens: exec.prompt_tokens,
+        generated_tokens: exec.generated_tokens,
+        timings: exec.timings.clone(),
+        backend: exec.backend.clone(),
+    })
+}
+
+/// Signs the record, appends it, checks the receipt, and returns the self-contained report file.
+pub fn submit(
+    log: &dyn LogClient,
+    log_key: &VerifierKey,
+    node: &NodeKey,
+    record: &RunProvenance,
+    prompt: &str,
+    output: &str,
+) -> Result<ReportFile, Error> {
+    let envelope = sign_record(record, &node.key)?.to_json();
+    let receipt = log
+        .submit(std::slice::from_ref(&envelope))?
+        .into_iter()
+        .next()
+        .ok_or_else(|| Error::Report("the log answered with no receipt".into()))?;
+    let cp = open_checkpoint(receipt.checkpoint.as_bytes(), std::slice::from_ref(log_key), None)?.checkpoint;
+    let leaf = merkle::leaf_hash(&envelope);
+    if leaf != receipt.leaf_hash {
+        return Err(Error::Report("the log's receipt names another leaf".into()));
+    }
+    merkle::verify_inclusion(receipt.index, cp.size, &leaf, &receipt.inclusion_proof, &cp.root)?;
+    let placed = open_checkpoint(record.checkpoint.as_bytes(), std::slice::from_ref(log_key), None)?.checkpoint;
+    let consistency_proof =
+        if placed.size < cp.size { log.consistency_proof(placed.size, cp.size)? } else { Vec::new() };
+    Ok(ReportFile {
+        format: REPORT_FORMAT.to_string(),
+        envelope: String::from_utf8_lossy(&envelope).into_owned(),
+        node_key: VerifierKey::new(&node.host, node.key.public_key())?.to_string(),
+        log_key: log_key.to_string(),
+        receipt,
+        consistency_proof,
+        prompt: prompt.to_string(),
+        output: output.to_string(),
+    })
+}
+
+/// A run id: 16 random bytes, hex.
+pub fn new_run_id() -> String {
+    use rand_core::RngCore;
+    let mut b = [0u8; 16];
+    rand_core::OsRng.fill_bytes(&mut b);
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Reads a report file.
+pub fn read_report(path: &Path) -> Result<ReportFile, Error> {
+    let text = std::fs::read(path).map_err(Error::io(path))?;
+    serde_json::from_slice(&text).map_err(|e| Error::Report(format!("{}: not a report file: {e}", path.display())))
+}

@@ -1,0 +1,216 @@
+//! Placement as a table: each row one situation, with the GPU's fate.
+
+use chipledger_domain::fingerprint::GpuUuid;
+use chipledger_domain::identify::Anomaly;
+use chipledger_domain::records::ProbeSource;
+use chipledger_domain::rules::VerdictKind;
+use chipledger_inference::placement::{anomaly_kind, place, Candidate, Placement, Reason};
+use chipledger_inference::policy::Policy;
+use chipledger_inference::requirements::{preset, ModelShape, Requirements};
+use time::macros::datetime;
+use time::OffsetDateTime;
+
+const NOW: OffsetDateTime = datetime!(2026-11-29 12:00 UTC);
+const GB80: u64 = 81559 * 1024 * 1024;
+
+fn gpu(host: &str, i: u32) -> Candidate {
+    Candidate {
+        uuid: GpuUuid::parse(&format!("GPU-00000000-0000-0000-{:04x}-{i:012x}", host.len())).unwrap(),
+        host: host.to_string(),
+        serial: Some(format!("16513230{i:05}")),
+        sku: Some("H800-SXM5-80GB".into()),
+        memory_total_bytes: Some(GB80),
+        source: ProbeSource::Nvml,
+        observed_at: NOW - time::Duration::minutes(10),
+        anomalies: vec![],
+        verdict: VerdictKind::Lawful,
+        classification: Some("3A090.a.1".into()),
+        busy: false,
+        attestation_index: 10 + u64::from(i),
+    }
+}
+
+fn model(gib: f64) -> Requirements {
+    let bytes = (gib * 1024.0 * 1024.0 * 1024.0) as u64;
+    let shape = ModelShape {
+        name: format!("{gib} GiB model"),
+        architecture: "qwen2".into(),
+        parameters: bytes / 2,
+        weight_bytes: bytes,
+        kv_bytes_per_token: 0,
+        max_context: 4096,
+        source: "test".into(),
+    };
+    let mut r = Requirements::new(shape, Some(1));
+    r.overhead_bytes = 0;
+    r.total_bytes = bytes;
+    r
+}
+
+fn nvlink_excess() -> Anomaly {
+    Anomaly::NvlinkExcess { sku: "H800-SXM5-80GB".into(), expected_links: 8, active_links: 18 }
+}
+
+fn nvlink_fewer() -> Anomaly {
+    Anomaly::NvlinkFewer { sku: "H800-SXM5-80GB".into(), expected_links: 8, active_links: 0 }
+}
+
+/// The reason kinds a GPU got (`stale`, `imported-only`, …), or `chosen`.
+fn fate(p: &Placement, uuid: &GpuUuid) -> Vec<String> {
+    if p.chosen.contains(uuid) {
+        return vec!["chosen".into()];
+    }
+    let n = p
+        .not_chosen
+        .iter()
+        .find(|n| &n.uuid == uuid)
+        .unwrap_or_else(|| panic!("{uuid} is neither chosen nor rejected"));
+    n.reasons.iter().map(|r| serde_json::to_value(r).unwrap()["reason"].as_str().unwrap().to_string()).collect()
+}
+
+#[test]
+fn each_situation_gives_the_expected_fate() {
+    let default = Policy::builtin();
+    let demo = Policy::parse(include_str!("../../policies/demo.toml"), "demo.toml").unwrap();
+    type Edit = fn(&mut Candidate);
+    let rows: &[(&str, &Policy, Edit, &[&str])] = &[
+        ("fresh, live, lawful, clean", &default, |_| {}, &["chosen"]),
+        ("attested 3 h ago (policy: 2 h)", &default, |c| c.observed_at = NOW - time::Duration::hours(3), &["stale"]),
+        ("imported from an XML dump", &default, |c| c.source = ProbeSource::NvidiaSmiXml, &["imported-only"]),
+        ("imported, under the demo policy", &demo, |c| c.source = ProbeSource::NvidiaSmiText, &["chosen"]),
+        ("lawful under licence", &default, |c| c.verdict = VerdictKind::LawfulUnderLicence, &["chosen"]),
+        (
+            "licence required, none recorded",
+            &default,
+            |c| c.verdict = VerdictKind::LicenceRequiredNoneRecorded,
+            &["verdict"],
+        ),
+        ("no acquisition record", &default, |c| c.verdict = VerdictKind::NoAcquisitionRecord, &["verdict"]),
+        ("needs review", &default, |c| c.verdict = VerdictKind::NeedsReview, &["verdict"]),
+        ("an H800 with 18 NVLinks", &default, |c| c.anomalies = vec![nvlink_excess()], &["anomaly"]),
+        ("fewer NVLinks, default policy", &default, |c| c.anomalies = vec![nvlink_fewer()], &["anomaly"]),
+        ("fewer NVLinks, tolerated by the demo policy", &demo, |c| c.anomalies = vec![nvlink_fewer()], &["chosen"]),
+        ("memory unknown", &default, |c| c.memory_total_bytes = None, &["unknown-memory"]),
+        ("busy", &default, |c| c.busy = true, &["busy"]),
+        (
+            "stale, imported, unlicensed and anomalous at once",
+            &default,
+            |c| {
+                c.observed_at = NOW - time::Duration::days(2);
+                c.source = ProbeSource::NvidiaSmiText;
+                c.verdict = VerdictKind::LicenceRequiredNoneRecorded;
+                c.anomalies = vec![nvlink_excess()];
+            },
+            &["stale", "imported-only", "anomaly", "verdict"],
+        ),
+    ];
+    for (name, policy, edit, expected) in rows {
+        let mut c = gpu("hgx-01", 1);
+        edit(&mut c);
+        let p = place(policy, std::slice::from_ref(&c), &model(10.0), NOW);
+        assert_eq!(fate(&p, &c.uuid), *expected, "{name}");
+        if expected != &["chosen"] {
+            assert!(!p.is_placed(), "{name}");
+            assert!(!p.reasons_text().is_empty());
+        }
+    }
+}
+
+#[test]
+fn policy_lists_restrict_hosts_skus_and_classes() {
+    let mut policy = Policy::builtin();
+    policy.allowed_hosts = vec!["hgx-02".into()];
+    policy.allowed_skus = vec!["H100-SXM5-80GB".into()];
+    policy.allowed_classes = vec!["not 3A090".into()];
+    let c = gpu("hgx-01", 1);
+    let p = place(&policy, std::slice::from_ref(&c), &model(10.0), NOW);
+    assert_eq!(fate(&p, &c.uuid), ["class", "sku", "host"]);
+}
+
+#[test]
+fn a_model_larger_than_one_gpu_takes_several_on_one_host_and_never_spans_hosts() {
+    let policy = Policy::builtin();
+    // hgx-a: 4 qualifying GPUs; hgx-b: 2; hgx-c: 8, but two of them stale.
+    let mut fleet: Vec<Candidate> = Vec::new();
+    fleet.extend((0..4).map(|i| gpu("hgx-a", i)));
+    fleet.extend((0..2).map(|i| gpu("hgx-b", 10 + i)));
+    fleet.extend((0..8).map(|i| {
+        let mut c = gpu("hgx-c", 20 + i);
+        if i < 2 {
+            c.observed_at = NOW - time::Duration::hours(5);
+        }
+        c
+    }));
+    // 200 GiB needs 3 × 79.6 GiB: hgx-b (2 GPUs) cannot; hgx-a and hgx-c can with 3; hgx-a wins
+    // on the name (the same idle memory).
+    let p = place(&policy, &fleet, &model(200.0), NOW);
+    assert_eq!(p.host.as_deref(), Some("hgx-a"));
+    assert_eq!(p.chosen.len(), 3);
+    assert!(p.chosen.iter().all(|u| fleet.iter().any(|c| &c.uuid == u && c.host == "hgx-a")));
+    assert_eq!(fate(&p, &fleet[3].uuid), ["not-needed"]);
+    assert_eq!(fate(&p, &fleet[4].uuid), ["not-needed"]);
+    assert_eq!(fate(&p, &fleet[6].uuid), ["stale"]);
+    assert_eq!(p.chosen.len() + p.not_chosen.len(), fleet.len(), "every GPU accounted for");
+    // 400 GiB needs 6: only hgx-c has 6 qualifying GPUs.
+    let p = place(&policy, &fleet, &model(400.0), NOW);
+    assert_eq!((p.host.as_deref(), p.chosen.len()), (Some("hgx-c"), 6));
+    // 500 GiB: nobody; each qualifying GPU says its host is too small.
+    let p = place(&policy, &fleet, &model(500.0), NOW);
+    assert!(!p.is_placed());
+    assert_eq!(fate(&p, &fleet[0].uuid), ["host-too-small"]);
+    assert!(p.reasons_text()[0].contains("needs 500.0 GiB"), "{:?}", p.reasons_text());
+}
+
+#[test]
+fn placement_is_deterministic_whatever_the_input_order() {
+    let policy = Policy::builtin();
+    let mut fleet: Vec<Candidate> = (0..16).map(|i| gpu(if i % 2 == 0 { "x" } else { "y" }, i)).collect();
+    let a = place(&policy, &fleet, &model(150.0), NOW);
+    fleet.reverse();
+    let b = place(&policy, &fleet, &model(150.0), NOW);
+    assert_eq!(a, b);
+}
+
+#[test]
+fn deepseek_r1_fits_an_h200_host_but_no_h800_host() {
+    let policy = Policy::builtin();
+    let r1 = Requirements::new(preset("deepseek-r1").unwrap(), Some(8192));
+    let mut fleet: Vec<Candidate> = (0..8).map(|i| gpu("hgx-h800", i)).collect();
+    let p = place(&policy, &fleet, &r1, NOW);
+    assert!(!p.is_placed(), "8 × 80 GB cannot hold 671 B FP8 weights");
+    assert!(p.reasons_text()[0].contains("hgx-h800's qualifying GPUs hold 637.2 GiB"), "{:?}", p.reasons_text());
+    fleet.extend((0..8).map(|i| {
+        let mut c = gpu("hgx-h200", 100 + i);
+        c.sku = Some("H200-SXM5-141GB".into());
+        c.memory_total_bytes = Some(143_771 * 1024 * 1024);
+        c
+    }));
+    let p = place(&policy, &fleet, &r1, NOW);
+    assert_eq!(p.host.as_deref(), Some("hgx-h200"));
+    assert_eq!(p.chosen.len(), 5);
+}
+
+#[test]
+fn anomaly_kinds_are_the_names_policies_use() {
+    assert_eq!(anomaly_kind(&nvlink_excess()), "nvlink-excess");
+    for k in chipledger_inference::policy::ANOMALY_KINDS {
+        let text = format!("tolerated_anomalies = [\"{k}\"]\n");
+        Policy::parse(&text, "t.toml").unwrap();
+    }
+    let _ = Reason::Busy.explain();
+}
+
+#[test]
+fn malformed_policies_name_the_key() {
+    for (text, key) in [
+        ("max_attestation_age = \"soon\"\n", "max_attestation_age"),
+        ("allowed_verdicts = [\"fine\"]\n", "allowed_verdicts"),
+        ("tolerated_anomalies = [\"gremlins\"]\n", "tolerated_anomalies"),
+        ("require_live_probe = \"yes\"\n", "require_live_probe"),
+        ("colour = \"blue\"\n", "colour"),
+        ("name = \"\"\n", "name"),
+    ] {
+        let err = Policy::parse(text, "p.toml").unwrap_err();
+        assert!(matches!(&err, chipledger_inference::Error::Policy { key: k, .. } if k == key), "{text}: {err}");
+    }
+}

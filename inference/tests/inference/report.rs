@@ -1,0 +1,214 @@
+//! Provenance reports through a real ledger: plan, run the tiny model, sign, append, verify
+//! offline; any edit fails.
+
+use std::sync::Arc;
+
+use chipledger_domain::fingerprint::{GpuFacts, GpuUuid};
+use chipledger_domain::identify::Identification;
+use chipledger_domain::keys::{SigningKey, VerifierKey};
+use chipledger_domain::log::FixedClock;
+use chipledger_domain::records::{
+    sign_record, AttestedGpu, DriverFacts, GpuAttestation, HostFacts, KeyEnrollment, ProbeSource, Role, RunTimings,
+    Sampling, FORMAT_VERSION,
+};
+use chipledger_inference::node::{self, Execution, NodeKey};
+use chipledger_inference::policy::Policy;
+use chipledger_inference::report::{self, ReportFile};
+use chipledger_inference::requirements::{self, Requirements};
+use chipledger_inference::runner::{Backend, ChatTemplate, Model, SamplingConfig};
+use chipledger_inference::tiny::Arch;
+use chipledger_ledger::Ledger;
+use time::macros::datetime;
+
+use super::*;
+
+const NOW: time::OffsetDateTime = datetime!(2026-11-29 12:00 UTC);
+
+struct World {
+    _dir: tempfile::TempDir,
+    ledger: Ledger,
+    node: NodeKey,
+    log_key: VerifierKey,
+}
+
+fn enroll(ledger: &Ledger, admin: &SigningKey, counter: u64, key: &SigningKey, role: Role, host: &str) {
+    let e = KeyEnrollment {
+        format_version: FORMAT_VERSION,
+        counter,
+        issued_at: NOW,
+        key_id: key.key_id(),
+        verifier_key: VerifierKey::new(host, key.public_key()).unwrap().to_string(),
+        role,
+        host: Some(host.into()),
+        valid_from: NOW - time::Duration::days(1),
+        valid_until: None,
+    };
+    ledger.append(&[sign_record(&e, admin).unwrap().to_json()]).unwrap();
+}
+
+/// A ledger with two live-attested H800s on hgx-01 (one with an NVLink anomaly) and a node key.
+fn world() -> World {
+    let dir = tempfile::tempdir().unwrap();
+    let (ledger, info) =
+        Ledger::init(&dir.path().join("ledger"), "test.example/log", Arc::new(FixedClock(NOW)), &mut rand_core::OsRng)
+            .unwrap();
+    let admin = SigningKey::from_pkcs8_pem(&std::fs::read_to_string(&info.admin_key_path).unwrap()).unwrap();
+    let agent = SigningKey::from_seed(&[1; 32]);
+    let node_key = SigningKey::from_seed(&[2; 32]);
+    enroll(&ledger, &admin, 2, &agent, Role::Agent, "hgx-01");
+    enroll(&ledger, &admin, 3, &node_key, Role::Node, "node-01");
+    let catalog = chipledger_domain::catalog::Catalog::embedded().unwrap();
+    let mut gpus = Vec::new();
+    for i in 0..2u32 {
+        let uuid = GpuUuid::parse(&format!("GPU-34bf77d1-c686-6821-79a8-{i:012x}")).unwrap();
+        let facts = GpuFacts {
+            uuid: Some(uuid.clone()),
+            serial: Some(format!("16513230182{i:02}")),
+            name: Some("NVIDIA H800".into()),
+            pci_device_id: Some(0x2324),
+            pci_subsystem_id: Some(0x17a6_10de),
+            memory_total_bytes: Some(81559 * 1024 * 1024),
+            nvlinks: Some(
+                (0..if i == 0 { 8 } else { 18 })
+                    .map(|index| chipledger_domain::fingerprint::NvLink {
+                        index,
+                        active: true,
+                        version: Some(6),
+                        speed_gbs: None,
+                        remote_bus_id: None,
+                    })
+                    .collect(),
+            ),
+            ..GpuFacts::default()
+        };
+        let id: Identification = chipledger_domain::identify::identify(catalog, &facts);
+        gpus.push(AttestedGpu::new(uuid, facts, id));
+    }
+    let att = GpuAttestation {
+        format_version: FORMAT_VERSION,
+        counter: 1,
+        observed_at: NOW - time::Duration::minutes(5),
+        source: ProbeSource::Nvml,
+        host: HostFacts { hostname: "hgx-01".into(), ..HostFacts::default() },
+        driver: DriverFacts::default(),
+        gpus,
+        vendor_evidence: vec![],
+    };
+    ledger.append(&[sign_record(&att, &agent).unwrap().to_json()]).unwrap();
+    let log_key = ledger.verifier_key().clone();
+    let node = NodeKey { key: node_key, host: "node-01".into(), state: dir.path().join("node-state.json") };
+    World { _dir: dir, ledger, node, log_key }
+}
+
+/// Plans and runs the tiny model under a policy that accepts unrecorded acquisitions.
+fn run(w: &World) -> ReportFile {
+    let policy = Policy::parse("allowed_verdicts = [\"no-acquisition-record\"]\n", "test.toml").unwrap();
+    let model_dir = tiny_model(Arch::Qwen2);
+    let req = Requirements::new(requirements::from_model_dir(&model_dir).unwrap(), Some(512));
+    let plan = node::plan(&w.ledger, &w.log_key, &policy, req, NOW).unwrap();
+    assert_eq!(plan.placement.chosen.len(), 1, "{:?}", plan.placement);
+    let mut model = Model::load(&model_dir, Backend::Cpu, &mut |_, _| {}).unwrap();
+    let prompt = "Which GPU ran this?";
+    let sampling = SamplingConfig { max_tokens: 8, ..SamplingConfig::default() };
+    let g = model.generate(&ChatTemplate::DeepSeekR1.apply(prompt), sampling, &mut |_, _| {}).unwrap();
+    let exec = Execution {
+        run_id: node::new_run_id(),
+        started_at: NOW,
+        finished_at: NOW + time::Duration::seconds(1),
+        model_name: model.name.clone(),
+        model_files: model.files.clone(),
+        prompt: prompt.into(),
+        output: g.text.clone(),
+        sampling: Sampling {
+            temperature: sampling.temperature,
+            top_p: sampling.top_p,
+            seed: sampling.seed,
+            max_tokens: 8,
+        },
+        prompt_tokens: g.prompt_tokens as u32,
+        generated_tokens: g.tokens.len() as u32,
+        timings: RunTimings { load_ms: 1, prefill_ms: g.prefill_ms as u64, decode_ms: g.decode_ms as u64 },
+        backend: model.backend(),
+    };
+    let record = node::provenance(&w.ledger, &w.node, &plan, &exec).unwrap();
+    assert_eq!(record.backend, "cpu", "the CPU build never claims a GPU");
+    assert_eq!(record.rejected.len(), 1);
+    assert!(record.rejected[0].reason.contains("nvlink-excess"), "{:?}", record.rejected);
+    node::submit(&w.ledger, &w.log_key, &w.node, &record, prompt, &g.text).unwrap()
+}
+
+#[test]
+fn a_report_verifies_offline_with_the_model_files() {
+    let w = world();
+    let file = run(&w);
+    let v = report::verify(&file, Some(&w.log_key), Some(&tiny_model(Arch::Qwen2))).unwrap();
+    assert_eq!((v.gpus_checked, v.model_files_checked), (1, 3));
+    assert!(!v.log_key_from_file);
+    // Round trip through the file on disk.
+    let path = w._dir.path().join("report.json");
+    std::fs::write(&path, serde_json::to_vec_pretty(&file).unwrap()).unwrap();
+    let back = node::read_report(&path).unwrap();
+    report::verify(&back, Some(&w.log_key), None).unwrap();
+    w.ledger.audit(&mut |_, _| {}).unwrap();
+}
+
+#[test]
+fn any_edit_to_a_report_fails_verification() {
+    let w = world();
+    let file = run(&w);
+    let text = serde_json::to_string_pretty(&file).unwrap();
+    type Edit = Box<dyn Fn(&mut ReportFile)>;
+    let edits: Vec<(&str, Edit)> = vec![
+        ("prompt", Box::new(|f| f.prompt.push('!'))),
+        ("output", Box::new(|f| f.output = format!("{} ", f.output))),
+        ("envelope", Box::new(|f| f.envelope = f.envelope.replacen("\"payload\":\"", "\"payload\":\"A", 1))),
+        ("receipt index", Box::new(|f| f.receipt.index += 1)),
+        (
+            "inclusion proof",
+            Box::new(|f| match f.receipt.inclusion_proof.first_mut() {
+                Some(h) => h.0[0] ^= 1,
+                None => f.receipt.inclusion_proof.push(chipledger_domain::merkle::Hash([0; 32])),
+            }),
+        ),
+        ("leaf hash", Box::new(|f| f.receipt.leaf_hash.0[0] ^= 1)),
+        ("checkpoint", Box::new(|f| f.receipt.checkpoint = f.receipt.checkpoint.replacen('\n', "\n1", 1))),
+        (
+            "node key",
+            Box::new(|f| {
+                f.node_key =
+                    VerifierKey::new("node-01", SigningKey::from_seed(&[9; 32]).public_key()).unwrap().to_string()
+            }),
+        ),
+        (
+            "log key",
+            Box::new(|f| {
+                f.log_key = VerifierKey::new("test.example/log", SigningKey::from_seed(&[8; 32]).public_key())
+                    .unwrap()
+                    .to_string()
+            }),
+        ),
+        ("format", Box::new(|f| f.format = "v0".into())),
+    ];
+    for (what, edit) in edits {
+        let mut f: ReportFile = serde_json::from_str(&text).unwrap();
+        edit(&mut f);
+        assert!(report::verify(&f, None, None).is_err(), "editing the {what} must fail");
+    }
+    // A model file that differs from the one that ran.
+    let other = tempfile::tempdir().unwrap();
+    chipledger_inference::tiny::write(other.path(), Arch::Qwen2, chipledger_inference::tiny::TinyShape::default(), 99)
+        .unwrap();
+    let err = report::verify(&file, Some(&w.log_key), Some(other.path())).unwrap_err();
+    assert!(err.to_string().contains("model file"), "{err}");
+}
+
+#[test]
+fn nothing_qualifying_is_a_refusal_that_lists_every_gpu() {
+    let w = world();
+    let req = Requirements::new(requirements::preset("deepseek-r1").unwrap(), None);
+    let plan = node::plan(&w.ledger, &w.log_key, &Policy::builtin(), req, NOW).unwrap();
+    assert!(!plan.placement.is_placed());
+    let msg = plan.refusal();
+    assert_eq!(msg.lines().count(), 3, "{msg}");
+    assert!(msg.contains("verdict no-acquisition-record") && msg.contains("nvlink-excess"), "{msg}");
+}

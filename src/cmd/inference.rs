@@ -1,0 +1,404 @@
+//! `chipledger plan`, `run`, `report verify`, `model tiny`: the inference node.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use chipledger_domain::keys::{SigningKey, VerifierKey};
+use chipledger_domain::log::Clock;
+use chipledger_domain::records::{RunTimings, Sampling};
+use chipledger_inference::node::{self, Execution, NodeKey, Plan};
+use chipledger_inference::policy::Policy;
+use chipledger_inference::report;
+use chipledger_inference::requirements::{self, Requirements};
+use chipledger_inference::runner::{Backend, Model, SamplingConfig, Segment};
+use chipledger_inference::tiny::{self, Arch, TinyShape};
+use chipledger_ledger::{Ledger, LedgerConfig, SystemClock};
+
+use crate::datadir;
+use crate::output::{self, Format};
+
+const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
+
+#[derive(Debug, clap::Args)]
+pub struct PlanArgs {
+    #[command(flatten)]
+    target: Target,
+}
+
+#[derive(Debug, clap::Args)]
+struct Target {
+    /// A model directory (config.json + *.safetensors + tokenizer.json), a .gguf file, or a
+    /// preset: deepseek-r1, r1-distill-qwen-1.5b|7b|14b|32b, r1-distill-llama-8b|70b.
+    #[arg(long)]
+    model: String,
+    /// Context length to reserve KV cache for (default: the model's, at most 4096).
+    #[arg(long)]
+    context: Option<u64>,
+    /// Placement policy (TOML; default: the built-in policy).
+    #[arg(long, value_name = "FILE")]
+    policy: Option<PathBuf>,
+    /// The ledger's data directory (default: the global --data-dir).
+    #[arg(long, value_name = "DIR")]
+    ledger: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    format: Format,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    target: Target,
+    /// The user's message (wrapped in the model's chat template).
+    #[arg(long)]
+    prompt: String,
+    #[arg(long, default_value_t = 256)]
+    max_tokens: usize,
+    /// 0 for greedy decoding. R1's recommendation is 0.6.
+    #[arg(long, default_value_t = 0.6)]
+    temperature: f64,
+    #[arg(long, default_value_t = 0.95)]
+    top_p: f64,
+    #[arg(long, default_value_t = 299_792_458)]
+    seed: u64,
+    /// Where to save the provenance report (default: <data-dir>/runs/<run id>.json).
+    #[arg(long, value_name = "FILE")]
+    report_out: Option<PathBuf>,
+    /// The node's signing key (default: <data-dir>/node-key.pem), enrolled with --role node.
+    #[arg(long, value_name = "FILE")]
+    node_key: Option<PathBuf>,
+    /// The node's name in the report (default: this host's name).
+    #[arg(long)]
+    node_name: Option<String>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum ReportCommand {
+    /// Check a provenance report offline: signatures, checkpoints, inclusion proofs, digests.
+    Verify {
+        file: PathBuf,
+        /// Pin the log's verifier key (otherwise the key named in the file is used).
+        #[arg(long)]
+        log_key: Option<String>,
+        /// Re-digest the model files (the directory or .gguf the run used).
+        #[arg(long)]
+        model: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum ModelCommand {
+    /// Write a deterministic random-weight model: real loading code and tokenizer, noise output.
+    Tiny {
+        #[arg(long, value_enum, default_value_t = ArchArg::Qwen2)]
+        arch: ArchArg,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+    },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum ArchArg {
+    Qwen2,
+    Llama,
+}
+
+fn load_policy(path: Option<&Path>) -> Result<Policy> {
+    match path {
+        None => Ok(Policy::builtin()),
+        Some(p) => {
+            let text = std::fs::read_to_string(p).with_context(|| format!("reading the policy {}", p.display()))?;
+            Ok(Policy::parse(&text, &p.display().to_string())?)
+        }
+    }
+}
+
+fn open_ledger(data_dir: Option<PathBuf>, flag: Option<&Path>) -> Result<Ledger> {
+    let dir = match flag {
+        Some(d) => d.to_path_buf(),
+        None => datadir::resolve(data_dir)?,
+    };
+    Ledger::open(&dir, LedgerConfig::default(), std::sync::Arc::new(SystemClock))
+        .with_context(|| format!("opening the ledger in {}", dir.display()))
+}
+
+fn make_plan(data_dir: Option<PathBuf>, t: &Target) -> Result<(Ledger, Plan)> {
+    let policy = load_policy(t.policy.as_deref())?;
+    let shape = requirements::resolve(&t.model)?;
+    let req = Requirements::new(shape, t.context);
+    let ledger = open_ledger(data_dir, t.ledger.as_deref())?;
+    let log_key = ledger.verifier_key().clone();
+    let plan = node::plan(&ledger, &log_key, &policy, req, SystemClock.now())?;
+    Ok((ledger, plan))
+}
+
+pub fn plan(data_dir: Option<PathBuf>, args: PlanArgs) -> Result<()> {
+    let (_ledger, plan) = make_plan(data_dir, &args.target)?;
+    match args.target.format {
+        Format::Json => output::print_json(&serde_json::json!({
+            "requirements": plan.requirements,
+            "policy": { "name": plan.policy.name, "digest": plan.policy.digest },
+            "checkpoint_size": plan.fleet.checkpoint.size,
+            "placement": plan.placement,
+        })),
+        Format::Csv => bail!("--format csv is for lists; use table or json here"),
+        Format::Table => {
+            print_plan(&plan);
+            Ok(())
+        }
+    }
+}
+
+fn print_plan(plan: &Plan) {
+    let r = &plan.requirements;
+    println!(
+        "{} ({}, {:.2} B parameters, from {}): {:.1} GiB = weights {:.1} + KV cache {:.1} (context {}) + overhead {:.1}",
+        r.model.name,
+        r.model.architecture,
+        r.model.parameters as f64 / 1e9,
+        r.model.source,
+        r.total_gib(),
+        r.weights_bytes as f64 / GIB,
+        r.kv_cache_bytes as f64 / GIB,
+        r.context,
+        r.overhead_bytes as f64 / GIB
+    );
+    println!(
+        "policy {:?} ({}), fleet of {} GPU(s) at checkpoint size {}",
+        plan.policy.name,
+        output::short(&plan.policy.digest.to_hex()),
+        plan.fleet.candidates.len(),
+        plan.fleet.checkpoint.size
+    );
+    let p = &plan.placement;
+    if p.hosts.is_empty() {
+        println!("no host has a GPU that qualifies under the policy");
+    }
+    for h in &p.hosts {
+        match h.gpus_needed {
+            Some(k) => println!(
+                "  {}: {} qualifying GPU(s), {:.1} GiB: can hold it on {k}",
+                h.host,
+                h.qualifying_gpus,
+                h.qualifying_bytes as f64 / GIB
+            ),
+            None => println!(
+                "  {}: {} qualifying GPU(s), {:.1} GiB: too small",
+                h.host,
+                h.qualifying_gpus,
+                h.qualifying_bytes as f64 / GIB
+            ),
+        }
+    }
+    match &p.host {
+        Some(host) => {
+            println!("placed on {host}:");
+            for u in &p.chosen {
+                println!("  {u}");
+            }
+        }
+        None => println!("not placed: no host qualifies"),
+    }
+    if !p.not_chosen.is_empty() {
+        println!("not chosen:");
+        for line in p.reasons_text() {
+            println!("  {line}");
+        }
+    }
+}
+
+pub fn run(data_dir: Option<PathBuf>, args: RunArgs) -> Result<()> {
+    let started_at = SystemClock.now();
+    let (ledger, plan) = make_plan(data_dir.clone(), &args.target)?;
+    let log_key = ledger.verifier_key().clone();
+    if !plan.placement.is_placed() {
+        bail!("{}", plan.refusal());
+    }
+    let backend_is_gpu = false; // this build has no CUDA backend
+    if plan.policy.require_gpu_execution && !backend_is_gpu {
+        bail!(
+            "policy {:?} requires the placed GPU to execute the model, and this build runs on the CPU \
+             (rebuild with --features cuda on a GPU host)",
+            plan.policy.name
+        );
+    }
+    let node = node_key(data_dir.clone(), &args)?;
+    let path = Path::new(&args.target.model);
+    if !path.exists() {
+        bail!("--model {}: a preset can be planned but not run; point --model at the weights", args.target.model);
+    }
+    let host = plan.placement.host.clone().unwrap_or_default();
+    eprintln!(
+        "placed on {host}: {} (policy {:?}); executing on the CPU of this node",
+        plan.placement.chosen.iter().map(|u| u.as_str()).collect::<Vec<_>>().join(", "),
+        plan.policy.name
+    );
+    let load_start = Instant::now();
+    let bar = output::progress_bar("files", 1);
+    let mut model = Model::load(path, Backend::Cpu, &mut |done, total| {
+        if let Some(b) = &bar {
+            b.set_length(total);
+            b.set_position(done);
+        }
+    })?;
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    let load_ms = load_start.elapsed().as_millis() as u64;
+    let sampling = SamplingConfig {
+        temperature: args.temperature,
+        top_p: args.top_p,
+        seed: args.seed,
+        max_tokens: args.max_tokens,
+    };
+    let templated = model.template().apply(&args.prompt);
+    let json = args.target.format == Format::Json;
+    let mut last = None;
+    let mut stdout = std::io::stdout();
+    let g = model.generate(&templated, sampling, &mut |seg, text| {
+        if json {
+            return;
+        }
+        if last != Some(seg) {
+            let _ = write!(stdout, "{}", if seg == Segment::Thinking { "\n[thinking]\n" } else { "\n[answer]\n" });
+            last = Some(seg);
+        }
+        let _ = write!(stdout, "{text}");
+        let _ = stdout.flush();
+    })?;
+    if !json {
+        println!();
+    }
+    let exec = Execution {
+        run_id: node::new_run_id(),
+        started_at,
+        finished_at: SystemClock.now(),
+        model_name: model.name.clone(),
+        model_files: model.files.clone(),
+        prompt: args.prompt.clone(),
+        output: g.text.clone(),
+        sampling: Sampling {
+            temperature: sampling.temperature,
+            top_p: sampling.top_p,
+            seed: sampling.seed,
+            max_tokens: sampling.max_tokens as u32,
+        },
+        prompt_tokens: g.prompt_tokens as u32,
+        generated_tokens: g.tokens.len() as u32,
+        timings: RunTimings { load_ms, prefill_ms: g.prefill_ms.round() as u64, decode_ms: g.decode_ms.round() as u64 },
+        backend: model.backend(),
+    };
+    let record = node::provenance(&ledger, &node, &plan, &exec)?;
+    let file = node::submit(&ledger, &log_key, &node, &record, &args.prompt, &g.text)?;
+    let out = match &args.report_out {
+        Some(p) => p.clone(),
+        None => datadir::resolve(data_dir)?.join("runs").join(format!("{}.json", record.run_id)),
+    };
+    if let Some(dir) = out.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    std::fs::write(&out, serde_json::to_vec_pretty(&file)?).with_context(|| format!("writing {}", out.display()))?;
+    if json {
+        return output::print_json(&serde_json::json!({
+            "run_id": record.run_id, "output": g.text, "thinking": g.thinking, "answer": g.answer,
+            "stop": g.stop, "report": out, "log_index": file.receipt.index, "provenance": record,
+            "decode_tokens_per_second": g.decode_tokens_per_second(),
+        }));
+    }
+    println!("--- provenance ---");
+    println!("run {} by node {} under policy {:?}", record.run_id, record.node_host, record.policy_name);
+    println!("executed on: {} (the report never claims a GPU that did not run it)", record.backend);
+    for gpu in &record.gpus {
+        println!(
+            "placed on GPU {} {} serial {} — {}, acquisition {}, attested at log index {} ({} s before the run)",
+            gpu.uuid,
+            gpu.sku.as_deref().unwrap_or("?"),
+            gpu.serial.as_deref().unwrap_or("?"),
+            gpu.classification,
+            gpu.acquisition_verdict,
+            gpu.attestation.log_index,
+            gpu.attestation.age_seconds
+        );
+    }
+    for r in &record.rejected {
+        println!("not used: {} on {}: {}", r.uuid, r.host, r.reason);
+    }
+    println!(
+        "model {} ({} file(s)); {} prompt + {} generated tokens; load {} ms, prefill {} ms, decode {} ms ({:.1} tok/s); stop: {:?}",
+        record.model_name,
+        record.model_files.len(),
+        record.prompt_tokens,
+        record.generated_tokens,
+        record.timings.load_ms,
+        record.timings.prefill_ms,
+        record.timings.decode_ms,
+        g.decode_tokens_per_second(),
+        g.stop
+    );
+    println!("signed and appended at log index {}; report saved to {}", file.receipt.index, out.display());
+    println!("verify it anywhere: chipledger report verify {} --log-key {}", out.display(), log_key);
+    Ok(())
+}
+
+fn node_key(data_dir: Option<PathBuf>, args: &RunArgs) -> Result<NodeKey> {
+    let dir = datadir::resolve(data_dir)?;
+    let path = args.node_key.clone().unwrap_or_else(|| dir.join("node-key.pem"));
+    let pem = std::fs::read_to_string(&path).with_context(|| {
+        format!(
+            "reading the node key {}: create one with `chipledger keys generate --name NODE --out {}` and enroll it \
+             with `chipledger keys enroll --role node`",
+            path.display(),
+            path.display()
+        )
+    })?;
+    let key = SigningKey::from_pkcs8_pem(&pem).with_context(|| format!("reading the node key {}", path.display()))?;
+    let host = args.node_name.clone().unwrap_or_else(|| chipledger_agent::host::host_facts(None).hostname);
+    Ok(NodeKey { key, host, state: dir.join("node-state.json") })
+}
+
+pub fn report(cmd: ReportCommand) -> Result<()> {
+    match cmd {
+        ReportCommand::Verify { file, log_key, model } => {
+            let f = node::read_report(&file)?;
+            let key = log_key.as_deref().map(VerifierKey::parse).transpose().context("--log-key")?;
+            let v = report::verify(&f, key.as_ref(), model.as_deref())?;
+            println!(
+                "valid: run {} by node {} ({}), log {:?} index {} in its checkpoint of size {}",
+                v.report.run_id, v.report.node_host, v.report.backend, v.origin, v.log_index, v.tree_size
+            );
+            println!(
+                "  {} GPU attestation(s) included in the placement's checkpoint; prompt and output digests match{}",
+                v.gpus_checked,
+                if v.model_files_checked > 0 {
+                    format!("; {} model file(s) match", v.model_files_checked)
+                } else {
+                    String::new()
+                }
+            );
+            if v.log_key_from_file {
+                println!("  note: checked against the log key named in the file; pin it with --log-key");
+            }
+            Ok(())
+        }
+    }
+}
+
+pub fn model(cmd: ModelCommand) -> Result<()> {
+    match cmd {
+        ModelCommand::Tiny { arch, out, seed } => {
+            let arch = match arch {
+                ArchArg::Qwen2 => Arch::Qwen2,
+                ArchArg::Llama => Arch::Llama,
+            };
+            let vocab = tiny::write(&out, arch, TinyShape::default(), seed)?;
+            println!(
+                "tiny {arch:?} model (random weights, seed {seed}, vocabulary {vocab}) written to {}: config.json, model.safetensors, tokenizer.json",
+                out.display()
+            );
+            Ok(())
+        }
+    }
+}

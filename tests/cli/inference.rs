@@ -1,0 +1,158 @@
+//! The inference node through the binary: plan, run on the tiny model, verify the report, and
+//! the refusals an ML engineer meets first.
+
+use std::path::{Path, PathBuf};
+
+use crate::ledger::{fails_in, ok_in};
+use crate::{fails, ok};
+
+fn dump(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("agent/tests/data/nvidia-smi").join(name).display().to_string()
+}
+
+fn demo_policy() -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("inference/policies/demo.toml").display().to_string()
+}
+
+/// A ledger with the real H800 dump attested from hgx-01, a lawful acquisition for its serial,
+/// an enrolled node key and a tiny model.
+fn fleet() -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    ok_in(&data, &["init"]);
+    let vkey = ok_in(&data, &["agent", "enroll", "--hostname", "hgx-01"]).stdout;
+    ok_in(&data, &["keys", "enroll", "--role", "agent", "--name", "hgx-01", "--key", vkey.trim()]);
+    ok_in(
+        &data,
+        &[
+            "agent",
+            "attest",
+            "--hostname",
+            "hgx-01",
+            "--from-file",
+            &dump("h800-sxm5-80gb-liguodongiot-llm-action.txt"),
+        ],
+    );
+    let node_key = data.join("node-key.pem");
+    let nvkey = ok(&["keys", "generate", "--name", "node-01", "--out", node_key.to_str().unwrap()]).stdout;
+    ok_in(&data, &["keys", "enroll", "--role", "node", "--name", "node-01", "--key", nvkey.trim()]);
+    ok_in(
+        &data,
+        &[
+            "acquisition",
+            "record",
+            "--serial",
+            "1651323018291",
+            "--supplier",
+            "Example Distributor",
+            "--invoice",
+            "INV-1",
+            "--shipped",
+            "2023-03-15",
+            "--from",
+            "SG",
+            "--to",
+            "CN",
+            "--end-user",
+            "Example Lab",
+            "--sku",
+            "H800-SXM5-80GB",
+        ],
+    );
+    let model = tmp.path().join("tiny");
+    ok(&["model", "tiny", "--arch", "llama", "--out", model.to_str().unwrap()]);
+    (tmp, data, model)
+}
+
+#[test]
+fn a_run_is_placed_on_the_qualifying_gpu_and_its_report_verifies_offline() {
+    let (tmp, data, model) = fleet();
+    let report = tmp.path().join("report.json");
+    let r = ok_in(
+        &data,
+        &[
+            "run",
+            "--model",
+            model.to_str().unwrap(),
+            "--prompt",
+            "Which GPU ran this?",
+            "--max-tokens",
+            "12",
+            "--seed",
+            "7",
+            "--policy",
+            &demo_policy(),
+            "--node-name",
+            "node-01",
+            "--report-out",
+            report.to_str().unwrap(),
+        ],
+    );
+    assert!(r.stdout.contains("executed on: cpu"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("H800-SXM5-80GB serial 1651323018291") && r.stdout.contains("acquisition lawful"),
+        "{}",
+        r.stdout
+    );
+    let log_key = ok_in(&data, &["ledger", "info", "--format", "json"]).stdout;
+    let v: serde_json::Value = serde_json::from_str(&log_key).unwrap();
+    let vkey = v["log_verifier_key"].as_str().unwrap().to_string();
+    let ok_verify =
+        ok(&["report", "verify", report.to_str().unwrap(), "--log-key", &vkey, "--model", model.to_str().unwrap()]);
+    assert!(
+        ok_verify.stdout.contains("valid: run") && ok_verify.stdout.contains("3 model file(s) match"),
+        "{}",
+        ok_verify.stdout
+    );
+    // The same seed gives the same output.
+    let again = tmp.path().join("again.json");
+    ok_in(
+        &data,
+        &[
+            "run",
+            "--model",
+            model.to_str().unwrap(),
+            "--prompt",
+            "Which GPU ran this?",
+            "--max-tokens",
+            "12",
+            "--seed",
+            "7",
+            "--policy",
+            &demo_policy(),
+            "--node-name",
+            "node-01",
+            "--report-out",
+            again.to_str().unwrap(),
+        ],
+    );
+    let out =
+        |p: &Path| serde_json::from_slice::<serde_json::Value>(&std::fs::read(p).unwrap()).unwrap()["output"].clone();
+    assert_eq!(out(&report), out(&again));
+    // An edited report fails.
+    let mut edited: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    edited["output"] = serde_json::Value::String("Paris".into());
+    std::fs::write(&report, serde_json::to_vec(&edited).unwrap()).unwrap();
+    fails(&["report", "verify", report.to_str().unwrap(), "--log-key", &vkey], "output does not match");
+    ok_in(&data, &["ledger", "verify"]);
+}
+
+#[test]
+fn refusals_explain_every_gpu_and_exit_non_zero() {
+    let (_tmp, data, model) = fleet();
+    // The built-in policy wants live probes: the imported H800 does not qualify.
+    let r = fails_in(&data, &["run", "--model", model.to_str().unwrap(), "--prompt", "hi"], "no host qualifies");
+    assert!(r.stderr.contains("imported from an nvidia-smi text dump"), "{}", r.stderr);
+    // Planning R1 is fine (exit 0) and says why nothing can hold it.
+    let plan = ok_in(&data, &["plan", "--model", "deepseek-r1", "--policy", &demo_policy()]);
+    assert!(plan.stdout.contains("DeepSeek-R1") && plan.stdout.contains("too small"), "{}", plan.stdout);
+    let bad = data.join("bad-policy.toml");
+    std::fs::write(&bad, "max_attestation_age = \"a while\"\n").unwrap();
+    fails_in(&data, &["plan", "--model", "deepseek-r1", "--policy", bad.to_str().unwrap()], "max_attestation_age");
+    fails_in(&data, &["plan", "--model", "gpt-5"], "preset");
+    fails_in(
+        &data,
+        &["run", "--model", "deepseek-r1", "--prompt", "hi", "--policy", &demo_policy()],
+        "no host qualifies",
+    );
+}
