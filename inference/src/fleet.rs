@@ -46,14 +46,7 @@ pub fn load(log: &dyn LogClient, log_key: &VerifierKey) -> Result<Fleet, Error> 
     let mut verdicts = BTreeMap::new();
     for inv in inventory {
         if let std::collections::btree_map::Entry::Vacant(slot) = parsed.entry(inv.index) {
-            // The attestation is among the GPU's latest entries (annotations may follow it).
-            let entries = log.history(&inv.uuid, Some(32))?;
-            let Some(entry) = entries.iter().find(|e| e.index == inv.index) else {
-                return Err(Error::Domain(chipledger_domain::Error::Log(format!(
-                    "the inventory names entry {} for {} but the log's history does not hold it",
-                    inv.index, inv.uuid
-                ))));
-            };
+            let entry = log.entry(inv.index)?;
             let env = Envelope::from_json(entry.envelope.as_bytes())?;
             if let Record::GpuAttestation(att) = Record::from_payload(&env.payload_bytes()?)? {
                 slot.insert((entry.leaf_hash, att));
@@ -83,6 +76,7 @@ pub fn load(log: &dyn LogClient, log_key: &VerifierKey) -> Result<Fleet, Error> 
             }),
             busy: false,
             attestation_index: inv.index,
+            fingerprint_digest: gpu.fingerprint_digest,
         });
         attestations.insert(inv.uuid.clone(), AttestationEntry { index: inv.index, leaf_hash: *leaf_hash });
         verdicts.insert(inv.uuid, v);

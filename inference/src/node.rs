@@ -64,6 +64,32 @@ impl Plan {
     }
 }
 
+/// Before a run on a GPU: the GPU's live facts (a fresh NVML probe) must give the fingerprint
+/// its attestation recorded; otherwise the card, its firmware or the host changed since, and the
+/// run is refused until the agent attests again.
+pub fn check_live(plan: &Plan, live: &[chipledger_domain::fingerprint::GpuFacts]) -> Result<(), Error> {
+    for uuid in &plan.placement.chosen {
+        let c = plan
+            .fleet
+            .candidates
+            .iter()
+            .find(|c| &c.uuid == uuid)
+            .ok_or_else(|| Error::Refused(format!("placed GPU {uuid} is not in the fleet")))?;
+        let Some(facts) = live.iter().find(|f| f.uuid.as_ref() == Some(uuid)) else {
+            return Err(Error::Refused(format!("GPU {uuid} was placed but this host's NVML does not see it")));
+        };
+        let digest = facts.fingerprint().digest();
+        if digest != c.fingerprint_digest {
+            return Err(Error::Refused(format!(
+                "GPU {uuid} now has fingerprint {digest}, but its attestation at log index {} recorded {}: \
+                 the card, its firmware or its host changed; re-attest it (chipledger agent attest) before running",
+                c.attestation_index, c.fingerprint_digest
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// What ran, for the report.
 #[derive(Clone, Debug)]
 pub struct Execution {

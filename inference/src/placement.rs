@@ -2,7 +2,7 @@
 //! requirements, now) to the chosen GPU set on one host — and a reason for every GPU not chosen.
 //! Deterministic: the same inputs give the same placement.
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 
 use chipledger_domain::fingerprint::GpuUuid;
 use chipledger_domain::identify::Anomaly;
@@ -34,8 +34,9 @@ pub struct Candidate {
     /// Another workload holds it.
     #[serde(default)]
     pub busy: bool,
-    /// The attestation this state comes from.
+    /// The attestation this state comes from, and the fingerprint digest it attested.
     pub attestation_index: u64,
+    pub fingerprint_digest: chipledger_domain::merkle::Hash,
 }
 
 /// Why a GPU was not chosen.
@@ -69,14 +70,11 @@ pub enum Reason {
     Busy,
     /// Qualifies, but its host's qualifying GPUs together cannot hold the model.
     HostTooSmall {
-        host: String,
         available_bytes: u64,
         needed_bytes: u64,
     },
-    /// Qualifies; the model fits with fewer GPUs, or on another host.
-    NotNeeded {
-        chosen_host: String,
-    },
+    /// Qualifies; the model fits with fewer GPUs, or on another host (the placement's `host`).
+    NotNeeded,
 }
 
 impl Reason {
@@ -107,12 +105,14 @@ impl Reason {
             Reason::Host { host } => format!("host {host} is not allowed by the policy"),
             Reason::UnknownMemory => "memory size unknown".to_string(),
             Reason::Busy => "busy with another workload".to_string(),
-            Reason::HostTooSmall { host, available_bytes, needed_bytes } => format!(
-                "qualifies, but {host}'s qualifying GPUs hold {:.1} GiB together and the model needs {:.1} GiB",
+            Reason::HostTooSmall { available_bytes, needed_bytes } => format!(
+                "qualifies, but its host's qualifying GPUs hold {:.1} GiB together and the model needs {:.1} GiB",
                 *available_bytes as f64 / GIB,
                 *needed_bytes as f64 / GIB
             ),
-            Reason::NotNeeded { chosen_host } => format!("qualifies; not needed (placed on {chosen_host})"),
+            Reason::NotNeeded => {
+                "qualifies; not needed (the model is placed with fewer GPUs or on another host)".to_string()
+            }
         }
     }
 }
@@ -190,27 +190,50 @@ impl Placement {
 /// the least memory left idle, then the host name). Within a host, the largest GPUs first (then
 /// by UUID).
 pub fn place(policy: &Policy, candidates: &[Candidate], req: &Requirements, now: OffsetDateTime) -> Placement {
-    let mut not_chosen: Vec<NotChosen> = Vec::new();
-    let mut eligible: BTreeMap<&str, Vec<&Candidate>> = BTreeMap::new();
+    /// One host's GPUs: those that qualify, and those that do not with their reasons.
+    #[derive(Default)]
+    struct HostGpus<'a> {
+        eligible: Vec<&'a Candidate>,
+        rejected: Vec<(&'a Candidate, Vec<Reason>)>,
+    }
+    // Group by host: a hash lookup per GPU (consecutive GPUs of one host skip even that), then
+    // one sort of the host names.
+    let mut index: HashMap<&str, usize> = HashMap::new();
+    let mut by_host: Vec<(&str, HostGpus<'_>)> = Vec::new();
+    let mut last: Option<(&str, usize)> = None;
     for c in candidates {
         let reasons = disqualify(policy, c, now);
+        let slot = match last {
+            Some((h, i)) if h == c.host => i,
+            _ => *index.entry(c.host.as_str()).or_insert_with(|| {
+                by_host.push((c.host.as_str(), HostGpus::default()));
+                by_host.len() - 1
+            }),
+        };
+        last = Some((c.host.as_str(), slot));
+        let h = &mut by_host[slot].1;
         if reasons.is_empty() {
-            eligible.entry(c.host.as_str()).or_default().push(c);
+            h.eligible.push(c);
         } else {
-            not_chosen.push(NotChosen { uuid: c.uuid.clone(), host: c.host.clone(), reasons });
+            h.rejected.push((c, reasons));
         }
     }
+    by_host.sort_unstable_by(|a, b| a.0.cmp(b.0));
     let needed = req.total_bytes;
-    let mut hosts = Vec::with_capacity(eligible.len());
+    let mut hosts = Vec::new();
     let mut best: Option<(usize, u64, &str)> = None;
-    for (host, gpus) in eligible.iter_mut() {
-        gpus.sort_by(|a, b| {
+    for (host, h) in by_host.iter_mut() {
+        let host: &str = host;
+        if h.eligible.is_empty() {
+            continue;
+        }
+        h.eligible.sort_by(|a, b| {
             b.memory_total_bytes.cmp(&a.memory_total_bytes).then_with(|| a.uuid.as_str().cmp(b.uuid.as_str()))
         });
-        let total: u64 = gpus.iter().filter_map(|g| g.memory_total_bytes).sum();
+        let total: u64 = h.eligible.iter().filter_map(|g| g.memory_total_bytes).sum();
         let mut sum = 0u64;
         let mut k = None;
-        for (i, g) in gpus.iter().enumerate() {
+        for (i, g) in h.eligible.iter().enumerate() {
             sum = sum.saturating_add(g.memory_total_bytes.unwrap_or(0));
             if sum >= needed {
                 k = Some(i + 1);
@@ -219,60 +242,44 @@ pub fn place(policy: &Policy, candidates: &[Candidate], req: &Requirements, now:
         }
         hosts.push(HostFit {
             host: host.to_string(),
-            qualifying_gpus: gpus.len(),
+            qualifying_gpus: h.eligible.len(),
             qualifying_bytes: total,
             gpus_needed: k,
         });
         if let Some(k) = k {
             let idle = sum - needed;
-            if best.is_none_or(|(bk, bi, bh)| (k, idle, *host) < (bk, bi, bh)) {
+            if best.is_none_or(|(bk, bi, bh)| (k, idle, host) < (bk, bi, bh)) {
                 best = Some((k, idle, host));
             }
         }
     }
-    let mut chosen = Vec::new();
     let chosen_host = best.map(|(_, _, h)| h.to_string());
-    for (host, gpus) in &eligible {
-        match (&chosen_host, best) {
-            (Some(ch), Some((k, _, _))) if ch == host => {
-                for (i, g) in gpus.iter().enumerate() {
-                    if i < k {
-                        chosen.push(g.uuid.clone());
-                    } else {
-                        not_chosen.push(NotChosen {
-                            uuid: g.uuid.clone(),
-                            host: g.host.clone(),
-                            reasons: vec![Reason::NotNeeded { chosen_host: ch.clone() }],
-                        });
-                    }
+    let mut chosen = Vec::new();
+    let mut not_chosen: Vec<NotChosen> = Vec::with_capacity(candidates.len());
+    // Hosts in name order, GPUs in UUID order within a host: no global sort needed.
+    for (host, h) in by_host {
+        let mut rows: Vec<(&Candidate, Vec<Reason>)> = h.rejected;
+        let available: u64 = h.eligible.iter().filter_map(|g| g.memory_total_bytes).sum();
+        for (i, g) in h.eligible.into_iter().enumerate() {
+            let reason = match (&chosen_host, best) {
+                (Some(ch), Some((k, _, _))) if ch == host && i < k => {
+                    chosen.push(g.uuid.clone());
+                    continue;
                 }
-            }
-            (Some(ch), _) => {
-                for g in gpus {
-                    not_chosen.push(NotChosen {
-                        uuid: g.uuid.clone(),
-                        host: g.host.clone(),
-                        reasons: vec![Reason::NotNeeded { chosen_host: ch.clone() }],
-                    });
-                }
-            }
-            (None, _) => {
-                let available: u64 = gpus.iter().filter_map(|g| g.memory_total_bytes).sum();
-                for g in gpus {
-                    not_chosen.push(NotChosen {
-                        uuid: g.uuid.clone(),
-                        host: g.host.clone(),
-                        reasons: vec![Reason::HostTooSmall {
-                            host: host.to_string(),
-                            available_bytes: available,
-                            needed_bytes: needed,
-                        }],
-                    });
-                }
-            }
+                (Some(_), _) => Reason::NotNeeded,
+                (None, _) => Reason::HostTooSmall { available_bytes: available, needed_bytes: needed },
+            };
+            rows.push((g, vec![reason]));
         }
+        if !rows.is_sorted_by(|a, b| a.0.uuid.as_str() <= b.0.uuid.as_str()) {
+            rows.sort_unstable_by(|a, b| a.0.uuid.as_str().cmp(b.0.uuid.as_str()));
+        }
+        not_chosen.extend(rows.into_iter().map(|(c, reasons)| NotChosen {
+            uuid: c.uuid.clone(),
+            host: c.host.clone(),
+            reasons,
+        }));
     }
-    not_chosen.sort_by(|a, b| (a.host.as_str(), a.uuid.as_str()).cmp(&(b.host.as_str(), b.uuid.as_str())));
     Placement { host: chosen_host, chosen, not_chosen, hosts, needed_bytes: needed }
 }
 

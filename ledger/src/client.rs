@@ -44,4 +44,14 @@ impl LogClient for Ledger {
     fn acquisitions(&self, serial: &str) -> Result<Vec<EntrySummary>, DomainError> {
         self.entries(&EntryFilter { serial: Some(serial.to_string()), ..Default::default() }).map_err(to_domain)
     }
+
+    fn entry(&self, index: u64) -> Result<EntrySummary, DomainError> {
+        let found = self
+            .entries(&EntryFilter { from: Some(index), limit: Some(1), ..Default::default() })
+            .map_err(to_domain)?;
+        found
+            .into_iter()
+            .find(|e| e.index == index)
+            .ok_or_else(|| DomainError::IndexOutOfRange { index, size: self.size() })
+    }
 }

@@ -71,6 +71,17 @@ pub struct RunArgs {
     /// The node's name in the report (default: this host's name).
     #[arg(long)]
     node_name: Option<String>,
+    /// Where the model executes. `cuda` needs a build with `--features cuda`, must run on the
+    /// placed host, maps the placed GPU's UUID to the CUDA device, and first checks that the
+    /// GPU's live NVML facts still give its attested fingerprint.
+    #[arg(long, value_enum, default_value_t = BackendArg::Cpu)]
+    backend: BackendArg,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BackendArg {
+    Cpu,
+    Cuda,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -93,10 +104,17 @@ pub enum ModelCommand {
     Tiny {
         #[arg(long, value_enum, default_value_t = ArchArg::Qwen2)]
         arch: ArchArg,
+        /// A directory for safetensors; with --gguf, the .gguf file to write.
         #[arg(long)]
         out: PathBuf,
         #[arg(long, default_value_t = 7)]
         seed: u64,
+        /// Write one quantized GGUF file instead: q8_0, q4_0, q4_1 or f16.
+        #[arg(long, value_name = "QUANT")]
+        gguf: Option<String>,
+        /// Qwen2-0.5B's shape instead of the tiny one (about 1 GB in F32; for benchmarks).
+        #[arg(long)]
+        qwen2_0_5b_shape: bool,
     },
 }
 
@@ -217,28 +235,56 @@ pub fn run(data_dir: Option<PathBuf>, args: RunArgs) -> Result<()> {
     if !plan.placement.is_placed() {
         bail!("{}", plan.refusal());
     }
-    let backend_is_gpu = false; // this build has no CUDA backend
-    if plan.policy.require_gpu_execution && !backend_is_gpu {
-        bail!(
-            "policy {:?} requires the placed GPU to execute the model, and this build runs on the CPU \
-             (rebuild with --features cuda on a GPU host)",
-            plan.policy.name
-        );
-    }
-    let node = node_key(data_dir.clone(), &args)?;
     let path = Path::new(&args.target.model);
     if !path.exists() {
         bail!("--model {}: a preset can be planned but not run; point --model at the weights", args.target.model);
     }
+    let node = node_key(data_dir.clone(), &args)?;
     let host = plan.placement.host.clone().unwrap_or_default();
+    let backend = match args.backend {
+        BackendArg::Cpu => {
+            if plan.policy.require_gpu_execution {
+                bail!(
+                    "policy {:?} requires the placed GPU to execute the model; pass --backend cuda on {host} \
+                     (with a build that has --features cuda)",
+                    plan.policy.name
+                );
+            }
+            Backend::Cpu
+        }
+        BackendArg::Cuda => {
+            if plan.placement.chosen.len() != 1 {
+                bail!(
+                    "the placement needs {} GPUs and the runner executes on one; plan it here and run it with a \
+                     multi-GPU engine",
+                    plan.placement.chosen.len()
+                );
+            }
+            let here = chipledger_agent::host::host_facts(None).hostname;
+            if here != host {
+                bail!("the run is placed on {host}, and this node is {here}: run it there for --backend cuda");
+            }
+            let mut probe = chipledger_agent::NvmlProbe::new(None)?;
+            let live = chipledger_agent::GpuProbe::probe(&mut probe)?;
+            node::check_live(&plan, &live.gpus)?;
+            // CUDA numbers only the devices it is shown: the placed GPU becomes device 0.
+            std::env::set_var("CUDA_VISIBLE_DEVICES", plan.placement.chosen[0].as_str());
+            Backend::Cuda { ordinal: 0 }
+        }
+    };
     eprintln!(
-        "placed on {host}: {} (policy {:?}); executing on the CPU of this node",
+        "placed on {host}: {} (policy {:?}); executing on {}",
         plan.placement.chosen.iter().map(|u| u.as_str()).collect::<Vec<_>>().join(", "),
-        plan.policy.name
+        plan.policy.name,
+        if backend == Backend::Cpu {
+            "the CPU of this node".to_string()
+        } else {
+            format!("{host}'s placed GPU through CUDA")
+        }
     );
     let load_start = Instant::now();
     let bar = output::progress_bar("files", 1);
-    let mut model = Model::load(path, Backend::Cpu, &mut |done, total| {
+    let mut model = Model::load(path, backend, &mut |done, total| {
         if let Some(b) = &bar {
             b.set_length(total);
             b.set_position(done);
@@ -388,12 +434,21 @@ pub fn report(cmd: ReportCommand) -> Result<()> {
 
 pub fn model(cmd: ModelCommand) -> Result<()> {
     match cmd {
-        ModelCommand::Tiny { arch, out, seed } => {
+        ModelCommand::Tiny { arch, out, seed, gguf, qwen2_0_5b_shape } => {
             let arch = match arch {
                 ArchArg::Qwen2 => Arch::Qwen2,
                 ArchArg::Llama => Arch::Llama,
             };
-            let vocab = tiny::write(&out, arch, TinyShape::default(), seed)?;
+            let shape = if qwen2_0_5b_shape { TinyShape::qwen2_0_5b() } else { TinyShape::default() };
+            if let Some(quant) = gguf {
+                let size = tiny::write_gguf(&out, arch, shape, seed, &quant)?;
+                println!(
+                    "tiny {arch:?} model (random weights, seed {seed}, {quant}) written to {} ({size} bytes)",
+                    out.display()
+                );
+                return Ok(());
+            }
+            let vocab = tiny::write(&out, arch, shape, seed)?;
             println!(
                 "tiny {arch:?} model (random weights, seed {seed}, vocabulary {vocab}) written to {}: config.json, model.safetensors, tokenizer.json",
                 out.display()

@@ -132,6 +132,10 @@ impl LogClient for Reachable {
         self.check()?;
         self.ledger.history(uuid, latest)
     }
+    fn entry(&self, index: u64) -> Result<EntrySummary, chipledger_domain::Error> {
+        self.check()?;
+        self.ledger.entry(index)
+    }
     fn acquisitions(&self, serial: &str) -> Result<Vec<EntrySummary>, chipledger_domain::Error> {
         self.check()?;
         self.ledger.acquisitions(serial)

@@ -27,6 +27,7 @@ fn gpu(host: &str, i: u32) -> Candidate {
         classification: Some("3A090.a.1".into()),
         busy: false,
         attestation_index: 10 + u64::from(i),
+        fingerprint_digest: chipledger_domain::merkle::Hash([i as u8; 32]),
     }
 }
 
@@ -159,6 +160,7 @@ fn a_model_larger_than_one_gpu_takes_several_on_one_host_and_never_spans_hosts()
     assert!(!p.is_placed());
     assert_eq!(fate(&p, &fleet[0].uuid), ["host-too-small"]);
     assert!(p.reasons_text()[0].contains("needs 500.0 GiB"), "{:?}", p.reasons_text());
+    assert_eq!(p.hosts.iter().map(|h| h.host.as_str()).collect::<Vec<_>>(), ["hgx-a", "hgx-b", "hgx-c"]);
 }
 
 #[test]
@@ -178,7 +180,11 @@ fn deepseek_r1_fits_an_h200_host_but_no_h800_host() {
     let mut fleet: Vec<Candidate> = (0..8).map(|i| gpu("hgx-h800", i)).collect();
     let p = place(&policy, &fleet, &r1, NOW);
     assert!(!p.is_placed(), "8 × 80 GB cannot hold 671 B FP8 weights");
-    assert!(p.reasons_text()[0].contains("hgx-h800's qualifying GPUs hold 637.2 GiB"), "{:?}", p.reasons_text());
+    assert!(
+        p.reasons_text()[0].contains("on hgx-h800: qualifies, but its host's qualifying GPUs hold 637.2 GiB"),
+        "{:?}",
+        p.reasons_text()
+    );
     fleet.extend((0..8).map(|i| {
         let mut c = gpu("hgx-h200", 100 + i);
         c.sku = Some("H200-SXM5-141GB".into());

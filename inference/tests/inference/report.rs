@@ -212,3 +212,55 @@ fn nothing_qualifying_is_a_refusal_that_lists_every_gpu() {
     assert_eq!(msg.lines().count(), 3, "{msg}");
     assert!(msg.contains("verdict no-acquisition-record") && msg.contains("nvlink-excess"), "{msg}");
 }
+
+#[test]
+fn the_fleet_is_read_correctly_however_many_records_follow_an_attestation() {
+    let w = world();
+    let policy = Policy::parse("allowed_verdicts = [\"no-acquisition-record\"]\n", "test.toml").unwrap();
+    let req = Requirements::new(requirements::preset("r1-distill-qwen-1.5b").unwrap(), Some(1024));
+    for _ in 0..40 {
+        let plan = node::plan(&w.ledger, &w.log_key, &policy, req.clone(), NOW).unwrap();
+        assert_eq!(plan.placement.chosen.len(), 1);
+        let exec = Execution {
+            run_id: node::new_run_id(),
+            started_at: NOW,
+            finished_at: NOW,
+            model_name: "m".into(),
+            model_files: vec![],
+            prompt: "p".into(),
+            output: "o".into(),
+            sampling: Sampling { temperature: 0.0, top_p: 1.0, seed: 1, max_tokens: 1 },
+            prompt_tokens: 1,
+            generated_tokens: 1,
+            timings: RunTimings { load_ms: 0, prefill_ms: 0, decode_ms: 0 },
+            backend: "cpu".into(),
+        };
+        let record = node::provenance(&w.ledger, &w.node, &plan, &exec).unwrap();
+        node::submit(&w.ledger, &w.log_key, &w.node, &record, "p", "o").unwrap();
+    }
+}
+
+#[test]
+fn live_facts_must_match_the_attested_fingerprint_before_a_gpu_run() {
+    let w = world();
+    let policy = Policy::parse("allowed_verdicts = [\"no-acquisition-record\"]\n", "test.toml").unwrap();
+    let req = Requirements::new(requirements::preset("r1-distill-qwen-1.5b").unwrap(), Some(1024));
+    let plan = node::plan(&w.ledger, &w.log_key, &policy, req, NOW).unwrap();
+    let uuid = plan.placement.chosen[0].clone();
+    let entry = plan.fleet.attestations[&uuid].index;
+    let env = chipledger_domain::dsse::Envelope::from_json(w.ledger.envelope(entry).unwrap().as_slice()).unwrap();
+    let chipledger_domain::records::Record::GpuAttestation(att) =
+        chipledger_domain::records::Record::from_payload(&env.payload_bytes().unwrap()).unwrap()
+    else {
+        panic!()
+    };
+    let mut live: Vec<GpuFacts> = att.gpus.iter().map(|g| g.facts.clone()).collect();
+    node::check_live(&plan, &live).unwrap();
+    for f in &mut live {
+        f.vbios_version = Some("96.00.99.00.01".into());
+    }
+    let err = node::check_live(&plan, &live).unwrap_err();
+    assert!(err.to_string().contains("re-attest"), "{err}");
+    let err = node::check_live(&plan, &[]).unwrap_err();
+    assert!(err.to_string().contains("does not see it"), "{err}");
+}

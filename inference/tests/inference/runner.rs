@@ -125,3 +125,25 @@ fn smollm2_gguf_answers_a_factual_question_with_real_text() {
         .unwrap();
     assert!(g.text.contains("Paris"), "{:?}", g.text);
 }
+
+#[test]
+fn quantized_gguf_models_load_with_their_tokenizer_and_run_reproducibly() {
+    let dir = tempfile::tempdir().unwrap();
+    for (arch, quant) in [(Arch::Qwen2, "q8_0"), (Arch::Llama, "q4_1")] {
+        let path = dir.path().join(format!("tiny-{quant}.gguf"));
+        tiny::write_gguf(&path, arch, TinyShape::default(), 7, quant).unwrap();
+        let mut m = Model::load(&path, Backend::Cpu, &mut |_, _| {}).unwrap();
+        assert_eq!(m.format, "gguf");
+        assert_eq!(m.template(), ChatTemplate::DeepSeekR1, "special tokens come from the GGUF");
+        let text = "Hello, 世界 <think>";
+        let json = tiny::tokenizer(None).unwrap();
+        assert_eq!(m.encode(text).unwrap(), json.encode(text, false).unwrap().get_ids(), "{arch:?}");
+        let prompt = ChatTemplate::DeepSeekR1.apply("hi");
+        let a = m.generate(&prompt, sampling(3), &mut |_, _| {}).unwrap();
+        let b = m.generate(&prompt, sampling(3), &mut |_, _| {}).unwrap();
+        assert_eq!((a.tokens.clone(), a.text.clone()), (b.tokens, b.text));
+        assert!(!a.tokens.is_empty() || a.stop == Stop::EndOfSequence);
+    }
+    let err = tiny::write_gguf(&dir.path().join("x.gguf"), Arch::Qwen2, TinyShape::default(), 7, "q3_z").unwrap_err();
+    assert!(err.to_string().contains("unknown quantization"), "{err}");
+}
