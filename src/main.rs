@@ -27,6 +27,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// The whole story on this machine: a ledger, simulated hosts from real dumps, acquisitions,
+    /// the fleet, an R1 plan, an attested run and its verified provenance report.
+    Demo(cmd::demo::Args),
     /// Acquisition records: how GPUs were bought and shipped (admin).
     #[command(subcommand)]
     Acquisition(cmd::acquisition::Command),
@@ -69,6 +72,7 @@ fn main() -> ExitCode {
     init_tracing(matches!(cli.command, Command::Agent(cmd::agent::Command::Run { .. })));
     let result = match cli.command {
         Command::Agent(c) => cmd::agent::run(cli.data_dir, c),
+        Command::Demo(a) => cmd::demo::run(cli.data_dir, a),
         Command::Acquisition(c) => cmd::acquisition::run(cli.data_dir, c),
         Command::Catalog(a) => cmd::catalog::run(a),
         Command::Plan(a) => cmd::inference::plan(cli.data_dir, a),

@@ -2,6 +2,7 @@ pub mod acquisition;
 pub mod agent;
 pub mod catalog;
 pub mod classify;
+pub mod demo;
 pub mod inference;
 pub mod init;
 pub mod keys;

@@ -156,3 +156,31 @@ fn refusals_explain_every_gpu_and_exit_non_zero() {
         "no host qualifies",
     );
 }
+
+#[test]
+fn the_demo_tells_the_whole_story_and_leaves_a_ledger_that_verifies() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("demo");
+    let r = ok_in(&data, &["demo"]);
+    for part in [
+        "SIMULATED",
+        "dgx-a100-01",
+        "hgx-h100-01",
+        "hgx-h800-01",
+        "18 active NVLinks; H800-SXM5-80GB has 8",
+        "lawful-under-licence",
+        "licence-required-none-recorded",
+        "no host can hold DeepSeek-R1",
+        "placed on hgx-h100-01",
+        "not used: GPU-34bf77d1-c686-6821-79a8-32d326c5039c on hgx-h800-01: acquisition verdict licence-required-none-recorded",
+        "executed on: cpu",
+        "report verified offline",
+        "ledger verified",
+    ] {
+        assert!(r.stdout.contains(part), "the demo output lacks {part:?}:\n{}", r.stdout);
+    }
+    ok_in(&data, &["ledger", "verify"]);
+    let run = std::fs::read_dir(data.join("runs")).unwrap().next().unwrap().unwrap().path();
+    ok(&["report", "verify", run.to_str().unwrap()]);
+    fails_in(&data, &["demo"], "not empty");
+}
