@@ -430,6 +430,7 @@ impl Model {
         let top_p = (sampling.top_p > 0.0 && sampling.top_p < 1.0).then_some(sampling.top_p);
         let mut sampler = LogitsProcessor::new(sampling.seed, temperature, top_p);
         let mut stream = Stream::new(self.template.opens_think());
+        let mut detok = Detok::default();
         let start = Instant::now();
         let logits = self.forward(&prompt, 0)?;
         let mut next = self.sample(&mut sampler, logits)?;
@@ -441,8 +442,9 @@ impl Model {
                 break Stop::EndOfSequence;
             }
             tokens.push(next);
-            let text = self.decode(&tokens)?;
-            stream.push(&text, on_text);
+            if let Some(chunk) = detok.step(self, &tokens)? {
+                stream.push(&chunk, on_text);
+            }
             if tokens.len() >= sampling.max_tokens {
                 break Stop::MaxTokens;
             }
@@ -454,6 +456,10 @@ impl Model {
             next = self.sample(&mut sampler, logits)?;
         };
         let decode_ms = decode_start.elapsed().as_secs_f64() * 1000.0;
+        if let Some(rest) = detok.rest(self, &tokens)? {
+            stream.push(&rest, on_text);
+        }
+        stream.finish(on_text);
         let text = self.decode(&tokens)?;
         let (thinking, answer) = split_think(&text, self.template.opens_think());
         Ok(Generation { prompt_tokens: prompt.len(), tokens, text, thinking, answer, stop, prefill_ms, decode_ms })
@@ -489,54 +495,87 @@ pub fn split_think(text: &str, opened: bool) -> (String, String) {
     }
 }
 
-/// Turns growing decoded text into streamed segments.
+/// Incremental detokenization: decodes a short window of recent tokens, not the whole output,
+/// and emits text only once it is complete UTF-8.
+#[derive(Default)]
+struct Detok {
+    prev: usize,
+    cur: usize,
+}
+
+impl Detok {
+    fn step(&mut self, m: &Model, tokens: &[u32]) -> Result<Option<String>, Error> {
+        let prev_text = if self.prev < self.cur { m.decode(&tokens[self.prev..self.cur])? } else { String::new() };
+        let text = m.decode(&tokens[self.prev..])?;
+        if text.len() > prev_text.len() && !text.ends_with('\u{fffd}') && text.is_char_boundary(prev_text.len()) {
+            self.prev = self.cur;
+            self.cur = tokens.len();
+            return Ok(Some(text[prev_text.len()..].to_string()));
+        }
+        Ok(None)
+    }
+
+    /// Whatever is still held back at the end.
+    fn rest(&mut self, m: &Model, tokens: &[u32]) -> Result<Option<String>, Error> {
+        let prev_text = if self.prev < self.cur { m.decode(&tokens[self.prev..self.cur])? } else { String::new() };
+        let text = m.decode(&tokens[self.prev..])?;
+        Ok(text.get(prev_text.len()..).filter(|r| !r.is_empty()).map(str::to_string))
+    }
+}
+
+/// Turns streamed text into thinking and answer segments, holding back a possible partial tag.
 struct Stream {
-    emitted: usize,
     in_think: bool,
+    held: String,
 }
 
 impl Stream {
     fn new(opened: bool) -> Stream {
-        Stream { emitted: 0, in_think: opened }
+        Stream { in_think: opened, held: String::new() }
     }
 
-    fn push(&mut self, text: &str, out: &mut dyn FnMut(Segment, &str)) {
-        // Hold back a possibly partial UTF-8 sequence (decoders emit U+FFFD for it).
-        let mut end = text.len();
-        while end > self.emitted && text[..end].ends_with('\u{fffd}') {
-            end -= '\u{fffd}'.len_utf8();
+    fn segment(&self) -> Segment {
+        if self.in_think {
+            Segment::Thinking
+        } else {
+            Segment::Answer
         }
-        if end <= self.emitted || !text.is_char_boundary(self.emitted) {
-            return;
-        }
-        let mut new = &text[self.emitted..end];
-        // Keep a possible partial tag for the next call.
-        for tag in ["</think>", "<think>"] {
-            for k in (1..tag.len()).rev() {
-                if new.ends_with(&tag[..k]) {
-                    new = &new[..new.len() - k];
-                    break;
-                }
-            }
-        }
-        let mut rest = new;
-        while !rest.is_empty() {
+    }
+
+    fn push(&mut self, chunk: &str, out: &mut dyn FnMut(Segment, &str)) {
+        self.held.push_str(chunk);
+        loop {
             let tag = if self.in_think { "</think>" } else { "<think>" };
-            match rest.find(tag) {
+            match self.held.find(tag) {
                 Some(i) => {
                     if i > 0 {
-                        out(if self.in_think { Segment::Thinking } else { Segment::Answer }, &rest[..i]);
+                        out(self.segment(), &self.held[..i]);
                     }
+                    self.held.drain(..i + tag.len());
                     self.in_think = !self.in_think;
-                    rest = &rest[i + tag.len()..];
                 }
-                None => {
-                    out(if self.in_think { Segment::Thinking } else { Segment::Answer }, rest);
-                    rest = "";
-                }
+                None => break,
             }
         }
-        self.emitted += new.len();
+        // Keep the longest suffix that could start a tag; emit the rest.
+        let held = &self.held;
+        let keep = ["</think>", "<think>"]
+            .iter()
+            .filter_map(|t| (1..t.len()).rev().find(|k| held.ends_with(&t[..*k])))
+            .max()
+            .unwrap_or(0);
+        let cut = self.held.len() - keep;
+        if cut > 0 && self.held.is_char_boundary(cut) {
+            out(self.segment(), &self.held[..cut]);
+            self.held.drain(..cut);
+        }
+    }
+
+    fn finish(&mut self, out: &mut dyn FnMut(Segment, &str)) {
+        if !self.held.is_empty() {
+            out(self.segment(), &self.held);
+            self.held.clear();
+        }
     }
 }
 
@@ -577,13 +616,49 @@ fn gguf_tokenizer(content: &gguf_file::Content) -> Result<Tokenizer, String> {
     let mut tokenizer = Tokenizer::new(bpe);
     tokenizer.with_pre_tokenizer(Some(ByteLevel::new(false, true, true)));
     tokenizer.with_decoder(Some(ByteLevel::new(false, true, true)));
-    // Control (3) and user-defined (4) tokens are matched whole, never split.
-    let special: Vec<AddedToken> = tokens
-        .iter()
-        .zip(types.iter().chain(std::iter::repeat(&1)))
-        .filter(|(_, t)| **t == 3 || **t == 4)
-        .map(|(s, _)| AddedToken::from(s.clone(), true))
-        .collect();
-    tokenizer.add_special_tokens(special).map_err(|e| e.to_string())?;
+    // Control tokens (3) are special: matched whole, dropped when decoding. User-defined ones
+    // (4, e.g. R1's <think>) are matched whole and kept in the decoded text.
+    let typed = |want: i64, special: bool| -> Vec<AddedToken> {
+        tokens
+            .iter()
+            .zip(types.iter().chain(std::iter::repeat(&1)))
+            .filter(|(_, t)| **t == want)
+            .map(|(s, _)| AddedToken::from(s.clone(), special))
+            .collect()
+    };
+    tokenizer.add_special_tokens(typed(3, true)).map_err(|e| e.to_string())?;
+    tokenizer.add_tokens(typed(4, false)).map_err(|e| e.to_string())?;
     Ok(tokenizer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(opened: bool, chunks: &[&str]) -> Vec<(Segment, String)> {
+        let mut out: Vec<(Segment, String)> = Vec::new();
+        let mut s = Stream::new(opened);
+        let mut sink = |seg: Segment, t: &str| match out.last_mut() {
+            Some((last, text)) if *last == seg => text.push_str(t),
+            _ => out.push((seg, t.to_string())),
+        };
+        for c in chunks {
+            s.push(c, &mut sink);
+        }
+        s.finish(&mut sink);
+        out
+    }
+
+    #[test]
+    fn tags_split_across_chunks_still_separate_thinking_from_the_answer() {
+        assert_eq!(
+            run(true, &["reason", "ing</th", "ink>\n\nPar", "is"]),
+            [(Segment::Thinking, "reasoning".to_string()), (Segment::Answer, "\n\nParis".to_string())]
+        );
+        assert_eq!(
+            run(false, &["<thi", "nk>r</think>a<"]),
+            [(Segment::Thinking, "r".to_string()), (Segment::Answer, "a<".to_string())]
+        );
+        assert_eq!(run(false, &["plain ", "answer"]), [(Segment::Answer, "plain answer".to_string())]);
+    }
 }

@@ -115,7 +115,12 @@ pub fn tokenizer(vocab: Option<usize>) -> Result<Tokenizer, Error> {
     let mut t = Tokenizer::new(bpe);
     t.with_pre_tokenizer(Some(ByteLevel::new(false, true, true)));
     t.with_decoder(Some(ByteLevel::new(false, true, true)));
-    t.add_special_tokens(SPECIAL.iter().map(|s| AddedToken::from(*s, true))).map_err(tok_err)?;
+    // The sentence and role markers are special (dropped when decoding); R1's <think> tags are
+    // added tokens that stay in the decoded text, as in R1's own tokenizer.
+    t.add_special_tokens(SPECIAL.iter().filter(|s| !s.contains("think")).map(|s| AddedToken::from(*s, true)))
+        .map_err(tok_err)?;
+    t.add_tokens(SPECIAL.iter().filter(|s| s.contains("think")).map(|s| AddedToken::from(*s, false)))
+        .map_err(tok_err)?;
     Ok(t)
 }
 
