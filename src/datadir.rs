@@ -24,3 +24,62 @@ pub fn open(flag: Option<PathBuf>) -> Result<Ledger> {
     Ledger::open(&dir, LedgerConfig::default(), Arc::new(SystemClock))
         .with_context(|| format!("opening the ledger in {}", dir.display()))
 }
+
+/// Where a command finds the log: a data directory, or a `chipledger serve` URL.
+#[derive(Debug, Clone)]
+pub enum LedgerTarget {
+    Dir(PathBuf),
+    Url(String),
+}
+
+impl LedgerTarget {
+    pub fn parse(s: &str) -> LedgerTarget {
+        if s.starts_with("http://") || s.starts_with("https://") {
+            LedgerTarget::Url(s.to_string())
+        } else {
+            LedgerTarget::Dir(PathBuf::from(s))
+        }
+    }
+
+    /// The log as a `LogClient` and the key its checkpoints must carry. A local ledger knows its
+    /// key (a pinned one must match it); a server's key must be pinned.
+    pub fn open(
+        &self,
+        pinned: Option<chipledger_domain::keys::VerifierKey>,
+    ) -> Result<(Box<dyn chipledger_domain::log::LogClient + Send>, chipledger_domain::keys::VerifierKey)> {
+        match self {
+            LedgerTarget::Dir(dir) => {
+                let ledger = Ledger::open(dir, LedgerConfig::default(), Arc::new(SystemClock))
+                    .with_context(|| format!("opening the ledger in {}", dir.display()))?;
+                let key = ledger.verifier_key().clone();
+                if let Some(p) = pinned {
+                    if p != key {
+                        anyhow::bail!(
+                            "the ledger in {} is signed by {key}, not by the pinned log key {p}",
+                            dir.display()
+                        );
+                    }
+                }
+                Ok((Box::new(ledger), key))
+            }
+            LedgerTarget::Url(url) => {
+                let Some(key) = pinned else {
+                    anyhow::bail!(
+                        "a remote ledger ({url}) needs its log key pinned: pass --log-key (or set log_key), as printed by \
+                         `chipledger ledger info` on the server"
+                    );
+                };
+                Ok((Box::new(chipledger_web::HttpLogClient::new(url)), key))
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for LedgerTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LedgerTarget::Dir(d) => write!(f, "{}", d.display()),
+            LedgerTarget::Url(u) => f.write_str(u),
+        }
+    }
+}

@@ -53,6 +53,8 @@ enum Command {
     /// Models: generate the deterministic tiny test model.
     #[command(subcommand)]
     Model(cmd::inference::ModelCommand),
+    /// Serve the ledger over HTTP: the log API and C2SP tiles for agents, nodes and verifiers.
+    Serve(cmd::serve::Args),
     /// Key management: generate, enroll, revoke, list.
     #[command(subcommand)]
     Keys(cmd::keys::Command),
@@ -69,7 +71,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(matches!(cli.command, Command::Agent(cmd::agent::Command::Run { .. })));
+    init_tracing(matches!(cli.command, Command::Agent(cmd::agent::Command::Run { .. }) | Command::Serve(_)));
     let result = match cli.command {
         Command::Agent(c) => cmd::agent::run(cli.data_dir, c),
         Command::Demo(a) => cmd::demo::run(cli.data_dir, a),
@@ -78,6 +80,7 @@ fn main() -> ExitCode {
         Command::Plan(a) => cmd::inference::plan(cli.data_dir, a),
         Command::Run(a) => cmd::inference::run(cli.data_dir, a),
         Command::Report(c) => cmd::inference::report(c),
+        Command::Serve(a) => cmd::serve::run(cli.data_dir, a),
         Command::Model(c) => cmd::inference::model(c),
         Command::Classify(a) => cmd::classify::run(a),
         Command::Init(a) => cmd::init::run(cli.data_dir, a),

@@ -13,7 +13,7 @@ use chipledger_domain::fingerprint::GpuUuid;
 use chipledger_domain::identify::{identify, HistoryRules, Identification};
 use chipledger_domain::keys::{SigningKey, VerifierKey};
 use chipledger_domain::rules::{classify, DatacenterJudgement, RuleVersion};
-use chipledger_ledger::{Ledger, LedgerConfig, SystemClock};
+use chipledger_ledger::SystemClock;
 use serde::Serialize;
 
 use crate::datadir;
@@ -68,9 +68,13 @@ pub struct AgentArgs {
     /// Agent configuration (default: /etc/chipledger/agent.toml when it exists).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// The ledger: a data directory (default: the global --data-dir).
-    #[arg(long, value_name = "PATH")]
+    /// The ledger: a data directory (default: the global --data-dir) or a server's URL
+    /// (http://host:port of `chipledger serve`).
+    #[arg(long, value_name = "PATH|URL")]
     ledger: Option<String>,
+    /// The log's verifier key (required with a URL; checked against a local ledger's).
+    #[arg(long, value_name = "VKEY")]
+    log_key: Option<String>,
     /// The agent's private key (default: agent-key.pem in the state directory).
     #[arg(long, value_name = "FILE")]
     key: Option<PathBuf>,
@@ -88,7 +92,7 @@ struct Settings {
     config_path: Option<PathBuf>,
     state_dir: PathBuf,
     key_file: PathBuf,
-    ledger_dir: Option<PathBuf>,
+    ledger: Option<crate::datadir::LedgerTarget>,
 }
 
 fn settings(data_dir: Option<PathBuf>, args: &AgentArgs, source: Option<&SourceArgs>) -> Result<Settings> {
@@ -105,21 +109,16 @@ fn settings(data_dir: Option<PathBuf>, args: &AgentArgs, source: Option<&SourceA
             config.nvml_library = s.nvml_library.clone();
         }
     }
-    let ledger = args.ledger.clone().or(config.ledger.clone());
-    let ledger_dir = match ledger {
-        Some(l) if l.starts_with("http://") || l.starts_with("https://") => bail!(
-            "--ledger {l}: this build reaches ledgers through their data directory only; a remote \
-             `chipledger serve` needs the HTTP client of the web crate"
-        ),
-        Some(l) => Some(PathBuf::from(l)),
-        None => None,
-    };
+    if let Some(k) = &args.log_key {
+        config.log_key = Some(k.clone());
+    }
+    let ledger = args.ledger.clone().or(config.ledger.clone()).map(|l| crate::datadir::LedgerTarget::parse(&l));
     let state_dir = match args.state_dir.clone().or(config.state_dir.clone()) {
         Some(d) => d,
         None => datadir::resolve(data_dir.clone())?.join("agent"),
     };
     let key_file = args.key.clone().or(config.key_file.clone()).unwrap_or_else(|| state_dir.join("agent-key.pem"));
-    Ok(Settings { config, config_path: args.config.clone(), state_dir, key_file, ledger_dir })
+    Ok(Settings { config, config_path: args.config.clone(), state_dir, key_file, ledger })
 }
 
 pub fn run(data_dir: Option<PathBuf>, cmd: Command) -> Result<()> {
@@ -211,27 +210,22 @@ fn load_key(path: &Path) -> Result<SigningKey> {
     SigningKey::from_pkcs8_pem(&pem).with_context(|| format!("reading the agent key {}", path.display()))
 }
 
-/// The attestor over the local ledger; the log key is the ledger's own, and must match a
-/// `log_key` pinned in the configuration.
+/// The attestor over the ledger (a local data directory or a server); receipts are checked
+/// against the log key: a local ledger's own, which a configured `log_key` must match, or the
+/// configured one for a server.
 fn attestor(data_dir: Option<PathBuf>, s: &Settings) -> Result<(Attestor, LedgerInfo)> {
     let key = load_key(&s.key_file)?;
-    let dir = match &s.ledger_dir {
-        Some(d) => d.clone(),
-        None => datadir::resolve(data_dir)?,
+    let target = match &s.ledger {
+        Some(t) => t.clone(),
+        None => crate::datadir::LedgerTarget::Dir(datadir::resolve(data_dir)?),
     };
-    let ledger = Ledger::open(&dir, LedgerConfig::default(), Arc::new(SystemClock))
-        .with_context(|| format!("opening the ledger in {}", dir.display()))?;
-    let log_key = ledger.verifier_key().clone();
-    if let Some(pinned) = &s.config.log_key {
-        let pinned = VerifierKey::parse(pinned).context("the configured log_key")?;
-        if pinned != log_key {
-            bail!("the ledger in {} is signed by {log_key}, not by the configured log_key {pinned}", dir.display());
-        }
-    }
-    let info = LedgerInfo { origin: ledger.origin().to_string(), dir };
+    let pinned =
+        s.config.log_key.as_deref().map(VerifierKey::parse).transpose().context("the log key (--log-key / log_key)")?;
+    let (log, log_key) = target.open(pinned)?;
+    let info = LedgerInfo { origin: log_key.name().to_string(), dir: PathBuf::from(target.to_string()) };
     let attestor = Attestor::new(AttestorConfig {
         key,
-        log: Box::new(ledger),
+        log,
         log_key,
         state_dir: s.state_dir.clone(),
         clock: Arc::new(SystemClock),

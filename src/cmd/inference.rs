@@ -14,7 +14,7 @@ use chipledger_inference::report;
 use chipledger_inference::requirements::{self, Requirements};
 use chipledger_inference::runner::{Backend, Model, SamplingConfig, Segment};
 use chipledger_inference::tiny::{self, Arch, TinyShape};
-use chipledger_ledger::{Ledger, LedgerConfig, SystemClock};
+use chipledger_ledger::SystemClock;
 
 use crate::datadir;
 use crate::output::{self, Format};
@@ -39,9 +39,12 @@ struct Target {
     /// Placement policy (TOML; default: the built-in policy).
     #[arg(long, value_name = "FILE")]
     policy: Option<PathBuf>,
-    /// The ledger's data directory (default: the global --data-dir).
-    #[arg(long, value_name = "DIR")]
-    ledger: Option<PathBuf>,
+    /// The ledger: a data directory (default: the global --data-dir) or a server's URL.
+    #[arg(long, value_name = "DIR|URL")]
+    ledger: Option<String>,
+    /// The log's verifier key (required with a URL; checked against a local ledger's).
+    #[arg(long, value_name = "VKEY")]
+    log_key: Option<String>,
     #[arg(long, value_enum, default_value_t = Format::Table)]
     format: Format,
 }
@@ -134,27 +137,24 @@ fn load_policy(path: Option<&Path>) -> Result<Policy> {
     }
 }
 
-fn open_ledger(data_dir: Option<PathBuf>, flag: Option<&Path>) -> Result<Ledger> {
-    let dir = match flag {
-        Some(d) => d.to_path_buf(),
-        None => datadir::resolve(data_dir)?,
-    };
-    Ledger::open(&dir, LedgerConfig::default(), std::sync::Arc::new(SystemClock))
-        .with_context(|| format!("opening the ledger in {}", dir.display()))
-}
+type Log = Box<dyn chipledger_domain::log::LogClient + Send>;
 
-fn make_plan(data_dir: Option<PathBuf>, t: &Target) -> Result<(Ledger, Plan)> {
+fn make_plan(data_dir: Option<PathBuf>, t: &Target) -> Result<(Log, VerifierKey, Plan)> {
     let policy = load_policy(t.policy.as_deref())?;
     let shape = requirements::resolve(&t.model)?;
     let req = Requirements::new(shape, t.context);
-    let ledger = open_ledger(data_dir, t.ledger.as_deref())?;
-    let log_key = ledger.verifier_key().clone();
-    let plan = node::plan(&ledger, &log_key, &policy, req, SystemClock.now())?;
-    Ok((ledger, plan))
+    let target = match &t.ledger {
+        Some(l) => datadir::LedgerTarget::parse(l),
+        None => datadir::LedgerTarget::Dir(datadir::resolve(data_dir)?),
+    };
+    let pinned = t.log_key.as_deref().map(VerifierKey::parse).transpose().context("--log-key")?;
+    let (log, log_key) = target.open(pinned)?;
+    let plan = node::plan(log.as_ref(), &log_key, &policy, req, SystemClock.now())?;
+    Ok((log, log_key, plan))
 }
 
 pub fn plan(data_dir: Option<PathBuf>, args: PlanArgs) -> Result<()> {
-    let (_ledger, plan) = make_plan(data_dir, &args.target)?;
+    let (_log, _key, plan) = make_plan(data_dir, &args.target)?;
     match args.target.format {
         Format::Json => output::print_json(&serde_json::json!({
             "requirements": plan.requirements,
@@ -230,8 +230,7 @@ fn print_plan(plan: &Plan) {
 
 pub fn run(data_dir: Option<PathBuf>, args: RunArgs) -> Result<()> {
     let started_at = SystemClock.now();
-    let (ledger, plan) = make_plan(data_dir.clone(), &args.target)?;
-    let log_key = ledger.verifier_key().clone();
+    let (log, log_key, plan) = make_plan(data_dir.clone(), &args.target)?;
     if !plan.placement.is_placed() {
         bail!("{}", plan.refusal());
     }
@@ -337,8 +336,8 @@ pub fn run(data_dir: Option<PathBuf>, args: RunArgs) -> Result<()> {
         timings: RunTimings { load_ms, prefill_ms: g.prefill_ms.round() as u64, decode_ms: g.decode_ms.round() as u64 },
         backend: model.backend(),
     };
-    let record = node::provenance(&ledger, &node, &plan, &exec)?;
-    let file = node::submit(&ledger, &log_key, &node, &record, &args.prompt, &g.text)?;
+    let record = node::provenance(log.as_ref(), &node, &plan, &exec)?;
+    let file = node::submit(log.as_ref(), &log_key, &node, &record, &args.prompt, &g.text)?;
     let out = match &args.report_out {
         Some(p) => p.clone(),
         None => datadir::resolve(data_dir)?.join("runs").join(format!("{}.json", record.run_id)),

@@ -9,3 +9,4 @@ pub mod keys;
 pub mod ledger;
 pub mod note;
 pub mod proof;
+pub mod serve;

@@ -96,8 +96,29 @@ fn attest_errors_name_what_to_do() {
     fails_in(
         &data,
         &["agent", "attest", "--ledger", "https://ledger.example", "--from-file", &dump(H800)],
-        "data directory",
+        "--log-key",
     );
+    // A server that does not answer: the attestation waits in the spool, and the message says so.
+    let log_key = ok_in(&data, &["ledger", "info", "--format", "json"]).stdout;
+    let log_key =
+        serde_json::from_str::<serde_json::Value>(&log_key).unwrap()["log_verifier_key"].as_str().unwrap().to_string();
+    let r = fails_in(
+        &data,
+        &[
+            "agent",
+            "attest",
+            "--hostname",
+            "hgx-01",
+            "--ledger",
+            "http://127.0.0.1:9",
+            "--log-key",
+            &log_key,
+            "--from-file",
+            &dump(H800),
+        ],
+        "unavailable",
+    );
+    assert!(r.stderr.contains("spool"), "{}", r.stderr);
     let garbage = tmp.path().join("garbage.txt");
     std::fs::write(&garbage, "hello\n").unwrap();
     fails_in(

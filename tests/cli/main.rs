@@ -9,6 +9,7 @@ mod catalog;
 mod inference;
 mod keys_notes_proofs;
 mod ledger;
+mod web;
 
 use std::process::Command;
 

@@ -1,0 +1,144 @@
+//! A fleet over loopback: `chipledger serve`, two agents attesting through HTTP, a node running
+//! through HTTP, every receipt checked by its client.
+
+use std::io::BufRead;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use crate::ledger::ok_in;
+use crate::{fails, ok};
+
+fn dump(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("agent/tests/data/nvidia-smi").join(name).display().to_string()
+}
+
+struct Server {
+    child: std::process::Child,
+    url: String,
+    key: String,
+}
+
+impl Server {
+    fn start(data: &Path) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_chipledger"))
+            .args(["--data-dir", data.to_str().unwrap(), "serve", "--listen", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let url = lines.next().unwrap().unwrap().strip_prefix("listening on ").unwrap().to_string();
+        let key = lines.next().unwrap().unwrap().strip_prefix("log key ").unwrap().to_string();
+        Server { child, url, key }
+    }
+
+    fn stop(mut self) {
+        assert!(Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap().success());
+        assert!(self.child.wait().unwrap().success(), "the server stops cleanly on SIGTERM");
+    }
+}
+
+#[test]
+fn agents_and_a_node_work_against_a_server_over_loopback() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    ok_in(&data, &["init"]);
+    let server = Server::start(&data);
+    for (host, file) in
+        [("hgx-01", "h800-sxm5-80gb-liguodongiot-llm-action.txt"), ("dgx-02", "a100-sxm4-80gb-influxdata-telegraf.xml")]
+    {
+        let state = tmp.path().join(host);
+        let vkey = ok(&["agent", "enroll", "--hostname", host, "--state-dir", state.to_str().unwrap()]).stdout;
+        ok_in(&data, &["keys", "enroll", "--role", "agent", "--name", host, "--key", vkey.trim()]);
+        let r = ok(&[
+            "agent",
+            "attest",
+            "--ledger",
+            &server.url,
+            "--log-key",
+            &server.key,
+            "--state-dir",
+            state.to_str().unwrap(),
+            "--hostname",
+            host,
+            "--from-file",
+            &dump(file),
+        ]);
+        assert!(r.stdout.contains("inclusion proof verified"), "{}", r.stdout);
+    }
+    // Without the log key, a remote ledger is refused.
+    let state = tmp.path().join("hgx-01");
+    fails(
+        &[
+            "agent",
+            "attest",
+            "--ledger",
+            &server.url,
+            "--state-dir",
+            state.to_str().unwrap(),
+            "--from-file",
+            &dump("h800-sxm5-80gb-liguodongiot-llm-action.txt"),
+        ],
+        "--log-key",
+    );
+    // A node plans and runs through the server.
+    let node_key = tmp.path().join("node.pem");
+    let nvkey = ok(&["keys", "generate", "--name", "node-01", "--out", node_key.to_str().unwrap()]).stdout;
+    ok_in(&data, &["keys", "enroll", "--role", "node", "--name", "node-01", "--key", nvkey.trim()]);
+    ok_in(
+        &data,
+        &[
+            "acquisition",
+            "record",
+            "--serial",
+            "1650522003820",
+            "--supplier",
+            "S",
+            "--invoice",
+            "I",
+            "--shipped",
+            "2022-06-01",
+            "--from",
+            "US",
+            "--to",
+            "CN",
+            "--end-user",
+            "E",
+        ],
+    );
+    let model = tmp.path().join("tiny");
+    ok(&["model", "tiny", "--out", model.to_str().unwrap()]);
+    let policy = Path::new(env!("CARGO_MANIFEST_DIR")).join("inference/policies/demo.toml");
+    let report = tmp.path().join("report.json");
+    let r = ok(&[
+        "--data-dir",
+        tmp.path().join("node-data").to_str().unwrap(),
+        "run",
+        "--ledger",
+        &server.url,
+        "--log-key",
+        &server.key,
+        "--model",
+        model.to_str().unwrap(),
+        "--prompt",
+        "hi",
+        "--max-tokens",
+        "4",
+        "--policy",
+        policy.to_str().unwrap(),
+        "--node-key",
+        node_key.to_str().unwrap(),
+        "--node-name",
+        "node-01",
+        "--report-out",
+        report.to_str().unwrap(),
+    ]);
+    assert!(
+        r.stdout.contains("A100-SXM4-80GB serial 1650522003820") && r.stdout.contains("acquisition lawful"),
+        "{}",
+        r.stdout
+    );
+    ok(&["report", "verify", report.to_str().unwrap(), "--log-key", &server.key]);
+    server.stop();
+    ok_in(&data, &["ledger", "verify"]);
+}

@@ -1,0 +1,392 @@
+//! The routes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chipledger_domain::fingerprint::GpuUuid;
+use chipledger_domain::log::{AsOf, LogClient};
+use chipledger_ledger::{Error as LedgerError, Ledger};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+/// Server limits.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// The largest request body (a batch of envelopes).
+    pub max_body_bytes: usize,
+    /// The most envelopes in one append.
+    pub max_batch: usize,
+    /// Requests being served at once before the server answers 503.
+    pub concurrency: usize,
+    pub request_timeout: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            max_body_bytes: 8 * 1024 * 1024,
+            max_batch: 1000,
+            concurrency: 256,
+            request_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Clone)]
+struct AppState {
+    ledger: Arc<Ledger>,
+    config: ServerConfig,
+}
+
+/// The HTTP API over `ledger`.
+pub fn router(ledger: Arc<Ledger>, config: ServerConfig) -> Router {
+    let state = AppState { ledger, config: config.clone() };
+    let limits = tower::ServiceBuilder::new()
+        .layer(axum::error_handling::HandleErrorLayer::new(|e: tower::BoxError| async move {
+            if e.is::<tower::timeout::error::Elapsed>() {
+                problem(StatusCode::REQUEST_TIMEOUT, "the request took too long")
+            } else {
+                problem(StatusCode::SERVICE_UNAVAILABLE, "the server is busy; retry shortly")
+            }
+        }))
+        .load_shed()
+        .concurrency_limit(config.concurrency)
+        .timeout(config.request_timeout);
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/checkpoint", get(checkpoint))
+        .route("/tile/entries/{index}", get(entry_bundle))
+        .route("/tile/entries/{index}/{width}", get(partial_entry_bundle))
+        .route("/tile/{level}/{index}", get(tile))
+        .route("/tile/{level}/{index}/{width}", get(partial_tile))
+        .route("/api/v1/entries", post(append).get(list_unsupported))
+        .route("/api/v1/entries/{index}", get(entry))
+        .route("/api/v1/proof/inclusion", get(inclusion))
+        .route("/api/v1/proof/consistency", get(consistency))
+        .route("/api/v1/gpus/{uuid}/history", get(history))
+        .route("/api/v1/acquisitions", get(acquisitions))
+        .route("/api/v1/inventory", get(inventory))
+        .fallback(|| async { problem(StatusCode::NOT_FOUND, "no such route; the API lives under /api/v1/") })
+        .layer(DefaultBodyLimit::max(config.max_body_bytes))
+        .layer(limits)
+        .with_state(state)
+}
+
+/// A JSON error body: what went wrong, for the caller.
+#[derive(Serialize, Deserialize, Debug)]
+pub(crate) struct Problem {
+    pub error: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub position: Option<usize>,
+}
+
+fn problem(status: StatusCode, message: impl Into<String>) -> Response {
+    ApiError::new(status, message).into_response()
+}
+
+/// An error answer: a status and a JSON body for the caller.
+pub(crate) struct ApiError {
+    status: StatusCode,
+    body: Problem,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError { status, body: Problem { error: message.into(), position: None } }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(self.body)).into_response()
+    }
+}
+
+/// Maps a ledger error to a status without leaking internals (details go to the log).
+fn ledger_error(e: LedgerError) -> ApiError {
+    match e {
+        LedgerError::Rejected { position, reason } => {
+            let body =
+                Problem { error: format!("envelope {position} was refused: {reason}"), position: Some(position) };
+            ApiError { status: StatusCode::UNPROCESSABLE_ENTITY, body }
+        }
+        LedgerError::NoSuchEntry { index, size } => {
+            ApiError::new(StatusCode::NOT_FOUND, format!("index {index} is not in the log (size {size})"))
+        }
+        LedgerError::Domain(d) => ApiError::new(StatusCode::BAD_REQUEST, d.to_string()),
+        LedgerError::NotCommitted(_) => {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the append could not be committed; retry")
+        }
+        other => {
+            tracing::error!(error = %other, "ledger error");
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "the ledger failed; the server log has details")
+        }
+    }
+}
+
+fn domain_error(e: chipledger_domain::Error) -> ApiError {
+    match e {
+        chipledger_domain::Error::IndexOutOfRange { .. } => ApiError::new(StatusCode::NOT_FOUND, e.to_string()),
+        chipledger_domain::Error::Log(m) => {
+            tracing::error!(error = %m, "ledger error");
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "the ledger failed; the server log has details")
+        }
+        other => ApiError::new(StatusCode::BAD_REQUEST, other.to_string()),
+    }
+}
+
+/// Runs ledger work on the blocking pool.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, ApiError> + Send + 'static) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|_| Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "the request's worker failed")))
+}
+
+async fn append(State(s): State<AppState>, body: Bytes) -> Response {
+    let envelopes: Vec<Box<RawValue>> = match serde_json::from_slice::<Vec<Box<RawValue>>>(&body) {
+        Ok(v) => v,
+        Err(e) => match serde_json::from_slice::<Box<RawValue>>(&body) {
+            Ok(one) if one.get().trim_start().starts_with('{') => vec![one],
+            _ => {
+                return problem(StatusCode::BAD_REQUEST, format!("the body is not a JSON array of DSSE envelopes: {e}"))
+            }
+        },
+    };
+    if envelopes.is_empty() {
+        return problem(StatusCode::BAD_REQUEST, "no envelopes in the request");
+    }
+    if envelopes.len() > s.config.max_batch {
+        return problem(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("{} envelopes; at most {} per request", envelopes.len(), s.config.max_batch),
+        );
+    }
+    // Each envelope is stored and hashed exactly as it appears in the request.
+    let raw: Vec<Vec<u8>> = envelopes.iter().map(|e| e.get().as_bytes().to_vec()).collect();
+    let ledger = s.ledger.clone();
+    match blocking(move || ledger.append(&raw).map_err(ledger_error)).await {
+        Ok(receipts) => Json(receipts).into_response(),
+        Err(r) => r.into_response(),
+    }
+}
+
+async fn list_unsupported() -> Response {
+    problem(StatusCode::METHOD_NOT_ALLOWED, "POST envelopes here; read one entry at /api/v1/entries/<index>")
+}
+
+async fn checkpoint(State(s): State<AppState>) -> Response {
+    let ledger = s.ledger.clone();
+    match blocking(move || ledger.checkpoint().map_err(ledger_error)).await {
+        Ok((_, note)) => {
+            ([(header::CONTENT_TYPE, "text/plain; charset=utf-8"), (header::CACHE_CONTROL, "no-cache")], note)
+                .into_response()
+        }
+        Err(r) => r.into_response(),
+    }
+}
+
+/// `N` (a full tile) or `N.p` + `W` (a partial tile of width W < 256) → (index, width).
+fn tile_index(index: &str, width: Option<&str>) -> Option<(u64, u16)> {
+    match width {
+        None => Some((index.parse().ok()?, 256)),
+        Some(w) => {
+            let n = index.strip_suffix(".p")?.parse().ok()?;
+            let w = w.parse::<u16>().ok().filter(|w| (1..256).contains(w))?;
+            Some((n, w))
+        }
+    }
+}
+
+fn tile_response(bytes: Vec<u8>, full: bool) -> Response {
+    // Full tiles never change; partial ones grow until they are full.
+    let cache = if full { "public, max-age=31536000, immutable" } else { "no-cache" };
+    let mut r = bytes.into_response();
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+    r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
+    r
+}
+
+const BAD_TILE: &str = "a tile is /tile/<L>/<N> or /tile/<L>/<N>.p/<W> with 1 ≤ W ≤ 255";
+
+async fn serve_tile(s: AppState, level: Option<u8>, index: String, width: Option<String>) -> Response {
+    let Some((index, width)) = tile_index(&index, width.as_deref()) else {
+        return problem(StatusCode::BAD_REQUEST, BAD_TILE);
+    };
+    let ledger = s.ledger.clone();
+    let result = blocking(move || {
+        match level {
+            Some(l) => ledger.tile(l, index, width),
+            None => ledger.entry_bundle(index, width),
+        }
+        .map_err(ledger_error)
+    })
+    .await;
+    match result {
+        Ok(b) => tile_response(b, width == 256),
+        Err(r) => r.into_response(),
+    }
+}
+
+async fn tile(State(s): State<AppState>, Path((level, index)): Path<(u8, String)>) -> Response {
+    serve_tile(s, Some(level), index, None).await
+}
+
+async fn partial_tile(State(s): State<AppState>, Path((level, index, width)): Path<(u8, String, String)>) -> Response {
+    serve_tile(s, Some(level), index, Some(width)).await
+}
+
+async fn entry_bundle(State(s): State<AppState>, Path(index): Path<String>) -> Response {
+    serve_tile(s, None, index, None).await
+}
+
+async fn partial_entry_bundle(State(s): State<AppState>, Path((index, width)): Path<(String, String)>) -> Response {
+    serve_tile(s, None, index, Some(width)).await
+}
+
+async fn entry(State(s): State<AppState>, Path(index): Path<u64>) -> Response {
+    let ledger = s.ledger.clone();
+    match blocking(move || LogClient::entry(ledger.as_ref(), index).map_err(domain_error)).await {
+        Ok(e) => Json(e).into_response(),
+        Err(r) => r.into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+struct InclusionQuery {
+    index: u64,
+    size: Option<u64>,
+}
+
+#[derive(Serialize, Deserialize)]
+pub(crate) struct Hashes {
+    pub hashes: Vec<chipledger_domain::merkle::Hash>,
+}
+
+async fn inclusion(State(s): State<AppState>, Query(q): Query<InclusionQuery>) -> Response {
+    let ledger = s.ledger.clone();
+    match blocking(move || {
+        let size = q.size.unwrap_or_else(|| ledger.size());
+        ledger.inclusion_proof(q.index, size).map_err(ledger_error)
+    })
+    .await
+    {
+        Ok(hashes) => Json(Hashes { hashes }).into_response(),
+        Err(r) => r.into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+struct ConsistencyQuery {
+    old: u64,
+    new: Option<u64>,
+}
+
+async fn consistency(State(s): State<AppState>, Query(q): Query<ConsistencyQuery>) -> Response {
+    let ledger = s.ledger.clone();
+    match blocking(move || {
+        let new = q.new.unwrap_or_else(|| ledger.size());
+        ledger.consistency_proof(q.old, new).map_err(ledger_error)
+    })
+    .await
+    {
+        Ok(hashes) => Json(Hashes { hashes }).into_response(),
+        Err(r) => r.into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+struct HistoryQuery {
+    latest: Option<usize>,
+}
+
+async fn history(State(s): State<AppState>, Path(uuid): Path<String>, Query(q): Query<HistoryQuery>) -> Response {
+    let uuid = match GpuUuid::parse(&uuid) {
+        Ok(u) => u,
+        Err(e) => return problem(StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    let ledger = s.ledger.clone();
+    match blocking(move || LogClient::history(ledger.as_ref(), &uuid, q.latest).map_err(domain_error)).await {
+        Ok(v) => Json(v).into_response(),
+        Err(r) => r.into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+struct SerialQuery {
+    serial: String,
+}
+
+async fn acquisitions(State(s): State<AppState>, Query(q): Query<SerialQuery>) -> Response {
+    let ledger = s.ledger.clone();
+    match blocking(move || LogClient::acquisitions(ledger.as_ref(), &q.serial).map_err(domain_error)).await {
+        Ok(v) => Json(v).into_response(),
+        Err(r) => r.into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+struct InventoryQuery {
+    size: Option<u64>,
+    time: Option<String>,
+}
+
+async fn inventory(State(s): State<AppState>, Query(q): Query<InventoryQuery>) -> Response {
+    let as_of = match (q.size, q.time) {
+        (Some(n), None) => AsOf::Size(n),
+        (None, Some(t)) => match time::OffsetDateTime::parse(&t, &time::format_description::well_known::Rfc3339) {
+            Ok(t) => AsOf::Time(t),
+            Err(e) => return problem(StatusCode::BAD_REQUEST, format!("time {t:?} is not RFC 3339: {e}")),
+        },
+        (None, None) => AsOf::Latest,
+        (Some(_), Some(_)) => return problem(StatusCode::BAD_REQUEST, "give size or time, not both"),
+    };
+    let ledger = s.ledger.clone();
+    match blocking(move || ledger.inventory(as_of).map_err(ledger_error)).await {
+        Ok(v) => Json(v).into_response(),
+        Err(r) => r.into_response(),
+    }
+}
+
+/// Serves `ledger` on `addr` until SIGINT or SIGTERM, finishing requests in flight. Blocking:
+/// it owns its tokio runtime. `on_ready` gets the bound address (e.g. port 0 → the real port).
+pub fn serve(
+    ledger: Arc<Ledger>,
+    addr: &str,
+    config: ServerConfig,
+    on_ready: impl FnOnce(std::net::SocketAddr),
+) -> Result<(), crate::Error> {
+    let listen_err = |source| crate::Error::Listen { addr: addr.to_string(), source };
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(listen_err)?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(addr).await.map_err(listen_err)?;
+        let bound = listener.local_addr().map_err(listen_err)?;
+        on_ready(bound);
+        tracing::info!(%bound, "serving the ledger");
+        axum::serve(listener, router(ledger, config))
+            .with_graceful_shutdown(shutdown_signal())
+            .await
+            .map_err(listen_err)
+    })
+}
+
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down: finishing requests in flight");
+}
