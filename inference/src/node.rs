@@ -18,6 +18,7 @@ use crate::placement::{place, Placement};
 use crate::policy::Policy;
 use crate::report::{ReportFile, REPORT_FORMAT};
 use crate::requirements::Requirements;
+use crate::runner::{Generation, Model, SamplingConfig};
 use crate::Error;
 
 /// A placement and everything it was computed from.
@@ -44,6 +45,18 @@ pub fn plan(
 }
 
 impl Plan {
+    /// The fleet's entry for a GPU the placement chose.
+    pub fn candidate(
+        &self,
+        uuid: &chipledger_domain::fingerprint::GpuUuid,
+    ) -> Result<&crate::placement::Candidate, Error> {
+        self.fleet
+            .candidates
+            .iter()
+            .find(|c| &c.uuid == uuid)
+            .ok_or_else(|| Error::Refused(format!("placed GPU {uuid} is not in the fleet")))
+    }
+
     /// The refusal message when nothing qualifies: every GPU with every reason.
     pub fn refusal(&self) -> String {
         let mut msg = format!(
@@ -69,12 +82,7 @@ impl Plan {
 /// run is refused until the agent attests again.
 pub fn check_live(plan: &Plan, live: &[chipledger_domain::fingerprint::GpuFacts]) -> Result<(), Error> {
     for uuid in &plan.placement.chosen {
-        let c = plan
-            .fleet
-            .candidates
-            .iter()
-            .find(|c| &c.uuid == uuid)
-            .ok_or_else(|| Error::Refused(format!("placed GPU {uuid} is not in the fleet")))?;
+        let c = plan.candidate(uuid)?;
         let Some(facts) = live.iter().find(|f| f.uuid.as_ref() == Some(uuid)) else {
             return Err(Error::Refused(format!("GPU {uuid} was placed but this host's NVML does not see it")));
         };
@@ -106,6 +114,45 @@ pub struct Execution {
     pub timings: RunTimings,
     /// The backend that actually executed (`cpu`, `cuda:0`).
     pub backend: String,
+}
+
+/// The circumstances of one generation, for [`Execution::new`].
+#[derive(Clone, Copy, Debug)]
+pub struct RunContext<'a> {
+    pub prompt: &'a str,
+    pub sampling: SamplingConfig,
+    pub load_ms: u64,
+    pub started_at: OffsetDateTime,
+    pub finished_at: OffsetDateTime,
+}
+
+impl Execution {
+    /// What a runner generation executed, as the report states it.
+    pub fn new(model: &Model, g: &Generation, ctx: RunContext<'_>) -> Execution {
+        Execution {
+            run_id: new_run_id(),
+            started_at: ctx.started_at,
+            finished_at: ctx.finished_at,
+            model_name: model.name.clone(),
+            model_files: model.files.clone(),
+            prompt: ctx.prompt.to_string(),
+            output: g.text.clone(),
+            sampling: Sampling {
+                temperature: ctx.sampling.temperature,
+                top_p: ctx.sampling.top_p,
+                seed: ctx.sampling.seed,
+                max_tokens: ctx.sampling.max_tokens as u32,
+            },
+            prompt_tokens: g.prompt_tokens as u32,
+            generated_tokens: g.tokens.len() as u32,
+            timings: RunTimings {
+                load_ms: ctx.load_ms,
+                prefill_ms: g.prefill_ms.round() as u64,
+                decode_ms: g.decode_ms.round() as u64,
+            },
+            backend: model.backend(),
+        }
+    }
 }
 
 /// The node's identity.
@@ -150,12 +197,7 @@ pub fn provenance(log: &dyn LogClient, node: &NodeKey, plan: &Plan, exec: &Execu
     let cp = &plan.fleet.checkpoint;
     let mut gpus = Vec::new();
     for uuid in &plan.placement.chosen {
-        let c = plan
-            .fleet
-            .candidates
-            .iter()
-            .find(|c| &c.uuid == uuid)
-            .ok_or_else(|| Error::Refused(format!("placed GPU {uuid} is not in the fleet")))?;
+        let c = plan.candidate(uuid)?;
         let entry =
             plan.fleet.attestations.get(uuid).ok_or_else(|| Error::Refused(format!("no attestation for {uuid}")))?;
         let proof = log.inclusion_proof(entry.index, cp.size)?;

@@ -12,10 +12,8 @@ use chipledger_domain::country::Country;
 use chipledger_domain::identify::HistoryRules;
 use chipledger_domain::keys::{SigningKey, VerifierKey};
 use chipledger_domain::log::Clock;
-use chipledger_domain::records::{
-    sign_record, Acquisition, HostFacts, KeyEnrollment, Role, RunTimings, Sampling, FORMAT_VERSION,
-};
-use chipledger_inference::node::{self, Execution, NodeKey};
+use chipledger_domain::records::{sign_record, Acquisition, HostFacts, KeyEnrollment, Role, FORMAT_VERSION};
+use chipledger_inference::node::{self, Execution, NodeKey, RunContext};
 use chipledger_inference::policy::Policy;
 use chipledger_inference::report;
 use chipledger_inference::requirements::{self, Requirements};
@@ -292,25 +290,8 @@ pub fn run(data_dir: Option<PathBuf>, _args: Args) -> Result<()> {
         g.decode_tokens_per_second(),
         streamed
     );
-    let exec = Execution {
-        run_id: node::new_run_id(),
-        started_at,
-        finished_at: clock.now(),
-        model_name: model.name.clone(),
-        model_files: model.files.clone(),
-        prompt: prompt.to_string(),
-        output: g.text.clone(),
-        sampling: Sampling {
-            temperature: sampling.temperature,
-            top_p: sampling.top_p,
-            seed: sampling.seed,
-            max_tokens: sampling.max_tokens as u32,
-        },
-        prompt_tokens: g.prompt_tokens as u32,
-        generated_tokens: g.tokens.len() as u32,
-        timings: RunTimings { load_ms, prefill_ms: g.prefill_ms.round() as u64, decode_ms: g.decode_ms.round() as u64 },
-        backend: model.backend(),
-    };
+    let exec =
+        Execution::new(&model, &g, RunContext { prompt, sampling, load_ms, started_at, finished_at: clock.now() });
     let node = NodeKey { key: node_key, host: "node-01".into(), state: dir.join("node-state.json") };
     let record = node::provenance(&ledger, &node, &plan, &exec)?;
     let file = node::submit(&ledger, &info.log_verifier_key, &node, &record, prompt, &g.text)?;

@@ -7,8 +7,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use chipledger_domain::keys::{SigningKey, VerifierKey};
 use chipledger_domain::log::Clock;
-use chipledger_domain::records::{RunTimings, Sampling};
-use chipledger_inference::node::{self, Execution, NodeKey, Plan};
+use chipledger_inference::node::{self, Execution, NodeKey, Plan, RunContext};
 use chipledger_inference::policy::Policy;
 use chipledger_inference::report;
 use chipledger_inference::requirements::{self, Requirements};
@@ -317,25 +316,11 @@ pub fn run(data_dir: Option<PathBuf>, args: RunArgs) -> Result<()> {
     if !json {
         println!();
     }
-    let exec = Execution {
-        run_id: node::new_run_id(),
-        started_at,
-        finished_at: SystemClock.now(),
-        model_name: model.name.clone(),
-        model_files: model.files.clone(),
-        prompt: args.prompt.clone(),
-        output: g.text.clone(),
-        sampling: Sampling {
-            temperature: sampling.temperature,
-            top_p: sampling.top_p,
-            seed: sampling.seed,
-            max_tokens: sampling.max_tokens as u32,
-        },
-        prompt_tokens: g.prompt_tokens as u32,
-        generated_tokens: g.tokens.len() as u32,
-        timings: RunTimings { load_ms, prefill_ms: g.prefill_ms.round() as u64, decode_ms: g.decode_ms.round() as u64 },
-        backend: model.backend(),
-    };
+    let exec = Execution::new(
+        &model,
+        &g,
+        RunContext { prompt: &args.prompt, sampling, load_ms, started_at, finished_at: SystemClock.now() },
+    );
     let record = node::provenance(log.as_ref(), &node, &plan, &exec)?;
     let file = node::submit(log.as_ref(), &log_key, &node, &record, &args.prompt, &g.text)?;
     let out = match &args.report_out {
