@@ -94,7 +94,7 @@ fn rust_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
 fn only_the_agents_nvml_module_touches_nvml_or_unsafe_code() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut files = Vec::new();
-    for dir in ["src", "domain/src", "ledger/src", "agent/src"] {
+    for dir in ["src", "domain/src", "ledger/src", "agent/src", "inference/src", "web/src"] {
         rust_files(&root.join(dir), &mut files);
     }
     let nvml = root.join("agent/src/nvml.rs");
@@ -111,4 +111,24 @@ fn only_the_agents_nvml_module_touches_nvml_or_unsafe_code() {
     let raw = text.find("mod raw {").expect("agent::nvml::raw holds the raw NVML calls");
     assert!(!text[..raw].contains("unsafe {"), "unsafe blocks belong in agent::nvml::raw only");
     assert_eq!(text.matches("unsafe {").count(), text.matches("// SAFETY:").count(), "each unsafe block says why");
+}
+
+#[test]
+fn each_outside_world_library_belongs_to_one_crate() {
+    // (dependency prefix, the only crate that may use it)
+    const OWNERS: &[(&str, &str)] =
+        &[("rusqlite", "ledger"), ("nvml-wrapper", "agent"), ("candle-", "inference"), ("axum", "web"), ("ureq", "web")];
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for member in ["", "domain", "ledger", "agent", "inference", "web"] {
+        let manifest = if member.is_empty() { root.join("Cargo.toml") } else { root.join(member).join("Cargo.toml") };
+        let doc: toml::Table = std::fs::read_to_string(&manifest).unwrap().parse().unwrap();
+        let Some(deps) = doc.get("dependencies").and_then(|d| d.as_table()) else { continue };
+        for name in deps.keys() {
+            for (prefix, owner) in OWNERS {
+                if name.starts_with(prefix) {
+                    assert_eq!(member, *owner, "{member:?} depends on {name}, which only {owner} may use");
+                }
+            }
+        }
+    }
 }
