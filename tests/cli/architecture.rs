@@ -116,8 +116,13 @@ fn only_the_agents_nvml_module_touches_nvml_or_unsafe_code() {
 #[test]
 fn each_outside_world_library_belongs_to_one_crate() {
     // (dependency prefix, the only crate that may use it)
-    const OWNERS: &[(&str, &str)] =
-        &[("rusqlite", "ledger"), ("nvml-wrapper", "agent"), ("candle-", "inference"), ("axum", "web"), ("ureq", "web")];
+    const OWNERS: &[(&str, &str)] = &[
+        ("rusqlite", "ledger"),
+        ("nvml-wrapper", "agent"),
+        ("candle-", "inference"),
+        ("axum", "web"),
+        ("ureq", "web"),
+    ];
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     for member in ["", "domain", "ledger", "agent", "inference", "web"] {
         let manifest = if member.is_empty() { root.join("Cargo.toml") } else { root.join(member).join("Cargo.toml") };
