@@ -1,12 +1,9 @@
-//! The one error type of `chipledger-web`.
+//! The one error type of `chipledger-web`'s server side (the client speaks `LogClient`, whose
+//! errors are the domain's).
 
-/// What a server or client call can fail with.
+/// What starting or running the server can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("cannot listen on {addr}: {source}")]
     Listen { addr: String, source: std::io::Error },
-    #[error("{url}: {message}")]
-    Http { url: String, message: String },
-    #[error(transparent)]
-    Domain(#[from] chipledger_domain::Error),
 }
