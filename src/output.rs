@@ -60,3 +60,17 @@ pub fn progress_bar(unit: &str, len: u64) -> Option<indicatif::ProgressBar> {
     }
     Some(bar)
 }
+
+/// One GPU a run used, as run summaries print it.
+pub fn run_gpu(gpu: &chipledger_domain::records::RunGpu) -> String {
+    format!(
+        "{} {} serial {} — {}, acquisition {}, attested at log index {} ({} s before the run)",
+        gpu.uuid,
+        gpu.sku.as_deref().unwrap_or("?"),
+        gpu.serial.as_deref().unwrap_or("?"),
+        gpu.classification,
+        gpu.acquisition_verdict,
+        gpu.attestation.log_index,
+        gpu.attestation.age_seconds
+    )
+}

@@ -10,7 +10,7 @@ use chipledger_domain::dsse::Envelope;
 use chipledger_domain::fingerprint::{GpuFacts, GpuUuid};
 use chipledger_domain::identify::{history_anomalies, identify, HistoryRules, Sighting};
 use chipledger_domain::keys::{SigningKey, VerifierKey};
-use chipledger_domain::log::{AsOf, Clock, LogClient, Receipt};
+use chipledger_domain::log::{Clock, LogClient, Receipt};
 use chipledger_domain::merkle::{self, Hash};
 use chipledger_domain::note::open_checkpoint;
 use chipledger_domain::records::{sign_record, AttestedGpu, GpuAttestation, HostFacts, Record, FORMAT_VERSION};
@@ -295,7 +295,7 @@ impl Attestor {
 }
 
 /// Earlier sightings relevant to these GPUs: the latest [`HISTORY_DEPTH`] attestations of each
-/// UUID, and the inventory's GPUs that share a serial with one of them under another UUID.
+/// UUID, and the GPUs the log knows under the same serial and another UUID.
 pub fn sightings(log: &dyn LogClient, gpus: &[GpuFacts]) -> Result<Vec<Sighting>, chipledger_domain::Error> {
     let uuids: Vec<&GpuUuid> = gpus.iter().filter_map(|g| g.uuid.as_ref()).collect();
     // One attestation usually names every GPU of the host: read each entry once.
@@ -321,15 +321,13 @@ pub fn sightings(log: &dyn LogClient, gpus: &[GpuFacts]) -> Result<Vec<Sighting>
             });
         }
     }
-    let ours: Vec<(&GpuUuid, &str)> =
-        gpus.iter().filter_map(|g| Some((g.uuid.as_ref()?, g.serial.as_deref()?))).collect();
-    if !ours.is_empty() {
-        for inv in log.inventory(AsOf::Latest)? {
-            let Some(serial) = inv.serial.as_deref() else { continue };
-            if ours.iter().any(|(u, s)| *s == serial && **u != inv.uuid) {
+    for g in gpus {
+        let (Some(uuid), Some(serial)) = (g.uuid.as_ref(), g.serial.as_deref()) else { continue };
+        for inv in log.inventory_by_serial(serial)? {
+            if &inv.uuid != uuid {
                 out.push(Sighting {
                     uuid: inv.uuid,
-                    serial: inv.serial.clone(),
+                    serial: inv.serial,
                     host: inv.host,
                     vbios_version: None,
                     fingerprint_digest: inv.fingerprint_digest,

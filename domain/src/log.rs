@@ -90,6 +90,8 @@ pub trait LogClient {
     fn inventory(&self, as_of: AsOf) -> Result<Vec<InventoryGpu>, crate::Error>;
     /// The entries about one GPU, in log order: all of them, or only the `latest` newest.
     fn history(&self, uuid: &GpuUuid, latest: Option<usize>) -> Result<Vec<EntrySummary>, crate::Error>;
+    /// The latest state of the GPUs that report this serial.
+    fn inventory_by_serial(&self, serial: &str) -> Result<Vec<InventoryGpu>, crate::Error>;
     /// One entry by index.
     fn entry(&self, index: u64) -> Result<EntrySummary, crate::Error>;
     /// The acquisition records that name this serial, in log order.

@@ -93,36 +93,32 @@ fn argmax(logits: &Tensor) -> u32 {
     logits.squeeze(0).unwrap().flatten_all().unwrap().argmax(0).unwrap().to_scalar::<u32>().unwrap()
 }
 
-/// A bare candle loop: forward, argmax, repeat.
+/// A bare candle loop: forward, argmax, repeat; decode tokens/s.
+fn greedy_loop(tokens: usize, mut forward: impl FnMut(&Tensor, usize) -> Tensor) -> f64 {
+    let prompt = prompt_ids();
+    let input = Tensor::new(prompt.as_slice(), &Device::Cpu).unwrap().unsqueeze(0).unwrap();
+    let mut next = argmax(&forward(&input, 0));
+    let start = Instant::now();
+    for i in 0..tokens - 1 {
+        let input = Tensor::new(&[next], &Device::Cpu).unwrap().unsqueeze(0).unwrap();
+        next = argmax(&forward(&input, prompt.len() + i));
+    }
+    (tokens - 1) as f64 / start.elapsed().as_secs_f64()
+}
+
 fn bare_safetensors(dir: &Path, tokens: usize) -> f64 {
     let cfg: qwen2::Config = serde_json::from_slice(&std::fs::read(dir.join("config.json")).unwrap()).unwrap();
     let weights = candle_core::safetensors::load(dir.join("model.safetensors"), &Device::Cpu).unwrap();
     let vb = VarBuilder::from_tensors(weights, DType::F32, &Device::Cpu);
     let mut model = qwen2::ModelForCausalLM::new(&cfg, vb).unwrap();
-    let prompt = prompt_ids();
-    let input = Tensor::new(prompt.as_slice(), &Device::Cpu).unwrap().unsqueeze(0).unwrap();
-    let mut next = argmax(&model.forward(&input, 0).unwrap());
-    let start = Instant::now();
-    for i in 0..tokens - 1 {
-        let input = Tensor::new(&[next], &Device::Cpu).unwrap().unsqueeze(0).unwrap();
-        next = argmax(&model.forward(&input, prompt.len() + i).unwrap());
-    }
-    (tokens - 1) as f64 / start.elapsed().as_secs_f64()
+    greedy_loop(tokens, |x, pos| model.forward(x, pos).unwrap())
 }
 
 fn bare_gguf(path: &Path, tokens: usize) -> f64 {
     let mut file = std::fs::File::open(path).unwrap();
     let content = gguf_file::Content::read(&mut file).unwrap();
     let mut model = quantized_qwen2::ModelWeights::from_gguf(content, &mut file, &Device::Cpu).unwrap();
-    let prompt = prompt_ids();
-    let input = Tensor::new(prompt.as_slice(), &Device::Cpu).unwrap().unsqueeze(0).unwrap();
-    let mut next = argmax(&model.forward(&input, 0).unwrap());
-    let start = Instant::now();
-    for i in 0..tokens - 1 {
-        let input = Tensor::new(&[next], &Device::Cpu).unwrap().unsqueeze(0).unwrap();
-        next = argmax(&model.forward(&input, prompt.len() + i).unwrap());
-    }
-    (tokens - 1) as f64 / start.elapsed().as_secs_f64()
+    greedy_loop(tokens, |x, pos| model.forward(x, pos).unwrap())
 }
 
 /// Sustained read bandwidth: two threads summing halves of a 1 GiB buffer, best of 5.

@@ -36,6 +36,10 @@ impl LogClient for Ledger {
         Ledger::inventory(self, as_of).map_err(to_domain)
     }
 
+    fn inventory_by_serial(&self, serial: &str) -> Result<Vec<InventoryGpu>, DomainError> {
+        Ledger::inventory_by_serial(self, serial).map_err(to_domain)
+    }
+
     fn history(&self, uuid: &GpuUuid, latest: Option<usize>) -> Result<Vec<EntrySummary>, DomainError> {
         let filter = EntryFilter { gpu: Some(uuid.clone()), last: latest.map(|n| n as u64), ..Default::default() };
         self.entries(&filter).map_err(to_domain)

@@ -268,26 +268,7 @@ impl Ledger {
         let mut out = Vec::new();
         match limit {
             None => {
-                let mut st = conn.prepare(
-                    "SELECT uuid, idx, host, serial, sku, fingerprint_digest, observed_at, source FROM gpus ORDER BY host, uuid",
-                )?;
-                let mut rows = st.query([])?;
-                while let Some(r) = rows.next()? {
-                    let uuid: String = r.get(0)?;
-                    let digest: Vec<u8> = r.get(5)?;
-                    let source: String = r.get(7)?;
-                    out.push(InventoryGpu {
-                        uuid: GpuUuid::parse(&uuid)?,
-                        index: r.get::<_, i64>(1)? as u64,
-                        host: r.get(2)?,
-                        serial: r.get(3)?,
-                        sku: r.get(4)?,
-                        fingerprint_digest: Hash(digest.try_into().map_err(|_| Error::Corrupt("gpus digest".into()))?),
-                        observed_at: from_unix(r.get(6)?),
-                        source: serde_json::from_value(serde_json::Value::String(source))
-                            .unwrap_or(ProbeSource::NvidiaSmiText),
-                    });
-                }
+                out = latest_gpus(&conn, None)?;
             }
             Some(n) => {
                 // Replay the latest attestation of each GPU among the first n entries.
@@ -326,6 +307,12 @@ impl Ledger {
             }
         }
         Ok(out)
+    }
+
+    /// The latest attested state of the GPUs that report `serial` (one serial under several
+    /// UUIDs is an anomaly the agents look for without reading the whole inventory).
+    pub fn inventory_by_serial(&self, serial: &str) -> Result<Vec<InventoryGpu>, Error> {
+        latest_gpus(&self.reader(), Some(serial))
     }
 
     /// Drops and recomputes every derived view from the entries; returns how many it replayed.
@@ -373,4 +360,34 @@ impl Ledger {
             .optional()?
             .map(|v| v as u64))
     }
+}
+
+/// Rows of the `gpus` view (every GPU's latest attestation), all or those with one serial.
+fn latest_gpus(conn: &Connection, serial: Option<&str>) -> Result<Vec<InventoryGpu>, Error> {
+    let sql = match serial {
+        None => "SELECT uuid, idx, host, serial, sku, fingerprint_digest, observed_at, source FROM gpus ORDER BY host, uuid",
+        Some(_) => "SELECT uuid, idx, host, serial, sku, fingerprint_digest, observed_at, source FROM gpus WHERE serial = ?1 ORDER BY host, uuid",
+    };
+    let mut st = conn.prepare(sql)?;
+    let mut rows = match serial {
+        None => st.query([])?,
+        Some(s) => st.query([s])?,
+    };
+    let mut out = Vec::new();
+    while let Some(r) = rows.next()? {
+        let uuid: String = r.get(0)?;
+        let digest: Vec<u8> = r.get(5)?;
+        let source: String = r.get(7)?;
+        out.push(InventoryGpu {
+            uuid: GpuUuid::parse(&uuid)?,
+            index: r.get::<_, i64>(1)? as u64,
+            host: r.get(2)?,
+            serial: r.get(3)?,
+            sku: r.get(4)?,
+            fingerprint_digest: Hash(digest.try_into().map_err(|_| Error::Corrupt("gpus digest".into()))?),
+            observed_at: from_unix(r.get(6)?),
+            source: serde_json::from_value(serde_json::Value::String(source)).unwrap_or(ProbeSource::NvidiaSmiText),
+        });
+    }
+    Ok(out)
 }

@@ -304,16 +304,7 @@ pub fn run(data_dir: Option<PathBuf>, _args: Args) -> Result<()> {
     println!("6. provenance report {} (log index {})", record.run_id, file.receipt.index);
     println!("   executed on: {} — placed on:", record.backend);
     for gpu in &record.gpus {
-        println!(
-            "   {} {} serial {}, {}, acquisition {}, attestation at index {} (inclusion proof against checkpoint {})",
-            gpu.uuid,
-            gpu.sku.as_deref().unwrap_or("?"),
-            gpu.serial.as_deref().unwrap_or("?"),
-            gpu.classification,
-            gpu.acquisition_verdict,
-            gpu.attestation.log_index,
-            plan.fleet.checkpoint.size
-        );
+        println!("   {} (inclusion proof against checkpoint {})", output::run_gpu(gpu), plan.fleet.checkpoint.size);
     }
     println!(
         "   {} GPU(s) rejected with reasons; policy {:?} digest {}",

@@ -342,16 +342,7 @@ pub fn run(data_dir: Option<PathBuf>, args: RunArgs) -> Result<()> {
     println!("run {} by node {} under policy {:?}", record.run_id, record.node_host, record.policy_name);
     println!("executed on: {} (the report never claims a GPU that did not run it)", record.backend);
     for gpu in &record.gpus {
-        println!(
-            "placed on GPU {} {} serial {} — {}, acquisition {}, attested at log index {} ({} s before the run)",
-            gpu.uuid,
-            gpu.sku.as_deref().unwrap_or("?"),
-            gpu.serial.as_deref().unwrap_or("?"),
-            gpu.classification,
-            gpu.acquisition_verdict,
-            gpu.attestation.log_index,
-            gpu.attestation.age_seconds
-        );
+        println!("placed on {}", output::run_gpu(gpu));
     }
     for r in &record.rejected {
         println!("not used: {} on {}: {}", r.uuid, r.host, r.reason);

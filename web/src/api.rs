@@ -334,9 +334,20 @@ async fn acquisitions(State(s): State<AppState>, Query(q): Query<SerialQuery>) -
 struct InventoryQuery {
     size: Option<u64>,
     time: Option<String>,
+    serial: Option<String>,
 }
 
 async fn inventory(State(s): State<AppState>, Query(q): Query<InventoryQuery>) -> Response {
+    if let Some(serial) = q.serial {
+        if q.size.is_some() || q.time.is_some() {
+            return problem(StatusCode::BAD_REQUEST, "serial reads the latest state; give it without size or time");
+        }
+        let ledger = s.ledger.clone();
+        return match blocking(move || ledger.inventory_by_serial(&serial).map_err(ledger_error)).await {
+            Ok(v) => Json(v).into_response(),
+            Err(r) => r.into_response(),
+        };
+    }
     let as_of = match (q.size, q.time) {
         (Some(n), None) => AsOf::Size(n),
         (None, Some(t)) => match time::OffsetDateTime::parse(&t, &time::format_description::well_known::Rfc3339) {

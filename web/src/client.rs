@@ -143,17 +143,24 @@ impl LogClient for HttpLogClient {
         self.get(&format!("/api/v1/entries/{index}"))
     }
 
-    fn acquisitions(&self, serial: &str) -> Result<Vec<EntrySummary>, DomainError> {
-        let encoded: String = serial
-            .bytes()
-            .map(|b| {
-                if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' {
-                    (b as char).to_string()
-                } else {
-                    format!("%{b:02X}")
-                }
-            })
-            .collect();
-        self.get(&format!("/api/v1/acquisitions?serial={encoded}"))
+    fn inventory_by_serial(&self, serial: &str) -> Result<Vec<InventoryGpu>, DomainError> {
+        self.get(&format!("/api/v1/inventory?serial={}", query_value(serial)))
     }
+
+    fn acquisitions(&self, serial: &str) -> Result<Vec<EntrySummary>, DomainError> {
+        self.get(&format!("/api/v1/acquisitions?serial={}", query_value(serial)))
+    }
+}
+
+/// Percent-encodes a query value.
+fn query_value(v: &str) -> String {
+    v.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
 }

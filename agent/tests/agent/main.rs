@@ -132,6 +132,10 @@ impl LogClient for Reachable {
         self.check()?;
         self.ledger.history(uuid, latest)
     }
+    fn inventory_by_serial(&self, serial: &str) -> Result<Vec<InventoryGpu>, chipledger_domain::Error> {
+        self.check()?;
+        LogClient::inventory_by_serial(self.ledger.as_ref(), serial)
+    }
     fn entry(&self, index: u64) -> Result<EntrySummary, chipledger_domain::Error> {
         self.check()?;
         self.ledger.entry(index)

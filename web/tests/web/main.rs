@@ -120,6 +120,8 @@ fn read_endpoints_answer() {
     assert_eq!(s, StatusCode::OK);
     let (s, inv) = check(&w, "GET", "/api/v1/inventory", vec![]);
     assert_eq!((s, json(&inv).as_array().unwrap().len()), (StatusCode::OK, 0));
+    let (s, inv) = check(&w, "GET", "/api/v1/inventory?serial=1651323018291", vec![]);
+    assert_eq!((s, json(&inv).as_array().unwrap().len()), (StatusCode::OK, 0));
     let (s, _) = check(&w, "GET", "/api/v1/gpus/GPU-34bf77d1-c686-6821-79a8-32d326c5039c/history?latest=5", vec![]);
     assert_eq!(s, StatusCode::OK);
     let (s, _) = check(&w, "GET", "/api/v1/acquisitions?serial=1651323018291", vec![]);
