@@ -68,6 +68,10 @@ pub enum Error {
     Country { input: String },
     #[error("GPU UUID {input:?} is malformed: {reason}")]
     GpuUuid { input: String, reason: &'static str },
+    #[error("token is malformed: {reason}")]
+    Token { reason: &'static str },
+    #[error("request signature is malformed or refused: {reason}")]
+    RequestSignature { reason: &'static str },
     /// A log could not serve a request (unreachable, busy, broken); trying again later may work.
     #[error("{0}")]
     Log(String),

@@ -1,7 +1,7 @@
 //! `chipledger-domain`: the pure core of chipledger.
 //!
 //! What it holds: the record formats (in-toto Statement v1 in DSSE envelopes, typed predicates
-//! in [`records`]), Ed25519 keys and C2SP verifier keys ([`keys`]), C2SP signed notes,
+//! in [`records`]), people's tokens and signed requests ([`auth`]), Ed25519 keys and C2SP verifier keys ([`keys`]), C2SP signed notes,
 //! checkpoints and tlog-proofs ([`note`]), RFC 6962 Merkle math ([`merkle`]), the embedded GPU
 //! catalog ([`catalog`]), GPU fingerprints ([`fingerprint`]), SKU identification and anomalies
 //! ([`identify`]), country groups ([`country`]), export classification and acquisition verdicts
@@ -13,6 +13,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod auth;
 pub mod catalog;
 pub mod country;
 pub mod dsse;

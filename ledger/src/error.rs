@@ -26,6 +26,14 @@ pub enum Error {
     NotCommitted(String),
     #[error("index {index} is not in the log (size {size})")]
     NoSuchEntry { index: u64, size: u64 },
+    #[error("a token is for a person: its role is admin or auditor, not {role}")]
+    TokenRole { role: &'static str },
+    #[error("a token's name is 1 to 100 printable characters (who holds it, e.g. \"alice, audit team\")")]
+    TokenName,
+    #[error("no token with id {id:?} (`chipledger tokens list` shows them)")]
+    NoSuchToken { id: String },
+    #[error("token {id} is already revoked")]
+    TokenAlreadyRevoked { id: String },
     #[error(transparent)]
     Domain(#[from] chipledger_domain::Error),
 }

@@ -19,11 +19,13 @@ mod error;
 mod record;
 mod schema;
 mod store;
+mod tokens;
 mod tree;
 mod views;
 
 pub use error::{Error, Rejection};
 pub use store::{write_private_file, InitInfo, Ledger, LedgerConfig, ADMIN_KEY_FILE, DB_FILE, LOG_KEY_FILE};
+pub use tokens::TokenInfo;
 pub use views::{EntryFilter, KeyInfo};
 
 /// The system clock, for production use; tests pass a fixed one.

@@ -6,9 +6,10 @@ use rusqlite::Connection;
 use crate::Error;
 
 /// `(version, SQL)`, applied in order to bring a database up to date.
-const MIGRATIONS: &[(i64, &str)] = &[(
-    1,
-    "
+const MIGRATIONS: &[(i64, &str)] = &[
+    (
+        1,
+        "
     -- Log facts: origin, log verifier key, creation time.
     CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 
@@ -63,10 +64,26 @@ const MIGRATIONS: &[(i64, &str)] = &[(
     CREATE TABLE acquisitions (serial TEXT NOT NULL, idx INTEGER NOT NULL, PRIMARY KEY (serial, idx)) WITHOUT ROWID;
     CREATE TABLE runs (run_id TEXT PRIMARY KEY, idx INTEGER NOT NULL) WITHOUT ROWID;
     ",
-)];
+    ),
+    (
+        2,
+        "
+    -- People's tokens for the server: state beside the log, not part of it. Only SHA-256 of a
+    -- token's secret is kept; revocation sets revoked_at and is never undone.
+    CREATE TABLE tokens (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        role TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        revoked_at INTEGER,
+        secret_hash BLOB NOT NULL
+    ) WITHOUT ROWID;
+    ",
+    ),
+];
 
 /// The newest schema this build writes.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// Applies every migration the database lacks; refuses a database from a newer build.
 pub fn migrate(conn: &mut Connection) -> Result<(), Error> {

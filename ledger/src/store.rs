@@ -665,6 +665,10 @@ impl Ledger {
         Ok(out)
     }
 
+    pub(crate) fn now_unix(&self) -> i64 {
+        self.clock.now().unix_timestamp()
+    }
+
     pub(crate) fn reader(&self) -> MutexGuard<'_, Connection> {
         lock(&self.reader)
     }

@@ -176,6 +176,45 @@ impl Ledger {
         Ok(reg)
     }
 
+    /// An enrolled key that may act now: not revoked, inside its validity window. What the
+    /// server checks a signed request's key against.
+    pub fn active_key(&self, key_id: &str) -> Result<Option<KeyInfo>, Error> {
+        let now = self.now_unix();
+        let conn = self.reader();
+        let found = conn
+            .query_row(
+                "SELECT key_id, verifier_key, role, host, enrolled_at, revoked_at, last_counter FROM keys
+                 WHERE key_id = ?1 AND revoked_at IS NULL AND valid_from <= ?2
+                   AND (valid_until IS NULL OR valid_until > ?2)",
+                rusqlite::params![key_id, now],
+                |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, Option<String>>(3)?,
+                        r.get::<_, i64>(4)?,
+                        r.get::<_, Option<i64>>(5)?,
+                        r.get::<_, i64>(6)?,
+                    ))
+                },
+            )
+            .optional()?;
+        let Some((key_id, verifier_key, role, host, enrolled_at, revoked_at, last_counter)) = found else {
+            return Ok(None);
+        };
+        let role = Role::parse(&role).ok_or_else(|| Error::Corrupt(format!("key {key_id} has role {role:?}")))?;
+        Ok(Some(KeyInfo {
+            key_id,
+            verifier_key,
+            role,
+            host,
+            enrolled_at: enrolled_at as u64,
+            revoked_at: revoked_at.map(|t| t as u64),
+            last_counter: last_counter as u64,
+        }))
+    }
+
     /// Entries matching `filter`, in log order.
     pub fn entries(&self, filter: &EntryFilter) -> Result<Vec<EntrySummary>, Error> {
         let conn = self.reader();

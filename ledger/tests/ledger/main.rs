@@ -4,6 +4,7 @@
 
 mod append;
 mod tamper;
+mod tokens;
 
 use std::path::Path;
 use std::sync::Arc;
