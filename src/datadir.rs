@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use chipledger_ledger::{Ledger, LedgerConfig, SystemClock};
+use chipledger_web::client::Credential;
 
 pub fn resolve(flag: Option<PathBuf>) -> Result<PathBuf> {
     if let Some(p) = flag {
@@ -42,10 +43,12 @@ impl LedgerTarget {
     }
 
     /// The log as a `LogClient` and the key its checkpoints must carry. A local ledger knows its
-    /// key (a pinned one must match it); a server's key must be pinned.
+    /// key (a pinned one must match it); a server's key must be pinned, and the server needs a
+    /// credential: the caller's enrolled key, else a person's token from `CHIPLEDGER_TOKEN`.
     pub fn open(
         &self,
         pinned: Option<chipledger_domain::keys::VerifierKey>,
+        signer: Option<&std::path::Path>,
     ) -> Result<(Box<dyn chipledger_domain::log::LogClient + Send>, chipledger_domain::keys::VerifierKey)> {
         match self {
             LedgerTarget::Dir(dir) => {
@@ -69,7 +72,22 @@ impl LedgerTarget {
                          `chipledger ledger info` on the server"
                     );
                 };
-                Ok((Box::new(chipledger_web::HttpLogClient::new(url)), key))
+                let credential = match (signer, std::env::var("CHIPLEDGER_TOKEN").ok().filter(|t| !t.is_empty())) {
+                    (_, Some(token)) => Credential::Token(token),
+                    (Some(path), None) if path.exists() => {
+                        let pem = std::fs::read_to_string(path)
+                            .with_context(|| format!("reading {} to sign requests to {url}", path.display()))?;
+                        Credential::Key(
+                            chipledger_domain::keys::SigningKey::from_pkcs8_pem(&pem)
+                                .with_context(|| format!("reading {}", path.display()))?,
+                        )
+                    }
+                    _ => anyhow::bail!(
+                        "{url} answers only enrolled keys and people with a token: pass this host's key (--key / \
+                         --node-key) or set CHIPLEDGER_TOKEN to a token from `chipledger tokens create`"
+                    ),
+                };
+                Ok((Box::new(chipledger_web::HttpLogClient::new(url).with_credential(credential)), key))
             }
         }
     }

@@ -53,8 +53,12 @@ enum Command {
     /// Models: generate the deterministic tiny test model.
     #[command(subcommand)]
     Model(cmd::inference::ModelCommand),
-    /// Serve the ledger over HTTP: the log API and C2SP tiles for agents, nodes and verifiers.
+    /// Serve the ledger over HTTP: the log API and C2SP tiles for agents and nodes, the auditor
+    /// dashboard, /metrics.
     Serve(cmd::serve::Args),
+    /// People's tokens for the server (dashboard, exports, metrics): create, list, revoke.
+    #[command(subcommand)]
+    Tokens(cmd::tokens::Command),
     /// Key management: generate, enroll, revoke, list.
     #[command(subcommand)]
     Keys(cmd::keys::Command),
@@ -85,6 +89,7 @@ fn main() -> ExitCode {
         Command::Classify(a) => cmd::classify::run(a),
         Command::Init(a) => cmd::init::run(cli.data_dir, a),
         Command::Keys(c) => cmd::keys::run(cli.data_dir, c),
+        Command::Tokens(c) => cmd::tokens::run(cli.data_dir, c),
         Command::Ledger(c) => cmd::ledger::run(cli.data_dir, c),
         Command::Note(c) => cmd::note::run(c),
         Command::Proof(c) => cmd::proof::run(c),

@@ -136,6 +136,7 @@ impl RequestSignature {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // test code: a failure is the point
 mod tests {
     use super::*;
 

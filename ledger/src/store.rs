@@ -665,6 +665,24 @@ impl Ledger {
         Ok(out)
     }
 
+    /// When the latest checkpoint was signed (unix seconds): the time of the last append.
+    pub fn last_append_at(&self) -> Result<Option<i64>, Error> {
+        let conn = self.reader();
+        Ok(conn.query_row("SELECT MAX(signed_at) FROM checkpoints", [], |r| r.get(0))?)
+    }
+
+    /// Whether an append could start now: takes and releases SQLite's write lock.
+    pub fn check_writable(&self) -> Result<(), Error> {
+        let w = self.writer_lock();
+        w.conn.execute_batch("BEGIN IMMEDIATE; ROLLBACK;")?;
+        Ok(())
+    }
+
+    /// The ledger's clock (the system clock outside tests).
+    pub fn now(&self) -> OffsetDateTime {
+        self.clock.now()
+    }
+
     pub(crate) fn now_unix(&self) -> i64 {
         self.clock.now().unix_timestamp()
     }

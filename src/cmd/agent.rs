@@ -221,7 +221,7 @@ fn attestor(data_dir: Option<PathBuf>, s: &Settings) -> Result<(Attestor, Ledger
     };
     let pinned =
         s.config.log_key.as_deref().map(VerifierKey::parse).transpose().context("the log key (--log-key / log_key)")?;
-    let (log, log_key) = target.open(pinned)?;
+    let (log, log_key) = target.open(pinned, Some(&s.key_file))?;
     let info = LedgerInfo { origin: log_key.name().to_string(), dir: PathBuf::from(target.to_string()) };
     let attestor = Attestor::new(AttestorConfig {
         key,

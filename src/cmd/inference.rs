@@ -138,22 +138,24 @@ fn load_policy(path: Option<&Path>) -> Result<Policy> {
 
 type Log = Box<dyn chipledger_domain::log::LogClient + Send>;
 
-fn make_plan(data_dir: Option<PathBuf>, t: &Target) -> Result<(Log, VerifierKey, Plan)> {
+fn make_plan(data_dir: Option<PathBuf>, t: &Target, node_key: Option<PathBuf>) -> Result<(Log, VerifierKey, Plan)> {
     let policy = load_policy(t.policy.as_deref())?;
     let shape = requirements::resolve(&t.model)?;
     let req = Requirements::new(shape, t.context);
     let target = match &t.ledger {
         Some(l) => datadir::LedgerTarget::parse(l),
-        None => datadir::LedgerTarget::Dir(datadir::resolve(data_dir)?),
+        None => datadir::LedgerTarget::Dir(datadir::resolve(data_dir.clone())?),
     };
     let pinned = t.log_key.as_deref().map(VerifierKey::parse).transpose().context("--log-key")?;
-    let (log, log_key) = target.open(pinned)?;
+    // A server answers enrolled keys: the node's own key signs the reads.
+    let node_key = node_key.or_else(|| datadir::resolve(data_dir.clone()).ok().map(|d| d.join("node-key.pem")));
+    let (log, log_key) = target.open(pinned, node_key.as_deref())?;
     let plan = node::plan(log.as_ref(), &log_key, &policy, req, SystemClock.now())?;
     Ok((log, log_key, plan))
 }
 
 pub fn plan(data_dir: Option<PathBuf>, args: PlanArgs) -> Result<()> {
-    let (_log, _key, plan) = make_plan(data_dir, &args.target)?;
+    let (_log, _key, plan) = make_plan(data_dir, &args.target, None)?;
     match args.target.format {
         Format::Json => output::print_json(&serde_json::json!({
             "requirements": plan.requirements,
@@ -229,7 +231,7 @@ fn print_plan(plan: &Plan) {
 
 pub fn run(data_dir: Option<PathBuf>, args: RunArgs) -> Result<()> {
     let started_at = SystemClock.now();
-    let (log, log_key, plan) = make_plan(data_dir.clone(), &args.target)?;
+    let (log, log_key, plan) = make_plan(data_dir.clone(), &args.target, args.node_key.clone())?;
     if !plan.placement.is_placed() {
         bail!("{}", plan.refusal());
     }

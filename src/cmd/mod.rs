@@ -10,3 +10,4 @@ pub mod ledger;
 pub mod note;
 pub mod proof;
 pub mod serve;
+pub mod tokens;

@@ -15,6 +15,12 @@ use chipledger_ledger::{Error as LedgerError, Ledger};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+use crate::auth::{Principal, RateLimiter, Sessions};
+use crate::dash;
+use crate::ops::{self, AuditStatus};
+use crate::views::FleetCache;
+use chipledger_domain::keys::SigningKey;
+
 /// Server limits.
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
@@ -25,6 +31,18 @@ pub struct ServerConfig {
     /// Requests being served at once before the server answers 503.
     pub concurrency: usize,
     pub request_timeout: Duration,
+    /// Requests per second each principal may sustain (anonymous callers: per peer address),
+    /// and the burst above it.
+    pub rate_per_second: f64,
+    pub rate_burst: f64,
+    /// How long a dashboard login lasts.
+    pub session_ttl: Duration,
+    /// Mark session cookies `Secure` (set when serving TLS).
+    pub secure_cookies: bool,
+    /// An attestation older than this shows as stale on the dashboard.
+    pub fresh_for: time::Duration,
+    /// How often `serve` audits the whole log (the first audit runs at start).
+    pub audit_every: Duration,
 }
 
 impl Default for ServerConfig {
@@ -34,19 +52,65 @@ impl Default for ServerConfig {
             max_batch: 1000,
             concurrency: 256,
             request_timeout: Duration::from_secs(30),
+            rate_per_second: 200.0,
+            rate_burst: 1000.0,
+            session_ttl: Duration::from_secs(12 * 3600),
+            secure_cookies: false,
+            fresh_for: time::Duration::hours(2),
+            audit_every: Duration::from_secs(3600),
         }
     }
 }
 
 #[derive(Clone)]
-struct AppState {
-    ledger: Arc<Ledger>,
-    config: ServerConfig,
+pub(crate) struct AppState {
+    pub ledger: Arc<Ledger>,
+    pub config: ServerConfig,
+    pub sessions: Arc<Sessions>,
+    pub limiter: Arc<RateLimiter>,
+    pub fleet: Arc<FleetCache>,
+    pub audit: Arc<AuditStatus>,
+    /// The data directory's admin key, when it has one: signs what admins enter in forms.
+    pub admin_key: Option<Arc<SigningKey>>,
+    pub admin_lock: Arc<std::sync::Mutex<()>>,
 }
 
-/// The HTTP API over `ledger`.
+impl AppState {
+    pub(crate) fn new(ledger: Arc<Ledger>, config: ServerConfig) -> AppState {
+        let admin_path = ledger.dir().join(chipledger_ledger::ADMIN_KEY_FILE);
+        let admin_key = std::fs::read_to_string(&admin_path)
+            .ok()
+            .and_then(|pem| SigningKey::from_pkcs8_pem(&pem).ok())
+            .map(Arc::new);
+        AppState {
+            sessions: Arc::new(Sessions::new(config.session_ttl)),
+            limiter: Arc::new(RateLimiter::new(config.rate_per_second, config.rate_burst)),
+            fleet: Arc::new(FleetCache::default()),
+            audit: Arc::new(AuditStatus::default()),
+            admin_key,
+            admin_lock: Arc::new(std::sync::Mutex::new(())),
+            ledger,
+            config,
+        }
+    }
+}
+
+/// Refuses log reads to callers without a credential.
+async fn require_reader(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    match req.extensions().get::<Principal>().map(Principal::may_read) {
+        Some(Ok(())) => next.run(req).await,
+        Some(Err(e)) => e.into_response(),
+        None => ApiError::internal("no principal").into_response(),
+    }
+}
+
+/// The whole server over `ledger`: log API, dashboard, metrics.
 pub fn router(ledger: Arc<Ledger>, config: ServerConfig) -> Router {
-    let state = AppState { ledger, config: config.clone() };
+    router_with(AppState::new(ledger, config))
+}
+
+pub(crate) fn router_with(state: AppState) -> Router {
+    let config = state.config.clone();
     let limits = tower::ServiceBuilder::new()
         .layer(axum::error_handling::HandleErrorLayer::new(|e: tower::BoxError| async move {
             if e.is::<tower::timeout::error::Elapsed>() {
@@ -58,21 +122,41 @@ pub fn router(ledger: Arc<Ledger>, config: ServerConfig) -> Router {
         .load_shed()
         .concurrency_limit(config.concurrency)
         .timeout(config.request_timeout);
-    Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
+    let reads = Router::new()
         .route("/checkpoint", get(checkpoint))
         .route("/tile/entries/{index}", get(entry_bundle))
         .route("/tile/entries/{index}/{width}", get(partial_entry_bundle))
         .route("/tile/{level}/{index}", get(tile))
         .route("/tile/{level}/{index}/{width}", get(partial_tile))
-        .route("/api/v1/entries", post(append).get(list_unsupported))
         .route("/api/v1/entries/{index}", get(entry))
         .route("/api/v1/proof/inclusion", get(inclusion))
         .route("/api/v1/proof/consistency", get(consistency))
         .route("/api/v1/gpus/{uuid}/history", get(history))
         .route("/api/v1/acquisitions", get(acquisitions))
         .route("/api/v1/inventory", get(inventory))
+        .route_layer(axum::middleware::from_fn(require_reader));
+    Router::new()
+        .merge(reads)
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .route("/api/v1/entries", post(append).get(list_unsupported))
+        .route("/login", get(dash::login_page).post(dash::login))
+        .route("/logout", post(dash::logout))
+        .route("/", get(dash::fleet))
+        .route("/fleet.csv", get(dash::fleet_csv))
+        .route("/fleet.json", get(dash::fleet_json))
+        .route("/gpus/{uuid}", get(dash::gpu))
+        .route("/runs", get(dash::runs))
+        .route("/runs.json", get(dash::runs_json))
+        .route("/runs/{index}", get(dash::run))
+        .route("/log", get(dash::log_status))
+        .route("/bundle", get(dash::bundle))
+        .route("/acquisitions/new", get(dash::acquisition_form))
+        .route("/acquisitions", post(dash::record_acquisition))
+        .route("/assets/style.css", get(dash::style))
         .fallback(|| async { problem(StatusCode::NOT_FOUND, "no such route; the API lives under /api/v1/") })
+        .layer(axum::middleware::from_fn_with_state(state.clone(), crate::auth::authenticate))
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
         .layer(limits)
         .with_state(state)
@@ -97,7 +181,19 @@ pub(crate) struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+    pub(crate) fn internal(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, message)
+    }
+
+    pub(crate) fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    pub(crate) fn message(&self) -> &str {
+        &self.body.error
+    }
+
+    pub(crate) fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
         ApiError { status, body: Problem { error: message.into(), position: None } }
     }
 }
@@ -109,7 +205,7 @@ impl IntoResponse for ApiError {
 }
 
 /// Maps a ledger error to a status without leaking internals (details go to the log).
-fn ledger_error(e: LedgerError) -> ApiError {
+pub(crate) fn ledger_error(e: LedgerError) -> ApiError {
     match e {
         LedgerError::Rejected { position, reason } => {
             let body =
@@ -142,7 +238,9 @@ fn domain_error(e: chipledger_domain::Error) -> ApiError {
 }
 
 /// Runs ledger work on the blocking pool.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, ApiError> + Send + 'static) -> Result<T, ApiError> {
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(f)
         .await
         .unwrap_or_else(|_| Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "the request's worker failed")))
@@ -379,10 +477,18 @@ pub fn serve(
         let bound = listener.local_addr().map_err(listen_err)?;
         on_ready(bound);
         tracing::info!(%bound, "serving the ledger");
-        axum::serve(listener, router(ledger, config))
-            .with_graceful_shutdown(shutdown_signal())
-            .await
-            .map_err(listen_err)
+        let state = AppState::new(ledger, config);
+        // The audit runs on its own thread: at start, then every `audit_every`.
+        let audit_state = state.clone();
+        std::thread::Builder::new()
+            .name("audit".into())
+            .spawn(move || loop {
+                audit_state.audit.run(&audit_state.ledger);
+                std::thread::sleep(audit_state.config.audit_every);
+            })
+            .map_err(listen_err)?;
+        let app = router_with(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+        axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await.map_err(listen_err)
     })
 }
 

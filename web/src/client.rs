@@ -4,7 +4,9 @@
 
 use std::time::Duration;
 
+use chipledger_domain::auth::{sign_request, SIGNATURE_HEADER};
 use chipledger_domain::fingerprint::GpuUuid;
+use chipledger_domain::keys::SigningKey;
 use chipledger_domain::log::{AsOf, EntrySummary, InventoryGpu, LogClient, Receipt};
 use chipledger_domain::merkle::Hash;
 use chipledger_domain::Error as DomainError;
@@ -12,12 +14,30 @@ use serde::de::DeserializeOwned;
 
 use crate::api::{Hashes, Problem};
 
+/// How a client proves who it is to the server.
+pub enum Credential {
+    /// An enrolled key (an agent's or a node's): every request is signed with it.
+    Key(SigningKey),
+    /// A person's token, `clt_<id>_<secret>`.
+    Token(String),
+}
+
+impl std::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Credential::Key(k) => write!(f, "Key({})", k.key_id().as_str()),
+            Credential::Token(_) => f.write_str("Token(…)"),
+        }
+    }
+}
+
 /// A remote `chipledger serve`.
 #[derive(Debug, Clone)]
 pub struct HttpLogClient {
     base: String,
     agent: ureq::Agent,
     retries: u32,
+    credential: Option<std::sync::Arc<Credential>>,
 }
 
 impl HttpLogClient {
@@ -28,7 +48,45 @@ impl HttpLogClient {
             .timeout_connect(Some(Duration::from_secs(5)))
             .http_status_as_error(false)
             .build();
-        HttpLogClient { base: base.trim_end_matches('/').to_string(), agent: config.into(), retries: 3 }
+        HttpLogClient {
+            base: base.trim_end_matches('/').to_string(),
+            agent: config.into(),
+            retries: 3,
+            credential: None,
+        }
+    }
+
+    /// Sends every request with `credential`: reads need one.
+    pub fn with_credential(mut self, credential: Credential) -> HttpLogClient {
+        self.credential = Some(std::sync::Arc::new(credential));
+        self
+    }
+
+    /// One request, with the credential's header. `path` is what the server sees (the base URL
+    /// must not add a path of its own when requests are signed).
+    fn send(&self, method: &str, path: &str, body: &[u8]) -> Result<ureq::http::Response<ureq::Body>, ureq::Error> {
+        let url = self.url(path);
+        let auth: Option<(&str, String)> = match self.credential.as_deref() {
+            None => None,
+            Some(Credential::Token(t)) => Some(("authorization", format!("Bearer {t}"))),
+            Some(Credential::Key(k)) => {
+                let now = time::OffsetDateTime::now_utc().unix_timestamp();
+                Some((SIGNATURE_HEADER, sign_request(k, method, path, now, body)))
+            }
+        };
+        if method == "POST" {
+            let mut req = self.agent.post(&url).header("content-type", "application/json");
+            if let Some((name, value)) = &auth {
+                req = req.header(*name, value);
+            }
+            req.send(body)
+        } else {
+            let mut req = self.agent.get(&url);
+            if let Some((name, value)) = &auth {
+                req = req.header(*name, value);
+            }
+            req.call()
+        }
     }
 
     pub fn base(&self) -> &str {
@@ -85,7 +143,7 @@ impl HttpLogClient {
 
     fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, DomainError> {
         let url = self.url(path);
-        self.call(&|| self.agent.get(&url).call(), &url)
+        self.call(&|| self.send("GET", path, b""), &url)
     }
 }
 
@@ -102,14 +160,17 @@ impl LogClient for HttpLogClient {
         }
         body.push(b']');
         let url = self.url("/api/v1/entries");
-        self.call(&|| self.agent.post(&url).header("content-type", "application/json").send(&body[..]), &url)
+        self.call(&|| self.send("POST", "/api/v1/entries", &body), &url)
     }
 
     fn checkpoint(&self) -> Result<String, DomainError> {
         let url = self.url("/checkpoint");
-        let mut resp = self.agent.get(&url).call().map_err(|e| DomainError::Log(format!("{url}: {e}")))?;
+        let mut resp = self.send("GET", "/checkpoint", b"").map_err(|e| DomainError::Log(format!("{url}: {e}")))?;
         if resp.status().as_u16() != 200 {
-            return Err(DomainError::Log(format!("{url}: HTTP {}", resp.status().as_u16())));
+            let status = resp.status().as_u16();
+            let body = resp.body_mut().read_to_string().unwrap_or_default();
+            let message = serde_json::from_str::<Problem>(&body).map(|p| p.error).unwrap_or(body);
+            return Err(DomainError::Log(format!("{url}: HTTP {status}: {message}")));
         }
         resp.body_mut().read_to_string().map_err(|e| DomainError::Log(format!("{url}: {e}")))
     }

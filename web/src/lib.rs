@@ -15,9 +15,13 @@
 //! which the ledger checks.
 
 mod api;
+mod auth;
 pub mod client;
+mod dash;
 mod error;
+mod ops;
+mod views;
 
 pub use api::{router, serve, ServerConfig};
-pub use client::HttpLogClient;
+pub use client::{Credential, HttpLogClient};
 pub use error::Error;

@@ -1,0 +1,311 @@
+//! Who is asking, and what they may do.
+//!
+//! Every request gets a [`Principal`] before it reaches a route: a request signed by an enrolled,
+//! active key (`x-chipledger-signature`, see `chipledger_domain::auth`); a person's token
+//! (`Authorization: Bearer clt_…`); a browser session (cookie `chipledger_session`, made by
+//! logging in with a token); or nobody. Credentials that are present but wrong are refused here
+//! with 401 — they never fall back to anonymous. Routes then ask for what they need:
+//!
+//! | route                                  | anonymous | auditor | admin | agent / node key |
+//! |----------------------------------------|-----------|---------|-------|------------------|
+//! | `/healthz`, `/readyz`, `/login`        | yes       | yes     | yes   | yes              |
+//! | `POST /api/v1/entries`                 | yes¹      | yes¹    | yes¹  | yes¹             |
+//! | log reads (tiles, proofs, inventory…)  | no (401)  | yes     | yes   | yes              |
+//! | dashboard pages, exports, `/metrics`   | no²       | yes     | yes   | no (403)         |
+//! | acquisition form                       | no²       | no (403)| yes   | no (403)         |
+//!
+//! ¹ each envelope must be signed by an enrolled key whose role may sign its record — the ledger
+//! checks that; a signed request by a revoked key is refused before. ² pages redirect to `/login`.
+//!
+//! Each principal (anonymous callers: each peer address) has a token-bucket rate limit.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use chipledger_domain::auth::{RequestSignature, Token, SIGNATURE_HEADER};
+use chipledger_domain::keys::VerifierKey;
+use chipledger_domain::records::Role;
+use rand_core::RngCore;
+
+use crate::api::{blocking, ApiError, AppState};
+
+pub(crate) const SESSION_COOKIE: &str = "chipledger_session";
+
+/// Who is asking.
+#[derive(Clone, Debug)]
+pub(crate) enum Principal {
+    Anonymous,
+    /// A person, by token or by a session made from one. `csrf` is the session's form token;
+    /// requests with a bearer token carry no ambient credential and need none.
+    Person {
+        token_id: String,
+        name: String,
+        role: Role,
+        csrf: Option<String>,
+    },
+    /// An enrolled agent, node, admin or auditor key that signed this request.
+    Key {
+        key_id: String,
+        role: Role,
+    },
+}
+
+impl Principal {
+    /// The rate-limit bucket and the name request logs use (never a secret).
+    pub(crate) fn label(&self) -> String {
+        match self {
+            Principal::Anonymous => "anonymous".into(),
+            Principal::Person { token_id, role, .. } => format!("token:{token_id}:{}", role.as_str()),
+            Principal::Key { key_id, role } => format!("key:{}:{}", &key_id[..16], role.as_str()),
+        }
+    }
+
+    /// Reads of the log: anyone with a credential.
+    pub(crate) fn may_read(&self) -> Result<(), ApiError> {
+        match self {
+            Principal::Anonymous => Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "this needs a credential: a person's token (Authorization: Bearer clt_…, from `chipledger tokens \
+                 create`), a dashboard session (log in at /login), or a request signed by an enrolled key",
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Dashboard pages, exports and metrics: people only.
+    pub(crate) fn person(&self) -> Result<Role, ApiError> {
+        match self {
+            Principal::Person { role, .. } => Ok(*role),
+            Principal::Key { .. } => Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "keys append and read the log; the dashboard, exports and metrics are for people with a token",
+            )),
+            Principal::Anonymous => self.may_read().map(|_| Role::Auditor),
+        }
+    }
+
+    pub(crate) fn admin(&self) -> Result<(), ApiError> {
+        match self.person()? {
+            Role::Admin => Ok(()),
+            _ => Err(ApiError::new(StatusCode::FORBIDDEN, "only an admin may do this; auditors read and export")),
+        }
+    }
+}
+
+/// Browser sessions, in memory: a restart logs everyone out.
+#[derive(Debug)]
+pub(crate) struct Sessions {
+    map: Mutex<HashMap<String, Session>>,
+    ttl: Duration,
+}
+
+#[derive(Debug, Clone)]
+struct Session {
+    token_id: String,
+    csrf: String,
+    expires: Instant,
+}
+
+fn random_hex() -> String {
+    let mut b = [0u8; 32];
+    rand_core::OsRng.fill_bytes(&mut b);
+    hex::encode(b)
+}
+
+impl Sessions {
+    pub(crate) fn new(ttl: Duration) -> Sessions {
+        Sessions { map: Mutex::new(HashMap::new()), ttl }
+    }
+
+    /// A new session for a token; returns (session id, csrf token).
+    pub(crate) fn create(&self, token_id: &str) -> (String, String) {
+        let id = random_hex();
+        let csrf = random_hex();
+        let now = Instant::now();
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        map.retain(|_, s| s.expires > now);
+        map.insert(id.clone(), Session { token_id: token_id.to_string(), csrf: csrf.clone(), expires: now + self.ttl });
+        (id, csrf)
+    }
+
+    fn get(&self, id: &str) -> Option<Session> {
+        let map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(id).filter(|s| s.expires > Instant::now()).cloned()
+    }
+
+    pub(crate) fn remove(&self, id: &str) {
+        self.map.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+    }
+}
+
+/// Per-principal token buckets.
+#[derive(Debug)]
+pub(crate) struct RateLimiter {
+    per_second: f64,
+    burst: f64,
+    buckets: Mutex<HashMap<String, (f64, Instant)>>,
+}
+
+impl RateLimiter {
+    pub(crate) fn new(per_second: f64, burst: f64) -> RateLimiter {
+        RateLimiter { per_second, burst, buckets: Mutex::new(HashMap::new()) }
+    }
+
+    /// Takes one request from `key`'s bucket, or says how long to wait.
+    fn take(&self, key: &str) -> Result<(), Duration> {
+        let now = Instant::now();
+        let mut map = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() > 100_000 {
+            // Forget buckets that have refilled; they hold no state worth keeping.
+            let (rate, burst) = (self.per_second, self.burst);
+            map.retain(|_, (level, at)| *level + now.duration_since(*at).as_secs_f64() * rate < burst);
+        }
+        let (level, at) = map.entry(key.to_string()).or_insert((self.burst, now));
+        *level = (*level + now.duration_since(*at).as_secs_f64() * self.per_second).min(self.burst);
+        *at = now;
+        if *level >= 1.0 {
+            *level -= 1.0;
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64((1.0 - *level) / self.per_second))
+        }
+    }
+}
+
+pub(crate) fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+fn unauthorized(message: &str) -> Response {
+    ApiError::new(StatusCode::UNAUTHORIZED, message).into_response()
+}
+
+/// Establishes the [`Principal`], applies the rate limit, and logs the request.
+pub(crate) async fn authenticate(State(s): State<AppState>, req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let (mut parts, mut body) = req.into_parts();
+    let principal = if let Some(h) = parts.headers.get(SIGNATURE_HEADER) {
+        let Ok(sig) = h.to_str().map_err(|_| ()).and_then(|h| RequestSignature::parse(h).map_err(|_| ())) else {
+            return unauthorized("the request signature is malformed: expected `<key id> <unix seconds> <base64>`");
+        };
+        let bytes = match axum::body::to_bytes(body, s.config.max_body_bytes).await {
+            Ok(b) => b,
+            Err(_) => {
+                return ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("the body is over the {}-byte limit", s.config.max_body_bytes),
+                )
+                .into_response()
+            }
+        };
+        let ledger = s.ledger.clone();
+        let key_id = sig.key_id.as_str().to_string();
+        let key = match blocking(move || ledger.active_key(&key_id).map_err(crate::api::ledger_error)).await {
+            Ok(Some(k)) => k,
+            Ok(None) => {
+                return unauthorized(
+                    "the request is signed by a key that is not enrolled, or is revoked or expired: ask an admin \
+                     to enroll it",
+                )
+            }
+            Err(e) => return e.into_response(),
+        };
+        let Ok(vkey) = VerifierKey::parse(&key.verifier_key) else {
+            return ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "the key registry is damaged").into_response();
+        };
+        let path = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+        let now = s.ledger.now().unix_timestamp();
+        if let Err(e) = sig.verify(vkey.public_key(), parts.method.as_str(), path, &bytes, now) {
+            return unauthorized(&format!("the request signature does not verify: {e}"));
+        }
+        body = Body::from(bytes);
+        Principal::Key { key_id: key.key_id, role: key.role }
+    } else if let Some(h) = parts.headers.get(header::AUTHORIZATION) {
+        let Some(token) = h.to_str().ok().and_then(|h| h.strip_prefix("Bearer ")).and_then(|t| Token::parse(t).ok())
+        else {
+            return unauthorized("the Authorization header is not `Bearer clt_<id>_<secret>`");
+        };
+        let ledger = s.ledger.clone();
+        match blocking(move || ledger.authenticate_token(&token).map_err(crate::api::ledger_error)).await {
+            Ok(Some(t)) => Principal::Person { token_id: t.id, name: t.name, role: t.role, csrf: None },
+            Ok(None) => return unauthorized("the token is not valid: unknown, revoked, or mistyped"),
+            Err(e) => return e.into_response(),
+        }
+    } else if let Some(session) = cookie(&parts.headers, SESSION_COOKIE).and_then(|id| s.sessions.get(id)) {
+        // The token behind a session may have been revoked since the login.
+        let ledger = s.ledger.clone();
+        let id = session.token_id.clone();
+        match blocking(move || ledger.live_token(&id).map_err(crate::api::ledger_error)).await {
+            Ok(Some(t)) => Principal::Person { token_id: t.id, name: t.name, role: t.role, csrf: Some(session.csrf) },
+            Ok(None) => Principal::Anonymous,
+            Err(e) => return e.into_response(),
+        }
+    } else {
+        Principal::Anonymous
+    };
+    let bucket = match &principal {
+        Principal::Anonymous => match parts.extensions.get::<ConnectInfo<SocketAddr>>() {
+            Some(ConnectInfo(addr)) => format!("anonymous:{}", addr.ip()),
+            None => "anonymous".to_string(),
+        },
+        p => p.label(),
+    };
+    if let Err(wait) = s.limiter.take(&bucket) {
+        let mut r = ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too many requests from this caller; slow down")
+            .into_response();
+        let secs = wait.as_secs().max(1).to_string();
+        if let Ok(v) = HeaderValue::from_str(&secs) {
+            r.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        return r;
+    }
+    let method = parts.method.clone();
+    let path = parts.uri.path().to_string();
+    let who = principal.label();
+    parts.extensions.insert(principal);
+    let response = next.run(Request::from_parts(parts, body)).await;
+    tracing::info!(
+        target: "chipledger::http",
+        %method,
+        %path,
+        status = response.status().as_u16(),
+        principal = %who,
+        micros = started.elapsed().as_micros() as u64,
+        "request"
+    );
+    response
+}
+
+/// Compares a form's CSRF token with the session's, for form posts made with a session cookie.
+pub(crate) fn check_csrf(principal: &Principal, submitted: Option<&str>) -> Result<(), ApiError> {
+    match principal {
+        Principal::Person { csrf: Some(expected), .. } => {
+            let ok = submitted.is_some_and(|s| {
+                s.len() == expected.len() && s.bytes().zip(expected.bytes()).fold(0u8, |a, (x, y)| a | (x ^ y)) == 0
+            });
+            if ok {
+                Ok(())
+            } else {
+                Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "the form's CSRF token is missing or stale: reload the page and submit again",
+                ))
+            }
+        }
+        _ => Ok(()),
+    }
+}

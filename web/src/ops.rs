@@ -1,0 +1,148 @@
+//! Operations: `/metrics` (Prometheus text format), `/healthz`, `/readyz`, and the periodic
+//! audit whose result the log page and the metrics report.
+
+use std::fmt::Write as _;
+use std::sync::Mutex;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Extension;
+use chipledger_ledger::Ledger;
+use time::OffsetDateTime;
+
+use crate::api::{blocking, ledger_error, ApiError, AppState};
+use crate::auth::Principal;
+
+/// The last audit's outcome.
+#[derive(Debug, Default)]
+pub(crate) struct AuditStatus(Mutex<Option<AuditResult>>);
+
+#[derive(Debug, Clone)]
+struct AuditResult {
+    at: OffsetDateTime,
+    entries: u64,
+    problem: Option<String>,
+}
+
+impl AuditStatus {
+    /// Runs a full audit now and records its outcome.
+    pub(crate) fn run(&self, ledger: &Ledger) {
+        let at = ledger.now();
+        let result = match ledger.audit(&mut |_, _| {}) {
+            Ok(r) => {
+                if let Some(p) = &r.problem {
+                    tracing::error!(problem = %p, "the audit found a problem in the log");
+                } else {
+                    tracing::info!(entries = r.entries, "audit passed");
+                }
+                AuditResult { at, entries: r.entries, problem: r.problem.map(|p| p.to_string()) }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "the audit could not run");
+                AuditResult { at, entries: 0, problem: Some(format!("the audit could not run: {e}")) }
+            }
+        };
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(result);
+    }
+
+    pub(crate) fn describe(&self) -> String {
+        match self.0.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            None => "not yet run by this server (run `chipledger ledger verify`)".into(),
+            Some(r) => match &r.problem {
+                None => format!("{}: passed, {} entries", crate::views::rfc3339(r.at), r.entries),
+                Some(p) => format!("{}: FAILED — {p}", crate::views::rfc3339(r.at)),
+            },
+        }
+    }
+
+    fn snapshot(&self) -> Option<AuditResult> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// A Prometheus label value, escaped.
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+/// The metrics text: identity once per GPU on `chipledger_gpu_info`, everything else keyed by
+/// `uuid`, base units.
+pub(crate) fn metrics_text(s: &AppState) -> Result<String, ApiError> {
+    let snap = s.fleet.get(&s.ledger)?;
+    let now = s.ledger.now();
+    let mut out = String::with_capacity(256 * snap.rows.len() + 1024);
+    out.push_str("# HELP chipledger_gpu_info A GPU in the fleet, with its identity and standing as labels.\n");
+    out.push_str("# TYPE chipledger_gpu_info gauge\n");
+    for r in &snap.rows {
+        let _ = writeln!(
+            out,
+            "chipledger_gpu_info{{uuid=\"{}\",host=\"{}\",sku=\"{}\",serial=\"{}\",source=\"{}\",class_oct_2023=\"{}\",verdict=\"{}\"}} 1",
+            label(&r.uuid),
+            label(&r.host),
+            label(&r.sku),
+            label(&r.serial),
+            label(&r.source),
+            label(&r.class_2023),
+            label(&r.verdict)
+        );
+    }
+    type Value<'a> = &'a dyn Fn(&crate::views::FleetRow) -> String;
+    let per_gpu: [(&str, &str, Value); 3] = [
+        (
+            "chipledger_gpu_last_attested_timestamp_seconds",
+            "When the GPU's latest attestation observed it (unix seconds).",
+            &|r| r.observed_at.unix_timestamp().to_string(),
+        ),
+        ("chipledger_gpu_attestation_age_seconds", "Age of the GPU's latest attestation.", &|r| {
+            (now - r.observed_at).whole_seconds().to_string()
+        }),
+        ("chipledger_gpu_anomalies", "Anomalies on the GPU's latest attestation.", &|r| r.anomalies.len().to_string()),
+    ];
+    for (name, help, value) in per_gpu {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+        for r in &snap.rows {
+            let _ = writeln!(out, "{name}{{uuid=\"{}\"}} {}", label(&r.uuid), value(r));
+        }
+    }
+    let last_append = s.ledger.last_append_at().map_err(ledger_error)?;
+    let _ = writeln!(out, "# HELP chipledger_log_size Entries in the log.\n# TYPE chipledger_log_size gauge");
+    let _ = writeln!(out, "chipledger_log_size {}", s.ledger.size());
+    let _ = writeln!(
+        out,
+        "# HELP chipledger_log_last_append_timestamp_seconds When the latest checkpoint was signed.\n# TYPE chipledger_log_last_append_timestamp_seconds gauge"
+    );
+    let _ = writeln!(out, "chipledger_log_last_append_timestamp_seconds {}", last_append.unwrap_or(0));
+    if let Some(a) = s.audit.snapshot() {
+        let _ = writeln!(
+            out,
+            "# HELP chipledger_log_last_audit_timestamp_seconds When this server last audited the whole log.\n# TYPE chipledger_log_last_audit_timestamp_seconds gauge"
+        );
+        let _ = writeln!(out, "chipledger_log_last_audit_timestamp_seconds {}", a.at.unix_timestamp());
+        let _ = writeln!(
+            out,
+            "# HELP chipledger_log_audit_ok 1 when the last audit found the log intact.\n# TYPE chipledger_log_audit_ok gauge"
+        );
+        let _ = writeln!(out, "chipledger_log_audit_ok {}", u8::from(a.problem.is_none()));
+    }
+    Ok(out)
+}
+
+pub(crate) async fn metrics(State(s): State<AppState>, Extension(p): Extension<Principal>) -> Response {
+    if let Err(e) = p.person() {
+        return e.into_response();
+    }
+    let st = s.clone();
+    match blocking(move || metrics_text(&st)).await {
+        Ok(text) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+pub(crate) async fn readyz(State(s): State<AppState>) -> Response {
+    let ledger = s.ledger.clone();
+    match blocking(move || ledger.check_writable().map_err(ledger_error)).await {
+        Ok(()) => "ready\n".into_response(),
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "the ledger is not writable\n").into_response(),
+    }
+}

@@ -1,0 +1,396 @@
+//! What the dashboard shows, computed from the ledger: the fleet (cached per checkpoint), a GPU's
+//! timeline, runs and their verification, the log's status. No HTTP here.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use chipledger_domain::catalog::Catalog;
+use chipledger_domain::dsse::Envelope;
+use chipledger_domain::fingerprint::GpuUuid;
+use chipledger_domain::identify::Severity;
+use chipledger_domain::keys::VerifierKey;
+use chipledger_domain::log::{EntrySummary, LogClient};
+use chipledger_domain::merkle;
+use chipledger_domain::note::open_checkpoint;
+use chipledger_domain::records::{Record, RecordKind, RunProvenance};
+use chipledger_domain::rules::{classify_all, DatacenterJudgement, Verdict};
+use chipledger_ledger::{EntryFilter, Ledger};
+use serde::Serialize;
+use time::OffsetDateTime;
+
+/// One GPU as the fleet list shows it (and as CSV/JSON exports carry it).
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct FleetRow {
+    pub host: String,
+    pub sku: String,
+    pub serial: String,
+    pub uuid: String,
+    /// RFC 3339, UTC.
+    pub last_attested: String,
+    #[serde(skip)]
+    pub observed_at: OffsetDateTime,
+    pub source: String,
+    pub class_2023: String,
+    pub verdict: String,
+    pub anomalies: Vec<String>,
+    #[serde(skip)]
+    pub worst: Option<Severity>,
+    pub attestation_index: u64,
+}
+
+/// The fleet at one checkpoint, with each GPU's verdict in full.
+#[derive(Debug)]
+pub(crate) struct FleetSnapshot {
+    pub size: u64,
+    pub rows: Vec<FleetRow>,
+    pub verdicts: BTreeMap<String, Verdict>,
+}
+
+/// The last fleet computed, reused until the log grows.
+#[derive(Debug, Default)]
+pub(crate) struct FleetCache(Mutex<Option<Arc<FleetSnapshot>>>);
+
+pub(crate) fn source_label(source: chipledger_domain::records::ProbeSource) -> String {
+    serde_json::to_value(source).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
+}
+
+impl FleetCache {
+    pub(crate) fn get(&self, ledger: &Ledger) -> Result<Arc<FleetSnapshot>, crate::api::ApiError> {
+        let size = ledger.size();
+        if let Some(s) = self.0.lock().unwrap_or_else(|p| p.into_inner()).as_ref().filter(|s| s.size == size) {
+            return Ok(s.clone());
+        }
+        let fleet = chipledger_inference::fleet::load(ledger, ledger.verifier_key()).map_err(|e| {
+            tracing::error!(error = %e, "reading the fleet");
+            crate::api::ApiError::internal("reading the fleet failed; the server log has details")
+        })?;
+        let rows = fleet
+            .candidates
+            .iter()
+            .map(|c| FleetRow {
+                host: c.host.clone(),
+                sku: c.sku.clone().unwrap_or_else(|| "needs review".into()),
+                serial: c.serial.clone().unwrap_or_default(),
+                uuid: c.uuid.as_str().to_string(),
+                last_attested: rfc3339(c.observed_at),
+                observed_at: c.observed_at,
+                source: source_label(c.source),
+                class_2023: c.classification.clone().unwrap_or_else(|| "needs review".into()),
+                verdict: c.verdict.label().to_string(),
+                anomalies: c.anomalies.iter().map(|a| a.explain()).collect(),
+                worst: c.anomalies.iter().map(|a| a.severity()).max(),
+                attestation_index: c.attestation_index,
+            })
+            .collect();
+        let verdicts = fleet.verdicts.into_iter().map(|(u, v)| (u.as_str().to_string(), v)).collect();
+        let snap = Arc::new(FleetSnapshot { size: fleet.checkpoint.size, rows, verdicts });
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(snap.clone());
+        Ok(snap)
+    }
+}
+
+pub(crate) fn rfc3339(t: OffsetDateTime) -> String {
+    t.to_offset(time::UtcOffset::UTC)
+        .replace_nanosecond(0)
+        .unwrap_or(t)
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+/// "3 h 20 min ago", for people.
+pub(crate) fn age(now: OffsetDateTime, t: OffsetDateTime) -> String {
+    let s = (now - t).whole_seconds();
+    match s {
+        s if s < 0 => "in the future".into(),
+        s if s < 120 => format!("{s} s ago"),
+        s if s < 7200 => format!("{} min ago", s / 60),
+        s if s < 172_800 => format!("{} h {} min ago", s / 3600, (s % 3600) / 60),
+        s => format!("{} days ago", s / 86_400),
+    }
+}
+
+/// One record in a GPU's timeline.
+#[derive(Debug, Clone)]
+pub(crate) struct TimelineItem {
+    pub index: u64,
+    pub appended_at: String,
+    pub kind: String,
+    pub signer: String,
+    pub summary: String,
+    pub details: Vec<String>,
+    pub severity: Option<Severity>,
+}
+
+impl TimelineItem {
+    /// The CSS class for its severity.
+    pub(crate) fn css(&self) -> &'static str {
+        match self.severity {
+            Some(Severity::Danger) => "danger",
+            Some(Severity::Warning) => "warning",
+            _ => "",
+        }
+    }
+}
+
+fn record_of(e: &EntrySummary) -> Option<Record> {
+    let env = Envelope::from_json(e.envelope.as_bytes()).ok()?;
+    Record::from_payload(&env.payload_bytes().ok()?).ok()
+}
+
+pub(crate) fn kind_label(k: RecordKind) -> String {
+    serde_json::to_value(k).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_else(|| format!("{k:?}"))
+}
+
+/// Every record about a GPU — its attestations, annotations, runs and the acquisitions of its
+/// serial — in log order.
+pub(crate) fn timeline(
+    ledger: &Ledger,
+    uuid: &GpuUuid,
+    serial: Option<&str>,
+) -> Result<Vec<TimelineItem>, chipledger_domain::Error> {
+    let mut entries = LogClient::history(ledger, uuid, None)?;
+    if let Some(serial) = serial.filter(|s| !s.is_empty()) {
+        entries.extend(LogClient::acquisitions(ledger, serial)?);
+    }
+    entries.sort_by_key(|e| e.index);
+    entries.dedup_by_key(|e| e.index);
+    Ok(entries.iter().map(|e| timeline_item(e, uuid)).collect())
+}
+
+fn timeline_item(e: &EntrySummary, uuid: &GpuUuid) -> TimelineItem {
+    let mut item = TimelineItem {
+        index: e.index,
+        appended_at: rfc3339(e.appended_at),
+        kind: kind_label(e.kind),
+        signer: e.key_id.chars().take(16).collect(),
+        summary: String::new(),
+        details: Vec::new(),
+        severity: None,
+    };
+    match record_of(e) {
+        Some(Record::GpuAttestation(a)) => {
+            let gpu = a.gpus.iter().find(|g| &g.uuid == uuid);
+            item.summary = format!(
+                "attested on {} from {} at {}",
+                a.host.hostname,
+                source_label(a.source),
+                rfc3339(a.observed_at)
+            );
+            if let Some(g) = gpu {
+                item.details.push(format!(
+                    "identified as {} ({}); fingerprint {}",
+                    g.identification.sku.as_deref().unwrap_or("no catalog SKU"),
+                    g.facts.name.as_deref().unwrap_or("no name"),
+                    g.fingerprint_digest.to_hex()
+                ));
+                if let Some(v) = &g.facts.vbios_version {
+                    item.details.push(format!("VBIOS {v}"));
+                }
+                for a in &g.identification.anomalies {
+                    item.details.push(format!("anomaly [{:?}] {}", a.severity(), a.explain()));
+                }
+                item.severity = g.identification.anomalies.iter().map(|a| a.severity()).max();
+            }
+        }
+        Some(Record::Acquisition(a)) => {
+            item.summary = format!(
+                "acquired from {}: shipped {} from {} to {}",
+                a.supplier,
+                a.shipped_on,
+                a.ship_from.code(),
+                a.ship_to.code()
+            );
+            item.details.push(format!("invoice {}; end user {}", a.invoice_reference, a.end_user));
+            item.details.push(match &a.licence {
+                Some(l) => format!("licence {l}"),
+                None => "no licence recorded".into(),
+            });
+            if !a.note.is_empty() {
+                item.details.push(a.note.clone());
+            }
+        }
+        Some(Record::Annotation(n)) => {
+            item.summary = format!("annotation [{:?}]: {}", n.severity, n.text);
+            item.severity = Some(n.severity);
+        }
+        Some(Record::RunProvenance(r)) => {
+            item.summary = format!("ran {} (run {}) on node {}", r.model_name, r.run_id, r.node_host);
+        }
+        Some(other) => item.summary = format!("{:?}", other.kind()),
+        None => item.summary = "the stored envelope does not decode (run `chipledger ledger verify`)".into(),
+    }
+    item
+}
+
+/// Classification under every rule version, as (rule, bucket, basis) lines.
+pub(crate) fn classifications(sku: &str) -> Vec<(String, String, String)> {
+    let Ok(catalog) = Catalog::embedded() else { return Vec::new() };
+    let Ok(s) = catalog.sku(sku) else { return Vec::new() };
+    classify_all(s, DatacenterJudgement::catalog_default(s))
+        .into_iter()
+        .map(|c| (c.rule.title().to_string(), c.bucket.label().to_string(), c.basis))
+        .collect()
+}
+
+/// A run as the list shows it.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct RunRow {
+    pub index: u64,
+    pub run_id: String,
+    pub model: String,
+    pub node: String,
+    pub started_at: String,
+    pub gpus: Vec<String>,
+    pub rejected: usize,
+    pub policy: String,
+    pub backend: String,
+}
+
+fn run_row(index: u64, r: &RunProvenance) -> RunRow {
+    RunRow {
+        index,
+        run_id: r.run_id.clone(),
+        model: r.model_name.clone(),
+        node: r.node_host.clone(),
+        started_at: rfc3339(r.started_at),
+        gpus: r.gpus.iter().map(|g| format!("{} {}", g.sku.as_deref().unwrap_or("?"), g.uuid)).collect(),
+        rejected: r.rejected.len(),
+        policy: r.policy_name.clone(),
+        backend: r.backend.clone(),
+    }
+}
+
+/// The newest `limit` runs, newest first.
+pub(crate) fn runs(ledger: &Ledger, limit: u64) -> Result<Vec<RunRow>, chipledger_ledger::Error> {
+    let filter = EntryFilter { kind: Some(RecordKind::RunProvenance), last: Some(limit), ..EntryFilter::default() };
+    let mut rows: Vec<RunRow> = ledger
+        .entries(&filter)?
+        .iter()
+        .filter_map(|e| match record_of(e) {
+            Some(Record::RunProvenance(r)) => Some(run_row(e.index, &r)),
+            _ => None,
+        })
+        .collect();
+    rows.reverse();
+    Ok(rows)
+}
+
+/// One check of a run's provenance and its outcome.
+#[derive(Debug, Clone)]
+pub(crate) struct Check {
+    pub what: String,
+    pub ok: bool,
+    pub detail: String,
+}
+
+/// A run with its record and what verifying it against the log established.
+#[derive(Debug)]
+pub(crate) struct RunView {
+    pub row: RunRow,
+    pub record: RunProvenance,
+    pub checks: Vec<Check>,
+}
+
+impl RunView {
+    pub(crate) fn verified(&self) -> bool {
+        self.checks.iter().all(|c| c.ok)
+    }
+}
+
+fn check(checks: &mut Vec<Check>, what: &str, r: Result<String, String>) {
+    let (ok, detail) = match r {
+        Ok(d) => (true, d),
+        Err(d) => (false, d),
+    };
+    checks.push(Check { what: what.to_string(), ok, detail });
+}
+
+/// The run at log index `index`, verified against the log as a remote auditor would: the record's
+/// leaf and inclusion under the current checkpoint, its signature by the node key the registry
+/// holds, the placement checkpoint's signature and consistency with today's, and each GPU's
+/// attestation proof and leaf.
+pub(crate) fn run_view(ledger: &Ledger, index: u64) -> Result<Option<RunView>, chipledger_domain::Error> {
+    let e = match LogClient::entry(ledger, index) {
+        Ok(e) => e,
+        Err(chipledger_domain::Error::IndexOutOfRange { .. }) => return Ok(None),
+        Err(other) => return Err(other),
+    };
+    let Some(Record::RunProvenance(record)) = record_of(&e) else { return Ok(None) };
+    let key = ledger.verifier_key();
+    let mut checks = Vec::new();
+    let (_, note) = ledger.checkpoint().map_err(|e| chipledger_domain::Error::Log(e.to_string()))?;
+    let current = open_checkpoint(note.as_bytes(), std::slice::from_ref(key), None)?.checkpoint;
+    let leaf = merkle::leaf_hash(e.envelope.as_bytes());
+    check(
+        &mut checks,
+        "record in the log",
+        (|| {
+            if leaf != e.leaf_hash {
+                return Err("the stored envelope does not hash to its leaf".to_string());
+            }
+            let proof = LogClient::inclusion_proof(ledger, index, current.size).map_err(|e| e.to_string())?;
+            merkle::verify_inclusion(index, current.size, &leaf, &proof, &current.root).map_err(|e| e.to_string())?;
+            Ok(format!("leaf {index} is included in the signed checkpoint of size {}", current.size))
+        })(),
+    );
+    check(
+        &mut checks,
+        "signed by the node",
+        (|| {
+            let k = ledger
+                .keys()
+                .map_err(|e| e.to_string())?
+                .into_iter()
+                .find(|k| k.key_id == record.node_key_id.as_str())
+                .ok_or("the node key is not in the registry")?;
+            let vkey = VerifierKey::parse(&k.verifier_key).map_err(|e| e.to_string())?;
+            Envelope::from_json(e.envelope.as_bytes())
+                .and_then(|env| env.verify(vkey.public_key()))
+                .map_err(|e| e.to_string())?;
+            Ok(format!("node key {} ({})", &k.key_id[..16], k.host.as_deref().unwrap_or("no host")))
+        })(),
+    );
+    let placement = open_checkpoint(record.checkpoint.as_bytes(), std::slice::from_ref(key), None)
+        .map(|c| c.checkpoint)
+        .map_err(|e| e.to_string());
+    check(
+        &mut checks,
+        "placement checkpoint",
+        placement.clone().and_then(|cp| {
+            if cp.size > current.size {
+                return Err("newer than the log".into());
+            }
+            let proof = LogClient::consistency_proof(ledger, cp.size, current.size).map_err(|e| e.to_string())?;
+            if cp.size < current.size {
+                merkle::verify_consistency(cp.size, current.size, &cp.root, &current.root, &proof)
+                    .map_err(|e| e.to_string())?;
+            }
+            Ok(format!("signed by the log at size {}; today's log extends it", cp.size))
+        }),
+    );
+    for g in &record.gpus {
+        check(
+            &mut checks,
+            &format!("attestation of {}", g.uuid),
+            placement.clone().and_then(|cp| {
+                merkle::verify_inclusion(
+                    g.attestation.log_index,
+                    cp.size,
+                    &g.attestation.leaf_hash,
+                    &g.attestation.inclusion_proof,
+                    &cp.root,
+                )
+                .map_err(|e| e.to_string())?;
+                let stored = LogClient::entry(ledger, g.attestation.log_index).map_err(|e| e.to_string())?;
+                if stored.leaf_hash != g.attestation.leaf_hash {
+                    return Err("the log holds another record at that index".into());
+                }
+                Ok(format!(
+                    "entry {} ({} s old at placement), {}, {}",
+                    g.attestation.log_index, g.attestation.age_seconds, g.classification, g.acquisition_verdict
+                ))
+            }),
+        );
+    }
+    Ok(Some(RunView { row: run_row(index, &record), record: *record, checks }))
+}

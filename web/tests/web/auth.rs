@@ -1,0 +1,182 @@
+//! The auth matrix: anonymous, auditor, admin, enrolled agent, revoked agent, revoked token and
+//! wrong role, against every kind of route.
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use chipledger_domain::auth::{sign_request, SIGNATURE_HEADER};
+use chipledger_web::{router, ServerConfig};
+use http_body_util::BodyExt;
+use tower::ServiceExt;
+
+use crate::{call, note, send, world, As, NOW};
+
+const OK: u16 = 200;
+const SEE_OTHER: u16 = 303;
+const UNAUTHORIZED: u16 = 401;
+const FORBIDDEN: u16 = 403;
+
+#[test]
+fn each_principal_gets_exactly_what_its_role_allows() {
+    let w = world();
+    let (auditor, admin, revoked_token) = (w.auditor_token.clone(), w.admin_token.clone(), w.revoked_token.clone());
+    let principals: [(&str, As); 6] = [
+        ("anonymous", As::Nobody),
+        ("auditor", As::Bearer(&auditor)),
+        ("admin", As::Bearer(&admin)),
+        ("agent", As::Signed(&w.agent)),
+        ("revoked agent", As::Signed(&w.revoked_agent)),
+        ("revoked token", As::Bearer(&revoked_token)),
+    ];
+    // route → expected status for each principal above, in order.
+    let matrix: &[(&str, [u16; 6])] = &[
+        ("/healthz", [OK, OK, OK, OK, UNAUTHORIZED, UNAUTHORIZED]),
+        ("/readyz", [OK, OK, OK, OK, UNAUTHORIZED, UNAUTHORIZED]),
+        ("/checkpoint", [UNAUTHORIZED, OK, OK, OK, UNAUTHORIZED, UNAUTHORIZED]),
+        ("/api/v1/inventory", [UNAUTHORIZED, OK, OK, OK, UNAUTHORIZED, UNAUTHORIZED]),
+        ("/api/v1/proof/inclusion?index=0&size=2", [UNAUTHORIZED, OK, OK, OK, UNAUTHORIZED, UNAUTHORIZED]),
+        ("/", [SEE_OTHER, OK, OK, FORBIDDEN, UNAUTHORIZED, UNAUTHORIZED]),
+        ("/fleet.csv", [UNAUTHORIZED, OK, OK, FORBIDDEN, UNAUTHORIZED, UNAUTHORIZED]),
+        ("/fleet.json", [UNAUTHORIZED, OK, OK, FORBIDDEN, UNAUTHORIZED, UNAUTHORIZED]),
+        ("/runs", [SEE_OTHER, OK, OK, FORBIDDEN, UNAUTHORIZED, UNAUTHORIZED]),
+        ("/log", [SEE_OTHER, OK, OK, FORBIDDEN, UNAUTHORIZED, UNAUTHORIZED]),
+        ("/bundle", [UNAUTHORIZED, OK, OK, FORBIDDEN, UNAUTHORIZED, UNAUTHORIZED]),
+        ("/metrics", [UNAUTHORIZED, OK, OK, FORBIDDEN, UNAUTHORIZED, UNAUTHORIZED]),
+        ("/acquisitions/new", [SEE_OTHER, FORBIDDEN, OK, FORBIDDEN, UNAUTHORIZED, UNAUTHORIZED]),
+    ];
+    for (route, expected) in matrix {
+        for ((name, who), want) in principals.iter().zip(expected) {
+            let a = call(&w, *who, "GET", route, vec![]);
+            assert_eq!(a.status.as_u16(), *want, "GET {route} as {name}: {}", a.text());
+        }
+    }
+}
+
+#[test]
+fn appends_are_authorised_by_the_envelope_signature_and_role() {
+    let w = world();
+    let size = w.ledger.size();
+    // Anyone may deliver an envelope signed by an enrolled key whose role may sign it.
+    let a = call(&w, As::Nobody, "POST", "/api/v1/entries", note(&w.auditor_key, 2));
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+    // Wrong role: an agent key may not sign annotations.
+    let a = call(&w, As::Signed(&w.agent), "POST", "/api/v1/entries", note(&w.agent, 9));
+    assert_eq!(a.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", a.text());
+    assert!(a.text().contains("may not sign"), "{}", a.text());
+    // A revoked key: refused before the body is read as envelopes, and its envelopes too.
+    let a = call(&w, As::Signed(&w.revoked_agent), "POST", "/api/v1/entries", note(&w.auditor_key, 3));
+    assert_eq!(a.status, StatusCode::UNAUTHORIZED, "{}", a.text());
+    assert!(a.text().contains("not enrolled, or is revoked"), "{}", a.text());
+    assert_eq!(w.ledger.size(), size + 1);
+}
+
+#[test]
+fn admin_forms_need_an_admin_and_a_valid_csrf_token() {
+    let w = world();
+    let size = w.ledger.size();
+    let form = "serials=1651323018291&sku=H800-SXM5-80GB&supplier=X&invoice_reference=INV-1&shipped_on=2023-09-01\
+                &ship_from=US&ship_to=CN&end_user=Lab&licence=&note=";
+    let form_type = "application/x-www-form-urlencoded";
+    let a = send(&w, As::Bearer(&w.auditor_token), "POST", "/acquisitions", form_type, form.into());
+    assert_eq!(a.status, StatusCode::FORBIDDEN, "{}", a.text());
+    let a = send(&w, As::Signed(&w.agent), "POST", "/acquisitions", form_type, form.into());
+    assert_eq!(a.status, StatusCode::FORBIDDEN, "{}", a.text());
+    assert_eq!(w.ledger.size(), size, "refused forms append nothing");
+
+    // A session: log in, then post without, with a wrong, and with the right CSRF token.
+    let app = router(w.ledger.clone(), ServerConfig::default());
+    let login = format!("token={}&next=%2Facquisitions%2Fnew", w.admin_token);
+    let a = crate::send_to(app.clone(), As::Nobody, "POST", "/login", form_type, login.into_bytes());
+    assert_eq!(a.status, StatusCode::SEE_OTHER);
+    assert_eq!(a.headers["location"], "/acquisitions/new");
+    let set = a.headers["set-cookie"].to_str().unwrap().to_string();
+    assert!(set.contains("HttpOnly") && set.contains("SameSite=Strict"), "{set}");
+    let cookie = set.split(';').next().unwrap().to_string();
+    let page = crate::send_to(app.clone(), As::Cookie(&cookie), "GET", "/acquisitions/new", "text/plain", vec![]);
+    assert_eq!(page.status, StatusCode::OK);
+    let html = page.text();
+    let csrf = html.split("name=\"csrf\" value=\"").nth(1).unwrap().split('"').next().unwrap().to_string();
+    for bad in ["", "csrf=0000&"] {
+        let body = format!("{bad}{form}");
+        let a = crate::send_to(app.clone(), As::Cookie(&cookie), "POST", "/acquisitions", form_type, body.into());
+        assert_eq!(a.status, StatusCode::FORBIDDEN, "{}", a.text());
+        assert!(a.text().contains("CSRF"), "{}", a.text());
+    }
+    assert_eq!(w.ledger.size(), size);
+    let body = format!("csrf={csrf}&{form}");
+    let a = crate::send_to(app.clone(), As::Cookie(&cookie), "POST", "/acquisitions", form_type, body.into());
+    assert_eq!(a.status, StatusCode::SEE_OTHER, "{}", a.text());
+    assert_eq!(w.ledger.size(), size + 1);
+    // A bad field re-renders the form with what is wrong, and appends nothing.
+    let body = format!("csrf={csrf}&{}", form.replace("ship_to=CN", "ship_to=China"));
+    let a = crate::send_to(app.clone(), As::Cookie(&cookie), "POST", "/acquisitions", form_type, body.into());
+    assert_eq!(a.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(a.text().contains("Shipped to: &#34;China&#34; is not an ISO 3166-1 alpha-2 code"), "{}", a.text());
+    assert_eq!(w.ledger.size(), size + 1);
+
+    // Revoking the token ends the session on the next request.
+    let id = w.admin_token.split('_').nth(1).unwrap();
+    w.ledger.revoke_token(id).unwrap();
+    let a = crate::send_to(app, As::Cookie(&cookie), "GET", "/", "text/plain", vec![]);
+    assert_eq!(a.status, StatusCode::SEE_OTHER);
+}
+
+#[test]
+fn a_bad_login_says_so_and_makes_no_session() {
+    let w = world();
+    let form_type = "application/x-www-form-urlencoded";
+    for token in ["nonsense", &w.revoked_token, &w.auditor_token.replace(&w.auditor_token[20..30], "0000000000")] {
+        let a = send(&w, As::Nobody, "POST", "/login", form_type, format!("token={token}&next=/").into_bytes());
+        assert_eq!(a.status, StatusCode::UNAUTHORIZED);
+        assert!(a.headers.get("set-cookie").is_none());
+        assert!(a.text().contains("id=\"login-error\""), "{}", a.text());
+    }
+    // Never an open redirect.
+    let a = send(
+        &w,
+        As::Nobody,
+        "POST",
+        "/login",
+        form_type,
+        format!("token={}&next=//evil.example", w.auditor_token).into_bytes(),
+    );
+    assert_eq!(a.headers["location"], "/");
+}
+
+#[test]
+fn signed_requests_are_bound_to_their_path_and_time() {
+    let w = world();
+    let app = router(w.ledger.clone(), ServerConfig::default());
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let cases = [
+        ("/api/v1/inventory", "/api/v1/inventory?serial=1", NOW.unix_timestamp(), "does not verify"),
+        ("/api/v1/inventory", "/api/v1/inventory", NOW.unix_timestamp() - 600, "5 minutes"),
+    ];
+    for (signed, sent, time, why) in cases {
+        let header = sign_request(&w.agent, "GET", signed, time, b"");
+        let req = Request::builder().uri(sent).header(SIGNATURE_HEADER, header).body(Body::empty()).unwrap();
+        let (status, body) = rt.block_on(async {
+            let r = app.clone().oneshot(req).await.unwrap();
+            (r.status(), r.into_body().collect().await.unwrap().to_bytes())
+        });
+        let text = String::from_utf8_lossy(&body);
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{text}");
+        assert!(text.contains(why), "{text}");
+    }
+}
+
+#[test]
+fn each_principal_is_rate_limited() {
+    let w = world();
+    let config = ServerConfig { rate_per_second: 0.001, rate_burst: 3.0, ..ServerConfig::default() };
+    let app = router(w.ledger.clone(), config);
+    for _ in 0..3 {
+        let a = crate::send_to(app.clone(), As::Bearer(&w.auditor_token), "GET", "/checkpoint", "text/plain", vec![]);
+        assert_eq!(a.status, StatusCode::OK);
+    }
+    let a = crate::send_to(app.clone(), As::Bearer(&w.auditor_token), "GET", "/checkpoint", "text/plain", vec![]);
+    assert_eq!(a.status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(a.headers.contains_key("retry-after"));
+    // Another principal has its own bucket.
+    let a = crate::send_to(app, As::Bearer(&w.admin_token), "GET", "/checkpoint", "text/plain", vec![]);
+    assert_eq!(a.status, StatusCode::OK);
+}
