@@ -10,7 +10,7 @@ use chipledger_domain::keys::VerifierKey;
 use chipledger_domain::log::{AsOf, LogClient};
 use chipledger_domain::merkle::Hash;
 use chipledger_domain::note::{open_checkpoint, Checkpoint};
-use chipledger_domain::records::{GpuAttestation, Record};
+use chipledger_domain::records::{AttestedGpu, GpuAttestation, Record};
 use chipledger_domain::rules::{classify, verdict, DatacenterJudgement, RuleVersion, Shipment, Verdict};
 
 use crate::placement::Candidate;
@@ -36,7 +36,57 @@ pub struct Fleet {
 
 /// Reads the fleet from `log` at its current checkpoint, which must be signed by `log_key`.
 pub fn load(log: &dyn LogClient, log_key: &VerifierKey) -> Result<Fleet, Error> {
-    let catalog = Catalog::embedded()?;
+    load_with(log, log_key, &mut |serial, size| latest_shipment(log, serial, size))
+}
+
+/// `(serial, size)` → the latest shipment recorded for `serial` among the first `size` entries.
+pub type ShipmentLookup<'a> = &'a mut dyn FnMut(&str, u64) -> Result<Option<Shipment>, Error>;
+
+/// One GPU of an attestation at log index `index` as the scheduler sees it, and its verdict
+/// given the latest `shipment` of its serial.
+pub fn candidate(
+    att: &GpuAttestation,
+    gpu: &AttestedGpu,
+    index: u64,
+    shipment: Option<&Shipment>,
+) -> (Candidate, Verdict) {
+    let catalog = Catalog::embedded().ok();
+    let sku = gpu.identification.sku.as_deref().and_then(|s| catalog.and_then(|c| c.sku(s).ok()));
+    let dc = sku.map(DatacenterJudgement::catalog_default);
+    let v = verdict(sku, dc, shipment);
+    let c = Candidate {
+        uuid: gpu.uuid.clone(),
+        host: att.host.hostname.clone(),
+        serial: gpu.facts.serial.clone(),
+        sku: gpu.identification.sku.clone(),
+        memory_total_bytes: gpu.facts.memory_total_bytes,
+        source: att.source,
+        observed_at: att.observed_at,
+        anomalies: gpu.identification.anomalies.clone(),
+        verdict: v.verdict,
+        classification: sku.map(|s| {
+            classify(s, RuleVersion::Oct2023, DatacenterJudgement::catalog_default(s)).bucket.label().to_string()
+        }),
+        busy: false,
+        attestation_index: index,
+        fingerprint_digest: gpu.fingerprint_digest,
+    };
+    (c, v)
+}
+
+/// The verdict of a candidate whose serial has a new latest shipment.
+pub fn reverdict(c: &mut Candidate, shipment: Option<&Shipment>) -> Verdict {
+    let sku = c.sku.as_deref().and_then(|s| Catalog::embedded().ok().and_then(|cat| cat.sku(s).ok()));
+    let v = verdict(sku, sku.map(DatacenterJudgement::catalog_default), shipment);
+    c.verdict = v.verdict;
+    v
+}
+
+/// [`load`], with the shipments looked up by `shipment(serial, size)`: the latest acquisition
+/// record naming `serial` among the first `size` entries. A caller holding every acquisition
+/// (the server's dashboard) answers from memory instead of one log query per GPU.
+pub fn load_with(log: &dyn LogClient, log_key: &VerifierKey, shipment: ShipmentLookup) -> Result<Fleet, Error> {
+    Catalog::embedded()?;
     let checkpoint_text = log.checkpoint()?;
     let checkpoint = open_checkpoint(checkpoint_text.as_bytes(), std::slice::from_ref(log_key), None)?.checkpoint;
     let inventory = log.inventory(AsOf::Size(checkpoint.size))?;
@@ -54,34 +104,21 @@ pub fn load(log: &dyn LogClient, log_key: &VerifierKey) -> Result<Fleet, Error> 
         }
         let Some((leaf_hash, att)) = parsed.get(&inv.index) else { continue };
         let Some(gpu) = att.gpus.iter().find(|g| g.uuid == inv.uuid) else { continue };
-        let sku = gpu.identification.sku.as_deref().and_then(|s| catalog.sku(s).ok());
-        let dc = sku.map(DatacenterJudgement::catalog_default);
         let shipment = match &gpu.facts.serial {
-            Some(serial) => latest_shipment(log, serial, checkpoint.size)?,
+            Some(serial) => shipment(serial, checkpoint.size)?,
             None => None,
         };
-        let v = verdict(sku, dc, shipment.as_ref());
-        candidates.push(Candidate {
-            uuid: inv.uuid.clone(),
-            host: att.host.hostname.clone(),
-            serial: gpu.facts.serial.clone(),
-            sku: gpu.identification.sku.clone(),
-            memory_total_bytes: gpu.facts.memory_total_bytes,
-            source: att.source,
-            observed_at: att.observed_at,
-            anomalies: gpu.identification.anomalies.clone(),
-            verdict: v.verdict,
-            classification: sku.map(|s| {
-                classify(s, RuleVersion::Oct2023, DatacenterJudgement::catalog_default(s)).bucket.label().to_string()
-            }),
-            busy: false,
-            attestation_index: inv.index,
-            fingerprint_digest: gpu.fingerprint_digest,
-        });
+        let (c, v) = candidate(att, gpu, inv.index, shipment.as_ref());
+        candidates.push(c);
         attestations.insert(inv.uuid.clone(), AttestationEntry { index: inv.index, leaf_hash: *leaf_hash });
         verdicts.insert(inv.uuid, v);
     }
     Ok(Fleet { checkpoint_text, checkpoint, candidates, attestations, verdicts })
+}
+
+/// The shipment an acquisition record states.
+pub fn shipment_of(a: &chipledger_domain::records::Acquisition) -> Shipment {
+    Shipment { shipped_on: a.shipped_on, ship_to: a.ship_to, licence: a.licence.clone() }
 }
 
 /// The shipment of the latest acquisition record naming `serial` within the first `size` entries.
@@ -90,7 +127,7 @@ fn latest_shipment(log: &dyn LogClient, serial: &str, size: u64) -> Result<Optio
     for e in entries.iter().rev().filter(|e| e.index < size) {
         let env = Envelope::from_json(e.envelope.as_bytes())?;
         if let Record::Acquisition(a) = Record::from_payload(&env.payload_bytes()?)? {
-            return Ok(Some(Shipment { shipped_on: a.shipped_on, ship_to: a.ship_to, licence: a.licence }));
+            return Ok(Some(shipment_of(&a)));
         }
     }
     Ok(None)

@@ -1,6 +1,8 @@
 //! Derived views: the key registry, latest GPU state, per-GPU record index, acquisitions, runs.
 //! Updated in the append transaction; rebuildable from the entries alone.
 
+use std::collections::HashMap;
+
 use chipledger_domain::fingerprint::GpuUuid;
 use chipledger_domain::keys::VerifierKey;
 use chipledger_domain::log::{AsOf, EntrySummary, InventoryGpu};
@@ -260,7 +262,7 @@ impl Ledger {
                 }
             }
         }
-        let mut st = conn.prepare(&sql)?;
+        let mut st = conn.prepare_cached(&sql)?;
         let rows = st.query_map(rusqlite::params_from_iter(args), |r| {
             Ok((
                 r.get::<_, i64>(0)?,
@@ -304,12 +306,18 @@ impl Ledger {
                 |r| r.get(0),
             )?),
         };
+        // The current view answers "as of n" too when nothing in it is newer than n (the common
+        // case: a caller reading the inventory at the checkpoint it just fetched).
+        let current = match limit {
+            None => Some(latest_gpus(&conn, None)?),
+            Some(n) => Some(latest_gpus(&conn, None)?).filter(|v| v.iter().all(|g| (g.index as i64) < n)),
+        };
         let mut out = Vec::new();
-        match limit {
-            None => {
-                out = latest_gpus(&conn, None)?;
-            }
-            Some(n) => {
+        match (limit, current) {
+            (_, Some(v)) => out = v,
+            (None, None) => {}
+            (Some(n), None) => {
+                let mut parsed: HashMap<i64, Option<chipledger_domain::records::GpuAttestation>> = HashMap::new();
                 // Replay the latest attestation of each GPU among the first n entries.
                 let mut st = conn.prepare(
                     "SELECT g.uuid, MAX(g.idx) FROM gpu_records g JOIN entries e ON e.idx = g.idx
@@ -318,16 +326,24 @@ impl Ledger {
                 let latest: Vec<(String, i64)> =
                     st.query_map([n], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
                 for (uuid, idx) in latest {
-                    let (body, form, key_id): (Vec<u8>, i64, String) = conn.query_row(
-                        "SELECT e.body, e.form, k.key_id FROM entries e JOIN keys k ON k.enrolled_at = e.signer WHERE e.idx = ?1",
-                        [idx],
-                        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-                    )?;
-                    let env = crate::record::expand(&body, form, &key_id)
-                        .map_err(|e| Error::Corrupt(format!("entry {idx}: {e}")))?;
-                    let parsed = crate::record::parse(&env, usize::MAX, true)
-                        .map_err(|r| Error::Corrupt(format!("entry {idx}: {r}")))?;
-                    if let Some(Record::GpuAttestation(a)) = parsed.record {
+                    // One attestation covers several GPUs: read and parse it once.
+                    if let std::collections::hash_map::Entry::Vacant(slot) = parsed.entry(idx) {
+                        let (body, form, key_id): (Vec<u8>, i64, String) = conn.query_row(
+                            "SELECT e.body, e.form, k.key_id FROM entries e JOIN keys k ON k.enrolled_at = e.signer WHERE e.idx = ?1",
+                            [idx],
+                            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                        )?;
+                        let env = crate::record::expand(&body, form, &key_id)
+                            .map_err(|e| Error::Corrupt(format!("entry {idx}: {e}")))?;
+                        let record = crate::record::parse(&env, usize::MAX, true)
+                            .map_err(|r| Error::Corrupt(format!("entry {idx}: {r}")))?
+                            .record;
+                        slot.insert(match record {
+                            Some(Record::GpuAttestation(a)) => Some(a),
+                            _ => None,
+                        });
+                    }
+                    if let Some(Some(a)) = parsed.get(&idx) {
                         if let Some(g) = a.gpus.iter().find(|g| g.uuid.as_str() == uuid) {
                             out.push(InventoryGpu {
                                 uuid: g.uuid.clone(),

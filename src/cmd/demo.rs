@@ -34,7 +34,14 @@ const H800_TXT: &str = include_str!("../../agent/tests/data/nvidia-smi/h800-sxm5
 const DEMO_POLICY: &str = include_str!("../../inference/policies/demo.toml");
 
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Then serve the dashboard on loopback and print an auditor's login token (Ctrl-C stops).
+    #[arg(long)]
+    serve: bool,
+    /// Where `--serve` listens.
+    #[arg(long, default_value = "127.0.0.1:8080", requires = "serve")]
+    listen: String,
+}
 
 /// A simulated host: its name and the dumps its agent imports.
 struct Host {
@@ -81,7 +88,7 @@ fn hosts() -> Vec<Host> {
     ]
 }
 
-pub fn run(data_dir: Option<PathBuf>, _args: Args) -> Result<()> {
+pub fn run(data_dir: Option<PathBuf>, args: Args) -> Result<()> {
     let started = Instant::now();
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let dir = match data_dir {
@@ -335,5 +342,22 @@ pub fn run(data_dir: Option<PathBuf>, _args: Args) -> Result<()> {
         dir.display()
     );
     println!("  chipledger report verify {} --log-key {}", report_path.display(), info.log_verifier_key);
+    if !args.serve {
+        println!("  chipledger demo --serve   (the same story, then the auditor dashboard in your browser)");
+        return Ok(());
+    }
+
+    // 7. The dashboard, for an auditor.
+    let (_, token) = ledger.create_token("demo auditor", Role::Auditor, &mut rand_core::OsRng)?;
+    let token = token.reveal();
+    let data_dir = dir.display().to_string();
+    println!();
+    chipledger_web::serve(Arc::new(ledger), &args.listen, chipledger_web::ServerConfig::default(), move |addr| {
+        println!("7. dashboard: http://{addr}/  (Ctrl-C stops it)");
+        println!("   log in as an auditor with this token (read and export only):");
+        println!("   {token}");
+        println!("   an admin token (acquisition form): chipledger --data-dir {data_dir} tokens create --role admin --name you");
+    })
+    .with_context(|| format!("serving the dashboard on {}", args.listen))?;
     Ok(())
 }

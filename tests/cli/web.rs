@@ -142,3 +142,40 @@ fn agents_and_a_node_work_against_a_server_over_loopback() {
     server.stop();
     ok_in(&data, &["ledger", "verify"]);
 }
+
+#[test]
+fn the_demo_serves_its_dashboard_to_the_auditor_token_it_prints() {
+    use chipledger_domain::log::{AsOf, LogClient};
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("demo");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_chipledger"))
+        .args(["--data-dir", data.to_str().unwrap(), "demo", "--serve", "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut url = None;
+    let mut token = None;
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if let Some(rest) = line.strip_prefix("7. dashboard: ") {
+            url = Some(rest.split_whitespace().next().unwrap().trim_end_matches('/').to_string());
+        }
+        if line.trim_start().starts_with("clt_") {
+            token = Some(line.trim().to_string());
+            break;
+        }
+    }
+    let (url, token) = (url.expect("the dashboard's URL"), token.expect("an auditor token"));
+    let client =
+        chipledger_web::HttpLogClient::new(&url).with_credential(chipledger_web::Credential::Token(token.clone()));
+    let fleet = client.inventory(AsOf::Latest).unwrap();
+    assert!(fleet.len() >= 4, "{fleet:?}");
+    // Without the token the same read is refused.
+    let anonymous = chipledger_web::HttpLogClient::new(&url);
+    let e = anonymous.inventory(AsOf::Latest).unwrap_err().to_string();
+    assert!(e.contains("401") && e.contains("needs a credential"), "{e}");
+    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    assert!(child.wait().unwrap().success());
+}

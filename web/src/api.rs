@@ -482,9 +482,15 @@ pub fn serve(
         let audit_state = state.clone();
         std::thread::Builder::new()
             .name("audit".into())
-            .spawn(move || loop {
-                audit_state.audit.run(&audit_state.ledger);
-                std::thread::sleep(audit_state.config.audit_every);
+            .spawn(move || {
+                // The first fleet page should not pay for reading the whole fleet.
+                if let Err(e) = audit_state.fleet.get(&audit_state.ledger) {
+                    tracing::warn!(status = %e.status(), "could not read the fleet at start");
+                }
+                loop {
+                    audit_state.audit.run(&audit_state.ledger);
+                    std::thread::sleep(audit_state.config.audit_every);
+                }
             })
             .map_err(listen_err)?;
         let app = router_with(state).into_make_service_with_connect_info::<std::net::SocketAddr>();

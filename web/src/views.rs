@@ -1,7 +1,7 @@
 //! What the dashboard shows, computed from the ledger: the fleet (cached per checkpoint), a GPU's
 //! timeline, runs and their verification, the log's status. No HTTP here.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use chipledger_domain::catalog::Catalog;
@@ -12,8 +12,9 @@ use chipledger_domain::keys::VerifierKey;
 use chipledger_domain::log::{EntrySummary, LogClient};
 use chipledger_domain::merkle;
 use chipledger_domain::note::open_checkpoint;
-use chipledger_domain::records::{Record, RecordKind, RunProvenance};
-use chipledger_domain::rules::{classify_all, DatacenterJudgement, Verdict};
+use chipledger_domain::records::{Acquisition, Record, RecordKind, RunProvenance};
+use chipledger_domain::rules::{classify_all, DatacenterJudgement, Shipment, Verdict};
+use chipledger_inference::placement::Candidate;
 use chipledger_ledger::{EntryFilter, Ledger};
 use serde::Serialize;
 use time::OffsetDateTime;
@@ -39,14 +40,18 @@ pub(crate) struct FleetRow {
 }
 
 /// The fleet at one checkpoint, with each GPU's verdict in full.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct FleetSnapshot {
     pub size: u64,
     pub rows: Vec<FleetRow>,
     pub verdicts: BTreeMap<String, Verdict>,
+    /// What an update needs: each GPU's scheduler view, and every shipment by serial.
+    candidates: HashMap<String, Candidate>,
+    shipments: HashMap<String, Vec<(u64, Shipment)>>,
 }
 
-/// The last fleet computed, reused until the log grows.
+/// The last fleet computed. When the log has grown, only the new entries are read: a new
+/// attestation replaces its GPUs' rows, a new acquisition re-judges the GPUs of its serials.
 #[derive(Debug, Default)]
 pub(crate) struct FleetCache(Mutex<Option<Arc<FleetSnapshot>>>);
 
@@ -54,39 +59,125 @@ pub(crate) fn source_label(source: chipledger_domain::records::ProbeSource) -> S
     serde_json::to_value(source).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
 }
 
+fn internal(what: &str) -> impl FnOnce(chipledger_domain::Error) -> crate::api::ApiError + '_ {
+    move |e| {
+        tracing::error!(error = %e, "{what}");
+        crate::api::ApiError::internal(format!("{what} failed; the server log has details"))
+    }
+}
+
+fn latest_shipment(shipments: &HashMap<String, Vec<(u64, Shipment)>>, serial: &str, size: u64) -> Option<Shipment> {
+    shipments.get(serial).and_then(|v| v.iter().rev().find(|(i, _)| *i < size)).map(|(_, s)| s.clone())
+}
+
+fn add_shipments(shipments: &mut HashMap<String, Vec<(u64, Shipment)>>, index: u64, a: Acquisition) -> Vec<String> {
+    let s = chipledger_inference::fleet::shipment_of(&a);
+    for serial in &a.serials {
+        shipments.entry(serial.clone()).or_default().push((index, s.clone()));
+    }
+    a.serials
+}
+
 impl FleetCache {
     pub(crate) fn get(&self, ledger: &Ledger) -> Result<Arc<FleetSnapshot>, crate::api::ApiError> {
+        // Held while computing, so concurrent pages wait for one computation instead of racing.
+        let mut cached = self.0.lock().unwrap_or_else(|p| p.into_inner());
         let size = ledger.size();
-        if let Some(s) = self.0.lock().unwrap_or_else(|p| p.into_inner()).as_ref().filter(|s| s.size == size) {
-            return Ok(s.clone());
-        }
-        let fleet = chipledger_inference::fleet::load(ledger, ledger.verifier_key()).map_err(|e| {
-            tracing::error!(error = %e, "reading the fleet");
-            crate::api::ApiError::internal("reading the fleet failed; the server log has details")
-        })?;
-        let rows = fleet
-            .candidates
-            .iter()
-            .map(|c| FleetRow {
-                host: c.host.clone(),
-                sku: c.sku.clone().unwrap_or_else(|| "needs review".into()),
-                serial: c.serial.clone().unwrap_or_default(),
-                uuid: c.uuid.as_str().to_string(),
-                last_attested: rfc3339(c.observed_at),
-                observed_at: c.observed_at,
-                source: source_label(c.source),
-                class_2023: c.classification.clone().unwrap_or_else(|| "needs review".into()),
-                verdict: c.verdict.label().to_string(),
-                anomalies: c.anomalies.iter().map(|a| a.explain()).collect(),
-                worst: c.anomalies.iter().map(|a| a.severity()).max(),
-                attestation_index: c.attestation_index,
-            })
-            .collect();
-        let verdicts = fleet.verdicts.into_iter().map(|(u, v)| (u.as_str().to_string(), v)).collect();
-        let snap = Arc::new(FleetSnapshot { size: fleet.checkpoint.size, rows, verdicts });
-        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(snap.clone());
+        let snap = match cached.as_ref() {
+            Some(s) if s.size == size => return Ok(s.clone()),
+            Some(s) if s.size < size => update(ledger, s)?,
+            _ => full(ledger)?,
+        };
+        let snap = Arc::new(snap);
+        *cached = Some(snap.clone());
         Ok(snap)
     }
+}
+
+/// The fleet from scratch, at the current checkpoint.
+fn full(ledger: &Ledger) -> Result<FleetSnapshot, crate::api::ApiError> {
+    let mut shipments: HashMap<String, Vec<(u64, Shipment)>> = HashMap::new();
+    let filter = EntryFilter { kind: Some(RecordKind::Acquisition), ..EntryFilter::default() };
+    for e in ledger.entries(&filter).map_err(crate::api::ledger_error)? {
+        if let Some(Record::Acquisition(a)) = record_of(&e) {
+            add_shipments(&mut shipments, e.index, a);
+        }
+    }
+    let mut lookup = |serial: &str, size: u64| Ok(latest_shipment(&shipments, serial, size));
+    let fleet = chipledger_inference::fleet::load_with(ledger, ledger.verifier_key(), &mut lookup).map_err(|e| {
+        tracing::error!(error = %e, "reading the fleet");
+        crate::api::ApiError::internal("reading the fleet failed; the server log has details")
+    })?;
+    let verdicts = fleet.verdicts.into_iter().map(|(u, v)| (u.as_str().to_string(), v)).collect();
+    let candidates = fleet.candidates.into_iter().map(|c| (c.uuid.as_str().to_string(), c)).collect();
+    Ok(snapshot(fleet.checkpoint.size, candidates, verdicts, shipments))
+}
+
+/// `old` brought up to the current checkpoint by reading only the entries after it.
+fn update(ledger: &Ledger, old: &FleetSnapshot) -> Result<FleetSnapshot, crate::api::ApiError> {
+    let (_, note) = ledger.checkpoint().map_err(crate::api::ledger_error)?;
+    let size = open_checkpoint(note.as_bytes(), std::slice::from_ref(ledger.verifier_key()), None)
+        .map_err(internal("checking the checkpoint"))?
+        .checkpoint
+        .size;
+    let mut candidates = old.candidates.clone();
+    let mut verdicts = old.verdicts.clone();
+    let mut shipments = old.shipments.clone();
+    let filter = EntryFilter { from: Some(old.size), ..EntryFilter::default() };
+    let mut new_attestations = Vec::new();
+    let mut rejudge = Vec::new();
+    for e in ledger.entries(&filter).map_err(crate::api::ledger_error)?.into_iter().filter(|e| e.index < size) {
+        match record_of(&e) {
+            Some(Record::GpuAttestation(a)) => new_attestations.push((e.index, a)),
+            Some(Record::Acquisition(a)) => rejudge.extend(add_shipments(&mut shipments, e.index, a)),
+            _ => {}
+        }
+    }
+    for (index, a) in &new_attestations {
+        for g in &a.gpus {
+            let shipment = g.facts.serial.as_deref().and_then(|s| latest_shipment(&shipments, s, size));
+            let (c, v) = chipledger_inference::fleet::candidate(a, g, *index, shipment.as_ref());
+            verdicts.insert(g.uuid.as_str().to_string(), v);
+            candidates.insert(g.uuid.as_str().to_string(), c);
+        }
+    }
+    if !rejudge.is_empty() {
+        let serials: std::collections::HashSet<String> = rejudge.into_iter().collect();
+        for (uuid, c) in candidates.iter_mut() {
+            if let Some(serial) = c.serial.clone().filter(|s| serials.contains(s)) {
+                let shipment = latest_shipment(&shipments, &serial, size);
+                verdicts.insert(uuid.clone(), chipledger_inference::fleet::reverdict(c, shipment.as_ref()));
+            }
+        }
+    }
+    Ok(snapshot(size, candidates, verdicts, shipments))
+}
+
+fn snapshot(
+    size: u64,
+    candidates: HashMap<String, Candidate>,
+    verdicts: BTreeMap<String, Verdict>,
+    shipments: HashMap<String, Vec<(u64, Shipment)>>,
+) -> FleetSnapshot {
+    let mut rows: Vec<FleetRow> = candidates
+        .values()
+        .map(|c| FleetRow {
+            host: c.host.clone(),
+            sku: c.sku.clone().unwrap_or_else(|| "needs review".into()),
+            serial: c.serial.clone().unwrap_or_default(),
+            uuid: c.uuid.as_str().to_string(),
+            last_attested: rfc3339(c.observed_at),
+            observed_at: c.observed_at,
+            source: source_label(c.source),
+            class_2023: c.classification.clone().unwrap_or_else(|| "needs review".into()),
+            verdict: c.verdict.label().to_string(),
+            anomalies: c.anomalies.iter().map(|a| a.explain()).collect(),
+            worst: c.anomalies.iter().map(|a| a.severity()).max(),
+            attestation_index: c.attestation_index,
+        })
+        .collect();
+    rows.sort_by(|a, b| (a.host.as_str(), a.uuid.as_str()).cmp(&(b.host.as_str(), b.uuid.as_str())));
+    FleetSnapshot { size, rows, verdicts, candidates, shipments }
 }
 
 pub(crate) fn rfc3339(t: OffsetDateTime) -> String {

@@ -113,3 +113,52 @@ fn metrics_put_identity_on_one_info_series_per_gpu() {
         assert!(value.parse::<f64>().is_ok(), "{l}");
     }
 }
+
+#[test]
+fn the_fleet_updated_from_new_entries_equals_the_fleet_read_afresh() {
+    use chipledger_domain::records::{sign_record, Acquisition, FORMAT_VERSION};
+    let mut w = world();
+    let app = chipledger_web::router(w.ledger.clone(), chipledger_web::ServerConfig::default());
+    let token = w.auditor_token.clone();
+    let get = |app: &axum::Router, uri: &str| {
+        crate::send_to(app.clone(), As::Bearer(&token), "GET", uri, "text/plain", vec![]).json()
+    };
+    let before = get(&app, "/fleet.json");
+    assert!(before.as_array().unwrap().iter().any(|g| g["verdict"] == "no-acquisition-record"));
+
+    // A new host, and an acquisition for the H800's serial shipped after the 2023 rule.
+    let key = SigningKey::from_seed(&[12; 32]);
+    w.enroll(&key, Role::Agent, Some("hgx-h100-01"));
+    let h100 = std::fs::read_to_string(format!(
+        "{}/../agent/tests/data/nvidia-smi/h100-sxm5-80gb-utkuozdemir-nvidia_gpu_exporter.txt",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap()
+    .replace("GPU-00000000-0000-0000-0000-000000000000", "GPU-9d2f31c4-5b1e-4c7a-8e60-2b7f0c1d4a11");
+    w.attest(key, "hgx-h100-01", &[("h100.txt", h100)]);
+    w.counter += 1;
+    let a = Acquisition {
+        format_version: FORMAT_VERSION,
+        counter: w.counter,
+        recorded_at: crate::NOW,
+        serials: vec!["1651323018291".into()],
+        sku: Some("H800-SXM5-80GB".into()),
+        supplier: "S".into(),
+        invoice_reference: "I".into(),
+        invoice_digest: None,
+        shipped_on: time::macros::date!(2024 - 02 - 01),
+        ship_from: chipledger_domain::country::Country::parse("SG").unwrap(),
+        ship_to: chipledger_domain::country::Country::parse("CN").unwrap(),
+        end_user: "E".into(),
+        licence: None,
+        note: String::new(),
+    };
+    w.ledger.append(&[sign_record(&a, &w.admin).unwrap().to_json()]).unwrap();
+
+    let updated = get(&app, "/fleet.json");
+    let fresh = get(&chipledger_web::router(w.ledger.clone(), chipledger_web::ServerConfig::default()), "/fleet.json");
+    assert_eq!(updated, fresh);
+    assert_eq!(updated.as_array().unwrap().len(), before.as_array().unwrap().len() + 1);
+    let h800 = updated.as_array().unwrap().iter().find(|g| g["uuid"] == H800_UUID).unwrap();
+    assert_eq!(h800["verdict"], "licence-required-none-recorded");
+}

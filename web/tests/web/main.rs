@@ -5,6 +5,7 @@
 
 mod api;
 mod auth;
+mod browser;
 mod dash;
 
 use std::sync::Arc;
