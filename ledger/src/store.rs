@@ -83,6 +83,8 @@ pub struct Ledger {
     writer: Mutex<Writer>,
     queue: Mutex<Vec<Pending>>,
     reader: Mutex<Connection>,
+    /// The connection that folds the WAL when commits do not ([`Ledger::defer_wal_folding`]).
+    folder: Mutex<Option<Connection>>,
 }
 
 impl std::fmt::Debug for Ledger {
@@ -234,6 +236,7 @@ impl Ledger {
             writer: Mutex::new(Writer { conn, state: State { frontier, registry }, log_key }),
             queue: Mutex::new(Vec::new()),
             reader: Mutex::new(reader),
+            folder: Mutex::new(None),
         })
     }
 
@@ -663,6 +666,29 @@ impl Ledger {
             return Err(Error::NoSuchEntry { index: first + n, size: self.size() });
         }
         Ok(out)
+    }
+
+    /// Stops commits from folding the write-ahead log into the database themselves (SQLite's
+    /// auto-checkpoint copies and syncs up to 80 MB inside one unlucky commit); the caller then
+    /// calls [`Ledger::fold_wal`] from a thread of its own. For long-running servers.
+    pub fn defer_wal_folding(&self) -> Result<(), Error> {
+        let w = self.writer_lock();
+        w.conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        Ok(())
+    }
+
+    /// Folds what it can of the write-ahead log into the database without waiting for or
+    /// blocking the writer (a PASSIVE checkpoint, on a connection of its own). Returns the
+    /// WAL's frames and how many are now in the database.
+    pub fn fold_wal(&self) -> Result<(i64, i64), Error> {
+        let mut slot = lock(&self.folder);
+        if slot.is_none() {
+            let conn = Connection::open(self.dir.join(DB_FILE))?;
+            crate::schema::configure(&conn)?;
+            *slot = Some(conn);
+        }
+        let Some(conn) = slot.as_ref() else { return Ok((0, 0)) };
+        Ok(conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| Ok((r.get(1)?, r.get(2)?)))?)
     }
 
     /// When the latest checkpoint was signed (unix seconds): the time of the last append.

@@ -477,6 +477,18 @@ pub fn serve(
         let bound = listener.local_addr().map_err(listen_err)?;
         on_ready(bound);
         tracing::info!(%bound, "serving the ledger");
+        // Commits never stall on folding the WAL: a thread of its own does it.
+        ledger.defer_wal_folding().map_err(|e| crate::Error::Ledger(e.to_string()))?;
+        let folding = ledger.clone();
+        std::thread::Builder::new()
+            .name("wal".into())
+            .spawn(move || loop {
+                if let Err(e) = folding.fold_wal() {
+                    tracing::warn!(error = %e, "folding the write-ahead log");
+                }
+                std::thread::sleep(std::time::Duration::from_millis(200));
+            })
+            .map_err(listen_err)?;
         let state = AppState::new(ledger, config);
         // The audit runs on its own thread: at start, then every `audit_every`.
         let audit_state = state.clone();

@@ -6,4 +6,6 @@
 pub enum Error {
     #[error("cannot listen on {addr}: {source}")]
     Listen { addr: String, source: std::io::Error },
+    #[error("the ledger: {0}")]
+    Ledger(String),
 }
