@@ -87,7 +87,16 @@ impl LedgerTarget {
                          --node-key) or set CHIPLEDGER_TOKEN to a token from `chipledger tokens create`"
                     ),
                 };
-                Ok((Box::new(chipledger_web::HttpLogClient::new(url).with_credential(credential)), key))
+                let mut client = chipledger_web::HttpLogClient::new(url).with_credential(credential);
+                // A server whose certificate comes from a private CA: trust that CA only.
+                if let Some(ca) = std::env::var_os("CHIPLEDGER_CA_CERT").filter(|v| !v.is_empty()) {
+                    let pem = std::fs::read(&ca)
+                        .with_context(|| format!("reading CHIPLEDGER_CA_CERT {}", PathBuf::from(&ca).display()))?;
+                    client = client
+                        .with_ca_certs(&pem)
+                        .with_context(|| format!("CHIPLEDGER_CA_CERT {}", PathBuf::from(&ca).display()))?;
+                }
+                Ok((Box::new(client), key))
             }
         }
     }

@@ -353,10 +353,17 @@ pub fn run(data_dir: Option<PathBuf>, args: Args) -> Result<()> {
     let data_dir = dir.display().to_string();
     println!();
     chipledger_web::serve(Arc::new(ledger), &args.listen, chipledger_web::ServerConfig::default(), move |addr| {
-        println!("7. dashboard: http://{addr}/  (Ctrl-C stops it)");
-        println!("   log in as an auditor with this token (read and export only):");
-        println!("   {token}");
-        println!("   an admin token (acquisition form): chipledger --data-dir {data_dir} tokens create --role admin --name you");
+        // A reader that stops reading (a closed pipe) must not stop the server.
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "7. dashboard: http://{addr}/  (Ctrl-C stops it)");
+        let _ = writeln!(out, "   log in as an auditor with this token (read and export only):");
+        let _ = writeln!(out, "   {token}");
+        let _ = writeln!(
+            out,
+            "   an admin token (acquisition form): chipledger --data-dir {data_dir} tokens create --role admin --name you"
+        );
+        let _ = out.flush();
     })
     .with_context(|| format!("serving the dashboard on {}", args.listen))?;
     Ok(())

@@ -20,8 +20,13 @@ struct Server {
 
 impl Server {
     fn start(data: &Path) -> Server {
+        Server::start_with(data, &[])
+    }
+
+    fn start_with(data: &Path, extra: &[&str]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_chipledger"))
             .args(["--data-dir", data.to_str().unwrap(), "serve", "--listen", "127.0.0.1:0"])
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -178,4 +183,38 @@ fn the_demo_serves_its_dashboard_to_the_auditor_token_it_prints() {
     assert!(e.contains("401") && e.contains("needs a credential"), "{e}");
     assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
     assert!(child.wait().unwrap().success());
+}
+
+#[test]
+fn an_agent_attests_over_tls_trusting_only_the_servers_ca() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    ok_in(&data, &["init"]);
+    let tls = Path::new(env!("CARGO_MANIFEST_DIR")).join("web/tests/data/tls");
+    let (cert, key) = (tls.join("cert.pem"), tls.join("key.pem"));
+    let server = Server::start_with(&data, &["--tls-cert", cert.to_str().unwrap(), "--tls-key", key.to_str().unwrap()]);
+    assert!(server.url.starts_with("https://127.0.0.1:"), "{}", server.url);
+    let url = server.url.replace("127.0.0.1", "localhost");
+    let state = tmp.path().join("agent");
+    let vkey = ok(&["agent", "enroll", "--hostname", "hgx-01", "--state-dir", state.to_str().unwrap()]).stdout;
+    ok_in(&data, &["keys", "enroll", "--role", "agent", "--name", "hgx-01", "--key", vkey.trim()]);
+    let attest = |ca: Option<&Path>| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_chipledger"));
+        c.args(["agent", "attest", "--ledger", &url, "--log-key", &server.key, "--state-dir"])
+            .args([state.to_str().unwrap(), "--hostname", "hgx-01", "--from-file"])
+            .arg(dump("h800-sxm5-80gb-liguodongiot-llm-action.txt"));
+        if let Some(ca) = ca {
+            c.env("CHIPLEDGER_CA_CERT", ca);
+        }
+        c.output().unwrap()
+    };
+    // The test CA is not a public root: without it the server is not trusted, and nothing is sent.
+    let refused = attest(None);
+    assert!(!refused.status.success());
+    let out = attest(Some(&tls.join("ca.pem")));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("inclusion proof verified"), "{stdout}");
+    server.stop();
+    ok_in(&data, &["ledger", "verify"]);
 }

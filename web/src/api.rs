@@ -43,6 +43,16 @@ pub struct ServerConfig {
     pub fresh_for: time::Duration,
     /// How often `serve` audits the whole log (the first audit runs at start).
     pub audit_every: Duration,
+    /// Serve HTTPS with this certificate chain and key (PEM files); session cookies are then
+    /// marked `Secure`.
+    pub tls: Option<TlsFiles>,
+}
+
+/// A PEM certificate chain and its private key.
+#[derive(Clone, Debug)]
+pub struct TlsFiles {
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
 }
 
 impl Default for ServerConfig {
@@ -58,6 +68,7 @@ impl Default for ServerConfig {
             secure_cookies: false,
             fresh_for: time::Duration::hours(2),
             audit_every: Duration::from_secs(3600),
+            tls: None,
         }
     }
 }
@@ -472,11 +483,21 @@ pub fn serve(
 ) -> Result<(), crate::Error> {
     let listen_err = |source| crate::Error::Listen { addr: addr.to_string(), source };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(listen_err)?;
+    let tls = config.tls.clone();
+    let config = ServerConfig { secure_cookies: config.secure_cookies || tls.is_some(), ..config };
     runtime.block_on(async move {
+        // The certificate first: a bad one stops the server before it claims to be ready.
+        let rustls = match &tls {
+            None => None,
+            Some(files) => Some(
+                axum_server::tls_rustls::RustlsConfig::from_pem_file(&files.cert, &files.key)
+                    .await
+                    .map_err(|source| crate::Error::Tls { cert: files.cert.clone(), key: files.key.clone(), source })?,
+            ),
+        };
         let listener = tokio::net::TcpListener::bind(addr).await.map_err(listen_err)?;
         let bound = listener.local_addr().map_err(listen_err)?;
-        on_ready(bound);
-        tracing::info!(%bound, "serving the ledger");
+        tracing::info!(%bound, tls = tls.is_some(), "serving the ledger");
         // Commits never stall on folding the WAL: a thread of its own does it.
         ledger.defer_wal_folding().map_err(|e| crate::Error::Ledger(e.to_string()))?;
         let folding = ledger.clone();
@@ -506,7 +527,25 @@ pub fn serve(
             })
             .map_err(listen_err)?;
         let app = router_with(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
-        axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await.map_err(listen_err)
+        on_ready(bound);
+        match rustls {
+            None => axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await.map_err(listen_err),
+            Some(rustls) => {
+                let handle = axum_server::Handle::new();
+                let stopper = handle.clone();
+                tokio::spawn(async move {
+                    shutdown_signal().await;
+                    stopper.graceful_shutdown(Some(Duration::from_secs(30)));
+                });
+                let std_listener = listener.into_std().map_err(listen_err)?;
+                axum_server::from_tcp_rustls(std_listener, rustls)
+                    .map_err(listen_err)?
+                    .handle(handle)
+                    .serve(app)
+                    .await
+                    .map_err(listen_err)
+            }
+        }
     })
 }
 

@@ -43,17 +43,25 @@ pub struct HttpLogClient {
 impl HttpLogClient {
     /// `base` is the server's URL, e.g. `http://ledger.internal:8080`.
     pub fn new(base: &str) -> HttpLogClient {
-        let config = ureq::Agent::config_builder()
-            .timeout_global(Some(Duration::from_secs(30)))
-            .timeout_connect(Some(Duration::from_secs(5)))
-            .http_status_as_error(false)
-            .build();
-        HttpLogClient {
-            base: base.trim_end_matches('/').to_string(),
-            agent: config.into(),
-            retries: 3,
-            credential: None,
+        HttpLogClient { base: base.trim_end_matches('/').to_string(), agent: agent(None), retries: 3, credential: None }
+    }
+
+    /// Trusts only the CA certificates in `pem` for `https://` (a private CA); without it the
+    /// Mozilla root set is trusted.
+    pub fn with_ca_certs(mut self, pem: &[u8]) -> Result<HttpLogClient, DomainError> {
+        let certs: Vec<ureq::tls::Certificate<'static>> = ureq::tls::parse_pem(pem)
+            .filter_map(|item| match item {
+                Ok(ureq::tls::PemItem::Certificate(c)) => Some(Ok(c.to_owned())),
+                Ok(_) => None,
+                Err(e) => Some(Err(e)),
+            })
+            .collect::<Result<_, _>>()
+            .map_err(|e| DomainError::Log(format!("the CA certificates are not PEM: {e}")))?;
+        if certs.is_empty() {
+            return Err(DomainError::Log("the CA file holds no PEM certificate".into()));
         }
+        self.agent = agent(Some(certs));
+        Ok(self)
     }
 
     /// Sends every request with `credential`: reads need one.
@@ -211,6 +219,21 @@ impl LogClient for HttpLogClient {
     fn acquisitions(&self, serial: &str) -> Result<Vec<EntrySummary>, DomainError> {
         self.get(&format!("/api/v1/acquisitions?serial={}", query_value(serial)))
     }
+}
+
+/// A blocking HTTP(S) agent: 5 s to connect, 30 s per request, statuses answered as values.
+fn agent(roots: Option<Vec<ureq::tls::Certificate<'static>>>) -> ureq::Agent {
+    let mut tls = ureq::tls::TlsConfig::builder();
+    if let Some(roots) = roots {
+        tls = tls.root_certs(ureq::tls::RootCerts::Specific(std::sync::Arc::new(roots)));
+    }
+    ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(30)))
+        .timeout_connect(Some(Duration::from_secs(5)))
+        .http_status_as_error(false)
+        .tls_config(tls.build())
+        .build()
+        .into()
 }
 
 /// Percent-encodes a query value.

@@ -22,6 +22,6 @@ mod error;
 mod ops;
 mod views;
 
-pub use api::{router, serve, ServerConfig};
+pub use api::{router, serve, ServerConfig, TlsFiles};
 pub use client::{Credential, HttpLogClient};
 pub use error::Error;

@@ -7,6 +7,7 @@ mod api;
 mod auth;
 mod browser;
 mod dash;
+mod tls;
 
 use std::sync::Arc;
 
