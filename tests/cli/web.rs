@@ -218,3 +218,46 @@ fn an_agent_attests_over_tls_trusting_only_the_servers_ca() {
     server.stop();
     ok_in(&data, &["ledger", "verify"]);
 }
+
+#[test]
+fn tokens_are_created_once_listed_without_secrets_and_revoked() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    ok_in(&data, &["init"]);
+    let r = ok_in(&data, &["tokens", "create", "--role", "auditor", "--name", "alice, audit"]);
+    let token = r.stdout.trim().to_string();
+    assert!(token.starts_with("clt_") && r.stderr.contains("shown once"), "{r:?}");
+    let id = token.split('_').nth(1).unwrap().to_string();
+    let list = ok_in(&data, &["tokens", "list", "--format", "json"]).stdout;
+    assert!(list.contains(&id) && list.contains("alice, audit"), "{list}");
+    assert!(!list.contains(token.rsplit('_').next().unwrap()), "the secret is never listed");
+    ok_in(&data, &["tokens", "revoke", &id]);
+    crate::ledger::fails_in(&data, &["tokens", "revoke", &id], "already revoked");
+    crate::ledger::fails_in(&data, &["tokens", "revoke", "0123456789ab"], "no token");
+    fails(&["--data-dir", data.to_str().unwrap(), "tokens", "create", "--role", "agent", "--name", "x"], "admin");
+}
+
+#[test]
+fn a_remote_ledger_without_a_credential_says_how_to_get_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    ok_in(&data, &["init"]);
+    let server = Server::start(&data);
+    let empty = tmp.path().join("nobody");
+    let r = fails(
+        &[
+            "--data-dir",
+            empty.to_str().unwrap(),
+            "plan",
+            "--model",
+            "deepseek-r1",
+            "--ledger",
+            &server.url,
+            "--log-key",
+            &server.key,
+        ],
+        "CHIPLEDGER_TOKEN",
+    );
+    assert!(r.stderr.contains("chipledger tokens create"), "{}", r.stderr);
+    server.stop();
+}
