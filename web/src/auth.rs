@@ -87,7 +87,10 @@ impl Principal {
                 StatusCode::FORBIDDEN,
                 "keys append and read the log; the dashboard, exports and metrics are for people with a token",
             )),
-            Principal::Anonymous => self.may_read().map(|_| Role::Auditor),
+            Principal::Anonymous => Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "this needs a person's token (Authorization: Bearer clt_…) or a dashboard session (log in at /login)",
+            )),
         }
     }
 
@@ -190,17 +193,47 @@ pub(crate) fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> 
         .map(|(_, v)| v)
 }
 
-fn unauthorized(message: &str) -> Response {
-    ApiError::new(StatusCode::UNAUTHORIZED, message).into_response()
+/// The bucket of a caller without a valid credential: its peer address.
+pub(crate) fn peer_bucket(extensions: &axum::http::Extensions) -> String {
+    match extensions.get::<ConnectInfo<SocketAddr>>() {
+        Some(ConnectInfo(addr)) => format!("anonymous:{}", addr.ip()),
+        None => "anonymous".to_string(),
+    }
+}
+
+fn too_many(wait: Duration) -> Response {
+    let mut r =
+        ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too many requests from this caller; slow down").into_response();
+    if let Ok(v) = HeaderValue::from_str(&wait.as_secs().max(1).to_string()) {
+        r.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    r
+}
+
+impl RateLimiter {
+    /// A refusal for a bad credential, charged to the caller's address so that guessing and
+    /// signature checks cost the guesser, not the server: 401, or 429 once the bucket is empty.
+    pub(crate) fn refuse(&self, extensions: &axum::http::Extensions, response: Response) -> Response {
+        match self.take(&peer_bucket(extensions)) {
+            Ok(()) => response,
+            Err(wait) => too_many(wait),
+        }
+    }
 }
 
 /// Establishes the [`Principal`], applies the rate limit, and logs the request.
 pub(crate) async fn authenticate(State(s): State<AppState>, req: Request, next: Next) -> Response {
     let started = Instant::now();
     let (mut parts, mut body) = req.into_parts();
+    let unauthorized = |parts: &axum::http::request::Parts, message: &str| -> Response {
+        s.limiter.refuse(&parts.extensions, ApiError::new(StatusCode::UNAUTHORIZED, message).into_response())
+    };
     let principal = if let Some(h) = parts.headers.get(SIGNATURE_HEADER) {
         let Ok(sig) = h.to_str().map_err(|_| ()).and_then(|h| RequestSignature::parse(h).map_err(|_| ())) else {
-            return unauthorized("the request signature is malformed: expected `<key id> <unix seconds> <base64>`");
+            return unauthorized(
+                &parts,
+                "the request signature is malformed: expected `<key id> <unix seconds> <base64>`",
+            );
         };
         let bytes = match axum::body::to_bytes(body, s.config.max_body_bytes).await {
             Ok(b) => b,
@@ -218,6 +251,7 @@ pub(crate) async fn authenticate(State(s): State<AppState>, req: Request, next: 
             Ok(Some(k)) => k,
             Ok(None) => {
                 return unauthorized(
+                    &parts,
                     "the request is signed by a key that is not enrolled, or is revoked or expired: ask an admin \
                      to enroll it",
                 )
@@ -230,19 +264,19 @@ pub(crate) async fn authenticate(State(s): State<AppState>, req: Request, next: 
         let path = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
         let now = s.ledger.now().unix_timestamp();
         if let Err(e) = sig.verify(vkey.public_key(), parts.method.as_str(), path, &bytes, now) {
-            return unauthorized(&format!("the request signature does not verify: {e}"));
+            return unauthorized(&parts, &format!("the request signature does not verify: {e}"));
         }
         body = Body::from(bytes);
         Principal::Key { key_id: key.key_id, role: key.role }
     } else if let Some(h) = parts.headers.get(header::AUTHORIZATION) {
         let Some(token) = h.to_str().ok().and_then(|h| h.strip_prefix("Bearer ")).and_then(|t| Token::parse(t).ok())
         else {
-            return unauthorized("the Authorization header is not `Bearer clt_<id>_<secret>`");
+            return unauthorized(&parts, "the Authorization header is not `Bearer clt_<id>_<secret>`");
         };
         let ledger = s.ledger.clone();
         match blocking(move || ledger.authenticate_token(&token).map_err(crate::api::ledger_error)).await {
             Ok(Some(t)) => Principal::Person { token_id: t.id, name: t.name, role: t.role, csrf: None },
-            Ok(None) => return unauthorized("the token is not valid: unknown, revoked, or mistyped"),
+            Ok(None) => return unauthorized(&parts, "the token is not valid: unknown, revoked, or mistyped"),
             Err(e) => return e.into_response(),
         }
     } else if let Some(session) = cookie(&parts.headers, SESSION_COOKIE).and_then(|id| s.sessions.get(id)) {
@@ -258,20 +292,11 @@ pub(crate) async fn authenticate(State(s): State<AppState>, req: Request, next: 
         Principal::Anonymous
     };
     let bucket = match &principal {
-        Principal::Anonymous => match parts.extensions.get::<ConnectInfo<SocketAddr>>() {
-            Some(ConnectInfo(addr)) => format!("anonymous:{}", addr.ip()),
-            None => "anonymous".to_string(),
-        },
+        Principal::Anonymous => peer_bucket(&parts.extensions),
         p => p.label(),
     };
     if let Err(wait) = s.limiter.take(&bucket) {
-        let mut r = ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too many requests from this caller; slow down")
-            .into_response();
-        let secs = wait.as_secs().max(1).to_string();
-        if let Ok(v) = HeaderValue::from_str(&secs) {
-            r.headers_mut().insert(header::RETRY_AFTER, v);
-        }
-        return r;
+        return too_many(wait);
     }
     let method = parts.method.clone();
     let path = parts.uri.path().to_string();

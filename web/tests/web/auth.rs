@@ -180,3 +180,20 @@ fn each_principal_is_rate_limited() {
     let a = crate::send_to(app, As::Bearer(&w.admin_token), "GET", "/checkpoint", "text/plain", vec![]);
     assert_eq!(a.status, StatusCode::OK);
 }
+
+#[test]
+fn guessing_credentials_is_charged_to_the_guesser() {
+    let w = world();
+    let config = ServerConfig { rate_per_second: 0.001, rate_burst: 3.0, ..ServerConfig::default() };
+    let app = router(w.ledger.clone(), config);
+    let wrong = w.auditor_token.replace(&w.auditor_token[20..30], "0000000000");
+    let statuses: Vec<u16> = (0..4)
+        .map(|_| {
+            crate::send_to(app.clone(), As::Bearer(&wrong), "GET", "/checkpoint", "text/plain", vec![]).status.as_u16()
+        })
+        .collect();
+    assert_eq!(statuses, [UNAUTHORIZED, UNAUTHORIZED, UNAUTHORIZED, 429]);
+    let form = format!("token={wrong}&next=/");
+    let a = crate::send_to(app, As::Nobody, "POST", "/login", "application/x-www-form-urlencoded", form.into_bytes());
+    assert_eq!(a.status.as_u16(), 429);
+}
