@@ -7,12 +7,14 @@
 //! SQLite work runs on the blocking pool (`spawn_blocking`), never on the async executor; request
 //! bodies are size-limited, requests time out, and past a concurrency limit the server answers
 //! 503. [`client::HttpLogClient`] is the blocking `LogClient` agents and nodes use with
-//! `--ledger http://…`.
+//! `--ledger http(s)://…`.
 //!
-//! What it does not do yet: people's tokens, the dashboard and metrics (issue #6 goes on); reads
-//! are open to anyone who can reach the listener, so `serve` binds loopback unless told otherwise.
-//! Writes need no token: every envelope must be signed by an enrolled key whose role may sign it,
-//! which the ledger checks.
+//! The same router serves the auditor dashboard (server-rendered askama pages, CSV/JSON exports,
+//! evidence bundles, the admin's acquisition form) and `/metrics`, `/healthz`, `/readyz`. Every
+//! read needs a credential — a request signed by an enrolled key, a person's token, or a session
+//! made from one — and a wrong credential is refused, never treated as anonymous; writes are
+//! authorised by the envelopes' own signatures. [`serve`] adds TLS, a WAL-folding thread, the
+//! periodic audit and graceful shutdown. The auth matrix is in `web/API.md`.
 
 mod api;
 mod auth;
