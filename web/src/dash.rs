@@ -24,6 +24,9 @@ use crate::views::{self, FleetRow, RunRow, RunView, TimelineItem};
 /// Rows per fleet page.
 const PER_PAGE: usize = 500;
 
+/// The most entries a whole-log bundle may hold when downloaded from the dashboard.
+const MAX_WHOLE_LOG_BUNDLE: u64 = 50_000;
+
 /// The signed-in person, for the page header.
 #[derive(Debug, Clone)]
 pub(crate) struct Chrome {
@@ -511,6 +514,8 @@ struct GpuPage {
     verdict: Option<Verdict>,
     classes: Vec<(String, String, String)>,
     timeline: Vec<TimelineItem>,
+    /// The timeline shows only the latest records of a GPU with a long history.
+    truncated: bool,
 }
 
 pub(crate) async fn gpu(
@@ -532,7 +537,7 @@ pub(crate) async fn gpu(
         let snap = st.fleet.get(&st.ledger)?;
         let row = snap.rows.iter().find(|r| r.uuid == uuid.as_str()).cloned();
         let verdict = snap.verdicts.get(uuid.as_str()).cloned();
-        let timeline = views::timeline(&st.ledger, &uuid, row.as_ref().map(|r| r.serial.as_str()))
+        let (timeline, truncated) = views::timeline(&st.ledger, &uuid, row.as_ref().map(|r| r.serial.as_str()))
             .map_err(|e| ApiError::internal(e.to_string()))?;
         let classes = row.as_ref().map(|r| views::classifications(&r.sku)).unwrap_or_default();
         Ok(GpuPage {
@@ -543,6 +548,7 @@ pub(crate) async fn gpu(
             verdict,
             classes,
             timeline,
+            truncated,
         })
     })
     .await;
@@ -693,6 +699,18 @@ pub(crate) async fn bundle(
         Err(e) => return ApiError::new(StatusCode::BAD_REQUEST, e.to_string()).into_response(),
     };
     let host = q.host.filter(|h| !h.is_empty());
+    // A bundle carries a proof per entry: the whole of a large log is a job for the CLI.
+    if gpu.is_none() && host.is_none() && s.ledger.size() > MAX_WHOLE_LOG_BUNDLE {
+        return ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "the log holds {} entries, too many for one download: bundle a GPU (?gpu=) or a host (?host=), or run \
+                 `chipledger ledger export` on the server",
+                s.ledger.size()
+            ),
+        )
+        .into_response();
+    }
     let name = match (&gpu, &host) {
         (Some(g), _) => format!("chipledger-bundle-{g}.json"),
         (None, Some(h)) => format!("chipledger-bundle-{}.json", h.replace(|c: char| !c.is_ascii_alphanumeric(), "_")),

@@ -232,20 +232,24 @@ pub(crate) fn kind_label(k: RecordKind) -> String {
     serde_json::to_value(k).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_else(|| format!("{k:?}"))
 }
 
-/// Every record about a GPU — its attestations, annotations, runs and the acquisitions of its
-/// serial — in log order.
+/// The most records a GPU's page lists (the evidence bundle has them all).
+pub(crate) const TIMELINE_MAX: usize = 1000;
+
+/// The records about a GPU — its attestations, annotations, runs (the latest [`TIMELINE_MAX`])
+/// and the acquisitions of its serial — in log order, and whether older ones were left out.
 pub(crate) fn timeline(
     ledger: &Ledger,
     uuid: &GpuUuid,
     serial: Option<&str>,
-) -> Result<Vec<TimelineItem>, chipledger_domain::Error> {
-    let mut entries = LogClient::history(ledger, uuid, None)?;
+) -> Result<(Vec<TimelineItem>, bool), chipledger_domain::Error> {
+    let mut entries = LogClient::history(ledger, uuid, Some(TIMELINE_MAX))?;
+    let truncated = entries.len() == TIMELINE_MAX;
     if let Some(serial) = serial.filter(|s| !s.is_empty()) {
         entries.extend(LogClient::acquisitions(ledger, serial)?);
     }
     entries.sort_by_key(|e| e.index);
     entries.dedup_by_key(|e| e.index);
-    Ok(entries.iter().map(|e| timeline_item(e, uuid)).collect())
+    Ok((entries.iter().map(|e| timeline_item(e, uuid)).collect(), truncated))
 }
 
 fn timeline_item(e: &EntrySummary, uuid: &GpuUuid) -> TimelineItem {

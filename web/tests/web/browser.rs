@@ -102,7 +102,12 @@ fn an_auditor_filters_the_fleet_opens_a_gpu_and_downloads_the_csv() {
         assert!(c.current_url().await.unwrap().path().starts_with("/login"));
         c.find(Locator::Id("token")).await.unwrap().send_keys(&w.auditor_token).await.unwrap();
         c.find(Locator::Id("login")).await.unwrap().click().await.unwrap();
-        let who = c.find(Locator::Id("who")).await.unwrap().text().await.unwrap();
+        let who = match c.find(Locator::Id("who")).await {
+            Ok(e) => e.text().await.unwrap(),
+            Err(e) => {
+                panic!("no #who after login at {}: {e}\n{}", c.current_url().await.unwrap(), c.source().await.unwrap())
+            }
+        };
         assert_eq!(who, "alice (audit) (auditor)");
 
         // An auditor sees no admin form, and cannot reach it.

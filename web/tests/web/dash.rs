@@ -17,6 +17,10 @@ fn the_fleet_filters_to_h800_and_exports_exactly_those_rows() {
     let rows = html.matches("class=\"sku\">H800-SXM5-80GB<").count();
     assert!(rows > 0 && !html.contains("class=\"sku\">A100-SXM4-80GB<"), "{html}");
     assert!(html.contains("<svg role=\"img\" aria-label=\"GPUs by SKU\""));
+    // No framing (clickjacking), no sniffing, no script.
+    assert_eq!(page.headers["x-frame-options"], "DENY");
+    assert_eq!(page.headers["x-content-type-options"], "nosniff");
+    assert!(page.headers["content-security-policy"].to_str().unwrap().starts_with("default-src 'none'"));
     assert!(html.contains(H800_UUID));
 
     let csv = call(&w, t, "GET", "/fleet.csv?sku=H800-SXM5-80GB", vec![]);
