@@ -122,6 +122,7 @@ fn each_outside_world_library_belongs_to_one_crate() {
         ("candle-", "inference"),
         ("axum", "web"),
         ("ureq", "web"),
+        ("askama", "web"),
     ];
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     for member in ["", "domain", "ledger", "agent", "inference", "web"] {

@@ -144,6 +144,30 @@ fn agents_and_a_node_work_against_a_server_over_loopback() {
         r.stdout
     );
     ok(&["report", "verify", report.to_str().unwrap(), "--log-key", &server.key]);
+
+    // An auditor finds the run on the dashboard, re-verified against the log.
+    let token = ok_in(&data, &["tokens", "create", "--role", "auditor", "--name", "auditor"]).stdout.trim().to_string();
+    let get = |path: &str| -> (u16, String) {
+        let mut r = ureq::get(&format!("{}{path}", server.url))
+            .header("authorization", &format!("Bearer {token}"))
+            .config()
+            .http_status_as_error(false)
+            .build()
+            .call()
+            .unwrap();
+        (r.status().as_u16(), r.body_mut().read_to_string().unwrap())
+    };
+    let (status, runs) = get("/api/v1/runs");
+    assert_eq!(status, 200, "{runs}");
+    let runs: serde_json::Value = serde_json::from_str(&runs).unwrap();
+    let index = runs[0]["index"].as_u64().unwrap();
+    let (status, page) = get(&format!("/runs/{index}"));
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("Verified against the log") && !page.contains("FAILED"), "{page}");
+    assert!(page.contains("signed by the node") && page.contains("attestation of GPU-"), "{page}");
+    let (status, gpu) = get("/gpus/GPU-513536b6-7d19-9063-b049-1e69664bb298");
+    assert_eq!(status, 200);
+    assert!(gpu.contains("id=\"verdict\">lawful<") && gpu.contains("ran "), "{gpu}");
     server.stop();
     ok_in(&data, &["ledger", "verify"]);
 }
@@ -260,4 +284,23 @@ fn a_remote_ledger_without_a_credential_says_how_to_get_one() {
     );
     assert!(r.stderr.contains("chipledger tokens create"), "{}", r.stderr);
     server.stop();
+}
+
+#[test]
+fn the_packaged_server_unit_runs_a_command_this_binary_accepts() {
+    let unit =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/chipledger-serve.service"))
+            .unwrap();
+    let unit = unit.replace("\\\n", " ");
+    let exec = unit.lines().find_map(|l| l.strip_prefix("ExecStart=")).unwrap();
+    let args: Vec<&str> = exec.split_whitespace().skip(1).collect();
+    assert!(unit.contains("User=chipledger") && unit.contains("ProtectSystem=strict"));
+    // The flags parse; on this machine it stops at the missing ledger (or certificate), saying so.
+    let r = crate::chipledger(&args);
+    assert_ne!(r.code, 0);
+    assert!(
+        r.stderr.contains("no ledger in /var/lib/chipledger") || r.stderr.contains("/etc/chipledger/tls/cert.pem"),
+        "{}",
+        r.stderr
+    );
 }

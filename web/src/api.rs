@@ -145,6 +145,7 @@ pub(crate) fn router_with(state: AppState) -> Router {
         .route("/api/v1/gpus/{uuid}/history", get(history))
         .route("/api/v1/acquisitions", get(acquisitions))
         .route("/api/v1/inventory", get(inventory))
+        .route("/api/v1/runs", get(runs))
         .route_layer(axum::middleware::from_fn(require_reader));
     Router::new()
         .merge(reads)
@@ -451,6 +452,21 @@ struct SerialQuery {
 async fn acquisitions(State(s): State<AppState>, Query(q): Query<SerialQuery>) -> Response {
     let ledger = s.ledger.clone();
     match blocking(move || LogClient::acquisitions(ledger.as_ref(), &q.serial).map_err(domain_error)).await {
+        Ok(v) => Json(v).into_response(),
+        Err(r) => r.into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+struct RunsQuery {
+    limit: Option<u64>,
+}
+
+/// The newest run reports (default 100, at most 1,000), newest first.
+async fn runs(State(s): State<AppState>, Query(q): Query<RunsQuery>) -> Response {
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let ledger = s.ledger.clone();
+    match blocking(move || crate::views::runs(&ledger, limit).map_err(ledger_error)).await {
         Ok(v) => Json(v).into_response(),
         Err(r) => r.into_response(),
     }

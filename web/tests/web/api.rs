@@ -50,6 +50,8 @@ fn read_endpoints_answer_an_enrolled_key() {
     assert_eq!(a.status, StatusCode::OK);
     let a = call(&w, who, "GET", "/api/v1/acquisitions?serial=1651323018291", vec![]);
     assert_eq!(a.status, StatusCode::OK);
+    let a = call(&w, who, "GET", "/api/v1/runs?limit=5", vec![]);
+    assert_eq!((a.status, a.json().as_array().unwrap().len()), (StatusCode::OK, 0));
     assert_eq!(call(&w, As::Nobody, "GET", "/healthz", vec![]).status, StatusCode::OK);
     assert_eq!(call(&w, As::Nobody, "GET", "/readyz", vec![]).status, StatusCode::OK);
 }
