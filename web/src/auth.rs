@@ -221,88 +221,13 @@ impl RateLimiter {
     }
 }
 
-/// Establishes the [`Principal`], applies the rate limit, and logs the request.
+/// Establishes the [`Principal`], applies the rate limit, and logs the request — refused ones
+/// too, as `principal=refused`.
 pub(crate) async fn authenticate(State(s): State<AppState>, req: Request, next: Next) -> Response {
     let started = Instant::now();
-    let (mut parts, mut body) = req.into_parts();
-    let unauthorized = |parts: &axum::http::request::Parts, message: &str| -> Response {
-        s.limiter.refuse(&parts.extensions, ApiError::new(StatusCode::UNAUTHORIZED, message).into_response())
-    };
-    let principal = if let Some(h) = parts.headers.get(SIGNATURE_HEADER) {
-        let Ok(sig) = h.to_str().map_err(|_| ()).and_then(|h| RequestSignature::parse(h).map_err(|_| ())) else {
-            return unauthorized(
-                &parts,
-                "the request signature is malformed: expected `<key id> <unix seconds> <base64>`",
-            );
-        };
-        let bytes = match axum::body::to_bytes(body, s.config.max_body_bytes).await {
-            Ok(b) => b,
-            Err(_) => {
-                return ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    format!("the body is over the {}-byte limit", s.config.max_body_bytes),
-                )
-                .into_response()
-            }
-        };
-        let ledger = s.ledger.clone();
-        let key_id = sig.key_id.as_str().to_string();
-        let key = match blocking(move || ledger.active_key(&key_id).map_err(crate::api::ledger_error)).await {
-            Ok(Some(k)) => k,
-            Ok(None) => {
-                return unauthorized(
-                    &parts,
-                    "the request is signed by a key that is not enrolled, or is revoked or expired: ask an admin \
-                     to enroll it",
-                )
-            }
-            Err(e) => return e.into_response(),
-        };
-        let Ok(vkey) = VerifierKey::parse(&key.verifier_key) else {
-            return ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "the key registry is damaged").into_response();
-        };
-        let path = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-        let now = s.ledger.now().unix_timestamp();
-        if let Err(e) = sig.verify(vkey.public_key(), parts.method.as_str(), path, &bytes, now) {
-            return unauthorized(&parts, &format!("the request signature does not verify: {e}"));
-        }
-        body = Body::from(bytes);
-        Principal::Key { key_id: key.key_id, role: key.role }
-    } else if let Some(h) = parts.headers.get(header::AUTHORIZATION) {
-        let Some(token) = h.to_str().ok().and_then(|h| h.strip_prefix("Bearer ")).and_then(|t| Token::parse(t).ok())
-        else {
-            return unauthorized(&parts, "the Authorization header is not `Bearer clt_<id>_<secret>`");
-        };
-        let ledger = s.ledger.clone();
-        match blocking(move || ledger.authenticate_token(&token).map_err(crate::api::ledger_error)).await {
-            Ok(Some(t)) => Principal::Person { token_id: t.id, name: t.name, role: t.role, csrf: None },
-            Ok(None) => return unauthorized(&parts, "the token is not valid: unknown, revoked, or mistyped"),
-            Err(e) => return e.into_response(),
-        }
-    } else if let Some(session) = cookie(&parts.headers, SESSION_COOKIE).and_then(|id| s.sessions.get(id)) {
-        // The token behind a session may have been revoked since the login.
-        let ledger = s.ledger.clone();
-        let id = session.token_id.clone();
-        match blocking(move || ledger.live_token(&id).map_err(crate::api::ledger_error)).await {
-            Ok(Some(t)) => Principal::Person { token_id: t.id, name: t.name, role: t.role, csrf: Some(session.csrf) },
-            Ok(None) => Principal::Anonymous,
-            Err(e) => return e.into_response(),
-        }
-    } else {
-        Principal::Anonymous
-    };
-    let bucket = match &principal {
-        Principal::Anonymous => peer_bucket(&parts.extensions),
-        p => p.label(),
-    };
-    if let Err(wait) = s.limiter.take(&bucket) {
-        return too_many(wait);
-    }
-    let method = parts.method.clone();
-    let path = parts.uri.path().to_string();
-    let who = principal.label();
-    parts.extensions.insert(principal);
-    let response = next.run(Request::from_parts(parts, body)).await;
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let (response, who) = admit(s, req, next).await;
     tracing::info!(
         target: "chipledger::http",
         %method,
@@ -313,6 +238,92 @@ pub(crate) async fn authenticate(State(s): State<AppState>, req: Request, next: 
         "request"
     );
     response
+}
+
+/// The answer, and who it was for (never a secret).
+async fn admit(s: AppState, req: Request, next: Next) -> (Response, String) {
+    let refused = |r: Response| (r, "refused".to_string());
+    let (mut parts, mut body) = req.into_parts();
+    let unauthorized = |parts: &axum::http::request::Parts, message: &str| -> Response {
+        s.limiter.refuse(&parts.extensions, ApiError::new(StatusCode::UNAUTHORIZED, message).into_response())
+    };
+    let principal = if let Some(h) = parts.headers.get(SIGNATURE_HEADER) {
+        let Ok(sig) = h.to_str().map_err(|_| ()).and_then(|h| RequestSignature::parse(h).map_err(|_| ())) else {
+            return refused(unauthorized(
+                &parts,
+                "the request signature is malformed: expected `<key id> <unix seconds> <base64>`",
+            ));
+        };
+        let bytes = match axum::body::to_bytes(body, s.config.max_body_bytes).await {
+            Ok(b) => b,
+            Err(_) => {
+                return refused(
+                    ApiError::new(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        format!("the body is over the {}-byte limit", s.config.max_body_bytes),
+                    )
+                    .into_response(),
+                )
+            }
+        };
+        let ledger = s.ledger.clone();
+        let key_id = sig.key_id.as_str().to_string();
+        let key = match blocking(move || ledger.active_key(&key_id).map_err(crate::api::ledger_error)).await {
+            Ok(Some(k)) => k,
+            Ok(None) => {
+                return refused(unauthorized(
+                    &parts,
+                    "the request is signed by a key that is not enrolled, or is revoked or expired: ask an admin \
+                     to enroll it",
+                ))
+            }
+            Err(e) => return refused(e.into_response()),
+        };
+        let Ok(vkey) = VerifierKey::parse(&key.verifier_key) else {
+            return refused(
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "the key registry is damaged").into_response(),
+            );
+        };
+        let path = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+        let now = s.ledger.now().unix_timestamp();
+        if let Err(e) = sig.verify(vkey.public_key(), parts.method.as_str(), path, &bytes, now) {
+            return refused(unauthorized(&parts, &format!("the request signature does not verify: {e}")));
+        }
+        body = Body::from(bytes);
+        Principal::Key { key_id: key.key_id, role: key.role }
+    } else if let Some(h) = parts.headers.get(header::AUTHORIZATION) {
+        let Some(token) = h.to_str().ok().and_then(|h| h.strip_prefix("Bearer ")).and_then(|t| Token::parse(t).ok())
+        else {
+            return refused(unauthorized(&parts, "the Authorization header is not `Bearer clt_<id>_<secret>`"));
+        };
+        let ledger = s.ledger.clone();
+        match blocking(move || ledger.authenticate_token(&token).map_err(crate::api::ledger_error)).await {
+            Ok(Some(t)) => Principal::Person { token_id: t.id, name: t.name, role: t.role, csrf: None },
+            Ok(None) => return refused(unauthorized(&parts, "the token is not valid: unknown, revoked, or mistyped")),
+            Err(e) => return refused(e.into_response()),
+        }
+    } else if let Some(session) = cookie(&parts.headers, SESSION_COOKIE).and_then(|id| s.sessions.get(id)) {
+        // The token behind a session may have been revoked since the login.
+        let ledger = s.ledger.clone();
+        let id = session.token_id.clone();
+        match blocking(move || ledger.live_token(&id).map_err(crate::api::ledger_error)).await {
+            Ok(Some(t)) => Principal::Person { token_id: t.id, name: t.name, role: t.role, csrf: Some(session.csrf) },
+            Ok(None) => Principal::Anonymous,
+            Err(e) => return refused(e.into_response()),
+        }
+    } else {
+        Principal::Anonymous
+    };
+    let bucket = match &principal {
+        Principal::Anonymous => peer_bucket(&parts.extensions),
+        p => p.label(),
+    };
+    let who = principal.label();
+    if let Err(wait) = s.limiter.take(&bucket) {
+        return (too_many(wait), who);
+    }
+    parts.extensions.insert(principal);
+    (next.run(Request::from_parts(parts, body)).await, who)
 }
 
 /// Compares a form's CSRF token with the session's, for form posts made with a session cookie.

@@ -197,3 +197,36 @@ fn guessing_credentials_is_charged_to_the_guesser() {
     let a = crate::send_to(app, As::Nobody, "POST", "/login", "application/x-www-form-urlencoded", form.into_bytes());
     assert_eq!(a.status.as_u16(), 429);
 }
+
+#[test]
+fn request_logs_name_the_principal_and_never_a_secret() {
+    #[derive(Clone, Default)]
+    struct Buffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+    impl std::io::Write for Buffer {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let w = world();
+    let buffer = Buffer::default();
+    let sink = buffer.clone();
+    let subscriber = tracing_subscriber::fmt().with_writer(move || sink.clone()).with_ansi(false).finish();
+    let wrong = w.auditor_token.replace(&w.auditor_token[20..30], "0000000000");
+    tracing::subscriber::with_default(subscriber, || {
+        call(&w, As::Bearer(&w.auditor_token), "GET", "/checkpoint", vec![]);
+        call(&w, As::Bearer(&wrong), "GET", "/checkpoint", vec![]);
+        let form = format!("token={}&next=/", w.admin_token);
+        send(&w, As::Nobody, "POST", "/login", "application/x-www-form-urlencoded", form.into_bytes());
+    });
+    let log = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+    let id = w.auditor_token.split('_').nth(1).unwrap();
+    assert!(log.contains(&format!("principal=token:{id}:auditor")), "{log}");
+    assert!(log.contains("status=401") && log.contains("principal=refused"), "{log}");
+    for secret in [&w.auditor_token, &wrong, &w.admin_token] {
+        assert!(!log.contains(secret.rsplit('_').next().unwrap()), "a secret reached the log:\n{log}");
+    }
+}
