@@ -90,18 +90,16 @@ pub fn load_with(log: &dyn LogClient, log_key: &VerifierKey, shipment: ShipmentL
     let checkpoint_text = log.checkpoint()?;
     let checkpoint = open_checkpoint(checkpoint_text.as_bytes(), std::slice::from_ref(log_key), None)?.checkpoint;
     let inventory = log.inventory(AsOf::Size(checkpoint.size))?;
-    let mut parsed: BTreeMap<u64, (Hash, GpuAttestation)> = BTreeMap::new();
+    // Each attestation once (it covers several GPUs): read in order, decoded on every core.
+    let mut wanted: Vec<u64> = inventory.iter().map(|g| g.index).collect();
+    wanted.sort_unstable();
+    wanted.dedup();
+    let entries = wanted.iter().map(|i| log.entry(*i)).collect::<Result<Vec<_>, _>>()?;
+    let parsed: BTreeMap<u64, (Hash, GpuAttestation)> = decode_attestations(&entries)?;
     let mut candidates = Vec::with_capacity(inventory.len());
     let mut attestations = BTreeMap::new();
     let mut verdicts = BTreeMap::new();
     for inv in inventory {
-        if let std::collections::btree_map::Entry::Vacant(slot) = parsed.entry(inv.index) {
-            let entry = log.entry(inv.index)?;
-            let env = Envelope::from_json(entry.envelope.as_bytes())?;
-            if let Record::GpuAttestation(att) = Record::from_payload(&env.payload_bytes()?)? {
-                slot.insert((entry.leaf_hash, att));
-            }
-        }
         let Some((leaf_hash, att)) = parsed.get(&inv.index) else { continue };
         let Some(gpu) = att.gpus.iter().find(|g| g.uuid == inv.uuid) else { continue };
         let shipment = match &gpu.facts.serial {
@@ -114,6 +112,46 @@ pub fn load_with(log: &dyn LogClient, log_key: &VerifierKey, shipment: ShipmentL
         verdicts.insert(inv.uuid, v);
     }
     Ok(Fleet { checkpoint_text, checkpoint, candidates, attestations, verdicts })
+}
+
+/// An attestation's log index, with its leaf hash and record.
+type Decoded = (u64, (Hash, GpuAttestation));
+
+/// The attestations among `entries`, by index, decoded in parallel.
+fn decode_attestations(
+    entries: &[chipledger_domain::log::EntrySummary],
+) -> Result<BTreeMap<u64, (Hash, GpuAttestation)>, Error> {
+    let decode = |part: &[chipledger_domain::log::EntrySummary]| -> Result<Vec<Decoded>, Error> {
+        let mut out = Vec::with_capacity(part.len());
+        for e in part {
+            let env = Envelope::from_json(e.envelope.as_bytes())?;
+            if let Record::GpuAttestation(att) = Record::from_payload(&env.payload_bytes()?)? {
+                out.push((e.index, (e.leaf_hash, att)));
+            }
+        }
+        Ok(out)
+    };
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if entries.len() < 64 || threads < 2 {
+        return Ok(decode(entries)?.into_iter().collect());
+    }
+    let per = entries.len().div_ceil(threads);
+    let parts: Vec<Result<Vec<_>, Error>> = std::thread::scope(|s| {
+        let handles: Vec<_> = entries.chunks(per).map(|part| s.spawn(move || decode(part))).collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join().unwrap_or_else(|_| {
+                    Err(Error::Domain(chipledger_domain::Error::Log("a decoding thread failed".into())))
+                })
+            })
+            .collect()
+    });
+    let mut out = BTreeMap::new();
+    for part in parts {
+        out.extend(part?);
+    }
+    Ok(out)
 }
 
 /// The shipment an acquisition record states.

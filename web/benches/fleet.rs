@@ -116,6 +116,15 @@ fn main() {
             (t.elapsed(), body.len())
         })
     };
+    // For profiling the cold path: CHIPLEDGER_BENCH_COLD_REPEAT=N reads the whole fleet N times.
+    let repeat: usize = std::env::var("CHIPLEDGER_BENCH_COLD_REPEAT").ok().and_then(|v| v.parse().ok()).unwrap_or(0);
+    for _ in 0..repeat {
+        let fresh =
+            router(ledger.clone(), ServerConfig { rate_per_second: 1e9, rate_burst: 1e9, ..ServerConfig::default() });
+        let req =
+            Request::builder().uri("/").header("authorization", format!("Bearer {token}")).body(Body::empty()).unwrap();
+        rt.block_on(async move { fresh.oneshot(req).await.unwrap() });
+    }
     let (cold, bytes) = get("/");
     println!("fleet page, cold (reads and checks {gpus} GPUs' attestations): {:.1} ms, {bytes} bytes", ms(cold));
     for (what, uri) in [
