@@ -430,7 +430,7 @@ fn fmt_num(v: f64) -> String {
 }
 
 /// The acquisition facts a verdict needs (from an `acquisition/v1` record or the command line).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Shipment {
     pub shipped_on: Date,
     pub ship_to: Country,

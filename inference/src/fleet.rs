@@ -50,28 +50,62 @@ pub fn candidate(
     index: u64,
     shipment: Option<&Shipment>,
 ) -> (Candidate, Verdict) {
-    let catalog = Catalog::embedded().ok();
-    let sku = gpu.identification.sku.as_deref().and_then(|s| catalog.and_then(|c| c.sku(s).ok()));
-    let dc = sku.map(DatacenterJudgement::catalog_default);
-    let v = verdict(sku, dc, shipment);
-    let c = Candidate {
-        uuid: gpu.uuid.clone(),
-        host: att.host.hostname.clone(),
-        serial: gpu.facts.serial.clone(),
-        sku: gpu.identification.sku.clone(),
-        memory_total_bytes: gpu.facts.memory_total_bytes,
-        source: att.source,
-        observed_at: att.observed_at,
-        anomalies: gpu.identification.anomalies.clone(),
-        verdict: v.verdict,
-        classification: sku.map(|s| {
-            classify(s, RuleVersion::Oct2023, DatacenterJudgement::catalog_default(s)).bucket.label().to_string()
-        }),
-        busy: false,
-        attestation_index: index,
-        fingerprint_digest: gpu.fingerprint_digest,
-    };
-    (c, v)
+    Judge::default().candidate(att, gpu, index, shipment)
+}
+
+/// Builds candidates, judging each (SKU, shipment) pair once: a fleet has a handful of SKUs and
+/// one shipment per purchase, but thousands of GPUs.
+#[derive(Debug, Default)]
+pub struct Judge {
+    /// (SKU, shipment) → the verdict and the Oct 2023 class label.
+    memo: std::collections::HashMap<JudgeKey, (Verdict, Option<String>)>,
+}
+
+type JudgeKey = (Option<String>, Option<Shipment>);
+
+impl Judge {
+    /// [`candidate`], memoised.
+    pub fn candidate(
+        &mut self,
+        att: &GpuAttestation,
+        gpu: &AttestedGpu,
+        index: u64,
+        shipment: Option<&Shipment>,
+    ) -> (Candidate, Verdict) {
+        let key = (gpu.identification.sku.clone(), shipment.cloned());
+        let (v, classification) = self
+            .memo
+            .entry(key)
+            .or_insert_with(|| {
+                let catalog = Catalog::embedded().ok();
+                let sku = gpu.identification.sku.as_deref().and_then(|s| catalog.and_then(|c| c.sku(s).ok()));
+                let v = verdict(sku, sku.map(DatacenterJudgement::catalog_default), shipment);
+                let class = sku.map(|s| {
+                    classify(s, RuleVersion::Oct2023, DatacenterJudgement::catalog_default(s))
+                        .bucket
+                        .label()
+                        .to_string()
+                });
+                (v, class)
+            })
+            .clone();
+        let c = Candidate {
+            uuid: gpu.uuid.clone(),
+            host: att.host.hostname.clone(),
+            serial: gpu.facts.serial.clone(),
+            sku: gpu.identification.sku.clone(),
+            memory_total_bytes: gpu.facts.memory_total_bytes,
+            source: att.source,
+            observed_at: att.observed_at,
+            anomalies: gpu.identification.anomalies.clone(),
+            verdict: v.verdict,
+            classification,
+            busy: false,
+            attestation_index: index,
+            fingerprint_digest: gpu.fingerprint_digest,
+        };
+        (c, v)
+    }
 }
 
 /// The verdict of a candidate whose serial has a new latest shipment.
@@ -86,18 +120,43 @@ pub fn reverdict(c: &mut Candidate, shipment: Option<&Shipment>) -> Verdict {
 /// record naming `serial` among the first `size` entries. A caller holding every acquisition
 /// (the server's dashboard) answers from memory instead of one log query per GPU.
 pub fn load_with(log: &dyn LogClient, log_key: &VerifierKey, shipment: ShipmentLookup) -> Result<Fleet, Error> {
+    load_from(
+        log,
+        log_key,
+        &mut |indexes| {
+            let entries = indexes.iter().map(|i| log.entry(*i)).collect::<Result<Vec<_>, _>>()?;
+            decode_in_parallel(&entries, |e| {
+                let env = Envelope::from_json(e.envelope.as_bytes())?;
+                Ok((e.index, e.leaf_hash, Record::from_payload(&env.payload_bytes()?)?))
+            })
+        },
+        shipment,
+    )
+}
+
+/// `indexes` → the attestations at those log indexes, with their leaf hashes.
+pub type AttestationLookup<'a> = &'a mut dyn FnMut(&[u64]) -> Result<BTreeMap<u64, (Hash, GpuAttestation)>, Error>;
+
+/// [`load_with`], with the attestations read by `attestations` (the server reads its own
+/// ledger's stored payloads instead of rebuilding and re-parsing each envelope).
+pub fn load_from(
+    log: &dyn LogClient,
+    log_key: &VerifierKey,
+    attestations: AttestationLookup,
+    shipment: ShipmentLookup,
+) -> Result<Fleet, Error> {
     Catalog::embedded()?;
     let checkpoint_text = log.checkpoint()?;
     let checkpoint = open_checkpoint(checkpoint_text.as_bytes(), std::slice::from_ref(log_key), None)?.checkpoint;
     let inventory = log.inventory(AsOf::Size(checkpoint.size))?;
-    // Each attestation once (it covers several GPUs): read in order, decoded on every core.
+    // Each attestation once: it covers several GPUs.
     let mut wanted: Vec<u64> = inventory.iter().map(|g| g.index).collect();
     wanted.sort_unstable();
     wanted.dedup();
-    let entries = wanted.iter().map(|i| log.entry(*i)).collect::<Result<Vec<_>, _>>()?;
-    let parsed: BTreeMap<u64, (Hash, GpuAttestation)> = decode_attestations(&entries)?;
+    let parsed = attestations(&wanted)?;
+    let mut judge = Judge::default();
     let mut candidates = Vec::with_capacity(inventory.len());
-    let mut attestations = BTreeMap::new();
+    let mut entries = BTreeMap::new();
     let mut verdicts = BTreeMap::new();
     for inv in inventory {
         let Some((leaf_hash, att)) = parsed.get(&inv.index) else { continue };
@@ -106,38 +165,36 @@ pub fn load_with(log: &dyn LogClient, log_key: &VerifierKey, shipment: ShipmentL
             Some(serial) => shipment(serial, checkpoint.size)?,
             None => None,
         };
-        let (c, v) = candidate(att, gpu, inv.index, shipment.as_ref());
+        let (c, v) = judge.candidate(att, gpu, inv.index, shipment.as_ref());
         candidates.push(c);
-        attestations.insert(inv.uuid.clone(), AttestationEntry { index: inv.index, leaf_hash: *leaf_hash });
+        entries.insert(inv.uuid.clone(), AttestationEntry { index: inv.index, leaf_hash: *leaf_hash });
         verdicts.insert(inv.uuid, v);
     }
-    Ok(Fleet { checkpoint_text, checkpoint, candidates, attestations, verdicts })
+    Ok(Fleet { checkpoint_text, checkpoint, candidates, attestations: entries, verdicts })
 }
 
-/// An attestation's log index, with its leaf hash and record.
-type Decoded = (u64, (Hash, GpuAttestation));
-
-/// The attestations among `entries`, by index, decoded in parallel.
-fn decode_attestations(
-    entries: &[chipledger_domain::log::EntrySummary],
+/// Decodes `items` to records on every core; keeps the attestations, by log index.
+pub fn decode_in_parallel<T: Sync>(
+    items: &[T],
+    decode: impl Fn(&T) -> Result<(u64, Hash, Record), Error> + Sync,
 ) -> Result<BTreeMap<u64, (Hash, GpuAttestation)>, Error> {
-    let decode = |part: &[chipledger_domain::log::EntrySummary]| -> Result<Vec<Decoded>, Error> {
+    let run = |part: &[T]| -> Result<Vec<Decoded>, Error> {
         let mut out = Vec::with_capacity(part.len());
-        for e in part {
-            let env = Envelope::from_json(e.envelope.as_bytes())?;
-            if let Record::GpuAttestation(att) = Record::from_payload(&env.payload_bytes()?)? {
-                out.push((e.index, (e.leaf_hash, att)));
+        for item in part {
+            if let (index, leaf, Record::GpuAttestation(att)) = decode(item)? {
+                out.push((index, (leaf, att)));
             }
         }
         Ok(out)
     };
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if entries.len() < 64 || threads < 2 {
-        return Ok(decode(entries)?.into_iter().collect());
+    if items.len() < 64 || threads < 2 {
+        return Ok(run(items)?.into_iter().collect());
     }
-    let per = entries.len().div_ceil(threads);
-    let parts: Vec<Result<Vec<_>, Error>> = std::thread::scope(|s| {
-        let handles: Vec<_> = entries.chunks(per).map(|part| s.spawn(move || decode(part))).collect();
+    let per = items.len().div_ceil(threads);
+    let parts: Vec<Result<Vec<Decoded>, Error>> = std::thread::scope(|s| {
+        let run = &run;
+        let handles: Vec<_> = items.chunks(per).map(|part| s.spawn(move || run(part))).collect();
         handles
             .into_iter()
             .map(|h| {
@@ -153,6 +210,9 @@ fn decode_attestations(
     }
     Ok(out)
 }
+
+/// An attestation's log index, with its leaf hash and record.
+type Decoded = (u64, (Hash, GpuAttestation));
 
 /// The shipment an acquisition record states.
 pub fn shipment_of(a: &chipledger_domain::records::Acquisition) -> Shipment {

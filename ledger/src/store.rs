@@ -691,6 +691,32 @@ impl Ledger {
         Ok(conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| Ok((r.get(1)?, r.get(2)?)))?)
     }
 
+    /// The statement payloads (the signed bytes inside each DSSE envelope) of the entries at
+    /// `indexes`, with their leaf hashes, straight from storage: no envelope is rebuilt. For a
+    /// reader of this process's own ledger (the dashboard) that needs the records, not the
+    /// envelopes; the signatures were checked when the entries were appended.
+    pub fn payloads(&self, indexes: &[u64]) -> Result<Vec<(u64, Hash, Vec<u8>)>, Error> {
+        let conn = self.reader();
+        let mut st = conn.prepare_cached("SELECT leaf_hash, body, form FROM entries WHERE idx = ?1")?;
+        let mut out = Vec::with_capacity(indexes.len());
+        for &idx in indexes {
+            let (leaf, body, form): (Vec<u8>, Vec<u8>, i64) = st
+                .query_row([idx as i64], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .optional()?
+                .ok_or(Error::NoSuchEntry { index: idx, size: self.size() })?;
+            let leaf = Hash(leaf.try_into().map_err(|_| Error::Corrupt(format!("leaf hash of entry {idx}")))?);
+            let payload = match form {
+                record::FORM_COMPACT if body.len() >= 64 => body[64..].to_vec(),
+                record::FORM_RAW => chipledger_domain::dsse::Envelope::from_json(&body)
+                    .and_then(|e| e.payload_bytes())
+                    .map_err(|e| Error::Corrupt(format!("entry {idx}: {e}")))?,
+                other => return Err(Error::Corrupt(format!("entry {idx}: unknown storage form {other}"))),
+            };
+            out.push((idx, leaf, payload));
+        }
+        Ok(out)
+    }
+
     /// When the latest checkpoint was signed (unix seconds): the time of the last append.
     pub fn last_append_at(&self) -> Result<Option<i64>, Error> {
         let conn = self.reader();

@@ -104,7 +104,15 @@ fn full(ledger: &Ledger) -> Result<FleetSnapshot, crate::api::ApiError> {
         }
     }
     let mut lookup = |serial: &str, size: u64| Ok(latest_shipment(&shipments, serial, size));
-    let fleet = chipledger_inference::fleet::load_with(ledger, ledger.verifier_key(), &mut lookup).map_err(|e| {
+    // The stored payloads, not rebuilt envelopes: this is the server's own ledger.
+    let mut attestations = |indexes: &[u64]| {
+        let payloads = ledger.payloads(indexes).map_err(|e| chipledger_domain::Error::Log(e.to_string()))?;
+        chipledger_inference::fleet::decode_in_parallel(&payloads, |(index, leaf, payload)| {
+            Ok((*index, *leaf, Record::from_payload(payload)?))
+        })
+    };
+    let fleet = chipledger_inference::fleet::load_from(ledger, ledger.verifier_key(), &mut attestations, &mut lookup)
+        .map_err(|e| {
         tracing::error!(error = %e, "reading the fleet");
         crate::api::ApiError::internal("reading the fleet failed; the server log has details")
     })?;
@@ -133,10 +141,11 @@ fn update(ledger: &Ledger, old: &FleetSnapshot) -> Result<FleetSnapshot, crate::
             _ => {}
         }
     }
+    let mut judge = chipledger_inference::fleet::Judge::default();
     for (index, a) in &new_attestations {
         for g in &a.gpus {
             let shipment = g.facts.serial.as_deref().and_then(|s| latest_shipment(&shipments, s, size));
-            let (c, v) = chipledger_inference::fleet::candidate(a, g, *index, shipment.as_ref());
+            let (c, v) = judge.candidate(a, g, *index, shipment.as_ref());
             verdicts.insert(g.uuid.as_str().to_string(), v);
             candidates.insert(g.uuid.as_str().to_string(), c);
         }

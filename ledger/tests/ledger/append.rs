@@ -268,6 +268,13 @@ fn stored_envelopes_come_back_byte_for_byte_canonical_or_not() {
         chipledger_domain::merkle::leaf_hash(&f.ledger.envelope(0).unwrap()),
         f.ledger.entries(&EntryFilter::default()).unwrap()[0].leaf_hash
     );
+    // Payloads straight from storage equal the envelopes' payloads, in either storage form.
+    let payloads = f.ledger.payloads(&[r[0].index, r[1].index]).unwrap();
+    for ((index, leaf, payload), (env, receipt)) in payloads.iter().zip([(&canonical, &r[0]), (&pretty, &r[1])]) {
+        let decoded = chipledger_domain::dsse::Envelope::from_json(env).unwrap().payload_bytes().unwrap();
+        assert_eq!((index, leaf, payload), (&receipt.index, &receipt.leaf_hash, &decoded));
+    }
+    assert!(f.ledger.payloads(&[f.ledger.size()]).is_err());
     assert_eq!(f.ledger.audit(&mut |_, _| {}).unwrap().problem, None);
 }
 
