@@ -211,17 +211,24 @@ fn request_logs_name_the_principal_and_never_a_secret() {
             Ok(())
         }
     }
+    // The process-wide subscriber (a scoped one misses events whose callsites other test
+    // threads registered first); other tests' lines land here too, which only widens the check.
+    static LOG: std::sync::OnceLock<Buffer> = std::sync::OnceLock::new();
+    let buffer = LOG
+        .get_or_init(|| {
+            let buffer = Buffer::default();
+            let sink = buffer.clone();
+            let subscriber = tracing_subscriber::fmt().with_writer(move || sink.clone()).with_ansi(false).finish();
+            tracing::subscriber::set_global_default(subscriber).unwrap();
+            buffer
+        })
+        .clone();
     let w = world();
-    let buffer = Buffer::default();
-    let sink = buffer.clone();
-    let subscriber = tracing_subscriber::fmt().with_writer(move || sink.clone()).with_ansi(false).finish();
     let wrong = w.auditor_token.replace(&w.auditor_token[20..30], "0000000000");
-    tracing::subscriber::with_default(subscriber, || {
-        call(&w, As::Bearer(&w.auditor_token), "GET", "/checkpoint", vec![]);
-        call(&w, As::Bearer(&wrong), "GET", "/checkpoint", vec![]);
-        let form = format!("token={}&next=/", w.admin_token);
-        send(&w, As::Nobody, "POST", "/login", "application/x-www-form-urlencoded", form.into_bytes());
-    });
+    call(&w, As::Bearer(&w.auditor_token), "GET", "/checkpoint", vec![]);
+    call(&w, As::Bearer(&wrong), "GET", "/checkpoint", vec![]);
+    let form = format!("token={}&next=/", w.admin_token);
+    send(&w, As::Nobody, "POST", "/login", "application/x-www-form-urlencoded", form.into_bytes());
     let log = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
     let id = w.auditor_token.split('_').nth(1).unwrap();
     assert!(log.contains(&format!("principal=token:{id}:auditor")), "{log}");

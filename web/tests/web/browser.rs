@@ -102,7 +102,8 @@ fn an_auditor_filters_the_fleet_opens_a_gpu_and_downloads_the_csv() {
         assert!(c.current_url().await.unwrap().path().starts_with("/login"));
         c.find(Locator::Id("token")).await.unwrap().send_keys(&w.auditor_token).await.unwrap();
         c.find(Locator::Id("login")).await.unwrap().click().await.unwrap();
-        let who = match c.find(Locator::Id("who")).await {
+        // A click starts a navigation; wait for the page it leads to.
+        let who = match c.wait().at_most(Duration::from_secs(20)).for_element(Locator::Id("who")).await {
             Ok(e) => e.text().await.unwrap(),
             Err(e) => {
                 panic!("no #who after login at {}: {e}\n{}", c.current_url().await.unwrap(), c.source().await.unwrap())
@@ -113,15 +114,21 @@ fn an_auditor_filters_the_fleet_opens_a_gpu_and_downloads_the_csv() {
         // An auditor sees no admin form, and cannot reach it.
         assert!(c.find(Locator::Id("new-acquisition")).await.is_err());
         c.goto(&format!("{base}/acquisitions/new")).await.unwrap();
+        let msg = c.wait().at_most(Duration::from_secs(20)).for_element(Locator::Id("message")).await.unwrap();
         assert!(c.find(Locator::Id("acquisition-form")).await.is_err());
-        let msg = c.find(Locator::Id("message")).await.unwrap().text().await.unwrap();
+        let msg = msg.text().await.unwrap();
         assert!(msg.contains("only an admin"), "{msg}");
 
         // Filter the fleet to H800.
         c.goto(&format!("{base}/")).await.unwrap();
         c.find(Locator::Css("#filter-sku option[value='H800-SXM5-80GB']")).await.unwrap().click().await.unwrap();
         c.find(Locator::Id("apply")).await.unwrap().click().await.unwrap();
-        assert!(c.current_url().await.unwrap().query().unwrap_or("").contains("sku=H800-SXM5-80GB"));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !c.current_url().await.unwrap().query().unwrap_or("").contains("sku=H800-SXM5-80GB") {
+            assert!(Instant::now() < deadline, "the filter did not navigate");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        c.wait().at_most(Duration::from_secs(20)).for_element(Locator::Id("fleet")).await.unwrap();
         let skus = c.find_all(Locator::Css("#fleet td.sku")).await.unwrap();
         assert!(!skus.is_empty());
         for s in &skus {
@@ -152,7 +159,8 @@ fn an_auditor_filters_the_fleet_opens_a_gpu_and_downloads_the_csv() {
 
         // Open a GPU's page from the list.
         c.find(Locator::Css(&format!("a.gpu[href='/gpus/{H800_UUID}']"))).await.unwrap().click().await.unwrap();
-        assert_eq!(c.find(Locator::Id("gpu-sku")).await.unwrap().text().await.unwrap(), "H800-SXM5-80GB");
+        let sku = c.wait().at_most(Duration::from_secs(20)).for_element(Locator::Id("gpu-sku")).await.unwrap();
+        assert_eq!(sku.text().await.unwrap(), "H800-SXM5-80GB");
         assert_eq!(c.find(Locator::Id("verdict")).await.unwrap().text().await.unwrap(), "no-acquisition-record");
         let timeline = c.find(Locator::Id("timeline")).await.unwrap().text().await.unwrap();
         assert!(timeline.contains("attested on hgx-h800-01"), "{timeline}");
