@@ -74,7 +74,12 @@ impl Token {
 
 /// Compares two hashes in time independent of where they differ.
 pub fn hashes_equal(a: &[u8; 32], b: &[u8; 32]) -> bool {
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    constant_time_eq(a, b)
+}
+
+/// Compares two byte strings in time independent of where they differ (lengths are not secret).
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// The header that carries a signed request.

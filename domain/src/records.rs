@@ -374,6 +374,19 @@ pub struct AttestationRef {
     pub age_seconds: i64,
 }
 
+impl AttestationRef {
+    /// Checks the inclusion proof against the placement's `checkpoint`.
+    pub fn verify(&self, checkpoint: &crate::note::Checkpoint) -> Result<(), Error> {
+        crate::merkle::verify_inclusion(
+            self.log_index,
+            checkpoint.size,
+            &self.leaf_hash,
+            &self.inclusion_proof,
+            &checkpoint.root,
+        )
+    }
+}
+
 /// A GPU a run used.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunGpu {

@@ -42,17 +42,6 @@ pub fn load(log: &dyn LogClient, log_key: &VerifierKey) -> Result<Fleet, Error> 
 /// `(serial, size)` → the latest shipment recorded for `serial` among the first `size` entries.
 pub type ShipmentLookup<'a> = &'a mut dyn FnMut(&str, u64) -> Result<Option<Shipment>, Error>;
 
-/// One GPU of an attestation at log index `index` as the scheduler sees it, and its verdict
-/// given the latest `shipment` of its serial.
-pub fn candidate(
-    att: &GpuAttestation,
-    gpu: &AttestedGpu,
-    index: u64,
-    shipment: Option<&Shipment>,
-) -> (Candidate, Verdict) {
-    Judge::default().candidate(att, gpu, index, shipment)
-}
-
 /// Builds candidates, judging each (SKU, shipment) pair once: a fleet has a handful of SKUs and
 /// one shipment per purchase, but thousands of GPUs.
 #[derive(Debug, Default)]
@@ -64,7 +53,8 @@ pub struct Judge {
 type JudgeKey = (Option<String>, Option<Shipment>);
 
 impl Judge {
-    /// [`candidate`], memoised.
+    /// One GPU of an attestation at log index `index` as the scheduler sees it, and its verdict
+    /// given the latest `shipment` of its serial.
     pub fn candidate(
         &mut self,
         att: &GpuAttestation,

@@ -110,14 +110,7 @@ pub fn verify(file: &ReportFile, log_key: Option<&VerifierKey>, model: Option<&P
     }
     // 4. Every GPU used was attested in the log as of the placement's checkpoint.
     for g in &report.gpus {
-        merkle::verify_inclusion(
-            g.attestation.log_index,
-            cp.size,
-            &g.attestation.leaf_hash,
-            &g.attestation.inclusion_proof,
-            &cp.root,
-        )
-        .map_err(|e| bad(format!("attestation of {}: {e}", g.uuid)))?;
+        g.attestation.verify(&cp).map_err(|e| bad(format!("attestation of {}: {e}", g.uuid)))?;
     }
     // 5. Prompt, output and (when given) model files.
     if Hash::sha256(file.prompt.as_bytes()) != report.prompt_digest {

@@ -48,26 +48,24 @@ fn main() {
 
     let setup = Instant::now();
     let now = clock.now();
+    // Host h's agent key, enrolled by the admin (counters follow the host number).
+    let enrollment = |h: usize, k: &SigningKey| -> Vec<u8> {
+        let name = format!("hgx-{h:04}");
+        let e = KeyEnrollment {
+            format_version: FORMAT_VERSION,
+            counter: 2 + h as u64,
+            issued_at: now,
+            key_id: k.key_id(),
+            verifier_key: VerifierKey::new(&name, k.public_key()).unwrap().to_string(),
+            role: Role::Agent,
+            host: Some(name),
+            valid_from: now - time::Duration::days(1),
+            valid_until: None,
+        };
+        sign_record(&e, &admin).unwrap().to_json()
+    };
     let keys: Vec<SigningKey> = (0..hosts).map(|_| SigningKey::generate(&mut rand_core::OsRng)).collect();
-    let enrollments: Vec<Vec<u8>> = keys
-        .iter()
-        .enumerate()
-        .map(|(h, k)| {
-            let name = format!("hgx-{h:04}");
-            let e = KeyEnrollment {
-                format_version: FORMAT_VERSION,
-                counter: 2 + h as u64,
-                issued_at: now,
-                key_id: k.key_id(),
-                verifier_key: VerifierKey::new(&name, k.public_key()).unwrap().to_string(),
-                role: Role::Agent,
-                host: Some(name),
-                valid_from: now - time::Duration::days(1),
-                valid_until: None,
-            };
-            sign_record(&e, &admin).unwrap().to_json()
-        })
-        .collect();
+    let enrollments: Vec<Vec<u8>> = keys.iter().enumerate().map(|(h, k)| enrollment(h, k)).collect();
     for chunk in enrollments.chunks(500) {
         ledger.append(chunk).unwrap();
     }
@@ -142,19 +140,7 @@ fn main() {
     let mut times = Vec::new();
     for i in 0..5 {
         let key = SigningKey::generate(&mut rand_core::OsRng);
-        let name = format!("hgx-{:04}", hosts + i);
-        let e = KeyEnrollment {
-            format_version: FORMAT_VERSION,
-            counter: 2 + (hosts + i) as u64,
-            issued_at: now,
-            key_id: key.key_id(),
-            verifier_key: VerifierKey::new(&name, key.public_key()).unwrap().to_string(),
-            role: Role::Agent,
-            host: Some(name),
-            valid_from: now - time::Duration::days(1),
-            valid_until: None,
-        };
-        ledger.append(&[sign_record(&e, &admin).unwrap().to_json()]).unwrap();
+        ledger.append(&[enrollment(hosts + i, &key)]).unwrap();
         attest(hosts + i, key);
         times.push(get("/").0);
     }

@@ -330,9 +330,8 @@ async fn admit(s: AppState, req: Request, next: Next) -> (Response, String) {
 pub(crate) fn check_csrf(principal: &Principal, submitted: Option<&str>) -> Result<(), ApiError> {
     match principal {
         Principal::Person { csrf: Some(expected), .. } => {
-            let ok = submitted.is_some_and(|s| {
-                s.len() == expected.len() && s.bytes().zip(expected.bytes()).fold(0u8, |a, (x, y)| a | (x ^ y)) == 0
-            });
+            let ok =
+                submitted.is_some_and(|s| chipledger_domain::auth::constant_time_eq(s.as_bytes(), expected.as_bytes()));
             if ok {
                 Ok(())
             } else {

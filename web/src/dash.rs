@@ -317,7 +317,7 @@ fn distinct(rows: &[FleetRow], key: impl Fn(&FleetRow) -> &str) -> Vec<String> {
     set.into_iter().map(str::to_string).collect()
 }
 
-/// Renders the fleet page; public for the benchmark through [`crate::fleet_page_html`].
+/// Renders the fleet page for `q`.
 pub(crate) fn fleet_html(s: &AppState, chrome: Option<Chrome>, q: FleetQuery) -> Result<String, ApiError> {
     let snap = s.fleet.get(&s.ledger)?;
     let now = s.ledger.now();

@@ -59,7 +59,7 @@ pub(crate) fn source_label(source: chipledger_domain::records::ProbeSource) -> S
     serde_json::to_value(source).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
 }
 
-fn internal(what: &str) -> impl FnOnce(chipledger_domain::Error) -> crate::api::ApiError + '_ {
+fn internal<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> crate::api::ApiError + '_ {
     move |e| {
         tracing::error!(error = %e, "{what}");
         crate::api::ApiError::internal(format!("{what} failed; the server log has details"))
@@ -112,10 +112,7 @@ fn full(ledger: &Ledger) -> Result<FleetSnapshot, crate::api::ApiError> {
         })
     };
     let fleet = chipledger_inference::fleet::load_from(ledger, ledger.verifier_key(), &mut attestations, &mut lookup)
-        .map_err(|e| {
-        tracing::error!(error = %e, "reading the fleet");
-        crate::api::ApiError::internal("reading the fleet failed; the server log has details")
-    })?;
+        .map_err(internal("reading the fleet"))?;
     let verdicts = fleet.verdicts.into_iter().map(|(u, v)| (u.as_str().to_string(), v)).collect();
     let candidates = fleet.candidates.into_iter().map(|c| (c.uuid.as_str().to_string(), c)).collect();
     Ok(snapshot(fleet.checkpoint.size, candidates, verdicts, shipments))
@@ -477,14 +474,7 @@ pub(crate) fn run_view(ledger: &Ledger, index: u64) -> Result<Option<RunView>, c
             &mut checks,
             &format!("attestation of {}", g.uuid),
             placement.clone().and_then(|cp| {
-                merkle::verify_inclusion(
-                    g.attestation.log_index,
-                    cp.size,
-                    &g.attestation.leaf_hash,
-                    &g.attestation.inclusion_proof,
-                    &cp.root,
-                )
-                .map_err(|e| e.to_string())?;
+                g.attestation.verify(&cp).map_err(|e| e.to_string())?;
                 let stored = LogClient::entry(ledger, g.attestation.log_index).map_err(|e| e.to_string())?;
                 if stored.leaf_hash != g.attestation.leaf_hash {
                     return Err("the log holds another record at that index".into());
