@@ -55,6 +55,7 @@ struct Row {
     envelope: Result<Vec<u8>, String>,
     kind: i64,
     signer: i64,
+    counter: Option<i64>,
 }
 
 impl Ledger {
@@ -114,7 +115,8 @@ impl Ledger {
         let mut computed_nodes: Vec<(i64, Hash)> = Vec::with_capacity(total as usize);
         let mut next_cp = 0usize;
         let mut last_good_cp = 0u64;
-        let mut st = conn.prepare("SELECT idx, leaf_hash, body, form, kind, signer FROM entries ORDER BY idx")?;
+        let mut st =
+            conn.prepare("SELECT idx, leaf_hash, body, form, kind, signer, counter FROM entries ORDER BY idx")?;
         let mut rows = st.query([])?;
         let mut expected = 0u64;
         // Enrollment index -> key id, to rebuild compactly stored envelopes. Learnt from the
@@ -132,6 +134,7 @@ impl Ledger {
                         let form: i64 = r.get(3)?;
                         let kind: i64 = r.get(4)?;
                         let signer: i64 = r.get(5)?;
+                        let counter: Option<i64> = r.get(6)?;
                         let envelope = match key_ids.get(&(signer as u64)) {
                             Some(k) => record::expand(&body, form, k),
                             None if form == record::FORM_RAW => Ok(body),
@@ -146,7 +149,7 @@ impl Ledger {
                                 }
                             }
                         }
-                        chunk.push(Row { idx, leaf: r.get(1)?, envelope, kind, signer });
+                        chunk.push(Row { idx, leaf: r.get(1)?, envelope, kind, signer, counter });
                     }
                     None => break,
                 }
@@ -193,8 +196,9 @@ impl Ledger {
                         break;
                     }
                 };
-                if row.kind != kind_code(p.kind) || row.signer as u64 != signer {
-                    problem = Some(at("the stored kind or signer columns do not match the envelope".into()));
+                if row.kind != kind_code(p.kind) || row.signer as u64 != signer || row.counter != Some(p.counter as i64)
+                {
+                    problem = Some(at("the stored kind, signer or counter columns do not match the envelope".into()));
                     break;
                 }
                 record::apply(p, &mut registry, row.idx);

@@ -26,6 +26,9 @@ pub(crate) struct Parsed {
     /// Where the payload starts inside `message`.
     pub payload_start: usize,
     pub signature: Vec<u8>,
+    /// `signature ‖ payload` when the envelope is in canonical form (see [`compact`]); worked out
+    /// by full parses, which appends run on every core.
+    pub compact: Option<Vec<u8>>,
 }
 
 /// What the registry knows about one enrolled key.
@@ -110,7 +113,7 @@ pub(crate) fn parse(bytes: &[u8], limit: usize, full: bool) -> Result<Parsed, Re
         None
     };
     let message = pae(&env.payload_type, &payload);
-    Ok(Parsed {
+    let mut parsed = Parsed {
         leaf_hash: leaf_hash(bytes),
         kind,
         key_id: sig.keyid.clone(),
@@ -120,7 +123,12 @@ pub(crate) fn parse(bytes: &[u8], limit: usize, full: bool) -> Result<Parsed, Re
         payload_start: message.len() - payload.len(),
         message,
         signature,
-    })
+        compact: None,
+    };
+    if full {
+        parsed.compact = compact(bytes, &parsed);
+    }
+    Ok(parsed)
 }
 
 /// How `entries.body` holds an envelope.
@@ -129,7 +137,7 @@ pub(crate) const FORM_COMPACT: i64 = 1;
 
 /// `signature ‖ payload` when `bytes` is exactly the canonical envelope for them (as
 /// `Envelope::to_json` writes it, signed by `key_id`); `None` otherwise.
-pub(crate) fn compact(bytes: &[u8], p: &Parsed) -> Option<Vec<u8>> {
+fn compact(bytes: &[u8], p: &Parsed) -> Option<Vec<u8>> {
     let payload = p.message.get(p.payload_start..)?;
     let mut body = Vec::with_capacity(64 + payload.len());
     body.extend_from_slice(&p.signature);

@@ -5,7 +5,8 @@ use rusqlite::Connection;
 
 use crate::Error;
 
-/// `(version, SQL)`, applied in order to bring a database up to date.
+/// `(version, SQL)`, applied in order to bring a database up to date. A version may also need
+/// work SQL cannot do (see [`backfill`]).
 const MIGRATIONS: &[(i64, &str)] = &[
     (
         1,
@@ -80,10 +81,23 @@ const MIGRATIONS: &[(i64, &str)] = &[
     ) WITHOUT ROWID;
     ",
     ),
+    (
+        3,
+        "
+    -- Duplicate detection by (signer, counter) instead of by leaf hash: counters only grow per
+    -- key, so new entries land at the end of their signer's range of this index, where a random
+    -- 8-byte hash prefix dirtied a random page of it per entry (and wrote it to the WAL). An
+    -- exact duplicate has the same signer and counter; its full leaf hash is then compared.
+    -- `counter` is the predicate's counter, derived from the payload like `kind` and `signer`.
+    ALTER TABLE entries ADD COLUMN counter INTEGER;
+    DROP INDEX entries_by_leaf;
+    CREATE INDEX entries_by_signer ON entries (signer, counter);
+    ",
+    ),
 ];
 
 /// The newest schema this build writes.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// Applies every migration the database lacks; refuses a database from a newer build.
 pub fn migrate(conn: &mut Connection) -> Result<(), Error> {
@@ -94,10 +108,42 @@ pub fn migrate(conn: &mut Connection) -> Result<(), Error> {
     for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > found) {
         let tx = conn.transaction()?;
         tx.execute_batch(sql)?;
+        backfill(&tx, *version)?;
         tx.pragma_update(None, "user_version", version)?;
         tx.commit()?;
         tracing::info!(version, "applied schema migration");
     }
+    Ok(())
+}
+
+/// What a migration needs beyond its SQL, in the same transaction.
+fn backfill(tx: &rusqlite::Transaction<'_>, version: i64) -> Result<(), Error> {
+    if version != 3 {
+        return Ok(());
+    }
+    // Fill `entries.counter` from each stored envelope. A compactly stored envelope is rebuilt
+    // with its signer's key id, learnt from the enrollments as they stream past (the signer's
+    // enrollment always comes before the entries it signs).
+    let mut key_ids: std::collections::HashMap<i64, String> = std::collections::HashMap::new();
+    let mut read = tx.prepare("SELECT idx, body, form, signer FROM entries ORDER BY idx")?;
+    let mut update = tx.prepare("UPDATE entries SET counter = ?1 WHERE idx = ?2")?;
+    let mut rows = read.query([])?;
+    let mut n = 0u64;
+    while let Some(r) = rows.next()? {
+        let idx: i64 = r.get(0)?;
+        let signer: i64 = r.get(3)?;
+        let key_id = key_ids.get(&signer).cloned().unwrap_or_default();
+        let env = crate::record::expand(&r.get::<_, Vec<u8>>(1)?, r.get(2)?, &key_id)
+            .map_err(|e| Error::Corrupt(format!("entry {idx}: {e}")))?;
+        let p =
+            crate::record::parse(&env, usize::MAX, false).map_err(|e| Error::Corrupt(format!("entry {idx}: {e}")))?;
+        if let Some(chipledger_domain::records::Record::KeyEnrollment(e)) = &p.record {
+            key_ids.insert(idx, e.key_id.0.clone());
+        }
+        update.execute(rusqlite::params![p.counter as i64, idx])?;
+        n += 1;
+    }
+    tracing::info!(entries = n, "filled in entries.counter");
     Ok(())
 }
 

@@ -414,10 +414,32 @@ impl Ledger {
         let mut parsed_all: Vec<Option<Result<Parsed, Rejection>>> =
             record::parse_many(envelopes, self.config.max_envelope_bytes, true).into_iter().map(Some).collect();
         for (pos, bytes) in envelopes.iter().enumerate() {
-            let leaf = merkle::leaf_hash(bytes);
+            let parsed =
+                parsed_all[pos].take().unwrap_or_else(|| record::parse(bytes, self.config.max_envelope_bytes, true));
+            let leaf = match &parsed {
+                Ok(p) => p.leaf_hash,
+                Err(_) => merkle::leaf_hash(bytes),
+            };
+            // An exact duplicate has its original's signer and counter. Counters only grow per
+            // key, so an envelope with a counter beyond its key's last one is new: no lookup
+            // (the common case).
+            let stored_as = match &parsed {
+                Ok(p) => next_registry
+                    .get(&p.key_id)
+                    .filter(|k| p.counter <= k.last_counter)
+                    .map(|k| (k.enrolled_at, p.counter)),
+                // A stored envelope over a since-lowered size limit is still a duplicate.
+                Err(Rejection::TooLarge { .. }) => record::parse(bytes, usize::MAX, false)
+                    .ok()
+                    .and_then(|p| next_registry.get(&p.key_id).map(|k| (k.enrolled_at, p.counter))),
+                Err(_) => None,
+            };
             let seen = match fresh_leaves.get(&leaf) {
                 Some(i) => Some(*i),
-                None => existing_index(conn, &leaf)?,
+                None => match stored_as {
+                    Some((signer, counter)) => existing_index(conn, signer, counter, &leaf)?,
+                    None => None,
+                },
             };
             if let Some(index) = seen {
                 slots.push(Slot { index, leaf_hash: leaf, duplicate: true, parsed: None, signer: 0, public: None });
@@ -436,10 +458,7 @@ impl Ledger {
                 });
                 continue;
             }
-            let p = parsed_all[pos]
-                .take()
-                .unwrap_or_else(|| record::parse(bytes, self.config.max_envelope_bytes, true))
-                .map_err(|r| reject(pos, r))?;
+            let p = parsed.map_err(|r| reject(pos, r))?;
             if p.made_at > now + self.config.skew {
                 return Err(reject(
                     pos,
@@ -500,15 +519,16 @@ impl Ledger {
         let mut new_nodes = Vec::new();
         {
             let mut ins_entry = tx.prepare_cached(
-                "INSERT INTO entries (idx, leaf_hash, body, form, kind, signer, made_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                "INSERT INTO entries (idx, leaf_hash, body, form, kind, signer, made_at, counter)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             )?;
             let mut ins_node = tx.prepare_cached("INSERT INTO nodes (id, hash) VALUES (?1, ?2)")?;
             for (p, slots) in accepted {
                 for (slot, bytes) in slots.iter().zip(&p.envelopes) {
                     let Some(parsed) = &slot.parsed else { continue };
                     // The log's first entry names its own signer, so it is kept as received.
-                    let compact = if slot.signer < slot.index { record::compact(bytes, parsed) } else { None };
-                    let (body, form) = match &compact {
+                    let compact = if slot.signer < slot.index { parsed.compact.as_ref() } else { None };
+                    let (body, form) = match compact {
                         Some(c) => (c.as_slice(), record::FORM_COMPACT),
                         None => (bytes.as_slice(), record::FORM_RAW),
                     };
@@ -520,6 +540,7 @@ impl Ledger {
                         kind_code(parsed.kind),
                         slot.signer as i64,
                         unix(parsed.made_at),
+                        parsed.counter as i64,
                     ])?;
                     fresh.insert((0, slot.index), slot.leaf_hash);
                     new_nodes.clear();
@@ -791,11 +812,14 @@ fn bad_signature(slots: &[Slot]) -> Option<(usize, String)> {
     })
 }
 
-fn existing_index(conn: &Connection, leaf: &Hash) -> Result<Option<u64>, Error> {
-    let mut st = conn.prepare_cached(
-        "SELECT idx FROM entries WHERE substr(leaf_hash, 1, 8) = substr(?1, 1, 8) AND leaf_hash = ?1",
-    )?;
-    Ok(st.query_row([&leaf.0[..]], |r| r.get::<_, i64>(0)).optional()?.map(|i| i as u64))
+/// The index of the stored entry by `signer` with `counter`, if it is exactly `leaf`.
+fn existing_index(conn: &Connection, signer: u64, counter: u64, leaf: &Hash) -> Result<Option<u64>, Error> {
+    let mut st =
+        conn.prepare_cached("SELECT idx FROM entries WHERE signer = ?1 AND counter = ?2 AND leaf_hash = ?3")?;
+    Ok(st
+        .query_row(params![signer as i64, counter as i64, &leaf.0[..]], |r| r.get::<_, i64>(0))
+        .optional()?
+        .map(|i| i as u64))
 }
 
 fn latest_checkpoint(conn: &Connection) -> Result<Option<(u64, String)>, Error> {

@@ -300,8 +300,9 @@ impl Ledger {
         let limit: Option<i64> = match as_of {
             AsOf::Latest => None,
             AsOf::Size(n) => Some(n as i64),
+            // An entry was appended when the first checkpoint covering it was signed.
             AsOf::Time(t) => Some(conn.query_row(
-                "SELECT COALESCE(MAX(idx) + 1, 0) FROM entries WHERE appended_at <= ?1",
+                "SELECT COALESCE(MAX(size), 0) FROM checkpoints WHERE signed_at <= ?1",
                 [unix(t)],
                 |r| r.get(0),
             )?),

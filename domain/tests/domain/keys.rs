@@ -173,3 +173,56 @@ fn small_order_encodings_are_recognised_without_decompressing() {
     let real = peter().sign(b"m");
     assert!(!is_small_order_encoding(real[..32].try_into().unwrap()));
 }
+
+/// The grouped batch verifier against strict verification and against ed25519-dalek's own batch:
+/// many keys, many signatures per key, and each way a signature can be wrong.
+#[test]
+fn batch_verification_agrees_with_strict_on_every_kind_of_bad_signature() {
+    use chipledger_domain::keys::verify_batch;
+    let keys: Vec<SigningKey> = (0..5u8).map(|i| SigningKey::from_seed(&[i + 1; 32])).collect();
+    let msgs: Vec<Vec<u8>> = (0..40u32).map(|i| format!("statement {i}").into_bytes()).collect();
+    let sigs: Vec<Vec<u8>> = msgs.iter().enumerate().map(|(i, m)| keys[i % 5].sign(m).to_vec()).collect();
+    let good: Vec<(&[u8], &[u8], PublicKey)> =
+        msgs.iter().zip(&sigs).enumerate().map(|(i, (m, s))| (&m[..], &s[..], keys[i % 5].public_key())).collect();
+    assert!(verify_batch(&good), "40 good signatures by 5 keys");
+    assert!(verify_batch(&good[..1]) && verify_batch(&[]));
+    let dalek: Vec<ed25519_dalek::Signature> =
+        sigs.iter().map(|s| ed25519_dalek::Signature::from_slice(s).unwrap()).collect();
+    let dalek_keys: Vec<ed25519_dalek::VerifyingKey> =
+        good.iter().map(|(_, _, k)| ed25519_dalek::VerifyingKey::from_bytes(&k.to_bytes()).unwrap()).collect();
+    let dalek_msgs: Vec<&[u8]> = msgs.iter().map(|m| &m[..]).collect();
+    assert!(ed25519_dalek::verify_batch(&dalek_msgs, &dalek, &dalek_keys).is_ok());
+
+    // s + L: the same scalar, a non-canonical encoding that strict refuses.
+    let mut s_plus_l = sigs[3].clone();
+    // L = 2^252 + 27742317777372353535851937790883648493, little-endian.
+    let l = hex::decode("edd3f55c1a631258d69cf7a2def9de1400000000000000000000000000000010").unwrap();
+    let mut carry = 0u16;
+    for i in 0..32 {
+        let v = u16::from(s_plus_l[32 + i]) + u16::from(l[i]) + carry;
+        s_plus_l[32 + i] = v as u8;
+        carry = v >> 8;
+    }
+    // R with y >= p: never produced by `compress`.
+    let mut r_noncanonical = sigs[3].clone();
+    r_noncanonical[..32].copy_from_slice(&[0xff; 32]);
+    r_noncanonical[0] = 0xf0;
+    r_noncanonical[31] = 0x7f;
+    let mut flipped = sigs[3].clone();
+    flipped[40] ^= 1;
+    let other_key = keys[4].public_key();
+    let cases: Vec<(&str, &[u8], Vec<u8>, PublicKey)> = vec![
+        ("another message", b"statement 99", sigs[3].clone(), keys[3].public_key()),
+        ("another key", &msgs[3], sigs[3].clone(), other_key),
+        ("a flipped bit in s", &msgs[3], flipped, keys[3].public_key()),
+        ("s + L", &msgs[3], s_plus_l, keys[3].public_key()),
+        ("R not canonical", &msgs[3], r_noncanonical, keys[3].public_key()),
+        ("too short", &msgs[3], sigs[3][..63].to_vec(), keys[3].public_key()),
+    ];
+    for (what, msg, sig, key) in &cases {
+        assert!(key.verify(msg, sig).is_err(), "strict refuses {what}");
+        let mut batch = good.clone();
+        batch[3] = (msg, &sig[..], *key);
+        assert!(!verify_batch(&batch), "batch refuses {what}");
+    }
+}

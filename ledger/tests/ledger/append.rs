@@ -88,6 +88,32 @@ fn an_exact_duplicate_returns_its_original_index_and_writes_nothing() {
     assert!(twice.iter().all(|r| r.duplicate && r.index == first[0].index));
 }
 
+/// A log written by schema 2 (duplicates found by leaf-hash prefix, no counter column) opens
+/// under schema 3: the counters are filled in from the stored envelopes, the audit passes, and a
+/// resubmitted envelope is still recognised as a duplicate.
+#[test]
+fn a_schema_2_log_is_migrated_and_still_finds_duplicates() {
+    let mut f = Fixture::new();
+    let agent = f.enroll(2, Role::Agent, Some("hgx-1"));
+    let envs: Vec<Vec<u8>> = (1..=4).map(|c| attestation(&agent, c, "hgx-1", &[h800(U1, "1")], NOW)).collect();
+    let receipts = f.ledger.append(&envs).unwrap();
+    sql(
+        &f,
+        "DROP INDEX entries_by_signer; ALTER TABLE entries DROP COLUMN counter;
+         CREATE INDEX entries_by_leaf ON entries (substr(leaf_hash, 1, 8)); PRAGMA user_version = 2;",
+    );
+    f.reopen();
+    assert_eq!(f.ledger.audit(&mut |_, _| {}).unwrap().problem, None);
+    let again = f.ledger.append(&envs[1..3]).unwrap();
+    assert!(again.iter().all(|r| r.duplicate));
+    assert_eq!(again.iter().map(|r| r.index).collect::<Vec<_>>(), vec![receipts[1].index, receipts[2].index]);
+    // A replayed counter with different bytes is not a duplicate: it is refused.
+    let replay = attestation(&agent, 2, "hgx-1", &[h800(U2, "2")], NOW);
+    check_refused(&mut f, &[replay], 0, |r| matches!(r, Rejection::CounterNotIncreasing { .. }));
+    f.ledger.append(&[attestation(&agent, 5, "hgx-1", &[h800(U1, "1")], NOW)]).unwrap();
+    assert_eq!(f.ledger.audit(&mut |_, _| {}).unwrap().problem, None);
+}
+
 #[test]
 fn appends_are_refused_with_a_specific_reason_and_leave_no_trace() {
     let mut f = Fixture::new();
@@ -181,6 +207,8 @@ fn views_follow_the_entries_and_can_be_rebuilt() {
         .append(&[attestation(&agent, 1, "hgx-1", &[h800(U1, "1651323018291"), h800(U2, "1651323018292")], NOW)])
         .unwrap();
     let size_one = f.ledger.size();
+    // An hour later, U2 moves to hgx-2.
+    f.reopen_at(NOW + time::Duration::hours(1));
     f.ledger.append(&[attestation(&agent2, 1, "hgx-2", &[h800(U2, "1651323018292")], NOW)]).unwrap();
     let acq = f.acquisition("1651323018291");
     f.ledger.append(&[acq]).unwrap();
@@ -195,6 +223,11 @@ fn views_follow_the_entries_and_can_be_rebuilt() {
         "inventory as of an earlier checkpoint"
     );
     assert_eq!(then[0].sku.as_deref(), Some("H800-SXM5-80GB"));
+    // As of a time: what the checkpoints signed by then covered.
+    let half_hour = f.ledger.inventory(AsOf::Time(NOW + time::Duration::minutes(30))).unwrap();
+    assert_eq!(half_hour, then, "inventory as of a time between the two appends");
+    assert!(f.ledger.inventory(AsOf::Time(NOW - time::Duration::seconds(1))).unwrap().is_empty());
+    assert_eq!(f.ledger.inventory(AsOf::Time(NOW + time::Duration::hours(2))).unwrap(), inv);
 
     let hist = f.ledger.entries(&EntryFilter { gpu: Some(GpuUuid::parse(U2).unwrap()), ..Default::default() }).unwrap();
     assert_eq!(hist.len(), 2);

@@ -46,8 +46,13 @@ impl Fixture {
     }
 
     pub fn reopen(&mut self) {
+        self.reopen_at(NOW);
+    }
+
+    /// Reopens the log with its clock at `now`.
+    pub fn reopen_at(&mut self, now: OffsetDateTime) {
         let dir = self.dir.path().to_path_buf();
-        self.ledger = Ledger::open(&dir, LedgerConfig::default(), Arc::new(FixedClock(NOW))).unwrap();
+        self.ledger = Ledger::open(&dir, LedgerConfig::default(), Arc::new(FixedClock(now))).unwrap();
     }
 
     pub fn path(&self) -> &Path {
@@ -158,4 +163,10 @@ pub fn annotation(key: &SigningKey, counter: u64, text: &str) -> Vec<u8> {
         text: text.into(),
     };
     sign_record(&a, key).unwrap().to_json()
+}
+
+/// Runs SQL on the log's file through a connection of its own, as an outside writer would.
+pub fn sql(f: &Fixture, statement: &str) {
+    let conn = rusqlite::Connection::open(f.path().join(chipledger_ledger::DB_FILE)).unwrap();
+    conn.execute_batch(statement).unwrap();
 }

@@ -17,11 +17,6 @@ fn log() -> (Fixture, SigningKey) {
     (f, auditor)
 }
 
-fn sql(f: &Fixture, statement: &str) {
-    let conn = Connection::open(f.path().join(chipledger_ledger::DB_FILE)).unwrap();
-    conn.execute_batch(statement).unwrap();
-}
-
 #[track_caller]
 fn check_found(f: &Fixture, index: u64, what_part: &str) {
     let report = f.ledger.audit(&mut |_, _| {}).unwrap();
@@ -65,6 +60,19 @@ fn a_deleted_row_is_found_at_its_index() {
     let (f, _) = log();
     sql(&f, "DELETE FROM entries WHERE idx = 12");
     check_found(&f, 12, "missing");
+}
+
+#[test]
+fn altered_derived_columns_are_found_at_their_index() {
+    for (change, index) in [
+        ("UPDATE entries SET counter = counter + 1 WHERE idx = 7", 7),
+        ("UPDATE entries SET counter = NULL WHERE idx = 8", 8),
+        ("UPDATE entries SET kind = kind + 1 WHERE idx = 9", 9),
+    ] {
+        let (f, _) = log();
+        sql(&f, change);
+        check_found(&f, index, "columns do not match the envelope");
+    }
 }
 
 #[test]
