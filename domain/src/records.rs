@@ -132,7 +132,8 @@ impl RecordKind {
     }
 
     pub fn from_predicate_type(uri: &str) -> Option<RecordKind> {
-        RecordKind::ALL.into_iter().find(|k| k.predicate_type() == uri)
+        let slug = uri.strip_prefix(PREDICATE_NAMESPACE)?.strip_suffix("/v1")?;
+        RecordKind::ALL.into_iter().find(|k| k.slug() == slug)
     }
 }
 

@@ -170,7 +170,7 @@ pub(crate) fn parse_many<T: AsRef<[u8]> + Sync>(
     limit: usize,
     full: bool,
 ) -> Vec<Result<Parsed, Rejection>> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).max(1);
+    let threads = chipledger_domain::cores();
     if envelopes.len() < 16 || threads == 1 {
         return envelopes.iter().map(|e| parse(e.as_ref(), limit, full)).collect();
     }
@@ -293,7 +293,7 @@ pub(crate) fn first_bad_signature_in(items: &[(&[u8], &[u8], PublicKey)], chunk:
     if items.len() < 8 {
         return items.iter().position(|(m, s, k)| k.verify(m, s).is_err());
     }
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(items.len().div_ceil(chunk)).max(1);
+    let threads = chipledger_domain::cores().min(items.len().div_ceil(chunk)).max(1);
     let per = items.len().div_ceil(threads);
     let results: Vec<Option<usize>> = std::thread::scope(|s| {
         let handles: Vec<_> = items

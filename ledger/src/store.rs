@@ -309,33 +309,46 @@ impl Ledger {
         if accepted.is_empty() {
             return;
         }
-        // Signatures are verified on other cores while this thread writes; a bad one rolls the
-        // transaction back and the group is committed again without the request that carried it.
+        // Signatures are verified, and the new checkpoint signed, on another core while this
+        // thread writes (big commits); a bad signature rolls the transaction back (nothing is signed) and the
+        // group is committed again without the request that carried it. The checkpoint's tree is
+        // the one validation computed; `write` checks that the rows it wrote hash to it.
         let new_entries: usize = accepted.iter().map(|(_, slots)| slots.iter().filter(|s| !s.duplicate).count()).sum();
-        let (verdicts, result) = if new_entries < 64 {
-            // Small commits: a thread costs more than it saves.
-            let verdicts: Vec<_> = accepted.iter().map(|(_, slots)| bad_signature(slots)).collect();
-            let result = if verdicts.iter().any(Option::is_some) {
-                Ok((HashMap::new(), String::new()))
-            } else if new_entries == 0 {
-                latest_checkpoint(&tx).map(|c| (HashMap::new(), c.map(|(_, n)| n).unwrap_or_default()))
+        let (size, root) = (state.frontier.size, state.frontier.root());
+        let log_key: &SigningKey = log_key;
+        let (verdicts, result) = if new_entries == 0 {
+            // Nothing new: no checkpoint; answer against the latest one.
+            let verdicts = vec![None; accepted.len()];
+            (verdicts, latest_checkpoint(&tx).map(|c| (HashMap::new(), c.map(|(_, n)| n).unwrap_or_default())))
+        } else if new_entries < 64 {
+            // Small commits: a thread costs more than it saves (one per commit: ~2,700/s
+            // sequential against ~2,350/s with a helper thread, on two cores).
+            let verdicts = accepted.iter().map(|(_, slots)| bad_signature(slots)).collect::<Vec<_>>();
+            let result = if verdicts.iter().all(Option::is_none) {
+                self.write(&tx, committed, &mut state, &accepted).and_then(|fresh| {
+                    let note = self.sign_checkpoint(log_key, size, root)?;
+                    insert_checkpoint(&tx, size, &note, now).map(|()| (fresh, note))
+                })
             } else {
-                self.write(&tx, log_key, committed, &mut state, &accepted, now)
+                Ok((HashMap::new(), String::new()))
             };
             (verdicts, result)
         } else {
             std::thread::scope(|scope| {
-                let verifier =
-                    scope.spawn(|| accepted.iter().map(|(_, slots)| bad_signature(slots)).collect::<Vec<_>>());
-                let result = if accepted.iter().all(|(_, slots)| slots.iter().all(|s| s.duplicate)) {
-                    // Nothing new: no checkpoint; answer against the latest one.
-                    latest_checkpoint(&tx).map(|c| (HashMap::new(), c.map(|(_, n)| n).unwrap_or_default()))
-                } else {
-                    self.write(&tx, log_key, committed, &mut state, &accepted, now)
-                };
-                let verdicts = verifier
+                let helper = scope.spawn(|| {
+                    let verdicts = accepted.iter().map(|(_, slots)| bad_signature(slots)).collect::<Vec<_>>();
+                    let note = verdicts.iter().all(Option::is_none).then(|| self.sign_checkpoint(log_key, size, root));
+                    (verdicts, note)
+                });
+                let fresh = self.write(&tx, committed, &mut state, &accepted);
+                let (verdicts, note) = helper
                     .join()
-                    .unwrap_or_else(|_| vec![Some((0, "(verifier failed)".to_string())); accepted.len()]);
+                    .unwrap_or_else(|_| (vec![Some((0, "(verifier failed)".to_string())); accepted.len()], None));
+                let result = match (fresh, note) {
+                    (Ok(fresh), Some(Ok(note))) => insert_checkpoint(&tx, size, &note, now).map(|()| (fresh, note)),
+                    (Err(e), _) | (_, Some(Err(e))) => Err(e),
+                    (Ok(fresh), None) => Ok((fresh, String::new())), // a bad signature: rolled back below
+                };
                 (verdicts, result)
             })
         };
@@ -504,18 +517,18 @@ impl Ledger {
 
     /// Writes accepted slots, their nodes, views and one checkpoint in one transaction.
     /// Returns the fresh node hashes (for proofs) and the checkpoint note.
-    #[allow(clippy::type_complexity)]
     fn write(
         &self,
         tx: &Connection,
-        log_key: &SigningKey,
         before: &State,
         after: &mut State,
         accepted: &[(Pending, Vec<Slot>)],
-        now: OffsetDateTime,
-    ) -> Result<(HashMap<(u8, u64), Hash>, String), Error> {
+    ) -> Result<HashMap<(u8, u64), Hash>, Error> {
         let mut frontier = before.frontier.clone();
-        let mut fresh: HashMap<(u8, u64), Hash> = HashMap::new();
+        // With the right edge before this batch and every node the batch closes, the receipts'
+        // proofs need no reads: each new leaf's left siblings are on that edge.
+        let mut fresh: HashMap<(u8, u64), Hash> =
+            before.frontier.subtrees().map(|(level, index, hash)| ((level, index), hash)).collect();
         let mut new_nodes = Vec::new();
         {
             let mut ins_entry = tx.prepare_cached(
@@ -562,14 +575,14 @@ impl Ledger {
         if frontier.size != after.frontier.size || root != after.frontier.root() {
             return Err(Error::Corrupt("the tree computed while writing differs from the validated one".into()));
         }
-        let cp = Checkpoint { origin: self.origin.clone(), size: frontier.size, root, extensions: vec![] };
-        let note = String::from_utf8_lossy(&cp.sign(&self.origin, log_key)?.to_bytes()).into_owned();
-        tx.execute(
-            "INSERT INTO checkpoints (size, note, signed_at) VALUES (?1, ?2, ?3)",
-            params![frontier.size as i64, note.as_bytes(), unix(now)],
-        )?;
         after.frontier = frontier;
-        Ok((fresh, note))
+        Ok(fresh)
+    }
+
+    /// The signed checkpoint note for a tree of `size` leaves with `root`.
+    fn sign_checkpoint(&self, log_key: &SigningKey, size: u64, root: Hash) -> Result<String, Error> {
+        let cp = Checkpoint { origin: self.origin.clone(), size, root, extensions: vec![] };
+        Ok(String::from_utf8_lossy(&cp.sign(&self.origin, log_key)?.to_bytes()).into_owned())
     }
 
     /// The latest signed checkpoint (note text) and its size.
@@ -771,7 +784,9 @@ impl Ledger {
 
 /// Reloads the writer's state if the file grew behind its back (another process appended).
 fn refresh(conn: &Connection, state: &mut State) -> Result<(), Error> {
-    let stored = conn.query_row("SELECT COALESCE(MAX(idx) + 1, 0) FROM entries", [], |r| r.get::<_, i64>(0))? as u64;
+    let stored = conn
+        .prepare_cached("SELECT COALESCE(MAX(idx) + 1, 0) FROM entries")?
+        .query_row([], |r| r.get::<_, i64>(0))? as u64;
     if stored != state.frontier.size {
         tracing::info!(stored, known = state.frontier.size, "the log grew in another process; reloading");
         state.frontier = Frontier::load(&DbSource(conn), stored)?;
@@ -820,6 +835,15 @@ fn existing_index(conn: &Connection, signer: u64, counter: u64, leaf: &Hash) -> 
         .query_row(params![signer as i64, counter as i64, &leaf.0[..]], |r| r.get::<_, i64>(0))
         .optional()?
         .map(|i| i as u64))
+}
+
+fn insert_checkpoint(tx: &Connection, size: u64, note: &str, now: OffsetDateTime) -> Result<(), Error> {
+    tx.prepare_cached("INSERT INTO checkpoints (size, note, signed_at) VALUES (?1, ?2, ?3)")?.execute(params![
+        size as i64,
+        note.as_bytes(),
+        unix(now)
+    ])?;
+    Ok(())
 }
 
 fn latest_checkpoint(conn: &Connection) -> Result<Option<(u64, String)>, Error> {

@@ -55,6 +55,17 @@ impl Frontier {
         self.size += 1;
     }
 
+    /// The complete subtrees along the right edge, `(level, index, hash)`, largest first.
+    pub fn subtrees(&self) -> impl Iterator<Item = (u8, u64, Hash)> + '_ {
+        let levels = (0..64u8).rev().filter(|l| self.size >> l & 1 == 1);
+        let mut start = 0u64;
+        levels.zip(&self.stack).map(move |(level, hash)| {
+            let index = start >> level;
+            start += 1 << level;
+            (level, index, *hash)
+        })
+    }
+
     pub fn root(&self) -> Hash {
         let mut it = self.stack.iter().rev();
         match it.next() {
@@ -102,6 +113,33 @@ impl HashSource for OverlaySource<'_> {
         match self.fresh.get(&(level, index)) {
             Some(h) => Ok(*h),
             None => self.db.subtree(level, index),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chipledger_domain::merkle::{leaf_hash, MemoryTree};
+
+    use super::*;
+
+    #[test]
+    fn the_frontier_names_its_subtrees_as_the_tree_does() {
+        let leaves: Vec<Hash> = (0..300u32).map(|i| leaf_hash(&i.to_le_bytes())).collect();
+        let tree = MemoryTree::from_leaves(leaves.clone());
+        let mut frontier = Frontier::default();
+        let mut sink = Vec::new();
+        for (n, leaf) in leaves.iter().enumerate() {
+            let subtrees: Vec<_> = frontier.subtrees().collect();
+            assert_eq!(subtrees.len(), n.count_ones() as usize);
+            let mut covered = 0u64;
+            for (level, index, hash) in subtrees {
+                assert_eq!(index << level, covered, "size {n}: subtrees tile the leaves left to right");
+                assert_eq!(tree.subtree(level, index).ok(), Some(hash), "size {n}, level {level}");
+                covered += 1 << level;
+            }
+            assert_eq!(covered, n as u64);
+            frontier.push(*leaf, &mut sink);
         }
     }
 }

@@ -109,6 +109,23 @@ fn statements_that_lie_about_their_subjects_or_version_are_refused() {
 }
 
 #[test]
+fn predicate_types_name_their_kinds_and_nothing_else() {
+    use chipledger_domain::records::RecordKind;
+    for kind in RecordKind::ALL {
+        assert_eq!(RecordKind::from_predicate_type(&kind.predicate_type()), Some(kind));
+    }
+    for other in [
+        "https://chipledger.dev/predicates/gpu-attestation/v2",
+        "https://chipledger.dev/predicates/gpu-attestation",
+        "https://chipledger.dev/predicates//v1",
+        "https://example.com/predicates/annotation/v1",
+        "",
+    ] {
+        assert_eq!(RecordKind::from_predicate_type(other), None, "{other}");
+    }
+}
+
+#[test]
 fn every_predicate_round_trips() {
     let acq = Acquisition {
         format_version: FORMAT_VERSION,
