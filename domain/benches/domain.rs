@@ -64,7 +64,7 @@ fn dsse(c: &mut Criterion) {
             .collect();
         let items: Vec<(&[u8], &[u8], _)> = signed.iter().map(|(m, s, k)| (m.as_slice(), s.as_slice(), *k)).collect();
         g.bench_function(format!("1024 envelopes, {spread} key(s)"), |b| {
-            b.iter(|| assert!(verify_batch(black_box(&items))))
+            b.iter(|| assert!(verify_batch(black_box(&items), &mut rand_core::OsRng)))
         });
         if spread == 1 {
             let msgs: Vec<&[u8]> = items.iter().map(|(m, _, _)| *m).collect();

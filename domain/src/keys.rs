@@ -141,17 +141,18 @@ impl fmt::Debug for PublicKey {
 /// `R` = identity, `s = k·a`, to make a signature batch accepts and strict refuses). Keys are
 /// never weak (see [`PublicKey::from_bytes`]). What remains is a signature whose `R` carries a
 /// torsion component: batch accepts it with probability ≤ 1/2 per check where strict refuses it;
-/// only the holder of an enrolled key can craft one, and it is not a forgery. If the system's
-/// randomness fails, the answer is `false` and callers fall back to strict checks.
-pub fn verify_batch(items: &[(&[u8], &[u8], PublicKey)]) -> bool {
+/// only the holder of an enrolled key can craft one, and it is not a forgery.
+///
+/// The weights `zᵢ` come from `rng`, which must be unpredictable to signers (the OS's); if it
+/// fails, the answer is `false` and callers fall back to strict checks.
+pub fn verify_batch(items: &[(&[u8], &[u8], PublicKey)], rng: &mut impl CryptoRngCore) -> bool {
     use curve25519_dalek::edwards::{CompressedEdwardsY, EdwardsPoint};
     use curve25519_dalek::traits::{IsIdentity, VartimeMultiscalarMul};
     use curve25519_dalek::Scalar;
-    use rand_core::RngCore;
     use sha2::Sha512;
 
     let mut randomness = vec![0u8; 16 * items.len()];
-    if rand_core::OsRng.try_fill_bytes(&mut randomness).is_err() {
+    if rng.try_fill_bytes(&mut randomness).is_err() {
         return false;
     }
     // Points and their coefficients: the base point, one per distinct key, one `R` per signature.

@@ -29,10 +29,3 @@ pub mod records;
 pub mod rules;
 
 pub use error::Error;
-
-/// How many threads are worth running for parallel work: `available_parallelism`, asked once
-/// (it reads cgroup files on every call, which cost more than a small append itself).
-pub fn cores() -> usize {
-    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()).max(1))
-}

@@ -177,7 +177,7 @@ pub fn decode_in_parallel<T: Sync>(
         }
         Ok(out)
     };
-    let threads = chipledger_domain::cores();
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     if items.len() < 64 || threads < 2 {
         return Ok(run(items)?.into_iter().collect());
     }

@@ -4,6 +4,7 @@
 //! ```sh
 //! cargo bench -p chipledger-ledger --bench ledger            # 1,000,000 entries
 //! CHIPLEDGER_BENCH_ENTRIES=100000 cargo bench -p chipledger-ledger --bench ledger
+//! CHIPLEDGER_BENCH_KEEP=1 …   # keep the log afterwards (e.g. for `sqlite3_analyzer`)
 //! ```
 //!
 //! Prints: durable append throughput in batches of 1,000 and one entry per commit
@@ -145,6 +146,9 @@ fn main() {
         drop(l);
     }
     println!("open a {size}-entry log: {:.1} ms (best of 5)", best * 1e3);
+    if std::env::var("CHIPLEDGER_BENCH_KEEP").is_ok() {
+        println!("kept the log in {}", dir.keep().display());
+    }
 }
 
 /// Signs `count` annotations with counters from `first`, on every core.

@@ -427,8 +427,9 @@ impl Ledger {
         let mut parsed_all: Vec<Option<Result<Parsed, Rejection>>> =
             record::parse_many(envelopes, self.config.max_envelope_bytes, true).into_iter().map(Some).collect();
         for (pos, bytes) in envelopes.iter().enumerate() {
-            let parsed =
-                parsed_all[pos].take().unwrap_or_else(|| record::parse(bytes, self.config.max_envelope_bytes, true));
+            let parsed = parsed_all[pos]
+                .take()
+                .unwrap_or_else(|| record::parse_to_append(bytes, self.config.max_envelope_bytes));
             let leaf = match &parsed {
                 Ok(p) => p.leaf_hash,
                 Err(_) => merkle::leaf_hash(bytes),
@@ -542,7 +543,7 @@ impl Ledger {
                     // The log's first entry names its own signer, so it is kept as received.
                     let compact = if slot.signer < slot.index { parsed.compact.as_ref() } else { None };
                     let (body, form) = match compact {
-                        Some(c) => (c.as_slice(), record::FORM_COMPACT),
+                        Some((form, body)) => (body.as_slice(), *form),
                         None => (bytes.as_slice(), record::FORM_RAW),
                     };
                     ins_entry.execute(params![
@@ -740,11 +741,13 @@ impl Ledger {
                 .ok_or(Error::NoSuchEntry { index: idx, size: self.size() })?;
             let leaf = Hash(leaf.try_into().map_err(|_| Error::Corrupt(format!("leaf hash of entry {idx}")))?);
             let payload = match form {
-                record::FORM_COMPACT if body.len() >= 64 => body[64..].to_vec(),
                 record::FORM_RAW => chipledger_domain::dsse::Envelope::from_json(&body)
                     .and_then(|e| e.payload_bytes())
                     .map_err(|e| Error::Corrupt(format!("entry {idx}: {e}")))?,
-                other => return Err(Error::Corrupt(format!("entry {idx}: unknown storage form {other}"))),
+                form => record::signature_and_payload(&body, form)
+                    .map_err(|e| Error::Corrupt(format!("entry {idx}: {e}")))?
+                    .1
+                    .into_owned(),
             };
             out.push((idx, leaf, payload));
         }

@@ -1,5 +1,26 @@
 use chipledger_domain::keys::{PublicKey, SigningKey, VerifierKey};
 use chipledger_domain::Error;
+use rand_core::OsRng;
+
+/// An RNG that always fails, as the OS's can.
+struct FailingRng;
+
+impl rand_core::RngCore for FailingRng {
+    fn next_u32(&mut self) -> u32 {
+        0
+    }
+    fn next_u64(&mut self) -> u64 {
+        0
+    }
+    fn fill_bytes(&mut self, dest: &mut [u8]) {
+        dest.fill(0)
+    }
+    fn try_fill_bytes(&mut self, _: &mut [u8]) -> Result<(), rand_core::Error> {
+        Err(std::num::NonZeroU32::new(rand_core::Error::CUSTOM_START).unwrap().into())
+    }
+}
+
+impl rand_core::CryptoRng for FailingRng {}
 
 // golang.org/x/mod/sumdb/note test data: PeterNeumann's signer and verifier keys.
 pub const PETER_VKEY: &str = "PeterNeumann+c74f20a3+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW";
@@ -144,8 +165,8 @@ fn batch_verification_refuses_what_strict_refuses() {
         "the raw batch equation alone would accept it: the pre-check is what makes the verdicts agree"
     );
     let good = key.sign(b"counter=8");
-    assert!(chipledger_domain::keys::verify_batch(&[(b"counter=8", &good, pk)]));
-    assert!(!chipledger_domain::keys::verify_batch(&[(b"counter=8", &good, pk), (msg, &sig, pk)]));
+    assert!(chipledger_domain::keys::verify_batch(&[(b"counter=8", &good, pk)], &mut OsRng));
+    assert!(!chipledger_domain::keys::verify_batch(&[(b"counter=8", &good, pk), (msg, &sig, pk)], &mut OsRng));
 }
 
 #[test]
@@ -184,8 +205,9 @@ fn batch_verification_agrees_with_strict_on_every_kind_of_bad_signature() {
     let sigs: Vec<Vec<u8>> = msgs.iter().enumerate().map(|(i, m)| keys[i % 5].sign(m).to_vec()).collect();
     let good: Vec<(&[u8], &[u8], PublicKey)> =
         msgs.iter().zip(&sigs).enumerate().map(|(i, (m, s))| (&m[..], &s[..], keys[i % 5].public_key())).collect();
-    assert!(verify_batch(&good), "40 good signatures by 5 keys");
-    assert!(verify_batch(&good[..1]) && verify_batch(&[]));
+    assert!(verify_batch(&good, &mut OsRng), "40 good signatures by 5 keys");
+    assert!(verify_batch(&good[..1], &mut OsRng) && verify_batch(&[], &mut OsRng));
+    assert!(!verify_batch(&good, &mut FailingRng), "no randomness, no batch verdict: callers check each");
     let dalek: Vec<ed25519_dalek::Signature> =
         sigs.iter().map(|s| ed25519_dalek::Signature::from_slice(s).unwrap()).collect();
     let dalek_keys: Vec<ed25519_dalek::VerifyingKey> =
@@ -223,6 +245,6 @@ fn batch_verification_agrees_with_strict_on_every_kind_of_bad_signature() {
         assert!(key.verify(msg, sig).is_err(), "strict refuses {what}");
         let mut batch = good.clone();
         batch[3] = (msg, &sig[..], *key);
-        assert!(!verify_batch(&batch), "batch refuses {what}");
+        assert!(!verify_batch(&batch, &mut OsRng), "batch refuses {what}");
     }
 }

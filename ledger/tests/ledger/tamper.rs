@@ -41,6 +41,42 @@ fn changing_any_byte_of_a_stored_envelope_is_found_at_its_index() {
     assert_eq!(f.ledger.audit(&mut |_, _| {}).unwrap().problem, None);
 }
 
+/// Entries are stored packed (form 2: signature and LZ4-packed payload). Every byte of a packed
+/// body, changed: the audit finds it at that index, or the change decodes to the very same
+/// envelope (an LZ4 match pointing at an equal stretch of the dictionary) and the log says
+/// exactly what it said.
+#[test]
+fn every_byte_of_a_packed_body_is_covered() {
+    let (f, _) = log();
+    let conn = Connection::open(f.path().join(chipledger_ledger::DB_FILE)).unwrap();
+    let index = 13i64;
+    let (body, form): (Vec<u8>, i64) = conn
+        .query_row("SELECT body, form FROM entries WHERE idx = ?1", [index], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap();
+    assert_eq!(form, 2, "stored packed");
+    let envelope = f.ledger.envelope(index as u64).unwrap();
+    assert!(body.len() < envelope.len() / 2, "{} bytes stored for a {}-byte envelope", body.len(), envelope.len());
+    let (mut found, mut same) = (0, 0);
+    for offset in 0..body.len() {
+        let mut changed = body.clone();
+        changed[offset] ^= 0x01;
+        conn.execute("UPDATE entries SET body = ?1 WHERE idx = ?2", rusqlite::params![changed, index]).unwrap();
+        match f.ledger.audit(&mut |_, _| {}).unwrap().problem {
+            Some(problem) => {
+                assert_eq!(problem.index, Some(index as u64), "byte {offset}: {problem}");
+                found += 1;
+            }
+            None => {
+                assert_eq!(f.ledger.envelope(index as u64).unwrap(), envelope, "byte {offset}: unseen change");
+                same += 1;
+            }
+        }
+    }
+    conn.execute("UPDATE entries SET body = ?1 WHERE idx = ?2", rusqlite::params![body, index]).unwrap();
+    assert!(found > body.len() * 9 / 10, "{found} found, {same} decoding to the same envelope");
+    assert_eq!(f.ledger.audit(&mut |_, _| {}).unwrap().problem, None);
+}
+
 #[test]
 fn an_altered_envelope_with_a_matching_leaf_hash_breaks_the_signed_root() {
     let (f, auditor) = log();
