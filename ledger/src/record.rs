@@ -145,9 +145,9 @@ pub(crate) const FORM_COMPACT: i64 = 1;
 pub(crate) const FORM_PACKED: i64 = 2;
 
 /// The LZ4 dictionary of [`FORM_PACKED`]: one statement of every kind (and of every probe
-/// source), from the demo's simulated fleet. Part of the storage format: stored rows need these
-/// exact bytes to be read, so it never changes (a test pins its SHA-256); a better dictionary
-/// would be a new form.
+/// source) — from the demo's simulated fleet, and one annotation written for it. Part of the
+/// storage format: stored rows need these exact bytes to be read, so it never changes (a test
+/// pins its hash); a better dictionary would be a new form.
 pub(crate) static PACK_DICTIONARY: &[u8] = include_bytes!("pack-v1.jsonl");
 
 /// The most a packed payload may claim to expand to: bounds what a corrupt row can allocate.

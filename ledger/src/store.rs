@@ -309,10 +309,11 @@ impl Ledger {
         if accepted.is_empty() {
             return;
         }
-        // Signatures are verified, and the new checkpoint signed, on another core while this
-        // thread writes (big commits); a bad signature rolls the transaction back (nothing is signed) and the
-        // group is committed again without the request that carried it. The checkpoint's tree is
-        // the one validation computed; `write` checks that the rows it wrote hash to it.
+        // On big commits, signatures are verified and the new checkpoint signed on another core
+        // while this thread writes. A bad signature rolls the transaction back (nothing is
+        // signed) and the group is committed again without the request that carried it. The
+        // checkpoint covers the tree validation computed; `write` checks that the rows it wrote
+        // hash to it, and a note signed for a batch that then fails is dropped unseen.
         let new_entries: usize = accepted.iter().map(|(_, slots)| slots.iter().filter(|s| !s.duplicate).count()).sum();
         let (size, root) = (state.frontier.size, state.frontier.root());
         let log_key: &SigningKey = log_key;
@@ -516,8 +517,9 @@ impl Ledger {
         Ok((slots, State { frontier, registry: next_registry }))
     }
 
-    /// Writes accepted slots, their nodes, views and one checkpoint in one transaction.
-    /// Returns the fresh node hashes (for proofs) and the checkpoint note.
+    /// Writes accepted slots, their nodes and views in the caller's transaction, and checks they
+    /// hash to the tree validation computed. Returns the hashes the receipts' proofs need: the
+    /// right edge before the batch and every node the batch closes.
     fn write(
         &self,
         tx: &Connection,

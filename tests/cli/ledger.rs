@@ -190,6 +190,9 @@ fn appends_survive_being_killed_at_random_points() {
             }
         }
         checked = committed.len();
+        if (round + 1) % 50 == 0 && !last {
+            eprintln!("{} kills so far, {} committed entries, the log verified after each", round + 1, committed.len());
+        }
     }
     assert!(committed.len() as u64 >= kills, "the child committed too little to test anything: {}", committed.len());
     eprintln!(
