@@ -114,6 +114,25 @@ fn a_schema_2_log_is_migrated_and_still_finds_duplicates() {
     assert_eq!(f.ledger.audit(&mut |_, _| {}).unwrap().problem, None);
 }
 
+/// A schema-2 log with a damaged entry still opens after the migration, and the audit names the
+/// damaged entry.
+#[test]
+fn a_damaged_schema_2_log_migrates_and_the_audit_names_the_damage() {
+    let mut f = Fixture::new();
+    let agent = f.enroll(2, Role::Agent, Some("hgx-1"));
+    let envs: Vec<Vec<u8>> = (1..=3).map(|c| attestation(&agent, c, "hgx-1", &[h800(U1, "1")], NOW)).collect();
+    f.ledger.append(&envs).unwrap();
+    sql(
+        &f,
+        "DROP INDEX entries_by_signer; ALTER TABLE entries DROP COLUMN counter;
+         CREATE INDEX entries_by_leaf ON entries (substr(leaf_hash, 1, 8)); PRAGMA user_version = 2;
+         UPDATE entries SET body = X'00' WHERE idx = 3;",
+    );
+    f.reopen();
+    let problem = f.ledger.audit(&mut |_, _| {}).unwrap().problem.expect("the damage is found");
+    assert_eq!(problem.index, Some(3), "{problem}");
+}
+
 #[test]
 fn appends_are_refused_with_a_specific_reason_and_leave_no_trace() {
     let mut f = Fixture::new();
