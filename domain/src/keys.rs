@@ -215,7 +215,7 @@ pub fn is_small_order_encoding(encoding: &[u8; 32]) -> bool {
     let mut y = *encoding;
     y[31] &= 0x7f;
     // Reduce the 19 non-canonical encodings y in [p, 2^255) to y - p.
-    if y[31] == 0x7f && y[1..31].iter().all(|b| *b == 0xff) && y[0] >= 0xed {
+    if !is_canonical_y(encoding) {
         y = [0u8; 32];
         y[0] = encoding[0] - 0xed;
     }

@@ -234,6 +234,32 @@ pub(crate) fn expand(body: &[u8], form: i64, key_id: &str) -> Result<Vec<u8>, St
     }
 }
 
+/// Reads every stored entry in log order and hands `f` its index and the parse of its envelope
+/// (in full when `full`; else as [`parse`] lightly does), or why it does not read back. Compactly
+/// stored envelopes are rebuilt with their signer's key id, learnt from the enrollments as they
+/// stream past (a signer's enrollment always comes before the entries it signs).
+pub(crate) fn replay(
+    conn: &rusqlite::Connection,
+    full: bool,
+    mut f: impl FnMut(u64, Result<Parsed, String>) -> Result<(), crate::Error>,
+) -> Result<(), crate::Error> {
+    let mut key_ids: HashMap<u64, String> = HashMap::new();
+    let mut st = conn.prepare("SELECT idx, body, form, signer FROM entries ORDER BY idx")?;
+    let mut rows = st.query([])?;
+    while let Some(r) = rows.next()? {
+        let idx = r.get::<_, i64>(0)? as u64;
+        let signer = r.get::<_, i64>(3)? as u64;
+        let key_id = key_ids.get(&signer).map_or("", String::as_str);
+        let parsed = expand(&r.get::<_, Vec<u8>>(1)?, r.get(2)?, key_id)
+            .and_then(|env| parse(&env, usize::MAX, full).map_err(|e| e.to_string()));
+        if let Ok(Parsed { record: Some(Record::KeyEnrollment(e)), .. }) = &parsed {
+            key_ids.insert(idx, e.key_id.0.clone());
+        }
+        f(idx, parsed)?;
+    }
+    Ok(())
+}
+
 /// How many threads are worth running for parallel work: `available_parallelism`, asked once
 /// (it reads cgroup files on every call, which cost more than a small append itself).
 pub(crate) fn cores() -> usize {
@@ -247,16 +273,16 @@ pub(crate) fn parse_many<T: AsRef<[u8]> + Sync>(
     limit: usize,
     to_append: bool,
 ) -> Vec<Result<Parsed, Rejection>> {
-    let parse = |e: &[u8]| if to_append { parse_to_append(e, limit) } else { parse(e, limit, false) };
+    let one = |e: &[u8]| if to_append { parse_to_append(e, limit) } else { parse(e, limit, false) };
     let threads = cores();
     if envelopes.len() < 16 || threads == 1 {
-        return envelopes.iter().map(|e| parse(e.as_ref())).collect();
+        return envelopes.iter().map(|e| one(e.as_ref())).collect();
     }
     let per = envelopes.len().div_ceil(threads);
     std::thread::scope(|s| {
         let handles: Vec<_> = envelopes
             .chunks(per)
-            .map(|part| s.spawn(move || part.iter().map(|e| parse(e.as_ref())).collect::<Vec<_>>()))
+            .map(|part| s.spawn(move || part.iter().map(|e| one(e.as_ref())).collect::<Vec<_>>()))
             .collect();
         let mut out = Vec::with_capacity(envelopes.len());
         for (h, part) in handles.into_iter().zip(envelopes.chunks(per)) {

@@ -121,32 +121,20 @@ fn backfill(tx: &rusqlite::Transaction<'_>, version: i64) -> Result<(), Error> {
     if version != 3 {
         return Ok(());
     }
-    // Fill `entries.counter` from each stored envelope. A compactly stored envelope is rebuilt
-    // with its signer's key id, learnt from the enrollments as they stream past (the signer's
-    // enrollment always comes before the entries it signs). An entry that does not read back
-    // keeps a NULL counter rather than stopping the log from opening: the audit then names it.
-    let mut key_ids: std::collections::HashMap<i64, String> = std::collections::HashMap::new();
-    let mut read = tx.prepare("SELECT idx, body, form, signer FROM entries ORDER BY idx")?;
+    // Fill `entries.counter` from each stored envelope. An entry that does not read back keeps a
+    // NULL counter rather than stopping the log from opening: the audit then names it.
     let mut update = tx.prepare("UPDATE entries SET counter = ?1 WHERE idx = ?2")?;
-    let mut rows = read.query([])?;
     let (mut n, mut unreadable) = (0u64, 0u64);
-    while let Some(r) = rows.next()? {
-        let idx: i64 = r.get(0)?;
-        let signer: i64 = r.get(3)?;
-        let key_id = key_ids.get(&signer).cloned().unwrap_or_default();
-        let parsed = crate::record::expand(&r.get::<_, Vec<u8>>(1)?, r.get(2)?, &key_id)
-            .ok()
-            .and_then(|env| crate::record::parse(&env, usize::MAX, false).ok());
-        let Some(p) = parsed else {
-            unreadable += 1;
-            continue;
-        };
-        if let Some(chipledger_domain::records::Record::KeyEnrollment(e)) = &p.record {
-            key_ids.insert(idx, e.key_id.0.clone());
+    crate::record::replay(tx, false, |idx, parsed| {
+        match parsed {
+            Ok(p) => {
+                update.execute(rusqlite::params![p.counter as i64, idx as i64])?;
+                n += 1;
+            }
+            Err(_) => unreadable += 1,
         }
-        update.execute(rusqlite::params![p.counter as i64, idx])?;
-        n += 1;
-    }
+        Ok(())
+    })?;
     if unreadable > 0 {
         tracing::warn!(unreadable, "entries that do not read back keep no counter; `ledger verify` names them");
     }

@@ -6,6 +6,17 @@ use chipledger_domain::merkle::{node_hash, Hash, HashSource};
 use chipledger_domain::Error as DomainError;
 use rusqlite::{Connection, OptionalExtension};
 
+/// The `(level, index)` of the complete subtrees along the right edge of a tree of `size`
+/// leaves: one per set bit of `size`, largest first.
+fn edge(size: u64) -> impl Iterator<Item = (u8, u64)> {
+    let mut start = 0u64;
+    (0..64u8).rev().filter(move |l| size >> l & 1 == 1).map(move |level| {
+        let index = start >> level;
+        start += 1 << level;
+        (level, index)
+    })
+}
+
 /// `nodes.id` for a stored subtree (level >= 2).
 pub(crate) fn node_id(level: u8, index: u64) -> i64 {
     ((level as i64) << 48) | index as i64
@@ -27,14 +38,7 @@ pub(crate) struct Frontier {
 impl Frontier {
     /// Loads the right edge of a stored tree of `size` leaves: O(log n) reads.
     pub fn load(src: &impl HashSource, size: u64) -> Result<Frontier, DomainError> {
-        let mut stack = Vec::new();
-        let mut start = 0u64;
-        for level in (0..64u8).rev() {
-            if size >> level & 1 == 1 {
-                stack.push(src.subtree(level, start >> level)?);
-                start += 1 << level;
-            }
-        }
+        let stack = edge(size).map(|(level, index)| src.subtree(level, index)).collect::<Result<_, _>>()?;
         Ok(Frontier { size, stack })
     }
 
@@ -57,13 +61,7 @@ impl Frontier {
 
     /// The complete subtrees along the right edge, `(level, index, hash)`, largest first.
     pub fn subtrees(&self) -> impl Iterator<Item = (u8, u64, Hash)> + '_ {
-        let levels = (0..64u8).rev().filter(|l| self.size >> l & 1 == 1);
-        let mut start = 0u64;
-        levels.zip(&self.stack).map(move |(level, hash)| {
-            let index = start >> level;
-            start += 1 << level;
-            (level, index, *hash)
-        })
+        edge(self.size).zip(&self.stack).map(|((level, index), hash)| (level, index, *hash))
     }
 
     pub fn root(&self) -> Hash {

@@ -380,28 +380,15 @@ impl Ledger {
         )?;
         let mut registry = Registry::new();
         let mut n = 0u64;
-        {
-            let mut st = tx.prepare("SELECT idx, body, form, signer FROM entries ORDER BY idx")?;
-            let mut rows = st.query([])?;
-            let mut key_ids: std::collections::HashMap<u64, String> = std::collections::HashMap::new();
-            while let Some(r) = rows.next()? {
-                let idx = r.get::<_, i64>(0)? as u64;
-                let signer = r.get::<_, i64>(3)? as u64;
-                let key_id = key_ids.get(&signer).cloned().unwrap_or_default();
-                let env = crate::record::expand(&r.get::<_, Vec<u8>>(1)?, r.get(2)?, &key_id)
-                    .map_err(|e| Error::Corrupt(format!("entry {idx}: {e}")))?;
-                let p = crate::record::parse(&env, usize::MAX, true)
-                    .map_err(|e| Error::Corrupt(format!("entry {idx}: {e}")))?;
-                crate::record::apply(&p, &mut registry, idx);
-                if let Some(Record::KeyEnrollment(e)) = &p.record {
-                    key_ids.insert(idx, e.key_id.0.clone());
-                }
-                if let Some(rec) = &p.record {
-                    apply(&tx, idx, rec, &registry)?;
-                }
-                n += 1;
+        crate::record::replay(&tx, true, |idx, parsed| {
+            let p = parsed.map_err(|e| Error::Corrupt(format!("entry {idx}: {e}")))?;
+            crate::record::apply(&p, &mut registry, idx);
+            if let Some(rec) = &p.record {
+                apply(&tx, idx, rec, &registry)?;
             }
-        }
+            n += 1;
+            Ok(())
+        })?;
         store_counters(&tx, &Registry::new(), &registry)?;
         tx.commit()?;
         w.set_registry(registry);
