@@ -351,22 +351,8 @@ pub(crate) fn authorize(p: &Parsed, registry: &Registry, index: u64) -> Result<(
 pub(crate) fn apply(p: &Parsed, registry: &mut Registry, index: u64) {
     match &p.record {
         Some(Record::KeyEnrollment(e)) => {
-            if let Ok(vkey) = enrolled_key(e) {
-                registry.insert(
-                    e.key_id.0.clone(),
-                    KeyState {
-                        enrolled_at: index,
-                        key_id: e.key_id.0.clone(),
-                        verifier_key: e.verifier_key.clone(),
-                        public: *vkey.public_key(),
-                        role: e.role,
-                        host: e.host.clone(),
-                        valid_from: e.valid_from,
-                        valid_until: e.valid_until,
-                        revoked_at: None,
-                        last_counter: 0,
-                    },
-                );
+            if let Ok(state) = key_state(e, index) {
+                registry.insert(state.key_id.clone(), state);
             }
         }
         Some(Record::KeyRevocation(r)) => {
@@ -379,6 +365,25 @@ pub(crate) fn apply(p: &Parsed, registry: &mut Registry, index: u64) {
     if let Some(k) = registry.get_mut(&p.key_id) {
         k.last_counter = k.last_counter.max(p.counter);
     }
+}
+
+/// What the registry holds for a key enrolled at `index`, before any revocation or record of
+/// its own: every value exactly as the enrollment states it (times to the nanosecond). The one
+/// way a [`KeyState`] is made, whether the registry is replayed or loaded from the views.
+pub(crate) fn key_state(e: &chipledger_domain::records::KeyEnrollment, index: u64) -> Result<KeyState, Rejection> {
+    let vkey = enrolled_key(e)?;
+    Ok(KeyState {
+        enrolled_at: index,
+        key_id: e.key_id.0.clone(),
+        verifier_key: e.verifier_key.clone(),
+        public: *vkey.public_key(),
+        role: e.role,
+        host: e.host.clone(),
+        valid_from: e.valid_from,
+        valid_until: e.valid_until,
+        revoked_at: None,
+        last_counter: 0,
+    })
 }
 
 fn enrolled_key(e: &chipledger_domain::records::KeyEnrollment) -> Result<VerifierKey, Rejection> {

@@ -4,42 +4,66 @@
 use std::collections::HashMap;
 
 use chipledger_domain::fingerprint::GpuUuid;
-use chipledger_domain::keys::VerifierKey;
 use chipledger_domain::log::{AsOf, EntrySummary, InventoryGpu};
 use chipledger_domain::merkle::Hash;
 use chipledger_domain::records::{AnnotationTarget, ProbeSource, Record, Role};
 use rusqlite::{params, Connection, OptionalExtension};
 use time::OffsetDateTime;
 
-use crate::record::{KeyState, Registry};
+use crate::record::{self, KeyState, Registry};
 use crate::store::{kind_from_code, unix, Ledger};
 use crate::Error;
 
+/// The key registry appends are authorised against, exactly as a replay of the log builds it.
+///
+/// The `keys` view says which keys there are, where each was enrolled and revoked (log indexes)
+/// and its last counter: integers it holds exactly. Everything else a decision reads — the
+/// validity window to the nanosecond, role, host, key — comes from the enrollment entry itself,
+/// through [`record::key_state`], as in a replay: the view's whole-second times serve queries only.
 pub(crate) fn load_registry(conn: &Connection) -> Result<Registry, Error> {
-    let mut st = conn.prepare(
-        "SELECT enrolled_at, key_id, verifier_key, role, host, valid_from, valid_until, revoked_at, last_counter FROM keys",
-    )?;
+    let sql = format!("{EXACT_KEYS} ORDER BY k.enrolled_at");
+    let mut st = conn.prepare(&sql)?;
     let mut rows = st.query([])?;
     let mut reg = Registry::new();
     while let Some(r) = rows.next()? {
-        let vkey: String = r.get(2)?;
-        let role: String = r.get(3)?;
-        let parsed = VerifierKey::parse(&vkey)?;
-        let state = KeyState {
-            enrolled_at: r.get::<_, i64>(0)? as u64,
-            key_id: r.get(1)?,
-            verifier_key: vkey,
-            public: *parsed.public_key(),
-            role: Role::parse(&role).ok_or_else(|| Error::Corrupt(format!("unknown role {role:?} in keys")))?,
-            host: r.get(4)?,
-            valid_from: from_unix(r.get(5)?),
-            valid_until: r.get::<_, Option<i64>>(6)?.map(from_unix),
-            revoked_at: r.get::<_, Option<i64>>(7)?.map(|v| v as u64),
-            last_counter: r.get::<_, i64>(8)? as u64,
-        };
+        let state = exact_key(r)?;
         reg.insert(state.key_id.clone(), state);
     }
     Ok(reg)
+}
+
+/// The `keys` rows with their enrollment entries and the key id of each enrollment's signer
+/// (to rebuild a compactly stored envelope), as [`exact_key`] reads them.
+const EXACT_KEYS: &str = "SELECT k.enrolled_at, k.key_id, k.revoked_at, k.last_counter,
+        e.leaf_hash, e.body, e.form, s.key_id
+     FROM keys k LEFT JOIN entries e ON e.idx = k.enrolled_at LEFT JOIN keys s ON s.enrolled_at = e.signer";
+
+/// One key's registry state from a row of [`EXACT_KEYS`].
+fn exact_key(r: &rusqlite::Row<'_>) -> Result<KeyState, Error> {
+    let enrolled_at = r.get::<_, i64>(0)? as u64;
+    let key_id: String = r.get(1)?;
+    let corrupt = |why: String| Error::Corrupt(format!("the enrollment of key {key_id} (entry {enrolled_at}): {why}"));
+    let (Some(leaf), Some(body), Some(form)) =
+        (r.get::<_, Option<Vec<u8>>>(4)?, r.get::<_, Option<Vec<u8>>>(5)?, r.get::<_, Option<i64>>(6)?)
+    else {
+        return Err(corrupt("the entry is not stored".into()));
+    };
+    let signer_id: Option<String> = r.get(7)?;
+    let envelope = record::expand(&body, form, signer_id.as_deref().unwrap_or_default()).map_err(corrupt)?;
+    let parsed = record::parse(&envelope, usize::MAX, true).map_err(|e| corrupt(e.to_string()))?;
+    if parsed.leaf_hash.0[..] != leaf[..] {
+        return Err(corrupt("the stored envelope does not hash to its leaf hash".into()));
+    }
+    let Some(Record::KeyEnrollment(e)) = &parsed.record else {
+        return Err(corrupt("the entry is not a key enrollment".into()));
+    };
+    let mut state = record::key_state(e, enrolled_at).map_err(|e| corrupt(e.to_string()))?;
+    if state.key_id != key_id {
+        return Err(corrupt(format!("the entry enrolls key {}", state.key_id)));
+    }
+    state.revoked_at = r.get::<_, Option<i64>>(2)?.map(|v| v as u64);
+    state.last_counter = r.get::<_, i64>(3)? as u64;
+    Ok(state)
 }
 
 fn from_unix(t: i64) -> OffsetDateTime {
@@ -181,39 +205,23 @@ impl Ledger {
     /// An enrolled key that may act now: not revoked, inside its validity window. What the
     /// server checks a signed request's key against.
     pub fn active_key(&self, key_id: &str) -> Result<Option<KeyInfo>, Error> {
-        let now = self.now_unix();
+        let now = self.now();
         let conn = self.reader();
-        let found = conn
-            .query_row(
-                "SELECT key_id, verifier_key, role, host, enrolled_at, revoked_at, last_counter FROM keys
-                 WHERE key_id = ?1 AND revoked_at IS NULL AND valid_from <= ?2
-                   AND (valid_until IS NULL OR valid_until > ?2)",
-                rusqlite::params![key_id, now],
-                |r| {
-                    Ok((
-                        r.get::<_, String>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, String>(2)?,
-                        r.get::<_, Option<String>>(3)?,
-                        r.get::<_, i64>(4)?,
-                        r.get::<_, Option<i64>>(5)?,
-                        r.get::<_, i64>(6)?,
-                    ))
-                },
-            )
-            .optional()?;
-        let Some((key_id, verifier_key, role, host, enrolled_at, revoked_at, last_counter)) = found else {
+        let sql = format!("{EXACT_KEYS} WHERE k.key_id = ?1 AND k.revoked_at IS NULL");
+        let found = conn.query_row(&sql, [key_id], |r| Ok(exact_key(r))).optional()?.transpose()?;
+        // The validity window as the enrollment states it, to the nanosecond (as authorisation
+        // reads it), not as the view rounds it.
+        let Some(k) = found.filter(|k| k.valid_from <= now && k.valid_until.is_none_or(|u| now < u)) else {
             return Ok(None);
         };
-        let role = Role::parse(&role).ok_or_else(|| Error::Corrupt(format!("key {key_id} has role {role:?}")))?;
         Ok(Some(KeyInfo {
-            key_id,
-            verifier_key,
-            role,
-            host,
-            enrolled_at: enrolled_at as u64,
-            revoked_at: revoked_at.map(|t| t as u64),
-            last_counter: last_counter as u64,
+            key_id: k.key_id,
+            verifier_key: k.verifier_key,
+            role: k.role,
+            host: k.host,
+            enrolled_at: k.enrolled_at,
+            revoked_at: k.revoked_at,
+            last_counter: k.last_counter,
         }))
     }
 
