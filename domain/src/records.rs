@@ -141,6 +141,11 @@ impl RecordKind {
 pub trait Predicate: Serialize + DeserializeOwned {
     const KIND: RecordKind;
     fn subjects(&self) -> Vec<Subject>;
+    /// What makes a well-formed predicate of this kind malformed although it parses: a value it
+    /// states that its own facts contradict (checked wherever a record is read).
+    fn check(&self) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// Where a GPU's facts came from.
@@ -241,6 +246,32 @@ impl Predicate for GpuAttestation {
     const KIND: RecordKind = RecordKind::GpuAttestation;
     fn subjects(&self) -> Vec<Subject> {
         self.gpus.iter().map(|g| Subject::sha256(format!("gpu:{}", g.uuid), &g.fingerprint_digest)).collect()
+    }
+
+    /// Each GPU's UUID is the one in its facts, its fingerprint the one its facts give and its
+    /// digest that fingerprint's; no GPU twice.
+    fn check(&self) -> Result<(), String> {
+        let mut seen = std::collections::HashSet::new();
+        for g in &self.gpus {
+            if g.facts.uuid.as_ref() != Some(&g.uuid) {
+                return Err(format!("GPU {}: its facts give the UUID {:?}", g.uuid, g.facts.uuid));
+            }
+            if !seen.insert(&g.uuid) {
+                return Err(format!("GPU {} is attested twice in one record", g.uuid));
+            }
+            let fingerprint = g.facts.fingerprint();
+            if fingerprint != g.fingerprint {
+                return Err(format!("GPU {}: the stated fingerprint is not the one its facts give", g.uuid));
+            }
+            let digest = fingerprint.digest();
+            if digest != g.fingerprint_digest {
+                return Err(format!(
+                    "GPU {}: the stated fingerprint digest {} is not the digest of its facts ({digest})",
+                    g.uuid, g.fingerprint_digest
+                ));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -535,6 +566,7 @@ impl Record {
             if p.subjects() != raw.subject {
                 return Err(bad("the subjects do not match the predicate".into()));
             }
+            p.check().map_err(bad)?;
             Ok(p)
         }
         let raw: Raw<'_> = serde_json::from_slice(payload)

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use chipledger_domain::dsse::{pae, Envelope, PAYLOAD_TYPE_IN_TOTO};
 use chipledger_domain::encoding::b64_decode;
-use chipledger_domain::keys::{verify_batch, KeyId, PublicKey, VerifierKey};
+use chipledger_domain::keys::{self, KeyId, PublicKey, VerifierKey};
 use chipledger_domain::merkle::{leaf_hash, Hash};
 use chipledger_domain::records::{Record, RecordKind, Role};
 use time::OffsetDateTime;
@@ -106,7 +106,10 @@ pub(crate) fn parse(bytes: &[u8], limit: usize, full: bool) -> Result<Parsed, Re
             light.predicate.format_version
         )));
     }
-    let needs_record = full || matches!(kind, RecordKind::KeyEnrollment | RecordKind::KeyRevocation);
+    // Records whose content authorisation reads (key records; an attestation's host) or whose
+    // facts must agree with what they state (an attestation's digests) are always read whole.
+    let needs_record =
+        full || matches!(kind, RecordKind::KeyEnrollment | RecordKind::KeyRevocation | RecordKind::GpuAttestation);
     let record = if needs_record {
         Some(Record::from_payload(&payload).map_err(|e| Rejection::MalformedStatement(e.to_string()))?)
     } else {
@@ -306,7 +309,7 @@ pub(crate) fn authorize(p: &Parsed, registry: &Registry, index: u64) -> Result<(
         if e.role != Role::Admin || e.key_id.as_str() != p.key_id {
             return Err(Rejection::NeedsSelfEnrollment);
         }
-        let vkey = enrolled_key(e)?;
+        let vkey = enrollable_key(e)?;
         return Ok((*vkey.public_key(), index));
     }
     let key = registry.get(&p.key_id).ok_or_else(|| Rejection::UnknownKey { key_id: p.key_id.clone() })?;
@@ -321,6 +324,16 @@ pub(crate) fn authorize(p: &Parsed, registry: &Registry, index: u64) -> Result<(
     if !key.role.may_sign(p.kind) {
         return Err(Rejection::WrongRole { key_id: p.key_id.clone(), role: key.role, kind: p.kind });
     }
+    // An agent key speaks only for the host it was enrolled for.
+    if let Some(Record::GpuAttestation(a)) = &p.record {
+        if key.host.as_deref() != Some(a.host.hostname.as_str()) {
+            return Err(Rejection::WrongHost {
+                key_id: p.key_id.clone(),
+                enrolled_for: key.host.clone().unwrap_or_default(),
+                claimed: a.host.hostname.clone(),
+            });
+        }
+    }
     if p.counter <= key.last_counter {
         return Err(Rejection::CounterNotIncreasing {
             key_id: p.key_id.clone(),
@@ -330,7 +343,7 @@ pub(crate) fn authorize(p: &Parsed, registry: &Registry, index: u64) -> Result<(
     }
     match &p.record {
         Some(Record::KeyEnrollment(e)) => {
-            enrolled_key(e)?;
+            enrollable_key(e)?;
             if registry.contains_key(e.key_id.as_str()) {
                 return Err(Rejection::BadEnrollment(format!("key {} is already enrolled", e.key_id)));
             }
@@ -386,6 +399,24 @@ pub(crate) fn key_state(e: &chipledger_domain::records::KeyEnrollment, index: u6
     })
 }
 
+/// [`enrolled_key`], for a new enrollment: also refuses a key with a small-order component (a
+/// small-order key is never a `PublicKey`; a mixed-order one is, and is refused here), and an
+/// agent key that names no host.
+fn enrollable_key(e: &chipledger_domain::records::KeyEnrollment) -> Result<VerifierKey, Rejection> {
+    let vkey = enrolled_key(e)?;
+    if e.role == Role::Agent && e.host.as_deref().is_none_or(|h| h.trim().is_empty()) {
+        return Err(Rejection::BadEnrollment(
+            "an agent key must name the host it speaks for (enroll it with --host HOSTNAME)".into(),
+        ));
+    }
+    if !vkey.public_key().is_torsion_free() {
+        return Err(Rejection::BadEnrollment(
+            "the public key has a small-order component (mixed order); enroll a key made by a standard Ed25519 key generator".into(),
+        ));
+    }
+    Ok(vkey)
+}
+
 fn enrolled_key(e: &chipledger_domain::records::KeyEnrollment) -> Result<VerifierKey, Rejection> {
     let vkey = VerifierKey::parse(&e.verifier_key).map_err(|err| Rejection::BadEnrollment(err.to_string()))?;
     if vkey.public_key().key_id() != KeyId(e.key_id.0.clone()) {
@@ -394,43 +425,30 @@ fn enrolled_key(e: &chipledger_domain::records::KeyEnrollment) -> Result<Verifie
     Ok(vkey)
 }
 
-/// Verifies signatures, batch-first, in parallel chunks of `chunk`; returns the position of the
-/// first bad one. Bigger batches cost less per signature; appends keep them small enough to use
-/// every core on a 1,000-entry batch.
-pub(crate) fn first_bad_signature_in(items: &[(&[u8], &[u8], PublicKey)], chunk: usize) -> Option<usize> {
-    let chunk = chunk.max(1);
-    if items.len() < 8 {
-        return items.iter().position(|(m, s, k)| k.verify(m, s).is_err());
+/// The position of the first signature `verify_strict` refuses, checked on every core with
+/// exactly that verdict ([`keys::first_bad_signature`], with keys prepared once per process). Append, audit and bundle verification all check through here or
+/// through `PublicKey::verify`; no path accepts on a batch equation.
+pub(crate) fn first_bad_signature(items: &[(&[u8], &[u8], PublicKey)]) -> Option<usize> {
+    // Below this many per thread, a thread costs more than it saves.
+    const MIN_PER_THREAD: usize = 16;
+    // The keys of this process's logs, prepared once (a key's table is pure arithmetic on its
+    // public bytes: sharing it between logs changes no verdict). 256 keys ≈ 8 MiB.
+    static PREPARED: std::sync::OnceLock<keys::PreparedKeys> = std::sync::OnceLock::new();
+    let prepared = PREPARED.get_or_init(|| keys::PreparedKeys::new(256));
+    let threads = cores().min(items.len() / MIN_PER_THREAD).max(1);
+    if threads == 1 {
+        return keys::first_bad_signature(items, prepared);
     }
-    let threads = cores().min(items.len().div_ceil(chunk)).max(1);
     let per = items.len().div_ceil(threads);
-    let results: Vec<Option<usize>> = std::thread::scope(|s| {
+    std::thread::scope(|s| {
         let handles: Vec<_> = items
             .chunks(per)
             .enumerate()
-            .map(|(t, part)| {
-                s.spawn(move || {
-                    for (c, batch) in part.chunks(chunk).enumerate() {
-                        if !verify_batch(batch, &mut rand_core::OsRng) {
-                            let bad = batch.iter().position(|(m, sig, k)| k.verify(m, sig).is_err());
-                            // Batch refused but every strict check passed: trust strict.
-                            if let Some(b) = bad {
-                                return Some(t * per + c * chunk + b);
-                            }
-                        }
-                    }
-                    None
-                })
-            })
+            .map(|(t, part)| s.spawn(move || keys::first_bad_signature(part, prepared).map(|b| t * per + b)))
             .collect();
-        handles.into_iter().map(|h| h.join().unwrap_or(Some(0))).collect()
-    });
-    results.into_iter().flatten().min()
-}
-
-/// [`first_bad_signature_in`] with batches sized for appends.
-pub(crate) fn first_bad_signature(items: &[(&[u8], &[u8], PublicKey)]) -> Option<usize> {
-    first_bad_signature_in(items, 256)
+        // A checker thread cannot panic on input; if one did, its part is not called valid.
+        handles.into_iter().enumerate().filter_map(|(t, h)| h.join().unwrap_or(Some(t * per))).min()
+    })
 }
 
 pub(crate) fn rfc3339(t: OffsetDateTime) -> String {

@@ -118,6 +118,16 @@ pub fn write_private_file(path: &Path, bytes: &[u8]) -> Result<(), Error> {
     f.sync_all().map_err(io_err(path))
 }
 
+/// Where `init` builds a log before moving it into its directory.
+const INIT_STAGING_DIR: &str = ".init-staging";
+
+/// Makes the renames inside `dir` durable.
+fn sync_dir(dir: &Path) -> Result<(), Error> {
+    #[cfg(unix)]
+    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io_err(dir))?;
+    Ok(())
+}
+
 pub(crate) fn unix(t: OffsetDateTime) -> i64 {
     t.unix_timestamp()
 }
@@ -145,15 +155,30 @@ impl Ledger {
                 std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io_err(dir))?;
             }
         }
+        // The log is built whole in a staging directory and moved in, its database last: a crash
+        // leaves either no log (`ledger.sqlite` absent, so `init` can run again) or a complete
+        // one whose entry 0 is its admin's enrollment — never an empty log that whoever appends
+        // first would own. Key files left by an init that did not finish belong to no log and
+        // are replaced.
+        let staging = dir.join(INIT_STAGING_DIR);
+        if staging.exists() {
+            std::fs::remove_dir_all(&staging).map_err(io_err(&staging))?;
+        }
+        std::fs::create_dir(&staging).map_err(io_err(&staging))?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&staging, std::fs::Permissions::from_mode(0o700)).map_err(io_err(&staging))?;
+        }
         let log_key = SigningKey::generate(rng);
         let admin_key = SigningKey::generate(rng);
         let log_vkey = VerifierKey::new(origin, log_key.public_key())?;
         let admin_vkey = VerifierKey::new("admin", admin_key.public_key())?;
-        write_private_file(&dir.join(LOG_KEY_FILE), log_key.to_pkcs8_pem()?.as_bytes())?;
-        let admin_path = dir.join(ADMIN_KEY_FILE);
-        write_private_file(&admin_path, admin_key.to_pkcs8_pem()?.as_bytes())?;
+        write_private_file(&staging.join(LOG_KEY_FILE), log_key.to_pkcs8_pem()?.as_bytes())?;
+        write_private_file(&staging.join(ADMIN_KEY_FILE), admin_key.to_pkcs8_pem()?.as_bytes())?;
 
-        let mut conn = Connection::open(&db_path)?;
+        let staged_db = staging.join(DB_FILE);
+        let mut conn = Connection::open(&staged_db)?;
         crate::schema::configure(&conn)?;
         crate::schema::migrate(&mut conn)?;
         let now = clock.now();
@@ -162,7 +187,7 @@ impl Ledger {
         conn.execute("INSERT INTO meta (key, value) VALUES ('created_at', ?1)", [record::rfc3339(now)])?;
         drop(conn);
 
-        let ledger = Ledger::open(dir, LedgerConfig::default(), clock)?;
+        let staged = Ledger::open(&staging, LedgerConfig::default(), clock.clone())?;
         let enrollment = KeyEnrollment {
             format_version: records::FORMAT_VERSION,
             counter: 1,
@@ -175,12 +200,23 @@ impl Ledger {
             valid_until: None,
         };
         let env = records::sign_record(&enrollment, &admin_key)?;
-        ledger.append(&[env.to_json()])?;
+        staged.append(&[env.to_json()])?;
+        drop(staged);
+        // Fold the WAL into the database file, which then holds the whole log on its own.
+        Connection::open(&staged_db)?.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        for name in [LOG_KEY_FILE, ADMIN_KEY_FILE, DB_FILE] {
+            let to = dir.join(name);
+            std::fs::rename(staging.join(name), &to).map_err(io_err(&to))?;
+            sync_dir(dir)?;
+        }
+        std::fs::remove_dir_all(&staging).map_err(io_err(&staging))?;
+
+        let ledger = Ledger::open(dir, LedgerConfig::default(), clock)?;
         let info = InitInfo {
             origin: origin.to_string(),
             log_verifier_key: log_vkey,
             admin_verifier_key: admin_vkey,
-            admin_key_path: admin_path,
+            admin_key_path: dir.join(ADMIN_KEY_FILE),
         };
         Ok((ledger, info))
     }

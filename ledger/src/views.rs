@@ -96,13 +96,15 @@ pub(crate) fn apply(conn: &Connection, index: u64, rec: &Record, registry: &Regi
         }
         Record::GpuAttestation(a) => {
             let mut rec_st = conn.prepare_cached("INSERT OR IGNORE INTO gpu_records (uuid, idx) VALUES (?1, ?2)")?;
+            // A GPU's latest state is its attestation at the highest log index: the signer's
+            // clock (`observed_at`) never orders the view.
             let mut gpu_st = conn.prepare_cached(
                 "INSERT INTO gpus (uuid, idx, host, serial, sku, fingerprint_digest, observed_at, source)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
                  ON CONFLICT (uuid) DO UPDATE SET idx = excluded.idx, host = excluded.host, serial = excluded.serial,
                    sku = excluded.sku, fingerprint_digest = excluded.fingerprint_digest,
                    observed_at = excluded.observed_at, source = excluded.source
-                 WHERE excluded.observed_at >= gpus.observed_at",
+                 WHERE excluded.idx >= gpus.idx",
             )?;
             let source =
                 serde_json::to_value(a.source).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();

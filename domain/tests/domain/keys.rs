@@ -1,26 +1,5 @@
 use chipledger_domain::keys::{PublicKey, SigningKey, VerifierKey};
 use chipledger_domain::Error;
-use rand_core::OsRng;
-
-/// An RNG that always fails, as the OS's can.
-struct FailingRng;
-
-impl rand_core::RngCore for FailingRng {
-    fn next_u32(&mut self) -> u32 {
-        0
-    }
-    fn next_u64(&mut self) -> u64 {
-        0
-    }
-    fn fill_bytes(&mut self, dest: &mut [u8]) {
-        dest.fill(0)
-    }
-    fn try_fill_bytes(&mut self, _: &mut [u8]) -> Result<(), rand_core::Error> {
-        Err(std::num::NonZeroU32::new(rand_core::Error::CUSTOM_START).unwrap().into())
-    }
-}
-
-impl rand_core::CryptoRng for FailingRng {}
 
 // golang.org/x/mod/sumdb/note test data: PeterNeumann's signer and verifier keys.
 pub const PETER_VKEY: &str = "PeterNeumann+c74f20a3+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW";
@@ -135,40 +114,6 @@ fn key_ids_are_the_sha256_of_the_algorithm_byte_and_key() {
     assert_eq!(k.key_id().as_str(), chipledger_domain::merkle::Hash::sha256(&raw).to_hex());
 }
 
-/// A signature with `R` = identity and `s = H(R‖A‖M)·a`: valid under plain cofactorless Ed25519,
-/// refused by `verify_strict`. Batch verification must refuse it too, so an audit's fast path
-/// reaches the strict verdict.
-#[test]
-fn batch_verification_refuses_what_strict_refuses() {
-    use sha2::{Digest, Sha512};
-    let key = peter();
-    let a = ed25519_dalek::SigningKey::from_bytes(&{
-        let raw = chipledger_domain::encoding::b64_decode(PETER_SEED_B64, "seed").unwrap();
-        raw[1..].try_into().unwrap()
-    })
-    .to_scalar();
-    let msg = b"counter=7";
-    let mut r = [0u8; 32];
-    r[0] = 1; // the identity point
-    let k = curve25519_dalek::Scalar::from_hash(
-        Sha512::new().chain_update(r).chain_update(key.public_key().to_bytes()).chain_update(msg),
-    );
-    let mut sig = r.to_vec();
-    sig.extend_from_slice((k * a).as_bytes());
-
-    let pk = key.public_key();
-    assert!(pk.verify(msg, &sig).is_err(), "strict refuses a small-order R");
-    let dalek_sig = ed25519_dalek::Signature::from_slice(&sig).unwrap();
-    let dalek_pk = ed25519_dalek::VerifyingKey::from_bytes(&pk.to_bytes()).unwrap();
-    assert!(
-        ed25519_dalek::verify_batch(&[&msg[..]], &[dalek_sig], &[dalek_pk]).is_ok(),
-        "the raw batch equation alone would accept it: the pre-check is what makes the verdicts agree"
-    );
-    let good = key.sign(b"counter=8");
-    assert!(chipledger_domain::keys::verify_batch(&[(b"counter=8", &good, pk)], &mut OsRng));
-    assert!(!chipledger_domain::keys::verify_batch(&[(b"counter=8", &good, pk), (msg, &sig, pk)], &mut OsRng));
-}
-
 #[test]
 fn small_order_encodings_are_recognised_without_decompressing() {
     use chipledger_domain::keys::is_small_order_encoding;
@@ -195,29 +140,71 @@ fn small_order_encodings_are_recognised_without_decompressing() {
     assert!(!is_small_order_encoding(real[..32].try_into().unwrap()));
 }
 
-/// The grouped batch verifier against strict verification and against ed25519-dalek's own batch:
-/// many keys, many signatures per key, and each way a signature can be wrong.
-#[test]
-fn batch_verification_agrees_with_strict_on_every_kind_of_bad_signature() {
-    use chipledger_domain::keys::verify_batch;
-    let keys: Vec<SigningKey> = (0..5u8).map(|i| SigningKey::from_seed(&[i + 1; 32])).collect();
-    let msgs: Vec<Vec<u8>> = (0..40u32).map(|i| format!("statement {i}").into_bytes()).collect();
-    let sigs: Vec<Vec<u8>> = msgs.iter().enumerate().map(|(i, m)| keys[i % 5].sign(m).to_vec()).collect();
-    let good: Vec<(&[u8], &[u8], PublicKey)> =
-        msgs.iter().zip(&sigs).enumerate().map(|(i, (m, s))| (&m[..], &s[..], keys[i % 5].public_key())).collect();
-    assert!(verify_batch(&good, &mut OsRng), "40 good signatures by 5 keys");
-    assert!(verify_batch(&good[..1], &mut OsRng) && verify_batch(&[], &mut OsRng));
-    assert!(!verify_batch(&good, &mut FailingRng), "no randomness, no batch verdict: callers check each");
-    let dalek: Vec<ed25519_dalek::Signature> =
-        sigs.iter().map(|s| ed25519_dalek::Signature::from_slice(s).unwrap()).collect();
-    let dalek_keys: Vec<ed25519_dalek::VerifyingKey> =
-        good.iter().map(|(_, _, k)| ed25519_dalek::VerifyingKey::from_bytes(&k.to_bytes()).unwrap()).collect();
-    let dalek_msgs: Vec<&[u8]> = msgs.iter().map(|m| &m[..]).collect();
-    assert!(ed25519_dalek::verify_batch(&dalek_msgs, &dalek, &dalek_keys).is_ok());
+/// The secret scalar of a key made from `seed` (to forge the odd signatures below).
+fn secret_scalar(seed: &[u8; 32]) -> curve25519_dalek::Scalar {
+    ed25519_dalek::SigningKey::from_bytes(seed).to_scalar()
+}
 
-    // s + L: the same scalar, a non-canonical encoding that strict refuses.
-    let mut s_plus_l = sigs[3].clone();
-    // L = 2^252 + 27742317777372353535851937790883648493, little-endian.
+/// A signature by the key of `seed` over `msg` whose `R` is `[r]B + torsion` and whose `s`
+/// satisfies the equation for `[r]B`: what a key holder can make and cofactored or randomly
+/// weighted batch equations accept (for an order-2 point: whenever the weight is even).
+fn signature_with_torsion(seed: &[u8; 32], msg: &[u8], r: u64, torsion: usize) -> Vec<u8> {
+    use curve25519_dalek::constants::{ED25519_BASEPOINT_POINT, EIGHT_TORSION};
+    use sha2::{Digest, Sha512};
+    let a = secret_scalar(seed);
+    let public = SigningKey::from_seed(seed).public_key().to_bytes();
+    let r = curve25519_dalek::Scalar::from(r) + curve25519_dalek::Scalar::from_hash(Sha512::new().chain_update(msg));
+    let big_r = (ED25519_BASEPOINT_POINT * r + EIGHT_TORSION[torsion]).compress();
+    let h = curve25519_dalek::Scalar::from_hash(
+        Sha512::new().chain_update(big_r.as_bytes()).chain_update(public).chain_update(msg),
+    );
+    let mut sig = big_r.as_bytes().to_vec();
+    sig.extend_from_slice((r + h * a).as_bytes());
+    sig
+}
+
+/// The verdicts of every path that checks a signature: ed25519-dalek's own `verify_strict`,
+/// `PublicKey::verify`, `PreparedKey::verify`, and `first_bad_signature` with the item alone
+/// (unprepared) and among others by the same key (prepared and held).
+#[track_caller]
+fn verdicts(msg: &[u8], sig: &[u8], key: PublicKey, company: &[(Vec<u8>, Vec<u8>)]) -> [bool; 5] {
+    use chipledger_domain::keys::{first_bad_signature, PreparedKey, PreparedKeys};
+    let dalek = ed25519_dalek::Signature::from_slice(sig).is_ok_and(|s| {
+        ed25519_dalek::VerifyingKey::from_bytes(&key.to_bytes()).unwrap().verify_strict(msg, &s).is_ok()
+    });
+    let mut many: Vec<(&[u8], &[u8], PublicKey)> = company.iter().map(|(m, s)| (&m[..], &s[..], key)).collect();
+    many.insert(company.len() / 2, (msg, sig, key));
+    let held = PreparedKeys::new(4);
+    held.prepare(&key);
+    [
+        dalek,
+        key.verify(msg, sig).is_ok(),
+        PreparedKey::new(key).verify(msg, sig).is_ok(),
+        first_bad_signature(&[(msg, sig, key)], &PreparedKeys::new(4)).is_none(),
+        first_bad_signature(&many, &held).is_none(),
+    ]
+}
+
+/// Every path accepts exactly what `verify_strict` accepts, on a table of every kind of bad
+/// signature — the torsion constructions among them, which the batch equation this replaced
+/// accepted about half the time.
+#[test]
+fn every_signature_check_agrees_with_verify_strict_on_every_kind_of_bad_signature() {
+    use sha2::{Digest, Sha512};
+    let seed = [3u8; 32];
+    let key = SigningKey::from_seed(&seed);
+    let pk = key.public_key();
+    let company: Vec<(Vec<u8>, Vec<u8>)> = (0..40u32)
+        .map(|i| {
+            let m = format!("statement {i}").into_bytes();
+            let s = key.sign(&m).to_vec();
+            (m, s)
+        })
+        .collect();
+    let msg = b"statement 3".as_slice();
+    let good = key.sign(msg).to_vec();
+    // s + L: the same scalar, a non-canonical encoding.
+    let mut s_plus_l = good.clone();
     let l = hex::decode("edd3f55c1a631258d69cf7a2def9de1400000000000000000000000000000010").unwrap();
     let mut carry = 0u16;
     for i in 0..32 {
@@ -226,25 +213,97 @@ fn batch_verification_agrees_with_strict_on_every_kind_of_bad_signature() {
         carry = v >> 8;
     }
     // R with y >= p: never produced by `compress`.
-    let mut r_noncanonical = sigs[3].clone();
+    let mut r_noncanonical = good.clone();
     r_noncanonical[..32].copy_from_slice(&[0xff; 32]);
     r_noncanonical[0] = 0xf0;
     r_noncanonical[31] = 0x7f;
-    let mut flipped = sigs[3].clone();
-    flipped[40] ^= 1;
-    let other_key = keys[4].public_key();
+    let mut flipped_s = good.clone();
+    flipped_s[40] ^= 1;
+    let mut flipped_r = good.clone();
+    flipped_r[5] ^= 1;
+    let mut sign_bit = good.clone();
+    sign_bit[31] ^= 0x80;
+    // R = identity, s = h·a: the plain cofactorless equation holds; strict refuses small-order R.
+    let mut identity_r = [0u8; 32];
+    identity_r[0] = 1;
+    let h = curve25519_dalek::Scalar::from_hash(
+        Sha512::new().chain_update(identity_r).chain_update(pk.to_bytes()).chain_update(msg),
+    );
+    let mut small_r = identity_r.to_vec();
+    small_r.extend_from_slice((h * secret_scalar(&seed)).as_bytes());
+    let other = SigningKey::from_seed(&[4; 32]).public_key();
+
     let cases: Vec<(&str, &[u8], Vec<u8>, PublicKey)> = vec![
-        ("another message", b"statement 99", sigs[3].clone(), keys[3].public_key()),
-        ("another key", &msgs[3], sigs[3].clone(), other_key),
-        ("a flipped bit in s", &msgs[3], flipped, keys[3].public_key()),
-        ("s + L", &msgs[3], s_plus_l, keys[3].public_key()),
-        ("R not canonical", &msgs[3], r_noncanonical, keys[3].public_key()),
-        ("too short", &msgs[3], sigs[3][..63].to_vec(), keys[3].public_key()),
+        ("a good signature", msg, good.clone(), pk),
+        ("another message", b"statement 99", good.clone(), pk),
+        ("another key", msg, good.clone(), other),
+        ("a flipped bit in s", msg, flipped_s, pk),
+        ("a flipped bit in R", msg, flipped_r, pk),
+        ("R's sign bit flipped", msg, sign_bit, pk),
+        ("s + L", msg, s_plus_l, pk),
+        ("R not canonical", msg, r_noncanonical, pk),
+        ("R the identity, s = h·a", msg, small_r, pk),
+        ("too short", msg, good[..63].to_vec(), pk),
+        ("too long", msg, [good.as_slice(), &[0]].concat(), pk),
+        ("empty", msg, Vec::new(), pk),
+        ("all zero", msg, vec![0; 64], pk),
     ];
-    for (what, msg, sig, key) in &cases {
-        assert!(key.verify(msg, sig).is_err(), "strict refuses {what}");
-        let mut batch = good.clone();
-        batch[3] = (msg, &sig[..], *key);
-        assert!(!verify_batch(&batch, &mut OsRng), "batch refuses {what}");
+    let mut table: Vec<(String, Vec<u8>)> = cases.iter().map(|(w, _, s, _)| (w.to_string(), s.clone())).collect();
+    for torsion in 1..8 {
+        let sig = signature_with_torsion(&seed, msg, 11, torsion);
+        let v = verdicts(msg, &sig, pk, &company);
+        assert_eq!(v, [false; 5], "R with a torsion component of index {torsion}");
+        table.push((format!("torsion {torsion}"), sig));
+    }
+    let v = verdicts(msg, &signature_with_torsion(&seed, msg, 11, 0), pk, &company);
+    assert_eq!(v, [true; 5], "the construction with no torsion is an ordinary signature");
+    for (what, m, sig, k) in &cases {
+        let v = verdicts(m, sig, *k, &company);
+        let expected = *what == "a good signature";
+        assert_eq!(v, [expected; 5], "{what}: [dalek strict, verify, prepared, alone, among others]");
+    }
+    assert!(table.len() > 15);
+}
+
+/// Random signatures, random changes to good ones: every path agrees with `verify_strict`.
+#[test]
+fn every_signature_check_agrees_with_verify_strict_on_random_changes() {
+    use proptest::prelude::*;
+    let seed = [5u8; 32];
+    let key = SigningKey::from_seed(&seed);
+    let pk = key.public_key();
+    let company: Vec<(Vec<u8>, Vec<u8>)> =
+        (0..4u32).map(|i| (vec![i as u8; 40], key.sign(&[i as u8; 40]).to_vec())).collect();
+    let mut runner =
+        proptest::test_runner::TestRunner::new(proptest::test_runner::Config { cases: 300, ..Default::default() });
+    runner
+        .run(
+            &(any::<Vec<u8>>(), 0usize..64, any::<u8>(), any::<[u8; 32]>(), 0u8..4),
+            |(msg, at, xor, random_r, how)| {
+                let mut sig = key.sign(&msg).to_vec();
+                match how {
+                    0 => sig[at] ^= xor,
+                    1 => sig[..32].copy_from_slice(&random_r),
+                    2 => sig[32..].copy_from_slice(&random_r),
+                    _ => sig = signature_with_torsion(&seed, &msg, u64::from(xor), at % 8),
+                }
+                let v = verdicts(&msg, &sig, pk, &company);
+                prop_assert!(v.iter().all(|x| *x == v[0]), "disagreement {v:?} on {}", hex::encode(&sig));
+                Ok(())
+            },
+        )
+        .unwrap();
+}
+
+#[test]
+fn mixed_order_keys_are_recognised() {
+    let pk = SigningKey::from_seed(&[9; 32]).public_key();
+    assert!(pk.is_torsion_free());
+    for t in 1..8 {
+        let mixed = (ed25519_dalek::VerifyingKey::from_bytes(&pk.to_bytes()).unwrap().to_edwards()
+            + curve25519_dalek::constants::EIGHT_TORSION[t])
+            .compress();
+        let mixed = PublicKey::from_bytes(mixed.as_bytes()).expect("a mixed-order key is a valid point");
+        assert!(!mixed.is_torsion_free(), "torsion {t}");
     }
 }

@@ -4,8 +4,10 @@
 
 mod append;
 mod registry;
+mod signatures;
 mod tamper;
 mod tokens;
+mod trust;
 
 use std::path::Path;
 use std::sync::Arc;

@@ -46,7 +46,8 @@ fn csv_cells_cannot_become_formulas() {
     let mut w = world();
     let key = SigningKey::from_seed(&[11; 32]);
     let host = "=HYPERLINK(\"http://evil.example\",\"x\")";
-    w.enroll(&key, Role::Agent, Some("evil"));
+    // An agent key speaks only for its own host: this one was enrolled for that odd name.
+    w.enroll(&key, Role::Agent, Some(host));
     let h100 = std::fs::read_to_string(format!(
         "{}/../agent/tests/data/nvidia-smi/h100-sxm5-80gb-utkuozdemir-nvidia_gpu_exporter.txt",
         env!("CARGO_MANIFEST_DIR")
