@@ -3,7 +3,7 @@
 //! Three tables, all under `domain/data/`:
 //! - `gpu-catalog.csv`, a verbatim copy of the project's reference catalog (one row per SKU;
 //!   `UNCERTAIN[...]` / `UNKNOWN[...]` flags inside `notes`; `source` keys defined in
-//!   `export-rules.md` §5);
+//!   `docs/export-rules.md` §5);
 //! - `pci-names.csv`, per PCI device id: subsystem ids and the driver's product name, drawn from
 //!   the catalog notes (NVIDIA open kernel modules table, pci.ids);
 //! - `board-projects.csv`, board project + project SKU (from the board part number

@@ -1,7 +1,7 @@
 //! ISO 3166-1 alpha-2 country codes and the EAR country groups the advanced-computing rules use.
 //!
 //! Group membership is dated: the rules ask "where was this shipped, and which groups was that
-//! country in on that day". Sources: `export-rules.md` §2 (D:1/D:4/D:5 destinations, Israel and
+//! country in on that day". Sources: `docs/export-rules.md` §2 (D:1/D:4/D:5 destinations, Israel and
 //! Cyprus excluded via A:6, Macau added to the 2022 rule on 18 Jan 2023, the UAE moved into A:5
 //! on 10 Jul 2026) and Supplement No. 1 to EAR part 740 for the member lists. Membership lists
 //! are from the supplement as commonly reproduced, not re-checked against the CFR here: treat

@@ -1,6 +1,6 @@
 //! Export classification per US rule version, and the acquisition verdict.
 //!
-//! Follows `export-rules.md` §0–§3. All figures are catalog datasheet values, never measured
+//! Follows `docs/export-rules.md` §0–§3. All figures are catalog datasheet values, never measured
 //! clocks ("have or are programmable to have"). Whether a part is "designed or marketed for
 //! datacenters" is a human judgement: it comes in as [`Datacenter`], and every output says so.
 //! This is a technical aid, not legal advice.

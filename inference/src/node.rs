@@ -77,6 +77,74 @@ impl Plan {
     }
 }
 
+/// Where the caller asks the model to execute.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Executor {
+    /// This node's CPU, whatever GPUs the placement chose (the report says `cpu`).
+    Cpu,
+    /// The GPU the placement chose, on this node, through CUDA.
+    PlacedGpu,
+}
+
+/// What this node is now, as the caller read it (the binary probes NVML; this crate does not).
+#[derive(Clone, Debug)]
+pub struct LiveNode {
+    pub hostname: String,
+    pub gpus: Vec<chipledger_domain::fingerprint::GpuFacts>,
+}
+
+/// The execution decision: the backend, and for a GPU the UUID to show CUDA as its device 0.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExecutionTarget {
+    pub backend: crate::runner::Backend,
+    pub visible_device: Option<chipledger_domain::fingerprint::GpuUuid>,
+}
+
+/// Decides where a placed plan executes, or refuses: the CPU unless the policy requires the
+/// placed GPU to run the model; the placed GPU only when the placement is one GPU, this node is
+/// the placed host, and the GPU's live facts (read by `live`, only then) still give the
+/// fingerprint its attestation recorded.
+pub fn execution_target(
+    plan: &Plan,
+    requested: Executor,
+    live: impl FnOnce() -> Result<LiveNode, Error>,
+) -> Result<ExecutionTarget, Error> {
+    if !plan.placement.is_placed() {
+        return Err(Error::Refused(plan.refusal()));
+    }
+    let host = plan.placement.host.clone().unwrap_or_default();
+    match requested {
+        Executor::Cpu if plan.policy.require_gpu_execution => Err(Error::Refused(format!(
+            "policy {:?} requires the placed GPU to execute the model; pass --backend cuda on {host} \
+             (with a build that has --features cuda)",
+            plan.policy.name
+        ))),
+        Executor::Cpu => Ok(ExecutionTarget { backend: crate::runner::Backend::Cpu, visible_device: None }),
+        Executor::PlacedGpu => {
+            if plan.placement.chosen.len() != 1 {
+                return Err(Error::Refused(format!(
+                    "the placement needs {} GPUs and the runner executes on one; plan it here and run it with a \
+                     multi-GPU engine",
+                    plan.placement.chosen.len()
+                )));
+            }
+            let node = live()?;
+            if node.hostname != host {
+                return Err(Error::Refused(format!(
+                    "the run is placed on {host}, and this node is {}: run it there for --backend cuda",
+                    node.hostname
+                )));
+            }
+            check_live(plan, &node.gpus)?;
+            // CUDA numbers only the devices it is shown: the placed GPU becomes device 0.
+            Ok(ExecutionTarget {
+                backend: crate::runner::Backend::Cuda { ordinal: 0 },
+                visible_device: Some(plan.placement.chosen[0].clone()),
+            })
+        }
+    }
+}
+
 /// Before a run on a GPU: the GPU's live facts (a fresh NVML probe) must give the fingerprint
 /// its attestation recorded; otherwise the card, its firmware or the host changed since, and the
 /// run is refused until the agent attests again.

@@ -1,5 +1,6 @@
-//! The runner: DeepSeek-R1-family models on candle — the only code in chipledger that knows
-//! candle. Hugging Face–style directories (`config.json`, `*.safetensors`, `tokenizer.json`) of
+//! The runner: DeepSeek-R1-family models on candle — the only code in chipledger that runs
+//! them (candle is also used by `tiny`, which writes test models, and `requirements`, which reads
+//! GGUF headers; nothing outside this crate knows candle). Hugging Face–style directories (`config.json`, `*.safetensors`, `tokenizer.json`) of
 //! the `qwen2` and `llama` architectures, and GGUF files of both (quantized), with the tokenizer
 //! taken from the GGUF. Greedy or temperature/top-p sampling from a seed, a KV cache, streaming,
 //! and R1's `<think>` section kept apart from the answer.

@@ -85,6 +85,9 @@ pub struct Ledger {
     reader: Mutex<Connection>,
     /// The connection that folds the WAL when commits do not ([`Ledger::defer_wal_folding`]).
     folder: Mutex<Option<Connection>>,
+    /// The committed size, published after each commit: readers (a server's async handlers)
+    /// learn it without the writer's lock or SQLite.
+    size: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Ledger {
@@ -273,6 +276,7 @@ impl Ledger {
             queue: Mutex::new(Vec::new()),
             reader: Mutex::new(reader),
             folder: Mutex::new(None),
+            size: std::sync::atomic::AtomicU64::new(size),
         })
     }
 
@@ -327,6 +331,7 @@ impl Ledger {
         if let Err(e) = refresh(&tx, committed) {
             return fail_all(group, &e);
         }
+        self.size.store(committed.frontier.size, std::sync::atomic::Ordering::Release);
         let now = self.clock.now();
         let mut state = committed.clone();
         let mut accepted: Vec<(Pending, Vec<Slot>)> = Vec::new();
@@ -438,6 +443,7 @@ impl Ledger {
         match result {
             Ok(receipts) => {
                 *committed = state;
+                self.size.store(committed.frontier.size, std::sync::atomic::Ordering::Release);
                 for ((p, _), r) in accepted.into_iter().zip(receipts) {
                     let _ = p.reply.send(Ok(r));
                 }
@@ -645,9 +651,10 @@ impl Ledger {
         Ok(out)
     }
 
-    /// The number of entries committed.
+    /// The number of entries committed (as of the last commit this process saw): no lock, no
+    /// SQLite.
     pub fn size(&self) -> u64 {
-        lock(&self.writer).state.frontier.size
+        self.size.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// The number of entries the database file holds now (differs from [`Ledger::size`] only if

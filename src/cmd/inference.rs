@@ -241,37 +241,23 @@ pub fn run(data_dir: Option<PathBuf>, args: RunArgs) -> Result<()> {
     }
     let node = node_key(data_dir.clone(), &args)?;
     let host = plan.placement.host.clone().unwrap_or_default();
-    let backend = match args.backend {
-        BackendArg::Cpu => {
-            if plan.policy.require_gpu_execution {
-                bail!(
-                    "policy {:?} requires the placed GPU to execute the model; pass --backend cuda on {host} \
-                     (with a build that has --features cuda)",
-                    plan.policy.name
-                );
-            }
-            Backend::Cpu
-        }
-        BackendArg::Cuda => {
-            if plan.placement.chosen.len() != 1 {
-                bail!(
-                    "the placement needs {} GPUs and the runner executes on one; plan it here and run it with a \
-                     multi-GPU engine",
-                    plan.placement.chosen.len()
-                );
-            }
-            let here = chipledger_agent::host::host_facts(None).hostname;
-            if here != host {
-                bail!("the run is placed on {host}, and this node is {here}: run it there for --backend cuda");
-            }
-            let mut probe = chipledger_agent::NvmlProbe::new(None)?;
-            let live = chipledger_agent::GpuProbe::probe(&mut probe)?;
-            node::check_live(&plan, &live.gpus)?;
-            // CUDA numbers only the devices it is shown: the placed GPU becomes device 0.
-            std::env::set_var("CUDA_VISIBLE_DEVICES", plan.placement.chosen[0].as_str());
-            Backend::Cuda { ordinal: 0 }
-        }
+    let requested = match args.backend {
+        BackendArg::Cpu => node::Executor::Cpu,
+        BackendArg::Cuda => node::Executor::PlacedGpu,
     };
+    let target = node::execution_target(&plan, requested, || {
+        let hostname = chipledger_agent::host::host_facts(None).hostname;
+        let probed = chipledger_agent::NvmlProbe::new(None)
+            .and_then(|mut probe| chipledger_agent::GpuProbe::probe(&mut probe))
+            .map_err(|e| {
+                chipledger_inference::Error::Refused(format!("cannot read this node's GPUs through NVML: {e}"))
+            })?;
+        Ok(node::LiveNode { hostname, gpus: probed.gpus })
+    })?;
+    if let Some(uuid) = &target.visible_device {
+        std::env::set_var("CUDA_VISIBLE_DEVICES", uuid.as_str());
+    }
+    let backend = target.backend;
     eprintln!(
         "placed on {host}: {} (policy {:?}); executing on {}",
         plan.placement.chosen.iter().map(|u| u.as_str()).collect::<Vec<_>>().join(", "),

@@ -1,3 +1,6 @@
+//! One module per subcommand: each parses its arguments, calls the library crates and prints;
+//! decisions live in the crates, not here.
+
 pub mod acquisition;
 pub mod agent;
 pub mod catalog;

@@ -1,4 +1,4 @@
-//! Dependency direction (DESIGN §1) as a test: a new edge between workspace crates is a
+//! Dependency direction (ARCHITECTURE.md) as a test: a new edge between workspace crates is a
 //! decision, made here, not an accident.
 
 use std::collections::BTreeSet;
@@ -44,7 +44,10 @@ fn workspace_crates_depend_only_in_the_designed_direction() {
             .unwrap_or_else(|| panic!("crate {member:?} has no entry in ALLOWED"));
         let manifest = if member.is_empty() { root.join("Cargo.toml") } else { root.join(member).join("Cargo.toml") };
         for dep in workspace_deps(&manifest) {
-            assert!(allowed.1.contains(&dep.as_str()), "{member:?} depends on {dep:?}, which DESIGN §1 does not allow");
+            assert!(
+                allowed.1.contains(&dep.as_str()),
+                "{member:?} depends on {dep:?}, which ARCHITECTURE.md does not allow"
+            );
         }
         if !member.is_empty() {
             let pkg: toml::Table = std::fs::read_to_string(&manifest).unwrap().parse().unwrap();

@@ -6,6 +6,7 @@
 mod agent;
 mod architecture;
 mod catalog;
+mod docs;
 mod inference;
 mod keys_notes_proofs;
 mod ledger;

@@ -1,5 +1,7 @@
 //! What the dashboard shows, computed from the ledger: the fleet (cached per checkpoint), a GPU's
-//! timeline, runs and their verification, the log's status. No HTTP here.
+//! timeline, runs and their verification, the log's status. No routing or rendering here: its
+//! errors are the API's (`ApiError`, which says how each maps to a status) and its values are
+//! what pages and exports render.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};

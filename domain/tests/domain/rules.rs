@@ -12,7 +12,7 @@ fn sku(name: &str) -> &'static Sku {
 
 /// Every catalog SKU under every rule version, with the catalog's default datacenter judgement:
 /// Aug 2022 letter | Oct 2022 | Oct 2023 | Apr 2025 H20 letter | Jan 2026 China policy.
-/// Written from the `status:` notes of `gpu-catalog.csv` and `export-rules.md` §3.1.
+/// Written from the `status:` notes of `gpu-catalog.csv` and `docs/export-rules.md` §3.1.
 const TABLE: &[(&str, [&str; 5])] = &[
     ("A100-PCIE-40GB", ["notice-applies", "controlled", "3A090.a.1", "not-applicable", "case-by-case"]),
     ("A100-PCIE-80GB", ["notice-applies", "controlled", "3A090.a.1", "not-applicable", "case-by-case"]),

@@ -264,3 +264,45 @@ fn live_facts_must_match_the_attested_fingerprint_before_a_gpu_run() {
     let err = node::check_live(&plan, &[]).unwrap_err();
     assert!(err.to_string().contains("does not see it"), "{err}");
 }
+
+#[test]
+fn the_node_decides_where_a_plan_executes_and_refuses_what_the_policy_or_the_host_forbids() {
+    use chipledger_inference::node::{execution_target, Executor, LiveNode};
+    use chipledger_inference::runner::Backend;
+    let w = world();
+    let req = || Requirements::new(requirements::preset("r1-distill-qwen-1.5b").unwrap(), Some(1024));
+    let policy = Policy::parse("allowed_verdicts = [\"no-acquisition-record\"]\n", "test.toml").unwrap();
+    let plan = node::plan(&w.ledger, &w.log_key, &policy, req(), NOW).unwrap();
+    let uuid = plan.placement.chosen[0].clone();
+    let host = plan.placement.host.clone().unwrap();
+    let entry = plan.fleet.attestations[&uuid].index;
+    let env = chipledger_domain::dsse::Envelope::from_json(w.ledger.envelope(entry).unwrap().as_slice()).unwrap();
+    let chipledger_domain::records::Record::GpuAttestation(att) =
+        chipledger_domain::records::Record::from_payload(&env.payload_bytes().unwrap()).unwrap()
+    else {
+        panic!()
+    };
+    let gpus: Vec<GpuFacts> = att.gpus.iter().map(|g| g.facts.clone()).collect();
+    let never = || -> Result<LiveNode, chipledger_inference::Error> { panic!("the CPU needs no probe") };
+
+    // The CPU, when the policy allows it: no probe, no device.
+    let cpu = execution_target(&plan, Executor::Cpu, never).unwrap();
+    assert_eq!((cpu.backend, cpu.visible_device), (Backend::Cpu, None));
+    // The placed GPU, on its own host with unchanged facts: CUDA device 0 is that GPU.
+    let here = || Ok(LiveNode { hostname: host.clone(), gpus: gpus.clone() });
+    let gpu = execution_target(&plan, Executor::PlacedGpu, here).unwrap();
+    assert_eq!((gpu.backend, gpu.visible_device), (Backend::Cuda { ordinal: 0 }, Some(uuid.clone())));
+    // Another host, or changed facts: refused.
+    let elsewhere = || Ok(LiveNode { hostname: "somewhere-else".into(), gpus: gpus.clone() });
+    let err = execution_target(&plan, Executor::PlacedGpu, elsewhere).unwrap_err();
+    assert!(err.to_string().contains("this node is somewhere-else"), "{err}");
+    let changed = || Ok(LiveNode { hostname: host.clone(), gpus: vec![] });
+    assert!(execution_target(&plan, Executor::PlacedGpu, changed).is_err());
+    // A policy that requires GPU execution refuses the CPU.
+    let strict =
+        Policy::parse("allowed_verdicts = [\"no-acquisition-record\"]\nrequire_gpu_execution = true\n", "strict.toml")
+            .unwrap();
+    let plan = node::plan(&w.ledger, &w.log_key, &strict, req(), NOW).unwrap();
+    let err = execution_target(&plan, Executor::Cpu, never).unwrap_err();
+    assert!(err.to_string().contains("requires the placed GPU"), "{err}");
+}
