@@ -518,6 +518,9 @@ pub fn serve(
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(listen_err)?;
     let tls = config.tls.clone();
     let config = ServerConfig { secure_cookies: config.secure_cookies || tls.is_some(), ..config };
+    // Commits never stall on folding the WAL: a thread of its own does it (started once the
+    // listener is bound). Set here, off the async executor: it takes the writer's lock.
+    ledger.defer_wal_folding().map_err(|e| crate::Error::Ledger(e.to_string()))?;
     runtime.block_on(async move {
         // The certificate first: a bad one stops the server before it claims to be ready.
         let rustls = match &tls {
@@ -531,8 +534,6 @@ pub fn serve(
         let listener = tokio::net::TcpListener::bind(addr).await.map_err(listen_err)?;
         let bound = listener.local_addr().map_err(listen_err)?;
         tracing::info!(%bound, tls = tls.is_some(), "serving the ledger");
-        // Commits never stall on folding the WAL: a thread of its own does it.
-        ledger.defer_wal_folding().map_err(|e| crate::Error::Ledger(e.to_string()))?;
         let folding = ledger.clone();
         std::thread::Builder::new()
             .name("wal".into())
