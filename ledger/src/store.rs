@@ -123,6 +123,8 @@ pub fn write_private_file(path: &Path, bytes: &[u8]) -> Result<(), Error> {
 
 /// Where `init` builds a log before moving it into its directory.
 const INIT_STAGING_DIR: &str = ".init-staging";
+/// The file `init` holds an exclusive lock on while it builds a log.
+const INIT_LOCK_FILE: &str = ".init.lock";
 
 /// Makes the renames inside `dir` durable.
 fn sync_dir(dir: &Path) -> Result<(), Error> {
@@ -156,6 +158,27 @@ impl Ledger {
             {
                 use std::os::unix::fs::PermissionsExt;
                 std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io_err(dir))?;
+            }
+        }
+        // One init at a time in a directory: an exclusive lock on a file beside the log, released
+        // when this returns or the process dies; under it, the log is looked for again.
+        let lock_path = dir.join(INIT_LOCK_FILE);
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io_err(&lock_path))?;
+        lock.lock().map_err(io_err(&lock_path))?;
+        if db_path.exists() {
+            return Err(Error::AlreadyInitialized { path: dir.to_path_buf() });
+        }
+        // WAL files without their database belong to no log; SQLite must not replay them into
+        // the new one.
+        for stale in [format!("{DB_FILE}-wal"), format!("{DB_FILE}-shm")] {
+            let path = dir.join(stale);
+            if path.exists() {
+                std::fs::remove_file(&path).map_err(io_err(&path))?;
             }
         }
         // The log is built whole in a staging directory and moved in, its database last: a crash
@@ -206,13 +229,17 @@ impl Ledger {
         staged.append(&[env.to_json()])?;
         drop(staged);
         // Fold the WAL into the database file, which then holds the whole log on its own.
-        Connection::open(&staged_db)?.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        let busy: i64 = Connection::open(&staged_db)?.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))?;
+        if busy != 0 {
+            return Err(Error::Corrupt("the new log's WAL could not be folded into its database".into()));
+        }
         for name in [LOG_KEY_FILE, ADMIN_KEY_FILE, DB_FILE] {
             let to = dir.join(name);
             std::fs::rename(staging.join(name), &to).map_err(io_err(&to))?;
             sync_dir(dir)?;
         }
         std::fs::remove_dir_all(&staging).map_err(io_err(&staging))?;
+        drop(lock);
 
         let ledger = Ledger::open(dir, LedgerConfig::default(), clock)?;
         let info = InitInfo {

@@ -145,3 +145,32 @@ fn init_leaves_no_log_until_it_is_complete_and_recovers_from_an_unfinished_one()
     assert_eq!(ledger.keys().unwrap()[0].key_id, admin.key_id().to_string());
     assert!(!dir.path().join(".init-staging").exists());
 }
+
+#[test]
+fn two_inits_racing_on_one_directory_leave_one_complete_log() {
+    for round in 0..5u64 {
+        let dir = tempfile::tempdir().unwrap();
+        let results: Vec<Result<(Ledger, chipledger_ledger::InitInfo), Error>> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..2u64)
+                .map(|i| {
+                    let path = dir.path().to_path_buf();
+                    s.spawn(move || {
+                        let clock = std::sync::Arc::new(FixedClock(NOW));
+                        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(round * 2 + i);
+                        Ledger::init(&path, "test.example/log", clock, &mut rng)
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let won: Vec<_> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+        assert_eq!(won.len(), 1, "round {round}: exactly one init creates the log");
+        assert!(results.iter().any(|r| matches!(r, Err(Error::AlreadyInitialized { .. }))), "round {round}");
+        let (_, info) = won[0];
+        let reopened =
+            Ledger::open(dir.path(), chipledger_ledger::LedgerConfig::default(), std::sync::Arc::new(FixedClock(NOW)))
+                .unwrap();
+        assert_eq!(reopened.verifier_key(), &info.log_verifier_key, "the log key on disk is the winner's");
+        assert_eq!(reopened.audit(&mut |_, _| {}).unwrap().problem, None);
+    }
+}
