@@ -56,6 +56,10 @@ pub enum Anomaly {
     UuidOnTwoHosts { uuid: GpuUuid, hosts: Vec<String> },
     /// The GPU moved from one host to another.
     MovedHost { uuid: GpuUuid, from: String, to: String, last_seen_on_old: String },
+    /// The signer's own identification (a claim) is not what the facts give (the reader's).
+    ClaimDisagrees { field: String, claimed: String, recomputed: String },
+    /// The serial's acquisition record names another SKU than the GPU's PCI ids give.
+    AcquisitionSkuDiffers { serial: String, acquired: String, recomputed: String },
 }
 
 impl Anomaly {
@@ -118,7 +122,21 @@ impl Anomaly {
             Anomaly::MovedHost { uuid, from, to, last_seen_on_old } => {
                 format!("{uuid} moved from {from} (last seen {last_seen_on_old}) to {to}")
             }
+            Anomaly::ClaimDisagrees { field, claimed, recomputed } => {
+                format!("the record claims {field} {claimed}, but its facts give {recomputed}")
+            }
+            Anomaly::AcquisitionSkuDiffers { serial, acquired, recomputed } => {
+                format!("serial {serial} was acquired as a {acquired}, but this GPU's PCI ids say {recomputed}")
+            }
         }
+    }
+
+    /// The anomaly's kind as policies and exports name it (`nvlink-fewer`, `claim-disagrees`, …).
+    pub fn kind_name(&self) -> String {
+        serde_json::to_value(self)
+            .ok()
+            .and_then(|v| v.get("kind").and_then(|k| k.as_str()).map(str::to_string))
+            .unwrap_or_default()
     }
 }
 

@@ -27,5 +27,6 @@ pub mod merkle;
 pub mod note;
 pub mod records;
 pub mod rules;
+pub mod standing;
 
 pub use error::Error;

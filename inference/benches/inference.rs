@@ -40,6 +40,12 @@ fn inventory(n: u32) -> Vec<Candidate> {
             busy: i % 11 == 0,
             attestation_index: u64::from(i),
             fingerprint_digest: chipledger_domain::merkle::Hash([0; 32]),
+            evidence: chipledger_domain::standing::Evidence::of(if i % 5 == 0 {
+                ProbeSource::NvidiaSmiXml
+            } else {
+                ProbeSource::Nvml
+            }),
+            fact_anomalies: vec![],
         })
         .collect()
 }

@@ -1,17 +1,20 @@
 //! The fleet as the scheduler sees it, read from a log at one verified checkpoint: each GPU's
-//! latest attestation (facts, anomalies, source, age) and its acquisition verdict.
+//! latest attestation and its standing as this reader computes it (`domain::standing`: SKU from
+//! the PCI ids, anomalies, evidence, acquisition verdict) — never the signer's conclusions.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use chipledger_domain::catalog::Catalog;
 use chipledger_domain::dsse::Envelope;
 use chipledger_domain::fingerprint::GpuUuid;
+use chipledger_domain::identify::Anomaly;
 use chipledger_domain::keys::VerifierKey;
 use chipledger_domain::log::{AsOf, LogClient};
 use chipledger_domain::merkle::Hash;
 use chipledger_domain::note::{open_checkpoint, Checkpoint};
-use chipledger_domain::records::{AttestedGpu, GpuAttestation, Record};
-use chipledger_domain::rules::{classify, verdict, DatacenterJudgement, RuleVersion, Shipment, Verdict};
+use chipledger_domain::records::{Acquisition, AttestedGpu, GpuAttestation, Record};
+use chipledger_domain::rules::{RuleVersion, Verdict, VerdictKind};
+use chipledger_domain::standing;
 
 use crate::placement::Candidate;
 use crate::Error;
@@ -36,80 +39,94 @@ pub struct Fleet {
 
 /// Reads the fleet from `log` at its current checkpoint, which must be signed by `log_key`.
 pub fn load(log: &dyn LogClient, log_key: &VerifierKey) -> Result<Fleet, Error> {
-    load_with(log, log_key, &mut |serial, size| latest_shipment(log, serial, size))
+    load_with(log, log_key, &mut |serial, size| latest_acquisition(log, serial, size))
 }
 
-/// `(serial, size)` → the latest shipment recorded for `serial` among the first `size` entries.
-pub type ShipmentLookup<'a> = &'a mut dyn FnMut(&str, u64) -> Result<Option<Shipment>, Error>;
+/// `(serial, size)` → the latest acquisition record naming `serial` among the first `size` entries.
+pub type AcquisitionLookup<'a> = &'a mut dyn FnMut(&str, u64) -> Result<Option<Acquisition>, Error>;
 
-/// Builds candidates, judging each (SKU, shipment) pair once: a fleet has a handful of SKUs and
-/// one shipment per purchase, but thousands of GPUs.
-#[derive(Debug, Default)]
-pub struct Judge {
-    /// (SKU, shipment) → the verdict and the Oct 2023 class label.
-    memo: std::collections::HashMap<JudgeKey, (Verdict, Option<String>)>,
-}
-
-type JudgeKey = (Option<String>, Option<Shipment>);
-
-impl Judge {
-    /// One GPU of an attestation at log index `index` as the scheduler sees it, and its verdict
-    /// given the latest `shipment` of its serial.
-    pub fn candidate(
-        &mut self,
-        att: &GpuAttestation,
-        gpu: &AttestedGpu,
-        index: u64,
-        shipment: Option<&Shipment>,
-    ) -> (Candidate, Verdict) {
-        let key = (gpu.identification.sku.clone(), shipment.cloned());
-        let (v, classification) = self
-            .memo
-            .entry(key)
-            .or_insert_with(|| {
-                let catalog = Catalog::embedded().ok();
-                let sku = gpu.identification.sku.as_deref().and_then(|s| catalog.and_then(|c| c.sku(s).ok()));
-                let v = verdict(sku, sku.map(DatacenterJudgement::catalog_default), shipment);
-                let class = sku.map(|s| {
-                    classify(s, RuleVersion::Oct2023, DatacenterJudgement::catalog_default(s))
-                        .bucket
-                        .label()
-                        .to_string()
-                });
-                (v, class)
-            })
-            .clone();
-        let c = Candidate {
-            uuid: gpu.uuid.clone(),
-            host: att.host.hostname.clone(),
-            serial: gpu.facts.serial.clone(),
-            sku: gpu.identification.sku.clone(),
-            memory_total_bytes: gpu.facts.memory_total_bytes,
-            source: att.source,
-            observed_at: att.observed_at,
-            anomalies: gpu.identification.anomalies.clone(),
-            verdict: v.verdict,
-            classification,
-            busy: false,
-            attestation_index: index,
-            fingerprint_digest: gpu.fingerprint_digest,
-        };
-        (c, v)
+/// One GPU of an attestation at log index `index` as its own record gives it: SKU recomputed
+/// from its PCI ids, the anomalies of its facts (`domain::standing::of_facts`). Its verdict and
+/// the anomalies of its serial come from [`judge_serials`], once the fleet around it is known.
+pub fn candidate(catalog: &Catalog, att: &GpuAttestation, gpu: &AttestedGpu, index: u64) -> Candidate {
+    let facts = standing::of_facts(catalog, att, gpu);
+    let classification = standing::classifications(catalog, facts.sku.as_deref())
+        .into_iter()
+        .find(|(r, _)| *r == RuleVersion::Oct2023)
+        .map(|(_, c)| c);
+    Candidate {
+        uuid: gpu.uuid.clone(),
+        host: att.host.hostname.clone(),
+        serial: gpu.facts.serial.clone(),
+        sku: facts.sku,
+        memory_total_bytes: gpu.facts.memory_total_bytes,
+        source: att.source,
+        observed_at: att.observed_at,
+        anomalies: facts.anomalies.clone(),
+        verdict: VerdictKind::NoAcquisitionRecord,
+        classification,
+        busy: false,
+        attestation_index: index,
+        fingerprint_digest: gpu.fingerprint_digest,
+        evidence: facts.evidence,
+        fact_anomalies: facts.anomalies,
     }
 }
 
-/// The verdict of a candidate whose serial has a new latest shipment.
-pub fn reverdict(c: &mut Candidate, shipment: Option<&Shipment>) -> Verdict {
-    let sku = c.sku.as_deref().and_then(|s| Catalog::embedded().ok().and_then(|cat| cat.sku(s).ok()));
-    let v = verdict(sku, sku.map(DatacenterJudgement::catalog_default), shipment);
-    c.verdict = v.verdict;
-    v
+/// Judges every candidate's serial against the others' and its latest acquisition
+/// (`domain::standing::of_serial_parts`): a serial under two UUIDs gives neither the verdict; an
+/// acquisition of another SKU gives none. Sets each candidate's verdict and anomalies; returns
+/// the verdicts. `acquisition(serial)` is asked once per serial.
+pub fn judge_serials(
+    catalog: &Catalog,
+    candidates: &mut [&mut Candidate],
+    acquisition: &mut dyn FnMut(&str) -> Result<Option<Acquisition>, Error>,
+) -> Result<BTreeMap<GpuUuid, Verdict>, Error> {
+    let mut by_serial: HashMap<String, Vec<GpuUuid>> = HashMap::new();
+    for c in candidates.iter() {
+        if let Some(serial) = &c.serial {
+            by_serial.entry(serial.clone()).or_default().push(c.uuid.clone());
+        }
+    }
+    let mut acquisitions: HashMap<String, Option<Acquisition>> = HashMap::new();
+    // (SKU, serial's acquisition) → verdict: a fleet has a handful of SKUs and one acquisition
+    // per purchase, but thousands of GPUs.
+    let mut memo: HashMap<(Option<String>, String), (Verdict, Vec<Anomaly>)> = HashMap::new();
+    let mut verdicts = BTreeMap::new();
+    for c in candidates.iter_mut() {
+        let uuids = c.serial.as_ref().and_then(|s| by_serial.get(s)).map_or(&[][..], Vec::as_slice);
+        let shared = uuids.len() > 1;
+        let acq = match &c.serial {
+            Some(serial) => {
+                if !acquisitions.contains_key(serial) {
+                    acquisitions.insert(serial.clone(), acquisition(serial)?);
+                }
+                acquisitions.get(serial).and_then(Option::as_ref)
+            }
+            None => None,
+        };
+        let around = standing::Surroundings { uuids_with_serial: uuids, acquisition: acq };
+        let judged =
+            |c: &Candidate| standing::of_serial_parts(catalog, c.sku.as_deref(), &c.uuid, c.serial.as_deref(), around);
+        let (v, extra) = match (shared, acq) {
+            // Unshared serials with an acquisition judge the same for the same SKU and record.
+            (false, Some(a)) => {
+                let key = (c.sku.clone(), serde_json::to_string(a).unwrap_or_default());
+                memo.entry(key).or_insert_with(|| judged(c)).clone()
+            }
+            _ => judged(c),
+        };
+        c.anomalies = c.fact_anomalies.iter().cloned().chain(extra).collect();
+        c.verdict = v.verdict;
+        verdicts.insert(c.uuid.clone(), v);
+    }
+    Ok(verdicts)
 }
 
-/// [`load`], with the shipments looked up by `shipment(serial, size)`: the latest acquisition
-/// record naming `serial` among the first `size` entries. A caller holding every acquisition
-/// (the server's dashboard) answers from memory instead of one log query per GPU.
-pub fn load_with(log: &dyn LogClient, log_key: &VerifierKey, shipment: ShipmentLookup) -> Result<Fleet, Error> {
+/// [`load`], with the acquisitions looked up by `acquisition(serial, size)`: the latest
+/// acquisition record naming `serial` among the first `size` entries. A caller holding every
+/// acquisition (the server's dashboard) answers from memory instead of one log query per serial.
+pub fn load_with(log: &dyn LogClient, log_key: &VerifierKey, acquisition: AcquisitionLookup) -> Result<Fleet, Error> {
     load_from(
         log,
         log_key,
@@ -120,7 +137,7 @@ pub fn load_with(log: &dyn LogClient, log_key: &VerifierKey, shipment: ShipmentL
                 Ok((e.index, e.leaf_hash, Record::from_payload(&env.payload_bytes()?)?))
             })
         },
-        shipment,
+        acquisition,
     )
 }
 
@@ -133,9 +150,9 @@ pub fn load_from(
     log: &dyn LogClient,
     log_key: &VerifierKey,
     attestations: AttestationLookup,
-    shipment: ShipmentLookup,
+    acquisition: AcquisitionLookup,
 ) -> Result<Fleet, Error> {
-    Catalog::embedded()?;
+    let catalog = Catalog::embedded()?;
     let checkpoint_text = log.checkpoint()?;
     let checkpoint = open_checkpoint(checkpoint_text.as_bytes(), std::slice::from_ref(log_key), None)?.checkpoint;
     let inventory = log.inventory(AsOf::Size(checkpoint.size))?;
@@ -144,22 +161,17 @@ pub fn load_from(
     wanted.sort_unstable();
     wanted.dedup();
     let parsed = attestations(&wanted)?;
-    let mut judge = Judge::default();
     let mut candidates = Vec::with_capacity(inventory.len());
     let mut entries = BTreeMap::new();
-    let mut verdicts = BTreeMap::new();
     for inv in inventory {
         let Some((leaf_hash, att)) = parsed.get(&inv.index) else { continue };
         let Some(gpu) = att.gpus.iter().find(|g| g.uuid == inv.uuid) else { continue };
-        let shipment = match &gpu.facts.serial {
-            Some(serial) => shipment(serial, checkpoint.size)?,
-            None => None,
-        };
-        let (c, v) = judge.candidate(att, gpu, inv.index, shipment.as_ref());
-        candidates.push(c);
+        candidates.push(candidate(catalog, att, gpu, inv.index));
         entries.insert(inv.uuid.clone(), AttestationEntry { index: inv.index, leaf_hash: *leaf_hash });
-        verdicts.insert(inv.uuid, v);
     }
+    let size = checkpoint.size;
+    let mut refs: Vec<&mut Candidate> = candidates.iter_mut().collect();
+    let verdicts = judge_serials(catalog, &mut refs, &mut |serial| acquisition(serial, size))?;
     Ok(Fleet { checkpoint_text, checkpoint, candidates, attestations: entries, verdicts })
 }
 
@@ -204,18 +216,13 @@ pub fn decode_in_parallel<T: Sync>(
 /// An attestation's log index, with its leaf hash and record.
 type Decoded = (u64, (Hash, GpuAttestation));
 
-/// The shipment an acquisition record states.
-pub fn shipment_of(a: &chipledger_domain::records::Acquisition) -> Shipment {
-    Shipment { shipped_on: a.shipped_on, ship_to: a.ship_to, licence: a.licence.clone() }
-}
-
-/// The shipment of the latest acquisition record naming `serial` within the first `size` entries.
-fn latest_shipment(log: &dyn LogClient, serial: &str, size: u64) -> Result<Option<Shipment>, Error> {
+/// The latest acquisition record naming `serial` within the first `size` entries.
+fn latest_acquisition(log: &dyn LogClient, serial: &str, size: u64) -> Result<Option<Acquisition>, Error> {
     let entries = log.acquisitions(serial)?;
     for e in entries.iter().rev().filter(|e| e.index < size) {
         let env = Envelope::from_json(e.envelope.as_bytes())?;
         if let Record::Acquisition(a) = Record::from_payload(&env.payload_bytes()?)? {
-            return Ok(Some(shipment_of(&a)));
+            return Ok(Some(a));
         }
     }
     Ok(None)

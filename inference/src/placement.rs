@@ -37,6 +37,16 @@ pub struct Candidate {
     /// The attestation this state comes from, and the fingerprint digest it attested.
     pub attestation_index: u64,
     pub fingerprint_digest: chipledger_domain::merkle::Hash,
+    /// Where its facts came from (`self-reported`, `imported`).
+    #[serde(default = "default_evidence")]
+    pub evidence: chipledger_domain::standing::Evidence,
+    /// The anomalies its own record gives (`anomalies` adds those of its serial in the fleet).
+    #[serde(skip)]
+    pub fact_anomalies: Vec<Anomaly>,
+}
+
+fn default_evidence() -> chipledger_domain::standing::Evidence {
+    chipledger_domain::standing::Evidence::SelfReported
 }
 
 /// Why a GPU was not chosen.

@@ -70,6 +70,13 @@ fn from_unix(t: i64) -> OffsetDateTime {
     OffsetDateTime::from_unix_timestamp(t).unwrap_or(OffsetDateTime::UNIX_EPOCH)
 }
 
+/// The SKU a GPU's PCI ids give under the embedded catalog: what the views hold, never the
+/// agent's claim (`identification.sku`).
+fn recomputed_sku(g: &chipledger_domain::records::AttestedGpu) -> Option<String> {
+    let catalog = chipledger_domain::catalog::Catalog::embedded().ok()?;
+    chipledger_domain::identify::identify(catalog, &g.facts).sku
+}
+
 /// Updates the views for the record at `index`; `registry` is the state after it.
 pub(crate) fn apply(conn: &Connection, index: u64, rec: &Record, registry: &Registry) -> Result<(), Error> {
     let idx = index as i64;
@@ -115,7 +122,7 @@ pub(crate) fn apply(conn: &Connection, index: u64, rec: &Record, registry: &Regi
                     idx,
                     a.host.hostname,
                     g.facts.serial,
-                    g.identification.sku,
+                    recomputed_sku(g),
                     &g.fingerprint_digest.0[..],
                     unix(a.observed_at),
                     source
@@ -360,7 +367,7 @@ impl Ledger {
                                 uuid: g.uuid.clone(),
                                 host: a.host.hostname.clone(),
                                 serial: g.facts.serial.clone(),
-                                sku: g.identification.sku.clone(),
+                                sku: recomputed_sku(g),
                                 fingerprint_digest: g.fingerprint_digest,
                                 index: idx as u64,
                                 observed_at: a.observed_at,

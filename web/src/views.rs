@@ -15,7 +15,7 @@ use chipledger_domain::log::{EntrySummary, LogClient};
 use chipledger_domain::merkle;
 use chipledger_domain::note::open_checkpoint;
 use chipledger_domain::records::{Acquisition, Record, RecordKind, RunProvenance};
-use chipledger_domain::rules::{classify_all, DatacenterJudgement, Shipment, Verdict};
+use chipledger_domain::rules::{classify_all, DatacenterJudgement, Verdict};
 use chipledger_inference::placement::Candidate;
 use chipledger_ledger::{EntryFilter, Ledger};
 use serde::Serialize;
@@ -47,9 +47,9 @@ pub(crate) struct FleetSnapshot {
     pub size: u64,
     pub rows: Vec<FleetRow>,
     pub verdicts: BTreeMap<String, Verdict>,
-    /// What an update needs: each GPU's scheduler view, and every shipment by serial.
+    /// What an update needs: each GPU's scheduler view, and every acquisition by serial.
     candidates: HashMap<String, Candidate>,
-    shipments: HashMap<String, Vec<(u64, Shipment)>>,
+    acquisitions: HashMap<String, Vec<(u64, Acquisition)>>,
 }
 
 /// The last fleet computed. When the log has grown, only the new entries are read: a new
@@ -68,16 +68,18 @@ fn internal<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> crate::api::A
     }
 }
 
-fn latest_shipment(shipments: &HashMap<String, Vec<(u64, Shipment)>>, serial: &str, size: u64) -> Option<Shipment> {
-    shipments.get(serial).and_then(|v| v.iter().rev().find(|(i, _)| *i < size)).map(|(_, s)| s.clone())
+fn latest_acquisition(
+    acquisitions: &HashMap<String, Vec<(u64, Acquisition)>>,
+    serial: &str,
+    size: u64,
+) -> Option<Acquisition> {
+    acquisitions.get(serial).and_then(|v| v.iter().rev().find(|(i, _)| *i < size)).map(|(_, a)| a.clone())
 }
 
-fn add_shipments(shipments: &mut HashMap<String, Vec<(u64, Shipment)>>, index: u64, a: Acquisition) -> Vec<String> {
-    let s = chipledger_inference::fleet::shipment_of(&a);
+fn add_acquisition(acquisitions: &mut HashMap<String, Vec<(u64, Acquisition)>>, index: u64, a: Acquisition) {
     for serial in &a.serials {
-        shipments.entry(serial.clone()).or_default().push((index, s.clone()));
+        acquisitions.entry(serial.clone()).or_default().push((index, a.clone()));
     }
-    a.serials
 }
 
 impl FleetCache {
@@ -98,14 +100,14 @@ impl FleetCache {
 
 /// The fleet from scratch, at the current checkpoint.
 fn full(ledger: &Ledger) -> Result<FleetSnapshot, crate::api::ApiError> {
-    let mut shipments: HashMap<String, Vec<(u64, Shipment)>> = HashMap::new();
+    let mut acquisitions: HashMap<String, Vec<(u64, Acquisition)>> = HashMap::new();
     let filter = EntryFilter { kind: Some(RecordKind::Acquisition), ..EntryFilter::default() };
     for e in ledger.entries(&filter).map_err(crate::api::ledger_error)? {
         if let Some(Record::Acquisition(a)) = record_of(&e) {
-            add_shipments(&mut shipments, e.index, a);
+            add_acquisition(&mut acquisitions, e.index, a);
         }
     }
-    let mut lookup = |serial: &str, size: u64| Ok(latest_shipment(&shipments, serial, size));
+    let mut lookup = |serial: &str, size: u64| Ok(latest_acquisition(&acquisitions, serial, size));
     // The stored payloads, not rebuilt envelopes: this is the server's own ledger.
     let mut attestations = |indexes: &[u64]| {
         let payloads = ledger.payloads(indexes).map_err(|e| chipledger_domain::Error::Log(e.to_string()))?;
@@ -117,7 +119,7 @@ fn full(ledger: &Ledger) -> Result<FleetSnapshot, crate::api::ApiError> {
         .map_err(internal("reading the fleet"))?;
     let verdicts = fleet.verdicts.into_iter().map(|(u, v)| (u.as_str().to_string(), v)).collect();
     let candidates = fleet.candidates.into_iter().map(|c| (c.uuid.as_str().to_string(), c)).collect();
-    Ok(snapshot(fleet.checkpoint.size, candidates, verdicts, shipments))
+    Ok(snapshot(fleet.checkpoint.size, candidates, verdicts, acquisitions))
 }
 
 /// `old` brought up to the current checkpoint by reading only the entries after it.
@@ -129,43 +131,45 @@ fn update(ledger: &Ledger, old: &FleetSnapshot) -> Result<FleetSnapshot, crate::
         .size;
     let mut candidates = old.candidates.clone();
     let mut verdicts = old.verdicts.clone();
-    let mut shipments = old.shipments.clone();
+    let mut acquisitions = old.acquisitions.clone();
     let filter = EntryFilter { from: Some(old.size), ..EntryFilter::default() };
     let mut new_attestations = Vec::new();
-    let mut rejudge = Vec::new();
+    let mut new_acquisitions = false;
     for e in ledger.entries(&filter).map_err(crate::api::ledger_error)?.into_iter().filter(|e| e.index < size) {
         match record_of(&e) {
             Some(Record::GpuAttestation(a)) => new_attestations.push((e.index, a)),
-            Some(Record::Acquisition(a)) => rejudge.extend(add_shipments(&mut shipments, e.index, a)),
+            Some(Record::Acquisition(a)) => {
+                add_acquisition(&mut acquisitions, e.index, a);
+                new_acquisitions = true;
+            }
             _ => {}
         }
     }
-    let mut judge = chipledger_inference::fleet::Judge::default();
+    let catalog = Catalog::embedded().map_err(internal("reading the catalog"))?;
     for (index, a) in &new_attestations {
         for g in &a.gpus {
-            let shipment = g.facts.serial.as_deref().and_then(|s| latest_shipment(&shipments, s, size));
-            let (c, v) = judge.candidate(a, g, *index, shipment.as_ref());
-            verdicts.insert(g.uuid.as_str().to_string(), v);
-            candidates.insert(g.uuid.as_str().to_string(), c);
+            candidates
+                .insert(g.uuid.as_str().to_string(), chipledger_inference::fleet::candidate(catalog, a, g, *index));
         }
     }
-    if !rejudge.is_empty() {
-        let serials: std::collections::HashSet<String> = rejudge.into_iter().collect();
-        for (uuid, c) in candidates.iter_mut() {
-            if let Some(serial) = c.serial.clone().filter(|s| serials.contains(s)) {
-                let shipment = latest_shipment(&shipments, &serial, size);
-                verdicts.insert(uuid.clone(), chipledger_inference::fleet::reverdict(c, shipment.as_ref()));
-            }
-        }
+    // A new attestation can share a serial with any GPU, a new acquisition change any verdict of
+    // its serials: the serials are judged again over the whole fleet (from memory, per serial).
+    if !new_attestations.is_empty() || new_acquisitions {
+        let mut refs: Vec<&mut Candidate> = candidates.values_mut().collect();
+        let judged = chipledger_inference::fleet::judge_serials(catalog, &mut refs, &mut |serial| {
+            Ok(latest_acquisition(&acquisitions, serial, size))
+        })
+        .map_err(internal("judging the fleet"))?;
+        verdicts = judged.into_iter().map(|(u, v)| (u.as_str().to_string(), v)).collect();
     }
-    Ok(snapshot(size, candidates, verdicts, shipments))
+    Ok(snapshot(size, candidates, verdicts, acquisitions))
 }
 
 fn snapshot(
     size: u64,
     candidates: HashMap<String, Candidate>,
     verdicts: BTreeMap<String, Verdict>,
-    shipments: HashMap<String, Vec<(u64, Shipment)>>,
+    acquisitions: HashMap<String, Vec<(u64, Acquisition)>>,
 ) -> FleetSnapshot {
     let mut rows: Vec<FleetRow> = candidates
         .values()
@@ -185,7 +189,7 @@ fn snapshot(
         })
         .collect();
     rows.sort_by(|a, b| (a.host.as_str(), a.uuid.as_str()).cmp(&(b.host.as_str(), b.uuid.as_str())));
-    FleetSnapshot { size, rows, verdicts, candidates, shipments }
+    FleetSnapshot { size, rows, verdicts, candidates, acquisitions }
 }
 
 pub(crate) fn rfc3339(t: OffsetDateTime) -> String {
@@ -279,20 +283,23 @@ fn timeline_item(e: &EntrySummary, uuid: &GpuUuid) -> TimelineItem {
                 source_label(a.source),
                 rfc3339(a.observed_at)
             );
-            if let Some(g) = gpu {
+            // The record's facts judged here, not the agent's identification of them.
+            if let (Some(g), Ok(catalog)) = (gpu, Catalog::embedded()) {
+                let judged = chipledger_domain::standing::of_facts(catalog, &a, g);
                 item.details.push(format!(
-                    "identified as {} ({}); fingerprint {}",
-                    g.identification.sku.as_deref().unwrap_or("no catalog SKU"),
+                    "identified as {} ({}); {} evidence; fingerprint {}",
+                    judged.sku.as_deref().unwrap_or("no catalog SKU"),
                     g.facts.name.as_deref().unwrap_or("no name"),
+                    judged.evidence.label(),
                     g.fingerprint_digest.to_hex()
                 ));
                 if let Some(v) = &g.facts.vbios_version {
                     item.details.push(format!("VBIOS {v}"));
                 }
-                for a in &g.identification.anomalies {
+                for a in &judged.anomalies {
                     item.details.push(format!("anomaly [{:?}] {}", a.severity(), a.explain()));
                 }
-                item.severity = g.identification.anomalies.iter().map(|a| a.severity()).max();
+                item.severity = judged.anomalies.iter().map(|a| a.severity()).max();
             }
         }
         Some(Record::Acquisition(a)) => {

@@ -11,3 +11,4 @@ mod keys;
 mod merkle;
 mod note;
 mod rules;
+mod standing;

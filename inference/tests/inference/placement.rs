@@ -28,6 +28,8 @@ fn gpu(host: &str, i: u32) -> Candidate {
         busy: false,
         attestation_index: 10 + u64::from(i),
         fingerprint_digest: chipledger_domain::merkle::Hash([i as u8; 32]),
+        evidence: chipledger_domain::standing::Evidence::SelfReported,
+        fact_anomalies: vec![],
     }
 }
 

@@ -8,6 +8,7 @@ mod auth;
 mod browser;
 mod dash;
 mod tls;
+mod trust;
 
 use std::sync::Arc;
 

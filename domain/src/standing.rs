@@ -1,0 +1,227 @@
+//! A GPU's standing — its SKU, anomalies, classification, acquisition verdict and evidence
+//! level — computed by whoever reads a record, never taken from the record's signer.
+//!
+//! An attestation carries facts (PCI ids, serial, VBIOS, NVLinks, …) and the agent's own
+//! identification of them. The identification is a claim: [`standing`] identifies the facts
+//! again under the reader's catalog, and where the claim disagrees, that disagreement is itself
+//! a Danger anomaly. The acquisition verdict attaches to a serial only for a GPU whose recomputed
+//! SKU is the one the acquisition names, and to no GPU while the serial is reported under more
+//! than one UUID. The fleet view, placement, the dashboard, `/metrics` and exports all read GPUs
+//! through this one function.
+
+use serde::{Deserialize, Serialize};
+
+use crate::catalog::Catalog;
+use crate::fingerprint::GpuUuid;
+use crate::identify::{identify, Anomaly};
+use crate::records::{Acquisition, AttestedGpu, GpuAttestation, ProbeSource};
+use crate::rules::{classify, verdict, DatacenterJudgement, RuleVersion, Shipment, Verdict, VerdictKind};
+
+/// How much a GPU's facts can be trusted, by where they came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Evidence {
+    /// A dump someone handed in (nvidia-smi output): evidence, not an attestation.
+    Imported,
+    /// A live probe, signed by the agent key of the host: the host's word.
+    SelfReported,
+}
+
+impl Evidence {
+    pub fn of(source: ProbeSource) -> Evidence {
+        if source.is_live() {
+            Evidence::SelfReported
+        } else {
+            Evidence::Imported
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Evidence::Imported => "imported",
+            Evidence::SelfReported => "self-reported",
+        }
+    }
+}
+
+/// What the reader knows around one GPU that its standing depends on.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Surroundings<'a> {
+    /// Every UUID the reader has seen report this GPU's serial, this GPU's own among them.
+    pub uuids_with_serial: &'a [GpuUuid],
+    /// The latest acquisition record naming this GPU's serial, if any.
+    pub acquisition: Option<&'a Acquisition>,
+}
+
+/// A GPU as the reader judges it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Standing {
+    /// The catalog SKU its PCI device id gives, or `None` when it needs review.
+    pub sku: Option<String>,
+    /// Every anomaly: of its facts (recomputed), of its history (as its agent reported them), of
+    /// the claim against the recomputation, and of the fleet around it (a shared serial).
+    pub anomalies: Vec<Anomaly>,
+    /// Its class under every rule version, when the SKU is known.
+    pub classifications: Vec<(RuleVersion, String)>,
+    pub verdict: Verdict,
+    pub evidence: Evidence,
+}
+
+impl Standing {
+    /// The class under one rule version.
+    pub fn class(&self, rule: RuleVersion) -> Option<&str> {
+        self.classifications.iter().find(|(r, _)| *r == rule).map(|(_, c)| c.as_str())
+    }
+}
+
+/// What one record's facts give, before the fleet around the GPU is known.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FactStanding {
+    pub sku: Option<String>,
+    /// Recomputed from the facts, the agent's history anomalies, and the claim's disagreements.
+    pub anomalies: Vec<Anomaly>,
+    pub evidence: Evidence,
+}
+
+/// The standing of `gpu`, one GPU of the attestation `att`, under `catalog`: [`of_facts`] then
+/// [`of_serial`].
+pub fn standing(catalog: &Catalog, att: &GpuAttestation, gpu: &AttestedGpu, around: Surroundings<'_>) -> Standing {
+    let facts = of_facts(catalog, att, gpu);
+    let (verdict, extra) = of_serial(catalog, facts.sku.as_deref(), gpu, around);
+    let mut anomalies = facts.anomalies;
+    anomalies.extend(extra);
+    Standing {
+        classifications: classifications(catalog, facts.sku.as_deref()),
+        sku: facts.sku,
+        anomalies,
+        verdict,
+        evidence: facts.evidence,
+    }
+}
+
+/// The part of a GPU's standing its own record decides: the SKU its PCI ids give, the anomalies
+/// of its facts, the agent's history anomalies (they compare records this reader may not hold),
+/// and a `claim-disagrees` anomaly for each way the agent's identification differs.
+pub fn of_facts(catalog: &Catalog, att: &GpuAttestation, gpu: &AttestedGpu) -> FactStanding {
+    let recomputed = identify(catalog, &gpu.facts);
+    let mut anomalies = recomputed.anomalies.clone();
+    // A shared serial is the reader's to find (`of_serial`), from the GPUs it holds.
+    anomalies.extend(
+        gpu.identification
+            .anomalies
+            .iter()
+            .filter(|a| is_history(a) && !matches!(a, Anomaly::SerialUnderTwoUuids { .. }))
+            .cloned(),
+    );
+    if gpu.identification.sku != recomputed.sku {
+        anomalies.push(Anomaly::ClaimDisagrees {
+            field: "sku".into(),
+            claimed: gpu.identification.sku.clone().unwrap_or_else(|| "needs review".into()),
+            recomputed: recomputed.sku.clone().unwrap_or_else(|| "needs review".into()),
+        });
+    }
+    let mut claimed: Vec<String> =
+        gpu.identification.anomalies.iter().filter(|a| !is_history(a)).map(Anomaly::kind_name).collect();
+    let mut found: Vec<String> = recomputed.anomalies.iter().map(Anomaly::kind_name).collect();
+    claimed.sort();
+    found.sort();
+    if claimed != found {
+        anomalies.push(Anomaly::ClaimDisagrees {
+            field: "anomalies".into(),
+            claimed: list(&claimed),
+            recomputed: list(&found),
+        });
+    }
+    FactStanding { sku: recomputed.sku, anomalies, evidence: Evidence::of(att.source) }
+}
+
+/// The part the fleet around the GPU decides: its acquisition verdict, and the anomalies of its
+/// serial (shared with another UUID; acquired as another SKU). `sku` is the recomputed SKU.
+pub fn of_serial(
+    catalog: &Catalog,
+    sku: Option<&str>,
+    gpu: &AttestedGpu,
+    around: Surroundings<'_>,
+) -> (Verdict, Vec<Anomaly>) {
+    of_serial_parts(catalog, sku, &gpu.uuid, gpu.facts.serial.as_deref(), around)
+}
+
+/// [`of_serial`] from the parts it reads (for readers that keep GPUs without their records).
+pub fn of_serial_parts(
+    catalog: &Catalog,
+    sku: Option<&str>,
+    uuid: &GpuUuid,
+    serial: Option<&str>,
+    around: Surroundings<'_>,
+) -> (Verdict, Vec<Anomaly>) {
+    let mut anomalies = Vec::new();
+    let shared = serial.filter(|_| around.uuids_with_serial.iter().any(|u| u != uuid));
+    if let Some(serial) = shared {
+        let mut uuids = around.uuids_with_serial.to_vec();
+        uuids.sort();
+        uuids.dedup();
+        anomalies.push(Anomaly::SerialUnderTwoUuids { serial: serial.to_string(), uuids });
+    }
+    let acquired_as = around.acquisition.and_then(|a| a.sku.as_deref());
+    let verdict = match (shared, around.acquisition) {
+        (Some(serial), Some(_)) => needs_review(format!(
+            "serial {serial} is reported under {} UUIDs: no GPU inherits its acquisition until an admin resolves which one it is",
+            around.uuids_with_serial.len()
+        )),
+        (None, Some(_)) if acquired_as.is_some_and(|a| Some(a) != sku) => {
+            let acquired = acquired_as.unwrap_or_default().to_string();
+            anomalies.push(Anomaly::AcquisitionSkuDiffers {
+                serial: serial.unwrap_or_default().to_string(),
+                acquired: acquired.clone(),
+                recomputed: sku.unwrap_or("needs review").to_string(),
+            });
+            needs_review(format!(
+                "the acquisition of this serial is for a {acquired}, but the GPU's PCI ids say {}",
+                sku.unwrap_or("an unknown SKU")
+            ))
+        }
+        (_, acquisition) => {
+            let shipment = acquisition.map(|a| Shipment {
+                shipped_on: a.shipped_on,
+                ship_to: a.ship_to,
+                licence: a.licence.clone(),
+            });
+            let sku = sku.and_then(|s| catalog.sku(s).ok());
+            verdict(sku, sku.map(DatacenterJudgement::catalog_default), shipment.as_ref())
+        }
+    };
+    (verdict, anomalies)
+}
+
+/// A SKU's class under every rule version (empty when the SKU is unknown).
+pub fn classifications(catalog: &Catalog, sku: Option<&str>) -> Vec<(RuleVersion, String)> {
+    let Some(s) = sku.and_then(|s| catalog.sku(s).ok()) else { return Vec::new() };
+    RuleVersion::ALL
+        .iter()
+        .map(|r| (*r, classify(s, *r, DatacenterJudgement::catalog_default(s)).bucket.label().to_string()))
+        .collect()
+}
+
+fn needs_review(reason: String) -> Verdict {
+    Verdict { verdict: VerdictKind::NeedsReview, reason, rules: vec![], citations: vec![], human_inputs: vec![] }
+}
+
+/// Anomalies that compare a record with earlier ones (the rest are about one record's facts).
+fn is_history(a: &Anomaly) -> bool {
+    matches!(
+        a,
+        Anomaly::VbiosChanged { .. }
+            | Anomaly::IdentityChanged { .. }
+            | Anomaly::SerialUnderTwoUuids { .. }
+            | Anomaly::UuidOnTwoHosts { .. }
+            | Anomaly::MovedHost { .. }
+    )
+}
+
+fn list(kinds: &[String]) -> String {
+    if kinds.is_empty() {
+        "none".into()
+    } else {
+        kinds.join(", ")
+    }
+}

@@ -1,0 +1,125 @@
+use chipledger_domain::catalog::Catalog;
+use chipledger_domain::country::Country;
+use chipledger_domain::fingerprint::GpuUuid;
+use chipledger_domain::identify::{identify, Anomaly};
+use chipledger_domain::records::{
+    Acquisition, AttestedGpu, DriverFacts, GpuAttestation, HostFacts, ProbeSource, FORMAT_VERSION,
+};
+use chipledger_domain::rules::{RuleVersion, VerdictKind};
+use chipledger_domain::standing::{standing, Evidence, Surroundings};
+use time::macros::{date, datetime};
+
+use crate::fingerprint::h800_facts;
+
+fn attestation(
+    source: ProbeSource,
+    change_claim: impl Fn(&mut chipledger_domain::identify::Identification),
+) -> GpuAttestation {
+    let facts = h800_facts();
+    let mut id = identify(Catalog::embedded().unwrap(), &facts);
+    change_claim(&mut id);
+    GpuAttestation {
+        format_version: FORMAT_VERSION,
+        counter: 1,
+        observed_at: datetime!(2026-11-29 09:00 UTC),
+        source,
+        host: HostFacts { hostname: "hgx-1".into(), ..HostFacts::default() },
+        driver: DriverFacts::default(),
+        gpus: vec![AttestedGpu::new(facts.uuid.clone().unwrap(), facts, id)],
+        vendor_evidence: vec![],
+    }
+}
+
+fn acquisition(sku: &str) -> Acquisition {
+    Acquisition {
+        format_version: FORMAT_VERSION,
+        counter: 2,
+        recorded_at: datetime!(2026-11-29 09:00 UTC),
+        serials: vec![h800_facts().serial.unwrap()],
+        sku: Some(sku.into()),
+        supplier: "s".into(),
+        invoice_reference: "i".into(),
+        invoice_digest: None,
+        shipped_on: date!(2023 - 03 - 15),
+        ship_from: Country::parse("TW").unwrap(),
+        ship_to: Country::parse("CN").unwrap(),
+        end_user: "e".into(),
+        licence: None,
+        note: String::new(),
+    }
+}
+
+fn kinds(anomalies: &[Anomaly]) -> Vec<String> {
+    anomalies.iter().map(Anomaly::kind_name).collect()
+}
+
+#[test]
+fn an_honest_record_stands_as_its_facts_say_with_its_acquisition_verdict() {
+    let att = attestation(ProbeSource::Nvml, |_| {});
+    let gpu = &att.gpus[0];
+    let acq = acquisition("H800-SXM5-80GB");
+    let uuids = [gpu.uuid.clone()];
+    let s = standing(
+        Catalog::embedded().unwrap(),
+        &att,
+        gpu,
+        Surroundings { uuids_with_serial: &uuids, acquisition: Some(&acq) },
+    );
+    assert_eq!(s.sku.as_deref(), Some("H800-SXM5-80GB"));
+    assert!(s.anomalies.is_empty(), "{:?}", s.anomalies);
+    assert_eq!(s.evidence, Evidence::SelfReported);
+    assert_eq!(s.verdict.verdict, VerdictKind::Lawful);
+    assert_eq!(s.classifications.len(), RuleVersion::ALL.len());
+    assert_eq!(s.class(RuleVersion::Oct2023), Some("3A090.a.1"));
+}
+
+#[test]
+fn a_claimed_sku_or_a_hidden_anomaly_is_a_disagreement_and_the_facts_win() {
+    let claimed_l40s = attestation(ProbeSource::Nvml, |id| id.sku = Some("L40S-48GB".into()));
+    let s = standing(Catalog::embedded().unwrap(), &claimed_l40s, &claimed_l40s.gpus[0], Surroundings::default());
+    assert_eq!(s.sku.as_deref(), Some("H800-SXM5-80GB"));
+    assert_eq!(kinds(&s.anomalies), ["claim-disagrees"]);
+    assert!(s.anomalies[0].explain().contains("claims sku L40S-48GB"));
+    let invented = attestation(ProbeSource::NvidiaSmiText, |id| {
+        id.anomalies.push(Anomaly::UnknownPciId { pci_device_id: "0x9999".into() })
+    });
+    let s = standing(Catalog::embedded().unwrap(), &invented, &invented.gpus[0], Surroundings::default());
+    assert_eq!(kinds(&s.anomalies), ["claim-disagrees"], "an anomaly the facts do not give is not shown as found");
+    assert_eq!(s.evidence, Evidence::Imported);
+}
+
+#[test]
+fn a_shared_serial_or_an_acquisition_of_another_sku_gives_no_verdict() {
+    let att = attestation(ProbeSource::Nvml, |_| {});
+    let gpu = &att.gpus[0];
+    let lawful = acquisition("H800-SXM5-80GB");
+    let twin = GpuUuid::parse("GPU-00000000-1111-2222-3333-444444444444").unwrap();
+    let uuids = [gpu.uuid.clone(), twin];
+    let s = standing(
+        Catalog::embedded().unwrap(),
+        &att,
+        gpu,
+        Surroundings { uuids_with_serial: &uuids, acquisition: Some(&lawful) },
+    );
+    assert_eq!(s.verdict.verdict, VerdictKind::NeedsReview);
+    assert!(s.verdict.reason.contains("2 UUIDs"), "{}", s.verdict.reason);
+    assert_eq!(kinds(&s.anomalies), ["serial-under-two-uuids"]);
+    let other_sku = acquisition("H100-SXM5-80GB");
+    let own = [gpu.uuid.clone()];
+    let s = standing(
+        Catalog::embedded().unwrap(),
+        &att,
+        gpu,
+        Surroundings { uuids_with_serial: &own, acquisition: Some(&other_sku) },
+    );
+    assert_eq!(s.verdict.verdict, VerdictKind::NeedsReview);
+    assert_eq!(kinds(&s.anomalies), ["acquisition-sku-differs"]);
+    // No acquisition at all: no verdict to inherit, whatever the serial.
+    let s = standing(
+        Catalog::embedded().unwrap(),
+        &att,
+        gpu,
+        Surroundings { uuids_with_serial: &uuids, acquisition: None },
+    );
+    assert_eq!(s.verdict.verdict, VerdictKind::NoAcquisitionRecord);
+}

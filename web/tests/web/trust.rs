@@ -1,0 +1,129 @@
+//! The reader decides: what the dashboard, its exports, `/metrics` and the scheduler show of a
+//! GPU is computed from the record's facts, never taken from its signer's identification.
+
+use chipledger_domain::catalog::Catalog;
+use chipledger_domain::country::Country;
+use chipledger_domain::identify::Identification;
+use chipledger_domain::records::{Acquisition, AttestedGpu, DriverFacts, GpuAttestation, HostFacts, ProbeSource};
+
+use crate::*;
+
+/// Signs and appends an attestation of the GPUs in `dump` by `key` for `host`, with each GPU's
+/// identification replaced by `claim` (what a lying agent would send).
+fn attest_claiming(w: &World, key: &SigningKey, host: &str, dump: &str, claim: impl Fn(&mut Identification)) {
+    let report = chipledger_agent::smi::parse_dumps(&[("dump.txt", dump)]).unwrap();
+    let catalog = Catalog::embedded().unwrap();
+    let gpus = report
+        .gpus
+        .iter()
+        .map(|f| {
+            let mut id = chipledger_domain::identify::identify(catalog, f);
+            claim(&mut id);
+            AttestedGpu::new(f.uuid.clone().unwrap(), f.clone(), id)
+        })
+        .collect();
+    let att = GpuAttestation {
+        format_version: FORMAT_VERSION,
+        counter: 1,
+        observed_at: NOW,
+        source: ProbeSource::Nvml,
+        host: HostFacts { hostname: host.into(), ..HostFacts::default() },
+        driver: DriverFacts::default(),
+        gpus,
+        vendor_evidence: vec![],
+    };
+    w.ledger.append(&[sign_record(&att, key).unwrap().to_json()]).unwrap();
+}
+
+fn h100_dump(uuid: &str, serial: &str) -> String {
+    data("h100-sxm5-80gb-utkuozdemir-nvidia_gpu_exporter.txt")
+        .replace("GPU-00000000-0000-0000-0000-000000000000", uuid)
+        .replace("0000000000000", serial)
+}
+
+const FORGED_UUID: &str = "GPU-7a1c0e55-3b2d-4f60-9e8a-1c2b3d4e5f60";
+
+#[test]
+fn a_record_claiming_another_sku_shows_the_recomputed_one_and_the_disagreement_everywhere() {
+    let mut w = world();
+    let key = SigningKey::from_seed(&[31; 32]);
+    w.enroll(&key, Role::Agent, Some("hgx-liar"));
+    // An H100 (PCI id 0x2330) claimed as an L40S with no anomalies.
+    attest_claiming(&w, &key, "hgx-liar", &h100_dump(FORGED_UUID, "1654423009999"), |id| {
+        id.sku = Some("L40S-48GB".into());
+        id.anomalies.clear();
+    });
+    let token = w.auditor_token.clone();
+    let t = As::Bearer(&token);
+    let rows = call(&w, t, "GET", &format!("/fleet.json?q={FORGED_UUID}"), vec![]).json();
+    let row = &rows.as_array().unwrap()[0];
+    assert_eq!(row["sku"], "H100-SXM5-80GB", "{row}");
+    assert!(row["anomalies"].to_string().contains("claims sku L40S-48GB, but its facts give H100-SXM5-80GB"), "{row}");
+    let csv = call(&w, t, "GET", &format!("/fleet.csv?q={FORGED_UUID}"), vec![]).text();
+    assert!(csv.contains("H100-SXM5-80GB") && !csv.contains(",L40S") && csv.contains("claims sku L40S-48GB"), "{csv}");
+    let metrics = call(&w, t, "GET", "/metrics", vec![]).text();
+    let line = metrics.lines().find(|l| l.contains(FORGED_UUID) && l.starts_with("chipledger_gpu_info")).unwrap();
+    assert!(line.contains("sku=\"H100-SXM5-80GB\""), "{line}");
+    // The scheduler: the same recomputed SKU, the disagreement a reason to refuse it.
+    let fleet = chipledger_inference::fleet::load(w.ledger.as_ref(), w.ledger.verifier_key()).unwrap();
+    let c = fleet.candidates.iter().find(|c| c.uuid.as_str() == FORGED_UUID).unwrap();
+    assert_eq!(c.sku.as_deref(), Some("H100-SXM5-80GB"));
+    assert!(c.anomalies.iter().any(|a| a.kind_name() == "claim-disagrees"), "{:?}", c.anomalies);
+    // Hiding an anomaly the facts show is a disagreement too: the planted H800-with-H100-NVLink.
+    let key2 = SigningKey::from_seed(&[32; 32]);
+    w.enroll(&key2, Role::Agent, Some("hgx-hider"));
+    let relabelled =
+        h100_dump("GPU-7a1c0e55-3b2d-4f60-9e8a-1c2b3d4e5f61", "1651323099998").replace("0x233010DE", "0x232410DE");
+    attest_claiming(&w, &key2, "hgx-hider", &relabelled, |id| id.anomalies.clear());
+    let rows = call(&w, t, "GET", "/fleet.json?q=hgx-hider", vec![]).json();
+    let text = rows.to_string();
+    assert!(text.contains("claims anomalies none"), "{text}");
+}
+
+#[test]
+fn a_borrowed_serial_inherits_no_verdict_and_both_gpus_are_flagged() {
+    let mut w = world();
+    // The H800 in the world (serial 1651323018291) gets an acquisition record.
+    w.counter += 1;
+    let acq = Acquisition {
+        format_version: FORMAT_VERSION,
+        counter: w.counter,
+        recorded_at: NOW,
+        serials: vec!["1651323018291".into()],
+        sku: Some("H800-SXM5-80GB".into()),
+        supplier: "Example Distribution".into(),
+        invoice_reference: "INV-7".into(),
+        invoice_digest: None,
+        shipped_on: time::macros::date!(2023 - 03 - 15),
+        ship_from: Country::parse("TW").unwrap(),
+        ship_to: Country::parse("CN").unwrap(),
+        end_user: "Example Lab".into(),
+        licence: None,
+        note: String::new(),
+    };
+    w.ledger.append(&[sign_record(&acq, &w.admin).unwrap().to_json()]).unwrap();
+    let token = w.auditor_token.clone();
+    let t = As::Bearer(&token);
+    let verdict_of = |w: &World, uuid: &str| {
+        let rows = call(w, t, "GET", &format!("/fleet.json?q={uuid}"), vec![]).json();
+        rows.as_array().unwrap()[0].clone()
+    };
+    let before = verdict_of(&w, H800_UUID);
+    assert_eq!(before["verdict"], "lawful", "{before}");
+    // Another host reports a GPU under that serial.
+    let key = SigningKey::from_seed(&[33; 32]);
+    w.enroll(&key, Role::Agent, Some("hgx-borrower"));
+    let borrowed = data("h800-sxm5-80gb-liguodongiot-llm-action.txt")
+        .replace(H800_UUID, "GPU-0d0e0f10-1112-4314-9516-171819202122");
+    attest_claiming(&w, &key, "hgx-borrower", &borrowed, |_| {});
+    for uuid in [H800_UUID, "GPU-0d0e0f10-1112-4314-9516-171819202122"] {
+        let row = verdict_of(&w, uuid);
+        assert_eq!(row["verdict"], "needs-review", "{uuid}: {row}");
+        assert!(row["anomalies"].to_string().contains("serial 1651323018291 reported under 2 UUIDs"), "{row}");
+    }
+    // The scheduler refuses both (the default policy accepts only lawful verdicts).
+    let fleet = chipledger_inference::fleet::load(w.ledger.as_ref(), w.ledger.verifier_key()).unwrap();
+    for c in fleet.candidates.iter().filter(|c| c.serial.as_deref() == Some("1651323018291")) {
+        assert_eq!(c.verdict, chipledger_domain::rules::VerdictKind::NeedsReview, "{}", c.uuid);
+    }
+}
