@@ -225,3 +225,49 @@ fn list(kinds: &[String]) -> String {
         kinds.join(", ")
     }
 }
+
+/// Checks that a run report's GPU cites what it claims: `envelope` (the entry at the cited index,
+/// exact bytes) hashes to the cited leaf, is an attestation of that GPU, and its facts give the
+/// SKU and the Oct 2023 class the report states. Says why not, for a person.
+pub fn check_citation(catalog: &Catalog, envelope: &[u8], gpu: &crate::records::RunGpu) -> Result<(), String> {
+    let index = gpu.attestation.log_index;
+    if crate::merkle::leaf_hash(envelope) != gpu.attestation.leaf_hash {
+        return Err(format!(
+            "entry {index} is not the entry the report cites for {} (its leaf hash differs)",
+            gpu.uuid
+        ));
+    }
+    let env = crate::dsse::Envelope::from_json(envelope).map_err(|e| format!("entry {index}: {e}"))?;
+    let payload = env.payload_bytes().map_err(|e| format!("entry {index}: {e}"))?;
+    let record = crate::records::Record::from_payload(&payload).map_err(|e| format!("entry {index}: {e}"))?;
+    let crate::records::Record::GpuAttestation(att) = record else {
+        return Err(format!(
+            "entry {index}, cited as the attestation of {}, is a {} record, not an attestation",
+            gpu.uuid,
+            record.kind().predicate_type()
+        ));
+    };
+    let Some(attested) = att.gpus.iter().find(|g| g.uuid == gpu.uuid) else {
+        return Err(format!("entry {index} is an attestation of other GPUs, not of {}", gpu.uuid));
+    };
+    let facts = of_facts(catalog, &att, attested);
+    if facts.sku != gpu.sku {
+        return Err(format!(
+            "the report says {} is a {}, but its attestation at entry {index} gives {}",
+            gpu.uuid,
+            gpu.sku.as_deref().unwrap_or("needs review"),
+            facts.sku.as_deref().unwrap_or("needs review")
+        ));
+    }
+    let class = classifications(catalog, facts.sku.as_deref())
+        .into_iter()
+        .find(|(r, _)| *r == RuleVersion::Oct2023)
+        .map_or_else(|| "needs review".to_string(), |(_, c)| c);
+    if class != gpu.classification {
+        return Err(format!(
+            "the report classes {} as {}, but its attested SKU is {class} under the Oct 2023 rule",
+            gpu.uuid, gpu.classification
+        ));
+    }
+    Ok(())
+}

@@ -343,7 +343,12 @@ pub fn submit(
     let placed = open_checkpoint(record.checkpoint.as_bytes(), std::slice::from_ref(log_key), None)?.checkpoint;
     let consistency_proof =
         if placed.size < cp.size { log.consistency_proof(placed.size, cp.size)? } else { Vec::new() };
+    let mut cited: Vec<u64> = record.gpus.iter().map(|g| g.attestation.log_index).collect();
+    cited.sort_unstable();
+    cited.dedup();
+    let attestations = cited.into_iter().map(|i| log.entry(i).map(|e| e.envelope)).collect::<Result<Vec<_>, _>>()?;
     Ok(ReportFile {
+        attestations,
         format: REPORT_FORMAT.to_string(),
         envelope: String::from_utf8_lossy(&envelope).into_owned(),
         node_key: VerifierKey::new(&node.host, node.key.public_key())?.to_string(),

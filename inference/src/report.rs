@@ -32,9 +32,13 @@ pub struct ReportFile {
     /// The prompt and output the digests are over.
     pub prompt: String,
     pub output: String,
+    /// The attestation entries the report cites (each envelope's exact text, once per entry), so
+    /// that a verifier judges the GPUs from their facts, offline.
+    pub attestations: Vec<String>,
 }
 
-pub const REPORT_FORMAT: &str = "chipledger-run-report/v1";
+/// v2 carries the cited attestations (v1 carried only their inclusion proofs).
+pub const REPORT_FORMAT: &str = "chipledger-run-report/v2";
 
 /// What verification established.
 #[derive(Clone, Debug, PartialEq)]
@@ -56,6 +60,12 @@ fn bad(what: impl Into<String>) -> Error {
 /// Checks a report file offline. `log_key` pins the log's key (else the file's is used and the
 /// result says so); `model` re-digests the model files when given (a directory or a GGUF).
 pub fn verify(file: &ReportFile, log_key: Option<&VerifierKey>, model: Option<&Path>) -> Result<Verified, Error> {
+    if file.format == "chipledger-run-report/v1" {
+        return Err(bad(
+            "format chipledger-run-report/v1 cites attestations without carrying them, so its GPUs cannot be judged \
+             offline; the log still holds the run (chipledger ledger log --kind run-provenance)",
+        ));
+    }
     if file.format != REPORT_FORMAT {
         return Err(bad(format!("format {:?} is not {REPORT_FORMAT}", file.format)));
     }
@@ -108,9 +118,21 @@ pub fn verify(file: &ReportFile, log_key: Option<&VerifierKey>, model: Option<&P
     } else if cp.root != receipt_cp.root {
         return Err(bad("two roots for one tree size"));
     }
-    // 4. Every GPU used was attested in the log as of the placement's checkpoint.
+    // 4. Every GPU used was attested in the log as of the placement's checkpoint, by the entry
+    // the report cites, whose facts give the SKU and class the report states.
+    let catalog = chipledger_domain::catalog::Catalog::embedded()?;
     for g in &report.gpus {
         g.attestation.verify(&cp).map_err(|e| bad(format!("attestation of {}: {e}", g.uuid)))?;
+        let cited =
+            file.attestations.iter().find(|e| merkle::leaf_hash(e.as_bytes()) == g.attestation.leaf_hash).ok_or_else(
+                || {
+                    bad(format!(
+                        "the report does not carry entry {}, which it cites for {}",
+                        g.attestation.log_index, g.uuid
+                    ))
+                },
+            )?;
+        chipledger_domain::standing::check_citation(catalog, cited.as_bytes(), g).map_err(bad)?;
     }
     // 5. Prompt, output and (when given) model files.
     if Hash::sha256(file.prompt.as_bytes()) != report.prompt_digest {

@@ -418,7 +418,8 @@ fn check(checks: &mut Vec<Check>, what: &str, r: Result<String, String>) {
 /// The run at log index `index`, verified against the log as a remote auditor would: the record's
 /// leaf and inclusion under the current checkpoint, its signature by the node key the registry
 /// holds, the placement checkpoint's signature and consistency with today's, and each GPU's
-/// attestation proof and leaf.
+/// attestation proof, leaf, and what the attested facts give (an attestation of that GPU, with the
+/// SKU and class the report states).
 pub(crate) fn run_view(ledger: &Ledger, index: u64) -> Result<Option<RunView>, chipledger_domain::Error> {
     let e = match LogClient::entry(ledger, index) {
         Ok(e) => e,
@@ -488,6 +489,10 @@ pub(crate) fn run_view(ledger: &Ledger, index: u64) -> Result<Option<RunView>, c
                 if stored.leaf_hash != g.attestation.leaf_hash {
                     return Err("the log holds another record at that index".into());
                 }
+                // The cited entry is an attestation of this GPU whose facts give what the
+                // report states.
+                let catalog = Catalog::embedded().map_err(|e| e.to_string())?;
+                chipledger_domain::standing::check_citation(catalog, stored.envelope.as_bytes(), g)?;
                 Ok(format!(
                     "entry {} ({} s old at placement), {}, {}",
                     g.attestation.log_index, g.attestation.age_seconds, g.classification, g.acquisition_verdict

@@ -306,3 +306,63 @@ fn the_node_decides_where_a_plan_executes_and_refuses_what_the_policy_or_the_hos
     let err = execution_target(&plan, Executor::Cpu, never).unwrap_err();
     assert!(err.to_string().contains("requires the placed GPU"), "{err}");
 }
+
+/// A lying node: `honest`'s record with its first GPU's citation changed by `lie`, signed by the
+/// node key with counter `honest + bump` and appended; the report file for it.
+fn lying_report(
+    w: &World,
+    honest: &ReportFile,
+    bump: u64,
+    lie: impl Fn(&mut chipledger_domain::records::RunGpu, &World, &chipledger_domain::note::Checkpoint),
+) -> ReportFile {
+    let env = chipledger_domain::dsse::Envelope::from_json(honest.envelope.as_bytes()).unwrap();
+    let chipledger_domain::records::Record::RunProvenance(mut record) =
+        chipledger_domain::records::Record::from_payload(&env.payload_bytes().unwrap()).unwrap()
+    else {
+        panic!()
+    };
+    let cp =
+        chipledger_domain::note::open_checkpoint(record.checkpoint.as_bytes(), std::slice::from_ref(&w.log_key), None)
+            .unwrap()
+            .checkpoint;
+    lie(&mut record.gpus[0], w, &cp);
+    record.run_id = node::new_run_id();
+    record.counter += bump;
+    node::submit(&w.ledger, &w.log_key, &w.node, &record, &honest.prompt, &honest.output).unwrap()
+}
+
+#[test]
+fn a_report_citing_anything_but_an_attestation_of_its_gpu_with_its_sku_fails_verification() {
+    use chipledger_domain::log::LogClient;
+    let w = world();
+    let honest = run(&w);
+    report::verify(&honest, Some(&w.log_key), None).unwrap();
+    // A file that drops the cited entry cannot be judged.
+    let mut stripped = honest.clone();
+    stripped.attestations.clear();
+    let err = report::verify(&stripped, Some(&w.log_key), None).unwrap_err().to_string();
+    assert!(err.contains("does not carry entry 3"), "{err}");
+    // Entry 2 is the node key's enrollment: in the log, included under the checkpoint, not an
+    // attestation.
+    let not_an_attestation = lying_report(&w, &honest, 1, |g, w, cp| {
+        let e = LogClient::entry(&w.ledger, 2).unwrap();
+        g.attestation.log_index = 2;
+        g.attestation.leaf_hash = e.leaf_hash;
+        g.attestation.inclusion_proof = LogClient::inclusion_proof(&w.ledger, 2, cp.size).unwrap();
+    });
+    let err = report::verify(&not_an_attestation, Some(&w.log_key), None).unwrap_err().to_string();
+    assert!(err.contains("entry 2, cited as the attestation of") && err.contains("key-enrollment"), "{err}");
+    // The attestation entry, cited for a GPU it does not attest.
+    let other_gpu = lying_report(&w, &honest, 2, |g, _, _| {
+        g.uuid = GpuUuid::parse("GPU-ffffffff-c686-6821-79a8-000000000009").unwrap()
+    });
+    let err = report::verify(&other_gpu, Some(&w.log_key), None).unwrap_err().to_string();
+    assert!(err.contains("is an attestation of other GPUs"), "{err}");
+    // The right entry, another SKU or class than its facts give.
+    let other_sku = lying_report(&w, &honest, 3, |g, _, _| g.sku = Some("H100-SXM5-80GB".into()));
+    let err = report::verify(&other_sku, Some(&w.log_key), None).unwrap_err().to_string();
+    assert!(err.contains("is a H100-SXM5-80GB, but its attestation at entry 3 gives H800-SXM5-80GB"), "{err}");
+    let other_class = lying_report(&w, &honest, 4, |g, _, _| g.classification = "not 3A090".into());
+    let err = report::verify(&other_class, Some(&w.log_key), None).unwrap_err().to_string();
+    assert!(err.contains("under the Oct 2023 rule"), "{err}");
+}

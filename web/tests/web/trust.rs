@@ -127,3 +127,66 @@ fn a_borrowed_serial_inherits_no_verdict_and_both_gpus_are_flagged() {
         assert_eq!(c.verdict, chipledger_domain::rules::VerdictKind::NeedsReview, "{}", c.uuid);
     }
 }
+
+#[test]
+fn a_run_page_says_why_a_run_citing_something_else_than_its_gpus_attestation_fails() {
+    use chipledger_domain::log::LogClient;
+    use chipledger_domain::records::{AttestationRef, RunGpu, RunProvenance, RunTimings, Sampling};
+    let mut w = world();
+    let node = SigningKey::from_seed(&[34; 32]);
+    w.enroll(&node, Role::Node, Some("node-01"));
+    let (size, checkpoint) = w.ledger.checkpoint().unwrap();
+    let h800 = w.ledger.gpu_latest_index(&GpuUuid::parse(H800_UUID).unwrap()).unwrap().unwrap();
+    let cite = |index: u64, sku: &str| {
+        let e = LogClient::entry(w.ledger.as_ref(), index).unwrap();
+        RunGpu {
+            uuid: GpuUuid::parse(H800_UUID).unwrap(),
+            serial: None,
+            sku: Some(sku.into()),
+            classification: "3A090.a.1".into(),
+            acquisition_verdict: "no-acquisition-record".into(),
+            attestation: AttestationRef {
+                log_index: index,
+                leaf_hash: e.leaf_hash,
+                inclusion_proof: LogClient::inclusion_proof(w.ledger.as_ref(), index, size).unwrap(),
+                age_seconds: 60,
+            },
+        }
+    };
+    let record = |counter: u64, gpu: RunGpu| RunProvenance {
+        format_version: FORMAT_VERSION,
+        counter,
+        run_id: format!("{counter:032x}"),
+        started_at: NOW,
+        finished_at: NOW,
+        node_key_id: node.key_id(),
+        node_host: "node-01".into(),
+        policy_name: "default".into(),
+        policy_digest: chipledger_domain::merkle::Hash([0; 32]),
+        gpus: vec![gpu],
+        rejected: vec![],
+        checkpoint: checkpoint.clone(),
+        model_name: "tiny".into(),
+        model_files: vec![],
+        prompt_digest: chipledger_domain::merkle::Hash::sha256(b"p"),
+        output_digest: chipledger_domain::merkle::Hash::sha256(b"o"),
+        sampling: Sampling { temperature: 0.0, top_p: 1.0, seed: 1, max_tokens: 1 },
+        prompt_tokens: 1,
+        generated_tokens: 1,
+        timings: RunTimings { load_ms: 0, prefill_ms: 0, decode_ms: 0 },
+        backend: "cpu".into(),
+    };
+    let honest = record(1, cite(h800, "H800-SXM5-80GB"));
+    let enrollment = record(2, cite(1, "H800-SXM5-80GB"));
+    let other_sku = record(3, cite(h800, "H100-SXM5-80GB"));
+    let receipts =
+        w.ledger.append(&[honest, enrollment, other_sku].map(|r| sign_record(&r, &node).unwrap().to_json())).unwrap();
+    let token = w.auditor_token.clone();
+    let page = |index: u64| call(&w, As::Bearer(&token), "GET", &format!("/runs/{index}"), vec![]).text();
+    let good = page(receipts[0].index);
+    assert!(!good.contains("is not an attestation") && !good.contains("but its attestation"), "{good}");
+    let bad = page(receipts[1].index);
+    assert!(bad.contains("entry 1, cited as the attestation of") && bad.contains("not an attestation"), "{bad}");
+    let bad = page(receipts[2].index);
+    assert!(bad.contains("is a H100-SXM5-80GB, but its attestation at entry"), "{bad}");
+}
