@@ -8,14 +8,15 @@ use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use chipledger_domain::fingerprint::GpuUuid;
 use chipledger_domain::log::{AsOf, LogClient};
+use chipledger_domain::records::RecordKind;
 use chipledger_ledger::{Error as LedgerError, Ledger};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use crate::auth::{Principal, RateLimiter, Sessions};
+use crate::auth::{Principal, RateLimiter, Scope, Sessions};
 use crate::dash;
 use crate::ops::{self, AuditStatus};
 use crate::views::FleetCache;
@@ -368,17 +369,39 @@ async fn partial_tile(State(s): State<AppState>, Path((level, index, width)): Pa
     serve_tile(s, Some(level), index, Some(width)).await
 }
 
-async fn entry_bundle(State(s): State<AppState>, Path(index): Path<String>) -> Response {
+async fn entry_bundle(
+    State(s): State<AppState>,
+    Extension(p): Extension<Principal>,
+    Path(index): Path<String>,
+) -> Response {
+    if let Err(e) = p.may_read_all("entry bundles (every record)") {
+        return e.into_response();
+    }
     serve_tile(s, None, index, None).await
 }
 
-async fn partial_entry_bundle(State(s): State<AppState>, Path((index, width)): Path<(String, String)>) -> Response {
+async fn partial_entry_bundle(
+    State(s): State<AppState>,
+    Extension(p): Extension<Principal>,
+    Path((index, width)): Path<(String, String)>,
+) -> Response {
+    if let Err(e) = p.may_read_all("entry bundles (every record)") {
+        return e.into_response();
+    }
     serve_tile(s, None, index, Some(width)).await
 }
 
-async fn entry(State(s): State<AppState>, Path(index): Path<u64>) -> Response {
+async fn entry(State(s): State<AppState>, Extension(p): Extension<Principal>, Path(index): Path<u64>) -> Response {
+    let scope = p.scope();
+    if let Scope::Agent { .. } = scope {
+        return p.may_read_all("entries by index").into_response();
+    }
     let ledger = s.ledger.clone();
     match blocking(move || LogClient::entry(ledger.as_ref(), index).map_err(domain_error)).await {
+        // A node reads the attestations and acquisitions placement judges, nothing else.
+        Ok(e) if scope == Scope::Node && !matches!(e.kind, RecordKind::GpuAttestation | RecordKind::Acquisition) => {
+            p.may_read_all(&format!("{} entries", e.kind.predicate_type())).into_response()
+        }
         Ok(e) => Json(e).into_response(),
         Err(r) => r.into_response(),
     }
@@ -432,16 +455,42 @@ struct HistoryQuery {
     latest: Option<usize>,
 }
 
-async fn history(State(s): State<AppState>, Path(uuid): Path<String>, Query(q): Query<HistoryQuery>) -> Response {
+async fn history(
+    State(s): State<AppState>,
+    Extension(p): Extension<Principal>,
+    Path(uuid): Path<String>,
+    Query(q): Query<HistoryQuery>,
+) -> Response {
     let uuid = match GpuUuid::parse(&uuid) {
         Ok(u) => u,
         Err(e) => return problem(StatusCode::BAD_REQUEST, e.to_string()),
     };
+    let scope = p.scope();
+    if scope == Scope::Node {
+        return p.may_read_all("GPU histories").into_response();
+    }
     let ledger = s.ledger.clone();
     match blocking(move || LogClient::history(ledger.as_ref(), &uuid, q.latest).map_err(domain_error)).await {
-        Ok(v) => Json(v).into_response(),
+        // An agent reads its own host's attestations of the GPU: what it compares a new one with.
+        Ok(v) => match scope {
+            Scope::Agent { host } => {
+                Json(v.into_iter().filter(|e| attested_on(e, &host)).collect::<Vec<_>>()).into_response()
+            }
+            _ => Json(v).into_response(),
+        },
         Err(r) => r.into_response(),
     }
+}
+
+/// Whether an entry is an attestation of `host`.
+fn attested_on(e: &chipledger_domain::log::EntrySummary, host: &str) -> bool {
+    e.kind == RecordKind::GpuAttestation
+        && chipledger_domain::dsse::Envelope::from_json(e.envelope.as_bytes())
+            .and_then(|env| env.payload_bytes())
+            .and_then(|p| chipledger_domain::records::Record::from_payload(&p))
+            .is_ok_and(
+                |r| matches!(r, chipledger_domain::records::Record::GpuAttestation(a) if a.host.hostname == host),
+            )
 }
 
 #[derive(Deserialize)]
@@ -449,7 +498,14 @@ struct SerialQuery {
     serial: String,
 }
 
-async fn acquisitions(State(s): State<AppState>, Query(q): Query<SerialQuery>) -> Response {
+async fn acquisitions(
+    State(s): State<AppState>,
+    Extension(p): Extension<Principal>,
+    Query(q): Query<SerialQuery>,
+) -> Response {
+    if matches!(p.scope(), Scope::Agent { .. }) {
+        return p.may_read_all("acquisition records").into_response();
+    }
     let ledger = s.ledger.clone();
     match blocking(move || LogClient::acquisitions(ledger.as_ref(), &q.serial).map_err(domain_error)).await {
         Ok(v) => Json(v).into_response(),
@@ -463,7 +519,10 @@ struct RunsQuery {
 }
 
 /// The newest run reports (default 100, at most 1,000), newest first.
-async fn runs(State(s): State<AppState>, Query(q): Query<RunsQuery>) -> Response {
+async fn runs(State(s): State<AppState>, Extension(p): Extension<Principal>, Query(q): Query<RunsQuery>) -> Response {
+    if let Err(e) = p.may_read_all("run reports") {
+        return e.into_response();
+    }
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
     let ledger = s.ledger.clone();
     match blocking(move || crate::views::runs(&ledger, limit).map_err(ledger_error)).await {
@@ -479,7 +538,14 @@ struct InventoryQuery {
     serial: Option<String>,
 }
 
-async fn inventory(State(s): State<AppState>, Query(q): Query<InventoryQuery>) -> Response {
+async fn inventory(
+    State(s): State<AppState>,
+    Extension(p): Extension<Principal>,
+    Query(q): Query<InventoryQuery>,
+) -> Response {
+    if matches!(p.scope(), Scope::Agent { .. }) && q.serial.is_none() {
+        return p.may_read_all("the whole inventory").into_response();
+    }
     if let Some(serial) = q.serial {
         if q.size.is_some() || q.time.is_some() {
             return problem(StatusCode::BAD_REQUEST, "serial reads the latest state; give it without size or time");

@@ -50,11 +50,25 @@ pub(crate) enum Principal {
         role: Role,
         csrf: Option<String>,
     },
-    /// An enrolled agent, node, admin or auditor key that signed this request.
+    /// An enrolled agent, node, admin or auditor key that signed this request; `host` is the
+    /// host an agent or node key was enrolled for.
     Key {
         key_id: String,
         role: Role,
+        host: Option<String>,
     },
+}
+
+/// What a principal may read of the log beyond checkpoints, tiles and proofs: each role only
+/// what it needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Scope {
+    /// People (any role) and admin or auditor keys: every record.
+    Everything,
+    /// An agent key: its own host's attestations of a GPU, and which GPUs report a serial.
+    Agent { host: String },
+    /// A node key: what placement reads — the inventory, attestations and acquisitions.
+    Node,
 }
 
 impl Principal {
@@ -63,11 +77,41 @@ impl Principal {
         match self {
             Principal::Anonymous => "anonymous".into(),
             Principal::Person { token_id, role, .. } => format!("token:{token_id}:{}", role.as_str()),
-            Principal::Key { key_id, role } => format!("key:{}:{}", &key_id[..16], role.as_str()),
+            Principal::Key { key_id, role, .. } => format!("key:{}:{}", &key_id[..16], role.as_str()),
         }
     }
 
     /// Reads of the log: anyone with a credential.
+    /// What this principal may read (after [`Principal::may_read`]).
+    pub(crate) fn scope(&self) -> Scope {
+        match self {
+            Principal::Key { role: Role::Agent, host, .. } => Scope::Agent { host: host.clone().unwrap_or_default() },
+            Principal::Key { role: Role::Node, .. } => Scope::Node,
+            _ => Scope::Everything,
+        }
+    }
+
+    /// Refuses what this principal's scope does not cover, saying what it may read instead.
+    pub(crate) fn may_read_all(&self, what: &str) -> Result<(), ApiError> {
+        match self.scope() {
+            Scope::Everything => Ok(()),
+            Scope::Agent { .. } => Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "agent keys do not read {what}: they read checkpoints, tiles and proofs, their own host's GPUs' \
+                     history (/api/v1/gpus/<uuid>/history) and which GPUs report a serial (/api/v1/inventory?serial=)"
+                ),
+            )),
+            Scope::Node => Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "node keys do not read {what}: they read checkpoints, tiles and proofs, the inventory, \
+                     attestation and acquisition entries, and acquisitions by serial"
+                ),
+            )),
+        }
+    }
+
     pub(crate) fn may_read(&self) -> Result<(), ApiError> {
         match self {
             Principal::Anonymous => Err(ApiError::new(
@@ -290,7 +334,7 @@ async fn admit(s: AppState, req: Request, next: Next) -> (Response, String) {
             return refused(unauthorized(&parts, &format!("the request signature does not verify: {e}")));
         }
         body = Body::from(bytes);
-        Principal::Key { key_id: key.key_id, role: key.role }
+        Principal::Key { key_id: key.key_id, role: key.role, host: key.host }
     } else if let Some(h) = parts.headers.get(header::AUTHORIZATION) {
         let Some(token) = h.to_str().ok().and_then(|h| h.strip_prefix("Bearer ")).and_then(|t| Token::parse(t).ok())
         else {

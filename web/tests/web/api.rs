@@ -24,34 +24,63 @@ fn an_append_returns_receipts_and_the_entry_is_readable_byte_for_byte() {
     assert_eq!(a.json()[0]["duplicate"], true);
 }
 
+/// What each kind of key reads: an auditor key everything; an agent key checkpoints, tiles,
+/// proofs, its own host's attestations of a GPU and which GPUs report a serial; a node key what
+/// placement reads (the inventory, attestation and acquisition entries, acquisitions by serial).
 #[test]
-fn read_endpoints_answer_an_enrolled_key() {
-    let w = world();
+fn each_key_role_reads_only_what_it_needs() {
+    let mut w = world();
+    let node = SigningKey::from_seed(&[40; 32]);
+    w.enroll(&node, chipledger_domain::records::Role::Node, Some("node-01"));
     let size = w.ledger.size();
-    let who = As::Signed(&w.agent);
-    let a = call(&w, who, "GET", "/checkpoint", vec![]);
-    assert_eq!(a.status, StatusCode::OK, "{}", a.text());
-    assert!(a.text().starts_with(&format!("web.example/log\n{size}\n")));
-    let a = call(&w, who, "GET", "/tile/0/0.p/2", vec![]);
-    assert_eq!((a.status, a.body.len()), (StatusCode::OK, 64));
-    let a = call(&w, who, "GET", "/tile/entries/0.p/2", vec![]);
-    assert_eq!(a.status, StatusCode::OK);
-    assert!(!a.body.is_empty());
-    let a = call(&w, who, "GET", "/api/v1/proof/inclusion?index=0&size=2", vec![]);
-    assert_eq!(a.status, StatusCode::OK);
-    assert_eq!(a.json()["hashes"].as_array().unwrap().len(), 1);
-    let a = call(&w, who, "GET", "/api/v1/proof/consistency?old=1&new=2", vec![]);
-    assert_eq!(a.status, StatusCode::OK);
-    let a = call(&w, who, "GET", "/api/v1/inventory", vec![]);
-    assert_eq!((a.status, a.json().as_array().unwrap().len()), (StatusCode::OK, 2));
-    let a = call(&w, who, "GET", "/api/v1/inventory?serial=1651323018291", vec![]);
-    assert_eq!(a.status, StatusCode::OK);
-    let a = call(&w, who, "GET", &format!("/api/v1/gpus/{H800_UUID}/history?latest=5"), vec![]);
-    assert_eq!(a.status, StatusCode::OK);
-    let a = call(&w, who, "GET", "/api/v1/acquisitions?serial=1651323018291", vec![]);
-    assert_eq!(a.status, StatusCode::OK);
-    let a = call(&w, who, "GET", "/api/v1/runs?limit=5", vec![]);
-    assert_eq!((a.status, a.json().as_array().unwrap().len()), (StatusCode::OK, 0));
+    let h800_att = w
+        .ledger
+        .gpu_latest_index(&chipledger_domain::fingerprint::GpuUuid::parse(H800_UUID).unwrap())
+        .unwrap()
+        .unwrap();
+    // The world's agent (seed 5, dgx-a100-01) and auditor key (seed 4).
+    let (agent, auditor) = (SigningKey::from_seed(&[5; 32]), SigningKey::from_seed(&[4; 32]));
+    const A100_UUID: &str = "GPU-513536b6-7d19-9063-b049-1e69664bb298";
+    let status = |who: As, uri: &str| call(&w, who, "GET", uri, vec![]).status.as_u16();
+    // Every key: checkpoints, hash tiles, proofs.
+    for who in [As::Signed(&agent), As::Signed(&node), As::Signed(&auditor)] {
+        let a = call(&w, who, "GET", "/checkpoint", vec![]);
+        assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+        assert!(a.text().starts_with(&format!("web.example/log\n{size}\n")));
+        let a = call(&w, who, "GET", "/tile/0/0.p/2", vec![]);
+        assert_eq!((a.status, a.body.len()), (StatusCode::OK, 64));
+        assert_eq!(status(who, "/api/v1/proof/inclusion?index=0&size=2"), 200);
+        assert_eq!(status(who, "/api/v1/proof/consistency?old=1&new=2"), 200);
+    }
+    // route → [agent, node, auditor key]
+    let matrix: &[(String, [u16; 3])] = &[
+        ("/tile/entries/0.p/2".into(), [403, 403, 200]),
+        ("/api/v1/inventory".into(), [403, 200, 200]),
+        ("/api/v1/inventory?serial=1651323018291".into(), [200, 200, 200]),
+        ("/api/v1/acquisitions?serial=1651323018291".into(), [403, 200, 200]),
+        (format!("/api/v1/entries/{h800_att}"), [403, 200, 200]),
+        ("/api/v1/entries/0".into(), [403, 403, 200]),
+        (format!("/api/v1/gpus/{H800_UUID}/history?latest=5"), [200, 403, 200]),
+        ("/api/v1/runs?limit=5".into(), [403, 403, 200]),
+    ];
+    for (route, want) in matrix {
+        for (who, name, want) in [
+            (As::Signed(&agent), "agent", want[0]),
+            (As::Signed(&node), "node", want[1]),
+            (As::Signed(&auditor), "auditor key", want[2]),
+        ] {
+            let a = call(&w, who, "GET", route, vec![]);
+            assert_eq!(a.status.as_u16(), want, "GET {route} as {name}: {}", a.text());
+            if want == 403 {
+                assert!(a.text().contains("do not read"), "a refusal says what the key may read: {}", a.text());
+            }
+        }
+    }
+    // The agent (dgx-a100-01) sees its own host's attestations of its GPU, none of another host's.
+    let own = call(&w, As::Signed(&agent), "GET", &format!("/api/v1/gpus/{A100_UUID}/history"), vec![]).json();
+    assert_eq!(own.as_array().unwrap().len(), 1, "{own}");
+    let other = call(&w, As::Signed(&agent), "GET", &format!("/api/v1/gpus/{H800_UUID}/history"), vec![]).json();
+    assert_eq!(other.as_array().unwrap().len(), 0, "{other}");
     assert_eq!(call(&w, As::Nobody, "GET", "/healthz", vec![]).status, StatusCode::OK);
     assert_eq!(call(&w, As::Nobody, "GET", "/readyz", vec![]).status, StatusCode::OK);
 }
