@@ -1,6 +1,7 @@
 //! The full audit: recompute every leaf and the tree, check every signature and the key registry
-//! at each index, every checkpoint's signature and its agreement with the entries, and the
-//! stored Merkle nodes. It reports the first problem and the index it concerns.
+//! at each index, every checkpoint's signature and its agreement with the entries, the stored
+//! Merkle nodes, and the derived views against a replay. It reports the first problem and the
+//! index it concerns.
 
 use std::collections::HashMap;
 
@@ -111,6 +112,7 @@ impl Ledger {
         report.checkpoints = cps.len() as u64;
 
         let mut registry = Registry::new();
+        let mut expected_views = crate::views_check::Expected::default();
         let mut frontier = Frontier::default();
         let mut computed_nodes: Vec<(i64, Hash)> = Vec::with_capacity(total as usize);
         let mut next_cp = 0usize;
@@ -202,6 +204,7 @@ impl Ledger {
                     break;
                 }
                 record::apply(p, &mut registry, row.idx);
+                expected_views.apply(row.idx, p);
                 let leaf = p.leaf_hash;
                 if let Ok(owned) = parsed_one {
                     sig_items.push((owned.message, owned.signature, public));
@@ -299,6 +302,10 @@ impl Ledger {
         }
         if let Some((cid, _)) = computed_nodes.get(i) {
             return Ok(missing(report, *cid));
+        }
+        // The derived views must be what a replay of the entries makes them.
+        if let Some(what) = expected_views.first_difference(&conn, &registry)? {
+            return Ok(found(report, None, None, what));
         }
         Ok(report)
     }

@@ -22,6 +22,7 @@ mod store;
 mod tokens;
 mod tree;
 mod views;
+mod views_check;
 
 pub use error::{Error, Rejection};
 pub use store::{write_private_file, InitInfo, Ledger, LedgerConfig, ADMIN_KEY_FILE, DB_FILE, LOG_KEY_FILE};

@@ -19,8 +19,10 @@ pub(crate) struct Parsed {
     pub key_id: String,
     pub counter: u64,
     pub made_at: OffsetDateTime,
-    /// The typed record; `None` when parsed lightly (audit of non-key records).
+    /// The typed record; `None` when parsed lightly (the audit's annotations).
     pub record: Option<Record>,
+    /// The GPU an annotation is about (read even by a light parse: the views index it).
+    pub gpu_target: Option<String>,
     /// `PAE(payloadType, payload)`, the signed message.
     pub message: Vec<u8>,
     /// Where the payload starts inside `message`.
@@ -70,6 +72,20 @@ struct LightPredicate {
         with = "time::serde::rfc3339"
     )]
     made_at: OffsetDateTime,
+    #[serde(default)]
+    target: Option<LightTarget>,
+}
+
+/// An annotation's target, as far as the views need it.
+#[derive(serde::Deserialize)]
+struct LightTarget {
+    #[serde(default)]
+    gpu: Option<LightGpu>,
+}
+
+#[derive(serde::Deserialize)]
+struct LightGpu {
+    uuid: String,
 }
 
 /// Parses an envelope. `full` also parses the typed record (append always; audit for key records).
@@ -106,10 +122,11 @@ pub(crate) fn parse(bytes: &[u8], limit: usize, full: bool) -> Result<Parsed, Re
             light.predicate.format_version
         )));
     }
-    // Records whose content authorisation reads (key records; an attestation's host) or whose
-    // facts must agree with what they state (an attestation's digests) are always read whole.
-    let needs_record =
-        full || matches!(kind, RecordKind::KeyEnrollment | RecordKind::KeyRevocation | RecordKind::GpuAttestation);
+    // Records whose content authorisation reads (key records; an attestation's host), whose
+    // facts must agree with what they state (an attestation's digests), or that the views index
+    // by content (acquisitions, runs) are always read whole; an annotation's GPU target is read
+    // lightly above.
+    let needs_record = full || kind != RecordKind::Annotation;
     let record = if needs_record {
         Some(Record::from_payload(&payload).map_err(|e| Rejection::MalformedStatement(e.to_string()))?)
     } else {
@@ -123,6 +140,7 @@ pub(crate) fn parse(bytes: &[u8], limit: usize, full: bool) -> Result<Parsed, Re
         counter: light.predicate.counter,
         made_at: light.predicate.made_at,
         record,
+        gpu_target: light.predicate.target.and_then(|t| t.gpu).map(|g| g.uuid),
         payload_start: message.len() - payload.len(),
         message,
         signature,

@@ -72,7 +72,7 @@ fn from_unix(t: i64) -> OffsetDateTime {
 
 /// The SKU a GPU's PCI ids give under the embedded catalog: what the views hold, never the
 /// agent's claim (`identification.sku`).
-fn recomputed_sku(g: &chipledger_domain::records::AttestedGpu) -> Option<String> {
+pub(crate) fn recomputed_sku(g: &chipledger_domain::records::AttestedGpu) -> Option<String> {
     let catalog = chipledger_domain::catalog::Catalog::embedded().ok()?;
     chipledger_domain::identify::identify(catalog, &g.facts).sku
 }

@@ -182,3 +182,58 @@ impl ReopenCheck for Fixture {
         assert!(r.is_err(), "a truncated log opened for writing");
     }
 }
+
+#[test]
+fn derived_views_that_disagree_with_a_replay_are_named() {
+    let mut f = Fixture::new();
+    let agent = f.enroll(2, Role::Agent, Some("hgx-1"));
+    f.ledger
+        .append(&[attestation(
+            &agent,
+            1,
+            "hgx-1",
+            &[h800("GPU-34bf77d1-c686-6821-79a8-32d326c5039c", "1651323018291")],
+            NOW,
+        )])
+        .unwrap();
+    let acq = f.acquisition("1651323018291");
+    f.ledger.append(&[acq]).unwrap();
+    let auditor = f.enroll(4, Role::Auditor, None);
+    f.ledger.append(&[annotation(&auditor, 1, "about the GPU")]).unwrap();
+    assert_eq!(f.ledger.audit(&mut |_, _| {}).unwrap().problem, None, "the untouched views match a replay");
+    let cases: &[(&str, &str)] = &[
+        (
+            "UPDATE gpus SET host = 'elsewhere'",
+            "the gpus view says GPU GPU-34bf77d1-c686-6821-79a8-32d326c5039c was last attested at entry 2 on elsewhere",
+        ),
+        ("UPDATE gpus SET sku = 'L40S-48GB'", "L40S-48GB"),
+        ("DELETE FROM gpus", "the gpus view lacks GPU"),
+        (
+            "DELETE FROM gpu_records WHERE idx = 5",
+            "the gpu_records view does not tie GPU GPU-34bf77d1-c686-6821-79a8-32d326c5039c to entry 5",
+        ),
+        (
+            "INSERT INTO gpu_records (uuid, idx) VALUES ('GPU-00000000-0000-0000-0000-000000000001', 3)",
+            "ties GPU GPU-00000000-0000-0000-0000-000000000001 to entry 3; a replay does not",
+        ),
+        ("DELETE FROM acquisitions", "the acquisitions view does not tie serial 1651323018291 to entry 3"),
+        ("UPDATE keys SET last_counter = 99 WHERE enrolled_at = 1", "last counter 99"),
+        ("UPDATE keys SET revoked_at = 5 WHERE enrolled_at = 4", "revoked at Some(5)"),
+    ];
+    for (sql_text, what) in cases {
+        let conn = Connection::open(f.path().join(chipledger_ledger::DB_FILE)).unwrap();
+        conn.execute_batch("BEGIN").unwrap();
+        conn.execute_batch(sql_text).unwrap();
+        let report = {
+            // Audit the changed file, then put the views back.
+            conn.execute_batch("COMMIT").unwrap();
+            let r = f.ledger.audit(&mut |_, _| {}).unwrap();
+            f.ledger.rebuild_views().unwrap();
+            r
+        };
+        let problem = report.problem.unwrap_or_else(|| panic!("{sql_text}: not found"));
+        assert!(problem.what.contains(what), "{sql_text}: {problem}");
+        assert_eq!(f.ledger.audit(&mut |_, _| {}).unwrap().problem, None, "rebuilt after {sql_text}");
+    }
+    f.reopen();
+}
