@@ -41,6 +41,9 @@ enum Command {
     /// Identify a SKU and classify it under every US export rule version; with shipment facts,
     /// give the acquisition verdict.
     Classify(cmd::classify::Args),
+    /// The fleet as an auditor exports it: every GPU's SKU, evidence, class, verdict and
+    /// anomalies, judged from the log's facts (the dashboard's rows and columns).
+    Fleet(cmd::fleet::Args),
     /// Create a new ledger: database, log key and first admin key.
     Init(cmd::init::Args),
     /// Which GPUs could run a model under a policy (models too large for this machine too).
@@ -81,6 +84,7 @@ fn main() -> ExitCode {
         Command::Demo(a) => cmd::demo::run(cli.data_dir, a),
         Command::Acquisition(c) => cmd::acquisition::run(cli.data_dir, c),
         Command::Catalog(a) => cmd::catalog::run(a),
+        Command::Fleet(a) => cmd::fleet::run(cli.data_dir, a),
         Command::Plan(a) => cmd::inference::plan(cli.data_dir, a),
         Command::Run(a) => cmd::inference::run(cli.data_dir, a),
         Command::Report(c) => cmd::inference::report(c),

@@ -20,6 +20,7 @@ pub mod dsse;
 pub mod encoding;
 mod error;
 pub mod fingerprint;
+pub mod fleet;
 pub mod identify;
 pub mod keys;
 pub mod log;

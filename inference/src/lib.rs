@@ -2,7 +2,7 @@
 //!
 //! [`policy::Policy`] (TOML over a built-in default) says which GPUs may run a workload;
 //! [`requirements`] estimates what a model needs (weights + KV cache + overhead) from a
-//! `config.json`, a GGUF header or a DeepSeek-R1-family preset; [`fleet::load`] reads every GPU's
+//! `config.json`, a GGUF header or a DeepSeek-R1-family preset; [`fleet::load`] (from `domain`) reads every GPU's
 //! latest attestation and acquisition verdict from a log at one verified checkpoint;
 //! [`placement::place`] is the pure scheduler (one host, enough memory, a reason for every GPU not
 //! chosen); [`runner::Model`] runs qwen2/llama safetensors and GGUF models on candle with

@@ -16,38 +16,7 @@ use crate::requirements::Requirements;
 
 const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
 
-/// One GPU as the scheduler sees it: its latest attestation and what the log says about it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Candidate {
-    pub uuid: GpuUuid,
-    pub host: String,
-    pub serial: Option<String>,
-    pub sku: Option<String>,
-    pub memory_total_bytes: Option<u64>,
-    pub source: ProbeSource,
-    #[serde(with = "time::serde::rfc3339")]
-    pub observed_at: OffsetDateTime,
-    pub anomalies: Vec<Anomaly>,
-    pub verdict: VerdictKind,
-    /// The Oct 2023 classification label (`3A090.a.1`, `not 3A090`, …), when the SKU is known.
-    pub classification: Option<String>,
-    /// Another workload holds it.
-    #[serde(default)]
-    pub busy: bool,
-    /// The attestation this state comes from, and the fingerprint digest it attested.
-    pub attestation_index: u64,
-    pub fingerprint_digest: chipledger_domain::merkle::Hash,
-    /// Where its facts came from (`self-reported`, `imported`).
-    #[serde(default = "default_evidence")]
-    pub evidence: chipledger_domain::standing::Evidence,
-    /// The anomalies its own record gives (`anomalies` adds those of its serial in the fleet).
-    #[serde(skip)]
-    pub fact_anomalies: Vec<Anomaly>,
-}
-
-fn default_evidence() -> chipledger_domain::standing::Evidence {
-    chipledger_domain::standing::Evidence::SelfReported
-}
+pub use chipledger_domain::fleet::Candidate;
 
 /// Why a GPU was not chosen.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

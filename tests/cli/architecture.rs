@@ -11,7 +11,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("agent", &["domain"]),
     ("ledger", &["domain"]),
     ("inference", &["domain"]),
-    ("web", &["domain", "ledger", "inference"]),
+    ("web", &["domain", "ledger"]),
 ];
 
 fn workspace_deps(manifest: &Path) -> BTreeSet<String> {
@@ -140,4 +140,22 @@ fn each_outside_world_library_belongs_to_one_crate() {
             }
         }
     }
+}
+
+/// The server reads the fleet from `domain` and never links the inference engine: no candle
+/// crate anywhere in its dependency tree (as `cargo tree` resolves it from the lock file).
+#[test]
+fn the_server_links_no_candle_crate() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = std::process::Command::new(env!("CARGO"))
+        .args(["tree", "-p", "chipledger-web", "-e", "normal", "--prefix", "none", "--offline", "--locked"])
+        .current_dir(root)
+        .output()
+        .expect("running cargo tree");
+    assert!(out.status.success(), "cargo tree failed: {}", String::from_utf8_lossy(&out.stderr));
+    let tree = String::from_utf8_lossy(&out.stdout);
+    assert!(tree.lines().count() > 20, "{tree}");
+    let linked: Vec<&str> =
+        tree.lines().filter(|l| l.starts_with("candle") || l.starts_with("chipledger-inference")).collect();
+    assert!(linked.is_empty(), "chipledger-web links {linked:?}");
 }

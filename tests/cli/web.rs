@@ -186,8 +186,12 @@ fn the_demo_serves_its_dashboard_to_the_auditor_token_it_prints() {
     let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
     let mut url = None;
     let mut token = None;
+    let mut log_key = None;
     for line in lines.by_ref() {
         let line = line.unwrap();
+        if let Some(rest) = line.strip_prefix("   log key ") {
+            log_key = Some(rest.trim().to_string());
+        }
         if let Some(rest) = line.strip_prefix("7. dashboard: ") {
             url = Some(rest.split_whitespace().next().unwrap().trim_end_matches('/').to_string());
         }
@@ -205,6 +209,28 @@ fn the_demo_serves_its_dashboard_to_the_auditor_token_it_prints() {
     let anonymous = chipledger_web::HttpLogClient::new(&url);
     let e = anonymous.inventory(AsOf::Latest).unwrap_err().to_string();
     assert!(e.contains("401") && e.contains("needs a credential"), "{e}");
+    // `chipledger fleet` gives the dashboard's export, row for row, from the server and from the
+    // data directory.
+    let dashboard = ureq::get(&format!("{url}/fleet.csv"))
+        .header("Authorization", &format!("Bearer {token}"))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    assert!(dashboard.lines().count() >= 5 && dashboard.starts_with("host,sku,serial,uuid"), "{dashboard}");
+    let log_key = log_key.expect("the demo prints its log key");
+    let remote = Command::new(env!("CARGO_BIN_EXE_chipledger"))
+        .args(["fleet", "--ledger", &url, "--log-key", &log_key, "--format", "csv"])
+        .env("CHIPLEDGER_TOKEN", &token)
+        .output()
+        .unwrap();
+    assert!(remote.status.success(), "{}", String::from_utf8_lossy(&remote.stderr));
+    assert_eq!(String::from_utf8_lossy(&remote.stdout), dashboard, "chipledger fleet --ledger URL");
+    let local = ok(&["--data-dir", data.to_str().unwrap(), "fleet", "--format", "csv"]);
+    assert_eq!(local.stdout, dashboard, "chipledger fleet on the data directory");
+    let table = ok(&["--data-dir", data.to_str().unwrap(), "fleet"]).stdout;
+    assert!(table.contains("H800-SXM5-80GB") && table.contains("imported"), "{table}");
     assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
     assert!(child.wait().unwrap().success());
 }

@@ -412,14 +412,6 @@ pub(crate) async fn fleet(
     }
 }
 
-/// A CSV cell that a spreadsheet will not run as a formula.
-pub(crate) fn csv_safe(cell: &str) -> String {
-    match cell.chars().next() {
-        Some('=' | '+' | '-' | '@' | '\t' | '\r') => format!("'{cell}"),
-        _ => cell.to_string(),
-    }
-}
-
 fn attachment(body: Vec<u8>, content_type: &'static str, filename: &str) -> Response {
     let mut r = body.into_response();
     r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
@@ -457,37 +449,11 @@ async fn fleet_export(
                 .map_err(|e| ApiError::internal(e.to_string())),
             false => {
                 let mut w = csv::Writer::from_writer(Vec::new());
-                let header = [
-                    "host",
-                    "sku",
-                    "serial",
-                    "uuid",
-                    "last_attested_utc",
-                    "source",
-                    "class_oct_2023",
-                    "acquisition_verdict",
-                    "anomalies",
-                    "attestation_index",
-                ];
-                let mut out = w.write_record(header).map_err(|e| ApiError::internal(e.to_string()));
+                let mut out =
+                    w.write_record(chipledger_domain::fleet::CSV_HEADER).map_err(|e| ApiError::internal(e.to_string()));
                 for r in &rows {
-                    let index = r.attestation_index.to_string();
-                    let anomalies = r.anomalies.join("; ");
-                    let cells = [
-                        &r.host,
-                        &r.sku,
-                        &r.serial,
-                        &r.uuid,
-                        &r.last_attested,
-                        &r.source,
-                        &r.class_2023,
-                        &r.verdict,
-                        &anomalies,
-                        &index,
-                    ];
-                    out = out.and_then(|_| {
-                        w.write_record(cells.iter().map(|c| csv_safe(c))).map_err(|e| ApiError::internal(e.to_string()))
-                    });
+                    out =
+                        out.and_then(|_| w.write_record(r.csv_record()).map_err(|e| ApiError::internal(e.to_string())));
                 }
                 out?;
                 let bytes = w.into_inner().map_err(|e| ApiError::internal(e.to_string()))?;

@@ -77,12 +77,13 @@ pub(crate) fn metrics_text(s: &AppState) -> Result<String, ApiError> {
     for r in &snap.rows {
         let _ = writeln!(
             out,
-            "chipledger_gpu_info{{uuid=\"{}\",host=\"{}\",sku=\"{}\",serial=\"{}\",source=\"{}\",class_oct_2023=\"{}\",verdict=\"{}\"}} 1",
+            "chipledger_gpu_info{{uuid=\"{}\",host=\"{}\",sku=\"{}\",serial=\"{}\",source=\"{}\",evidence=\"{}\",class_oct_2023=\"{}\",verdict=\"{}\"}} 1",
             label(&r.uuid),
             label(&r.host),
             label(&r.sku),
             label(&r.serial),
             label(&r.source),
+            label(&r.evidence),
             label(&r.class_2023),
             label(&r.verdict)
         );

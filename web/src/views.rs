@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use chipledger_domain::catalog::Catalog;
 use chipledger_domain::dsse::Envelope;
 use chipledger_domain::fingerprint::GpuUuid;
+use chipledger_domain::fleet::Candidate;
 use chipledger_domain::identify::Severity;
 use chipledger_domain::keys::VerifierKey;
 use chipledger_domain::log::{EntrySummary, LogClient};
@@ -16,30 +17,12 @@ use chipledger_domain::merkle;
 use chipledger_domain::note::open_checkpoint;
 use chipledger_domain::records::{Acquisition, Record, RecordKind, RunProvenance};
 use chipledger_domain::rules::{classify_all, DatacenterJudgement, Verdict};
-use chipledger_inference::placement::Candidate;
 use chipledger_ledger::{EntryFilter, Ledger};
 use serde::Serialize;
 use time::OffsetDateTime;
 
-/// One GPU as the fleet list shows it (and as CSV/JSON exports carry it).
-#[derive(Debug, Clone, Serialize)]
-pub(crate) struct FleetRow {
-    pub host: String,
-    pub sku: String,
-    pub serial: String,
-    pub uuid: String,
-    /// RFC 3339, UTC.
-    pub last_attested: String,
-    #[serde(skip)]
-    pub observed_at: OffsetDateTime,
-    pub source: String,
-    pub class_2023: String,
-    pub verdict: String,
-    pub anomalies: Vec<String>,
-    #[serde(skip)]
-    pub worst: Option<Severity>,
-    pub attestation_index: u64,
-}
+/// One row of the fleet table and its exports.
+pub(crate) type FleetRow = chipledger_domain::fleet::Row;
 
 /// The fleet at one checkpoint, with each GPU's verdict in full.
 #[derive(Debug, Clone)]
@@ -111,11 +94,11 @@ fn full(ledger: &Ledger) -> Result<FleetSnapshot, crate::api::ApiError> {
     // The stored payloads, not rebuilt envelopes: this is the server's own ledger.
     let mut attestations = |indexes: &[u64]| {
         let payloads = ledger.payloads(indexes).map_err(|e| chipledger_domain::Error::Log(e.to_string()))?;
-        chipledger_inference::fleet::decode_in_parallel(&payloads, |(index, leaf, payload)| {
+        chipledger_domain::fleet::decode_in_parallel(&payloads, |(index, leaf, payload)| {
             Ok((*index, *leaf, Record::from_payload(payload)?))
         })
     };
-    let fleet = chipledger_inference::fleet::load_from(ledger, ledger.verifier_key(), &mut attestations, &mut lookup)
+    let fleet = chipledger_domain::fleet::load_from(ledger, ledger.verifier_key(), &mut attestations, &mut lookup)
         .map_err(internal("reading the fleet"))?;
     let verdicts = fleet.verdicts.into_iter().map(|(u, v)| (u.as_str().to_string(), v)).collect();
     let candidates = fleet.candidates.into_iter().map(|c| (c.uuid.as_str().to_string(), c)).collect();
@@ -148,15 +131,14 @@ fn update(ledger: &Ledger, old: &FleetSnapshot) -> Result<FleetSnapshot, crate::
     let catalog = Catalog::embedded().map_err(internal("reading the catalog"))?;
     for (index, a) in &new_attestations {
         for g in &a.gpus {
-            candidates
-                .insert(g.uuid.as_str().to_string(), chipledger_inference::fleet::candidate(catalog, a, g, *index));
+            candidates.insert(g.uuid.as_str().to_string(), chipledger_domain::fleet::candidate(catalog, a, g, *index));
         }
     }
     // A new attestation can share a serial with any GPU, a new acquisition change any verdict of
     // its serials: the serials are judged again over the whole fleet (from memory, per serial).
     if !new_attestations.is_empty() || new_acquisitions {
         let mut refs: Vec<&mut Candidate> = candidates.values_mut().collect();
-        let judged = chipledger_inference::fleet::judge_serials(catalog, &mut refs, &mut |serial| {
+        let judged = chipledger_domain::fleet::judge_serials(catalog, &mut refs, &mut |serial| {
             Ok(latest_acquisition(&acquisitions, serial, size))
         })
         .map_err(internal("judging the fleet"))?;
@@ -171,33 +153,12 @@ fn snapshot(
     verdicts: BTreeMap<String, Verdict>,
     acquisitions: HashMap<String, Vec<(u64, Acquisition)>>,
 ) -> FleetSnapshot {
-    let mut rows: Vec<FleetRow> = candidates
-        .values()
-        .map(|c| FleetRow {
-            host: c.host.clone(),
-            sku: c.sku.clone().unwrap_or_else(|| "needs review".into()),
-            serial: c.serial.clone().unwrap_or_default(),
-            uuid: c.uuid.as_str().to_string(),
-            last_attested: rfc3339(c.observed_at),
-            observed_at: c.observed_at,
-            source: source_label(c.source),
-            class_2023: c.classification.clone().unwrap_or_else(|| "needs review".into()),
-            verdict: c.verdict.label().to_string(),
-            anomalies: c.anomalies.iter().map(|a| a.explain()).collect(),
-            worst: c.anomalies.iter().map(|a| a.severity()).max(),
-            attestation_index: c.attestation_index,
-        })
-        .collect();
-    rows.sort_by(|a, b| (a.host.as_str(), a.uuid.as_str()).cmp(&(b.host.as_str(), b.uuid.as_str())));
+    let rows = chipledger_domain::fleet::rows(candidates.values());
     FleetSnapshot { size, rows, verdicts, candidates, acquisitions }
 }
 
 pub(crate) fn rfc3339(t: OffsetDateTime) -> String {
-    t.to_offset(time::UtcOffset::UTC)
-        .replace_nanosecond(0)
-        .unwrap_or(t)
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
+    chipledger_domain::fleet::rfc3339(t)
 }
 
 /// "3 h 20 min ago", for people.

@@ -153,9 +153,12 @@ fn an_auditor_filters_the_fleet_opens_a_gpu_and_downloads_the_csv() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         };
         let mut r = csv::Reader::from_path(&csv_path).unwrap();
+        let header = r.headers().unwrap().clone();
+        let column = |name: &str| header.iter().position(|h| h == name).unwrap();
+        let (sku, verdict) = (column("sku"), column("acquisition_verdict"));
         let rows: Vec<csv::StringRecord> = r.records().map(Result::unwrap).collect();
         assert_eq!(rows.len(), shown);
-        assert!(rows.iter().all(|row| &row[1] == "H800-SXM5-80GB" && &row[7] == "no-acquisition-record"));
+        assert!(rows.iter().all(|row| &row[sku] == "H800-SXM5-80GB" && &row[verdict] == "no-acquisition-record"));
 
         // Open a GPU's page from the list.
         c.find(Locator::Css(&format!("a.gpu[href='/gpus/{H800_UUID}']"))).await.unwrap().click().await.unwrap();

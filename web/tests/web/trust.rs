@@ -65,7 +65,7 @@ fn a_record_claiming_another_sku_shows_the_recomputed_one_and_the_disagreement_e
     let line = metrics.lines().find(|l| l.contains(FORGED_UUID) && l.starts_with("chipledger_gpu_info")).unwrap();
     assert!(line.contains("sku=\"H100-SXM5-80GB\""), "{line}");
     // The scheduler: the same recomputed SKU, the disagreement a reason to refuse it.
-    let fleet = chipledger_inference::fleet::load(w.ledger.as_ref(), w.ledger.verifier_key()).unwrap();
+    let fleet = chipledger_domain::fleet::load(w.ledger.as_ref(), w.ledger.verifier_key()).unwrap();
     let c = fleet.candidates.iter().find(|c| c.uuid.as_str() == FORGED_UUID).unwrap();
     assert_eq!(c.sku.as_deref(), Some("H100-SXM5-80GB"));
     assert!(c.anomalies.iter().any(|a| a.kind_name() == "claim-disagrees"), "{:?}", c.anomalies);
@@ -122,7 +122,7 @@ fn a_borrowed_serial_inherits_no_verdict_and_both_gpus_are_flagged() {
         assert!(row["anomalies"].to_string().contains("serial 1651323018291 reported under 2 UUIDs"), "{row}");
     }
     // The scheduler refuses both (the default policy accepts only lawful verdicts).
-    let fleet = chipledger_inference::fleet::load(w.ledger.as_ref(), w.ledger.verifier_key()).unwrap();
+    let fleet = chipledger_domain::fleet::load(w.ledger.as_ref(), w.ledger.verifier_key()).unwrap();
     for c in fleet.candidates.iter().filter(|c| c.serial.as_deref() == Some("1651323018291")) {
         assert_eq!(c.verdict, chipledger_domain::rules::VerdictKind::NeedsReview, "{}", c.uuid);
     }

@@ -1,0 +1,363 @@
+//! The fleet as the scheduler sees it, read from a log at one verified checkpoint: each GPU's
+//! latest attestation and its standing as this reader computes it (`domain::standing`: SKU from
+//! the PCI ids, anomalies, evidence, acquisition verdict) — never the signer's conclusions. Pure
+//! but for the [`LogClient`] the caller hands in; what the scheduler, the dashboard and the
+//! command line all read.
+
+use std::collections::{BTreeMap, HashMap};
+
+use crate::catalog::Catalog;
+use crate::dsse::Envelope;
+use crate::fingerprint::GpuUuid;
+use crate::identify::Anomaly;
+use crate::keys::VerifierKey;
+use crate::log::{AsOf, LogClient};
+use crate::merkle::Hash;
+use crate::note::{open_checkpoint, Checkpoint};
+use crate::records::ProbeSource;
+use crate::records::{Acquisition, AttestedGpu, GpuAttestation, Record};
+use crate::rules::{RuleVersion, Verdict, VerdictKind};
+use crate::standing;
+use crate::Error;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+/// One GPU as the scheduler sees it: its latest attestation and what the log says about it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Candidate {
+    pub uuid: GpuUuid,
+    pub host: String,
+    pub serial: Option<String>,
+    pub sku: Option<String>,
+    pub memory_total_bytes: Option<u64>,
+    pub source: ProbeSource,
+    #[serde(with = "time::serde::rfc3339")]
+    pub observed_at: OffsetDateTime,
+    pub anomalies: Vec<Anomaly>,
+    pub verdict: VerdictKind,
+    /// The Oct 2023 classification label (`3A090.a.1`, `not 3A090`, …), when the SKU is known.
+    pub classification: Option<String>,
+    /// Another workload holds it.
+    #[serde(default)]
+    pub busy: bool,
+    /// The attestation this state comes from, and the fingerprint digest it attested.
+    pub attestation_index: u64,
+    pub fingerprint_digest: crate::merkle::Hash,
+    /// Where its facts came from (`self-reported`, `imported`).
+    #[serde(default = "default_evidence")]
+    pub evidence: crate::standing::Evidence,
+    /// The anomalies its own record gives (`anomalies` adds those of its serial in the fleet).
+    #[serde(skip)]
+    pub fact_anomalies: Vec<Anomaly>,
+}
+
+fn default_evidence() -> crate::standing::Evidence {
+    crate::standing::Evidence::SelfReported
+}
+
+/// Where a candidate's attestation sits in the log.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AttestationEntry {
+    pub index: u64,
+    pub leaf_hash: Hash,
+}
+
+/// The fleet at one checkpoint.
+#[derive(Clone, Debug)]
+pub struct Fleet {
+    /// The signed checkpoint (note text) everything here was read at, and its parsed form.
+    pub checkpoint_text: String,
+    pub checkpoint: Checkpoint,
+    pub candidates: Vec<Candidate>,
+    pub attestations: BTreeMap<GpuUuid, AttestationEntry>,
+    pub verdicts: BTreeMap<GpuUuid, Verdict>,
+}
+
+/// Reads the fleet from `log` at its current checkpoint, which must be signed by `log_key`.
+pub fn load(log: &dyn LogClient, log_key: &VerifierKey) -> Result<Fleet, Error> {
+    load_with(log, log_key, &mut |serial, size| latest_acquisition(log, serial, size))
+}
+
+/// `(serial, size)` → the latest acquisition record naming `serial` among the first `size` entries.
+pub type AcquisitionLookup<'a> = &'a mut dyn FnMut(&str, u64) -> Result<Option<Acquisition>, Error>;
+
+/// One GPU of an attestation at log index `index` as its own record gives it: SKU recomputed
+/// from its PCI ids, the anomalies of its facts (`domain::standing::of_facts`). Its verdict and
+/// the anomalies of its serial come from [`judge_serials`], once the fleet around it is known.
+pub fn candidate(catalog: &Catalog, att: &GpuAttestation, gpu: &AttestedGpu, index: u64) -> Candidate {
+    let facts = standing::of_facts(catalog, att, gpu);
+    let classification = standing::classifications(catalog, facts.sku.as_deref())
+        .into_iter()
+        .find(|(r, _)| *r == RuleVersion::Oct2023)
+        .map(|(_, c)| c);
+    Candidate {
+        uuid: gpu.uuid.clone(),
+        host: att.host.hostname.clone(),
+        serial: gpu.facts.serial.clone(),
+        sku: facts.sku,
+        memory_total_bytes: gpu.facts.memory_total_bytes,
+        source: att.source,
+        observed_at: att.observed_at,
+        anomalies: facts.anomalies.clone(),
+        verdict: VerdictKind::NoAcquisitionRecord,
+        classification,
+        busy: false,
+        attestation_index: index,
+        fingerprint_digest: gpu.fingerprint_digest,
+        evidence: facts.evidence,
+        fact_anomalies: facts.anomalies,
+    }
+}
+
+/// Judges every candidate's serial against the others' and its latest acquisition
+/// (`domain::standing::of_serial_parts`): a serial under two UUIDs gives neither the verdict; an
+/// acquisition of another SKU gives none. Sets each candidate's verdict and anomalies; returns
+/// the verdicts. `acquisition(serial)` is asked once per serial.
+pub fn judge_serials(
+    catalog: &Catalog,
+    candidates: &mut [&mut Candidate],
+    acquisition: &mut dyn FnMut(&str) -> Result<Option<Acquisition>, Error>,
+) -> Result<BTreeMap<GpuUuid, Verdict>, Error> {
+    let mut by_serial: HashMap<String, Vec<GpuUuid>> = HashMap::new();
+    for c in candidates.iter() {
+        if let Some(serial) = &c.serial {
+            by_serial.entry(serial.clone()).or_default().push(c.uuid.clone());
+        }
+    }
+    let mut acquisitions: HashMap<String, Option<Acquisition>> = HashMap::new();
+    // (SKU, serial's acquisition) → verdict: a fleet has a handful of SKUs and one acquisition
+    // per purchase, but thousands of GPUs.
+    let mut memo: HashMap<(Option<String>, String), (Verdict, Vec<Anomaly>)> = HashMap::new();
+    let mut verdicts = BTreeMap::new();
+    for c in candidates.iter_mut() {
+        let uuids = c.serial.as_ref().and_then(|s| by_serial.get(s)).map_or(&[][..], Vec::as_slice);
+        let shared = uuids.len() > 1;
+        let acq = match &c.serial {
+            Some(serial) => {
+                if !acquisitions.contains_key(serial) {
+                    acquisitions.insert(serial.clone(), acquisition(serial)?);
+                }
+                acquisitions.get(serial).and_then(Option::as_ref)
+            }
+            None => None,
+        };
+        let around = standing::Surroundings { uuids_with_serial: uuids, acquisition: acq };
+        let judged =
+            |c: &Candidate| standing::of_serial_parts(catalog, c.sku.as_deref(), &c.uuid, c.serial.as_deref(), around);
+        let (v, extra) = match (shared, acq) {
+            // Unshared serials with an acquisition judge the same for the same SKU and record.
+            (false, Some(a)) => {
+                let key = (c.sku.clone(), serde_json::to_string(a).unwrap_or_default());
+                memo.entry(key).or_insert_with(|| judged(c)).clone()
+            }
+            _ => judged(c),
+        };
+        c.anomalies = c.fact_anomalies.iter().cloned().chain(extra).collect();
+        c.verdict = v.verdict;
+        verdicts.insert(c.uuid.clone(), v);
+    }
+    Ok(verdicts)
+}
+
+/// [`load`], with the acquisitions looked up by `acquisition(serial, size)`: the latest
+/// acquisition record naming `serial` among the first `size` entries. A caller holding every
+/// acquisition (the server's dashboard) answers from memory instead of one log query per serial.
+pub fn load_with(log: &dyn LogClient, log_key: &VerifierKey, acquisition: AcquisitionLookup) -> Result<Fleet, Error> {
+    load_from(
+        log,
+        log_key,
+        &mut |indexes| {
+            let entries = indexes.iter().map(|i| log.entry(*i)).collect::<Result<Vec<_>, _>>()?;
+            decode_in_parallel(&entries, |e| {
+                let env = Envelope::from_json(e.envelope.as_bytes())?;
+                Ok((e.index, e.leaf_hash, Record::from_payload(&env.payload_bytes()?)?))
+            })
+        },
+        acquisition,
+    )
+}
+
+/// `indexes` → the attestations at those log indexes, with their leaf hashes.
+pub type AttestationLookup<'a> = &'a mut dyn FnMut(&[u64]) -> Result<BTreeMap<u64, (Hash, GpuAttestation)>, Error>;
+
+/// [`load_with`], with the attestations read by `attestations` (the server reads its own
+/// ledger's stored payloads instead of rebuilding and re-parsing each envelope).
+pub fn load_from(
+    log: &dyn LogClient,
+    log_key: &VerifierKey,
+    attestations: AttestationLookup,
+    acquisition: AcquisitionLookup,
+) -> Result<Fleet, Error> {
+    let catalog = Catalog::embedded()?;
+    let checkpoint_text = log.checkpoint()?;
+    let checkpoint = open_checkpoint(checkpoint_text.as_bytes(), std::slice::from_ref(log_key), None)?.checkpoint;
+    let inventory = log.inventory(AsOf::Size(checkpoint.size))?;
+    // Each attestation once: it covers several GPUs.
+    let mut wanted: Vec<u64> = inventory.iter().map(|g| g.index).collect();
+    wanted.sort_unstable();
+    wanted.dedup();
+    let parsed = attestations(&wanted)?;
+    let mut candidates = Vec::with_capacity(inventory.len());
+    let mut entries = BTreeMap::new();
+    for inv in inventory {
+        let Some((leaf_hash, att)) = parsed.get(&inv.index) else { continue };
+        let Some(gpu) = att.gpus.iter().find(|g| g.uuid == inv.uuid) else { continue };
+        candidates.push(candidate(catalog, att, gpu, inv.index));
+        entries.insert(inv.uuid.clone(), AttestationEntry { index: inv.index, leaf_hash: *leaf_hash });
+    }
+    let size = checkpoint.size;
+    let mut refs: Vec<&mut Candidate> = candidates.iter_mut().collect();
+    let verdicts = judge_serials(catalog, &mut refs, &mut |serial| acquisition(serial, size))?;
+    Ok(Fleet { checkpoint_text, checkpoint, candidates, attestations: entries, verdicts })
+}
+
+/// Decodes `items` to records on every core; keeps the attestations, by log index.
+pub fn decode_in_parallel<T: Sync>(
+    items: &[T],
+    decode: impl Fn(&T) -> Result<(u64, Hash, Record), Error> + Sync,
+) -> Result<BTreeMap<u64, (Hash, GpuAttestation)>, Error> {
+    let run = |part: &[T]| -> Result<Vec<Decoded>, Error> {
+        let mut out = Vec::with_capacity(part.len());
+        for item in part {
+            if let (index, leaf, Record::GpuAttestation(att)) = decode(item)? {
+                out.push((index, (leaf, att)));
+            }
+        }
+        Ok(out)
+    };
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if items.len() < 64 || threads < 2 {
+        return Ok(run(items)?.into_iter().collect());
+    }
+    let per = items.len().div_ceil(threads);
+    let parts: Vec<Result<Vec<Decoded>, Error>> = std::thread::scope(|s| {
+        let run = &run;
+        let handles: Vec<_> = items.chunks(per).map(|part| s.spawn(move || run(part))).collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err(Error::Log("a decoding thread failed".into()))))
+            .collect()
+    });
+    let mut out = BTreeMap::new();
+    for part in parts {
+        out.extend(part?);
+    }
+    Ok(out)
+}
+
+/// An attestation's log index, with its leaf hash and record.
+type Decoded = (u64, (Hash, GpuAttestation));
+
+/// The latest acquisition record naming `serial` within the first `size` entries.
+fn latest_acquisition(log: &dyn LogClient, serial: &str, size: u64) -> Result<Option<Acquisition>, Error> {
+    let entries = log.acquisitions(serial)?;
+    for e in entries.iter().rev().filter(|e| e.index < size) {
+        let env = Envelope::from_json(e.envelope.as_bytes())?;
+        if let Record::Acquisition(a) = Record::from_payload(&env.payload_bytes()?)? {
+            return Ok(Some(a));
+        }
+    }
+    Ok(None)
+}
+
+/// One GPU as an auditor's export shows it: the dashboard's fleet table, `fleet.csv`,
+/// `fleet.json` and `chipledger fleet` all give these rows and columns.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Row {
+    pub host: String,
+    pub sku: String,
+    pub serial: String,
+    pub uuid: String,
+    /// RFC 3339, UTC, whole seconds.
+    pub last_attested: String,
+    #[serde(skip)]
+    pub observed_at: OffsetDateTime,
+    pub source: String,
+    pub evidence: String,
+    pub class_2023: String,
+    pub verdict: String,
+    pub anomalies: Vec<String>,
+    #[serde(skip)]
+    pub worst: Option<crate::identify::Severity>,
+    pub attestation_index: u64,
+}
+
+/// The CSV header of [`Row::csv_record`].
+pub const CSV_HEADER: [&str; 11] = [
+    "host",
+    "sku",
+    "serial",
+    "uuid",
+    "last_attested_utc",
+    "source",
+    "evidence",
+    "class_oct_2023",
+    "acquisition_verdict",
+    "anomalies",
+    "attestation_index",
+];
+
+impl Row {
+    pub fn of(c: &Candidate) -> Row {
+        Row {
+            host: c.host.clone(),
+            sku: c.sku.clone().unwrap_or_else(|| "needs review".into()),
+            serial: c.serial.clone().unwrap_or_default(),
+            uuid: c.uuid.as_str().to_string(),
+            last_attested: rfc3339(c.observed_at),
+            observed_at: c.observed_at,
+            source: serde_json::to_value(c.source)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default(),
+            evidence: c.evidence.label().to_string(),
+            class_2023: c.classification.clone().unwrap_or_else(|| "needs review".into()),
+            verdict: c.verdict.label().to_string(),
+            anomalies: c.anomalies.iter().map(|a| a.explain()).collect(),
+            worst: c.anomalies.iter().map(|a| a.severity()).max(),
+            attestation_index: c.attestation_index,
+        }
+    }
+
+    /// The row's CSV cells, in [`CSV_HEADER`]'s order, each safe to open in a spreadsheet.
+    pub fn csv_record(&self) -> [String; 11] {
+        [
+            &self.host,
+            &self.sku,
+            &self.serial,
+            &self.uuid,
+            &self.last_attested,
+            &self.source,
+            &self.evidence,
+            &self.class_2023,
+            &self.verdict,
+            &self.anomalies.join("; "),
+            &self.attestation_index.to_string(),
+        ]
+        .map(|c| csv_safe(c))
+    }
+}
+
+/// The fleet's rows, by host then UUID.
+pub fn rows<'a>(candidates: impl IntoIterator<Item = &'a Candidate>) -> Vec<Row> {
+    let mut rows: Vec<Row> = candidates.into_iter().map(Row::of).collect();
+    rows.sort_by(|a, b| (a.host.as_str(), a.uuid.as_str()).cmp(&(b.host.as_str(), b.uuid.as_str())));
+    rows
+}
+
+/// A CSV cell that a spreadsheet will not run as a formula.
+pub fn csv_safe(cell: &str) -> String {
+    match cell.chars().next() {
+        Some('=' | '+' | '-' | '@' | '\t' | '\r') => format!("'{cell}"),
+        _ => cell.to_string(),
+    }
+}
+
+/// A time as RFC 3339 in UTC, whole seconds.
+pub fn rfc3339(t: OffsetDateTime) -> String {
+    t.to_offset(time::UtcOffset::UTC)
+        .replace_nanosecond(0)
+        .unwrap_or(t)
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
