@@ -206,7 +206,13 @@ impl CombTable {
 /// `[−2^(w−1), 2^(w−1)]`: `Σ dᵢ·2^(w·i)` equals it exactly (the caller sizes `count` so the last
 /// carry has a digit).
 fn signed_digits(bytes: &[u8; 32], width: u32, count: usize) -> Vec<i32> {
-    let bit = |n: usize| -> u32 { if n < 256 { u32::from(bytes[n / 8] >> (n % 8)) & 1 } else { 0 } };
+    let bit = |n: usize| -> u32 {
+        if n < 256 {
+            u32::from(bytes[n / 8] >> (n % 8)) & 1
+        } else {
+            0
+        }
+    };
     let radix = 1i32 << width;
     let mut digits = Vec::with_capacity(count);
     let mut carry = 0i32;

@@ -132,7 +132,18 @@ pub fn of_facts(catalog: &Catalog, att: &GpuAttestation, gpu: &AttestedGpu) -> F
             recomputed: list(&found),
         });
     }
-    FactStanding { sku: recomputed.sku, anomalies, evidence: Evidence::of(att.source) }
+    // A live NVML probe always reads the NVML library's version; facts without it are what an
+    // nvidia-smi dump gives, whatever source the record claims.
+    let mut evidence = Evidence::of(att.source);
+    if att.source == ProbeSource::Nvml && att.driver.nvml_version.is_none() {
+        anomalies.push(Anomaly::ClaimDisagrees {
+            field: "source".into(),
+            claimed: "nvml".into(),
+            recomputed: "an import (its driver facts carry no NVML version, which every live NVML probe reads)".into(),
+        });
+        evidence = Evidence::Imported;
+    }
+    FactStanding { sku: recomputed.sku, anomalies, evidence }
 }
 
 /// The part the fleet around the GPU decides: its acquisition verdict, and the anomalies of its

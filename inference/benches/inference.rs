@@ -110,7 +110,7 @@ fn provenance(c: &mut Criterion) {
         observed_at: NOW - time::Duration::minutes(10),
         source: ProbeSource::Nvml,
         host: HostFacts { hostname: "hgx-01".into(), ..HostFacts::default() },
-        driver: DriverFacts::default(),
+        driver: DriverFacts { nvml_version: Some("12.535.104.05".into()), ..DriverFacts::default() },
         gpus,
         vendor_evidence: vec![],
     };

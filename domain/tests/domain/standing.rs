@@ -24,7 +24,7 @@ fn attestation(
         observed_at: datetime!(2026-11-29 09:00 UTC),
         source,
         host: HostFacts { hostname: "hgx-1".into(), ..HostFacts::default() },
-        driver: DriverFacts::default(),
+        driver: DriverFacts { nvml_version: Some("12.535.104.05".into()), ..DriverFacts::default() },
         gpus: vec![AttestedGpu::new(facts.uuid.clone().unwrap(), facts, id)],
         vendor_evidence: vec![],
     }
@@ -122,4 +122,14 @@ fn a_shared_serial_or_an_acquisition_of_another_sku_gives_no_verdict() {
         Surroundings { uuids_with_serial: &uuids, acquisition: None },
     );
     assert_eq!(s.verdict.verdict, VerdictKind::NoAcquisitionRecord);
+}
+
+#[test]
+fn facts_without_what_every_nvml_probe_reads_are_an_import_whatever_the_record_claims() {
+    let mut att = attestation(ProbeSource::Nvml, |_| {});
+    att.driver.nvml_version = None;
+    let s = standing(Catalog::embedded().unwrap(), &att, &att.gpus[0], Surroundings::default());
+    assert_eq!(kinds(&s.anomalies), ["claim-disagrees"]);
+    assert!(s.anomalies[0].explain().contains("claims source nvml"), "{}", s.anomalies[0].explain());
+    assert_eq!(s.evidence, Evidence::Imported);
 }

@@ -90,7 +90,7 @@ fn world() -> World {
         observed_at: NOW - time::Duration::minutes(5),
         source: ProbeSource::Nvml,
         host: HostFacts { hostname: "hgx-01".into(), ..HostFacts::default() },
-        driver: DriverFacts::default(),
+        driver: DriverFacts { nvml_version: Some("12.535.104.05".into()), ..DriverFacts::default() },
         gpus,
         vendor_evidence: vec![],
     };

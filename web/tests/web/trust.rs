@@ -11,6 +11,25 @@ use crate::*;
 /// Signs and appends an attestation of the GPUs in `dump` by `key` for `host`, with each GPU's
 /// identification replaced by `claim` (what a lying agent would send).
 fn attest_claiming(w: &World, key: &SigningKey, host: &str, dump: &str, claim: impl Fn(&mut Identification)) {
+    attest_as(
+        w,
+        key,
+        host,
+        dump,
+        claim,
+        DriverFacts { nvml_version: Some("12.535.104.05".into()), ..DriverFacts::default() },
+    )
+}
+
+/// [`attest_claiming`] with the driver facts given.
+fn attest_as(
+    w: &World,
+    key: &SigningKey,
+    host: &str,
+    dump: &str,
+    claim: impl Fn(&mut Identification),
+    driver: DriverFacts,
+) {
     let report = chipledger_agent::smi::parse_dumps(&[("dump.txt", dump)]).unwrap();
     let catalog = Catalog::embedded().unwrap();
     let gpus = report
@@ -28,7 +47,7 @@ fn attest_claiming(w: &World, key: &SigningKey, host: &str, dump: &str, claim: i
         observed_at: NOW,
         source: ProbeSource::Nvml,
         host: HostFacts { hostname: host.into(), ..HostFacts::default() },
-        driver: DriverFacts::default(),
+        driver,
         gpus,
         vendor_evidence: vec![],
     };
@@ -189,4 +208,20 @@ fn a_run_page_says_why_a_run_citing_something_else_than_its_gpus_attestation_fai
     assert!(bad.contains("entry 1, cited as the attestation of") && bad.contains("not an attestation"), "{bad}");
     let bad = page(receipts[2].index);
     assert!(bad.contains("is a H100-SXM5-80GB, but its attestation at entry"), "{bad}");
+}
+
+#[test]
+fn an_import_claiming_a_live_nvml_probe_is_flagged_and_shown_as_imported() {
+    let mut w = world();
+    let key = SigningKey::from_seed(&[35; 32]);
+    w.enroll(&key, Role::Agent, Some("hgx-pretender"));
+    let uuid = "GPU-7a1c0e55-3b2d-4f60-9e8a-1c2b3d4e5f62";
+    // An nvidia-smi dump's facts (no NVML version among the driver facts) signed as `source: nvml`.
+    attest_as(&w, &key, "hgx-pretender", &h100_dump(uuid, "1654423009998"), |_| {}, DriverFacts::default());
+    let token = w.auditor_token.clone();
+    let rows = call(&w, As::Bearer(&token), "GET", &format!("/fleet.json?q={uuid}"), vec![]).json();
+    let row = &rows.as_array().unwrap()[0];
+    assert_eq!(row["source"], "nvml", "{row}");
+    assert_eq!(row["evidence"], "imported", "{row}");
+    assert!(row["anomalies"].to_string().contains("claims source nvml"), "{row}");
 }
