@@ -330,3 +330,34 @@ fn the_packaged_server_unit_runs_a_command_this_binary_accepts() {
         r.stderr
     );
 }
+
+#[test]
+fn an_agent_key_attesting_another_host_through_the_server_is_refused_and_nothing_is_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    ok_in(&data, &["init"]);
+    let server = Server::start(&data);
+    let state = tmp.path().join("agent");
+    let vkey = ok(&["agent", "enroll", "--hostname", "hgx-01", "--state-dir", state.to_str().unwrap()]).stdout;
+    ok_in(&data, &["keys", "enroll", "--role", "agent", "--name", "hgx-01", "--key", vkey.trim()]);
+    let before = ok_in(&data, &["ledger", "info"]).stdout;
+    // The same key, claiming to speak for hgx-02.
+    let r = crate::chipledger(&[
+        "agent",
+        "attest",
+        "--ledger",
+        &server.url,
+        "--log-key",
+        &server.key,
+        "--state-dir",
+        state.to_str().unwrap(),
+        "--hostname",
+        "hgx-02",
+        "--from-file",
+        &dump("h800-sxm5-80gb-liguodongiot-llm-action.txt"),
+    ]);
+    let said = format!("{}{}", r.stdout, r.stderr);
+    assert!(said.contains("is enrolled for host \"hgx-01\" and may not attest host \"hgx-02\""), "{said}");
+    drop(server);
+    assert_eq!(ok_in(&data, &["ledger", "info"]).stdout, before, "nothing was written");
+}
