@@ -10,9 +10,8 @@ use chipledger_domain::dsse::Envelope;
 use chipledger_domain::fingerprint::{GpuFacts, GpuUuid};
 use chipledger_domain::identify::{history_anomalies, identify, HistoryRules, Sighting};
 use chipledger_domain::keys::{SigningKey, VerifierKey};
-use chipledger_domain::log::{Clock, LogClient, Receipt};
-use chipledger_domain::merkle::{self, Hash};
-use chipledger_domain::note::open_checkpoint;
+use chipledger_domain::log::{CheckpointTracker, Clock, LogClient, Receipt};
+use chipledger_domain::merkle::Hash;
 use chipledger_domain::records::{sign_record, AttestedGpu, GpuAttestation, HostFacts, Record, FORMAT_VERSION};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -231,48 +230,24 @@ impl Attestor {
     /// the last one this agent saw. Returns the checkpoint's tree size.
     fn check_receipt(&mut self, envelope: &[u8], receipt: &Receipt) -> Result<u64, Error> {
         let bad = |reason: String| Error::Receipt { index: receipt.index, reason };
-        let opened = open_checkpoint(receipt.checkpoint.as_bytes(), std::slice::from_ref(&self.log_key), None)
-            .map_err(|e| bad(format!("checkpoint: {e}")))?;
-        let cp = &opened.checkpoint;
-        let leaf = merkle::leaf_hash(envelope);
-        if leaf != receipt.leaf_hash {
-            return Err(bad(format!("leaf hash {} is not the hash of the envelope sent ({leaf})", receipt.leaf_hash)));
-        }
-        merkle::verify_inclusion(receipt.index, cp.size, &leaf, &receipt.inclusion_proof, &cp.root)
-            .map_err(|e| bad(e.to_string()))?;
-        if let Some(old_text) = self.state.checkpoint.clone() {
-            let old = open_checkpoint(old_text.as_bytes(), std::slice::from_ref(&self.log_key), None)
-                .map_err(|e| bad(format!("the saved checkpoint no longer opens: {e}")))?
-                .checkpoint;
-            if old.origin != cp.origin {
-                return Err(Error::Inconsistent {
-                    old_size: old.size,
-                    new_size: cp.size,
-                    reason: format!("origin changed from {:?} to {:?}", old.origin, cp.origin),
-                });
-            }
-            if cp.size < old.size {
-                // A receipt for a duplicate may carry an older checkpoint than one seen since.
-                let proof = self.log.consistency_proof(cp.size, old.size)?;
-                merkle::verify_consistency(cp.size, old.size, &cp.root, &old.root, &proof).map_err(|e| {
-                    Error::Inconsistent { old_size: old.size, new_size: cp.size, reason: e.to_string() }
-                })?;
-                return Ok(cp.size);
-            }
-            if cp.size > old.size {
-                let proof = self.log.consistency_proof(old.size, cp.size)?;
-                merkle::verify_consistency(old.size, cp.size, &old.root, &cp.root, &proof).map_err(|e| {
-                    Error::Inconsistent { old_size: old.size, new_size: cp.size, reason: e.to_string() }
-                })?;
-            } else if old.root != cp.root {
-                return Err(Error::Inconsistent {
-                    old_size: old.size,
-                    new_size: cp.size,
-                    reason: "two different roots for one tree size".into(),
-                });
-            }
-        }
-        self.state.checkpoint = Some(receipt.checkpoint.clone());
+        let cp = receipt.verify(envelope, &self.log_key).map_err(|e| bad(e.to_string()))?;
+        let mut tracker = CheckpointTracker::new(self.log_key.clone(), self.state.checkpoint.as_deref())
+            .map_err(|e| bad(format!("the saved checkpoint no longer opens: {e}")))?;
+        let old_size = tracker.last().map_or(0, |c| c.size);
+        // The consistency proof is fetched here, so that an unreachable log is not mistaken for
+        // an inconsistent one.
+        let proof = match tracker.last() {
+            Some(old) if old.size < cp.size => self.log.consistency_proof(old.size, cp.size)?,
+            // A receipt for a duplicate may carry an older checkpoint than one seen since.
+            Some(old) if cp.size < old.size => self.log.consistency_proof(cp.size, old.size)?,
+            _ => Vec::new(),
+        };
+        tracker.extend(&receipt.checkpoint, |_, _| Ok(proof)).map_err(|e| Error::Inconsistent {
+            old_size,
+            new_size: cp.size,
+            reason: e.to_string(),
+        })?;
+        self.state.checkpoint = tracker.last_text().map(str::to_string);
         self.save_state()?;
         Ok(cp.size)
     }

@@ -8,7 +8,9 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::fingerprint::GpuUuid;
-use crate::merkle::Hash;
+use crate::keys::VerifierKey;
+use crate::merkle::{self, Hash};
+use crate::note::{open_checkpoint, Checkpoint};
 use crate::records::{ProbeSource, RecordKind};
 
 /// The current time, passed in so that the core stays deterministic.
@@ -96,4 +98,98 @@ pub trait LogClient {
     fn entry(&self, index: u64) -> Result<EntrySummary, crate::Error>;
     /// The acquisition records that name this serial, in log order.
     fn acquisitions(&self, serial: &str) -> Result<Vec<EntrySummary>, crate::Error>;
+}
+
+impl Receipt {
+    /// Checks this receipt for `envelope` (its exact bytes): the checkpoint is signed by
+    /// `log_key`, the leaf hash is the envelope's, and the inclusion proof leads from it to the
+    /// checkpoint's root. The one receipt check: agents, nodes and report verification call it.
+    pub fn verify(&self, envelope: &[u8], log_key: &VerifierKey) -> Result<Checkpoint, crate::Error> {
+        let cp = open_checkpoint(self.checkpoint.as_bytes(), std::slice::from_ref(log_key), None)?.checkpoint;
+        let leaf = merkle::leaf_hash(envelope);
+        if leaf != self.leaf_hash {
+            return Err(crate::Error::InclusionProof {
+                index: self.index,
+                size: cp.size,
+                reason: format!("the receipt names leaf {}, not the envelope's ({leaf})", self.leaf_hash),
+            });
+        }
+        merkle::verify_inclusion(self.index, cp.size, &leaf, &self.inclusion_proof, &cp.root)?;
+        Ok(cp)
+    }
+}
+
+/// Checks that checkpoint `new` extends `old` of the same log: same origin; for a larger tree,
+/// `proof` is the consistency proof from `old` to `new`; for the same size, the same root; for a
+/// smaller tree, `proof` is the consistency proof from `new` to `old` (an older checkpoint the
+/// later one extends). The one consistency rule: agents, nodes, report verification and the
+/// dashboard call it.
+pub fn check_consistent(old: &Checkpoint, new: &Checkpoint, proof: &[Hash]) -> Result<(), crate::Error> {
+    let inconsistent = |reason: String| crate::Error::ConsistencyProof { old: old.size, new: new.size, reason };
+    if old.origin != new.origin {
+        return Err(inconsistent(format!("the origin changed from {:?} to {:?}", old.origin, new.origin)));
+    }
+    match new.size.cmp(&old.size) {
+        std::cmp::Ordering::Greater => merkle::verify_consistency(old.size, new.size, &old.root, &new.root, proof),
+        std::cmp::Ordering::Less => merkle::verify_consistency(new.size, old.size, &new.root, &old.root, proof),
+        std::cmp::Ordering::Equal if old.root == new.root => Ok(()),
+        std::cmp::Ordering::Equal => Err(inconsistent("two different roots for one tree size".into())),
+    }
+}
+
+/// The newest checkpoint a reader has verified, and the rule that every later one must extend
+/// it ([`check_consistent`]): a log that shows two histories is caught by the first reader that
+/// saw both.
+#[derive(Clone, Debug)]
+pub struct CheckpointTracker {
+    log_key: VerifierKey,
+    last: Option<(String, Checkpoint)>,
+}
+
+impl CheckpointTracker {
+    /// A tracker that last saw `saved` (a signed checkpoint's note text), if anything.
+    pub fn new(log_key: VerifierKey, saved: Option<&str>) -> Result<CheckpointTracker, crate::Error> {
+        let last = match saved {
+            Some(text) => {
+                let cp = open_checkpoint(text.as_bytes(), std::slice::from_ref(&log_key), None)?.checkpoint;
+                Some((text.to_string(), cp))
+            }
+            None => None,
+        };
+        Ok(CheckpointTracker { log_key, last })
+    }
+
+    /// Accepts the signed checkpoint `text` if it extends the last one seen (`proof(from, to)`
+    /// gives the consistency proof between two sizes, asked only when the sizes differ), and
+    /// remembers it when it is newer.
+    pub fn extend(
+        &mut self,
+        text: &str,
+        proof: impl FnOnce(u64, u64) -> Result<Vec<Hash>, crate::Error>,
+    ) -> Result<Checkpoint, crate::Error> {
+        let cp = open_checkpoint(text.as_bytes(), std::slice::from_ref(&self.log_key), None)?.checkpoint;
+        if let Some((_, old)) = &self.last {
+            let hashes = match cp.size.cmp(&old.size) {
+                std::cmp::Ordering::Greater => proof(old.size, cp.size)?,
+                std::cmp::Ordering::Less => proof(cp.size, old.size)?,
+                std::cmp::Ordering::Equal => Vec::new(),
+            };
+            check_consistent(old, &cp, &hashes)?;
+            if cp.size <= old.size {
+                return Ok(cp);
+            }
+        }
+        self.last = Some((text.to_string(), cp.clone()));
+        Ok(cp)
+    }
+
+    /// The last checkpoint seen.
+    pub fn last(&self) -> Option<&Checkpoint> {
+        self.last.as_ref().map(|(_, c)| c)
+    }
+
+    /// The last checkpoint's note text, to save.
+    pub fn last_text(&self) -> Option<&str> {
+        self.last.as_ref().map(|(t, _)| t.as_str())
+    }
 }

@@ -334,15 +334,14 @@ pub fn submit(
         .into_iter()
         .next()
         .ok_or_else(|| Error::Report("the log answered with no receipt".into()))?;
-    let cp = open_checkpoint(receipt.checkpoint.as_bytes(), std::slice::from_ref(log_key), None)?.checkpoint;
-    let leaf = merkle::leaf_hash(&envelope);
-    if leaf != receipt.leaf_hash {
-        return Err(Error::Report("the log's receipt names another leaf".into()));
-    }
-    merkle::verify_inclusion(receipt.index, cp.size, &leaf, &receipt.inclusion_proof, &cp.root)?;
+    let cp = receipt.verify(&envelope, log_key)?;
     let placed = open_checkpoint(record.checkpoint.as_bytes(), std::slice::from_ref(log_key), None)?.checkpoint;
+    if placed.size > cp.size {
+        return Err(Error::Report("the log's receipt is older than the checkpoint the placement read".into()));
+    }
     let consistency_proof =
         if placed.size < cp.size { log.consistency_proof(placed.size, cp.size)? } else { Vec::new() };
+    chipledger_domain::log::check_consistent(&placed, &cp, &consistency_proof)?;
     let mut cited: Vec<u64> = record.gpus.iter().map(|g| g.attestation.log_index).collect();
     cited.sort_unstable();
     cited.dedup();

@@ -76,21 +76,8 @@ pub fn verify(file: &ReportFile, log_key: Option<&VerifierKey>, model: Option<&P
     }
     // 1. The record is in the log: leaf hash and inclusion under a checkpoint signed by the log.
     let envelope = file.envelope.as_bytes().to_vec();
-    let leaf = merkle::leaf_hash(&envelope);
-    if leaf != file.receipt.leaf_hash {
-        return Err(bad("the envelope does not hash to the receipt's leaf hash (the record was edited)"));
-    }
-    let receipt_cp = open_checkpoint(file.receipt.checkpoint.as_bytes(), std::slice::from_ref(&key), None)
-        .map_err(|e| bad(format!("receipt checkpoint: {e}")))?
-        .checkpoint;
-    merkle::verify_inclusion(
-        file.receipt.index,
-        receipt_cp.size,
-        &leaf,
-        &file.receipt.inclusion_proof,
-        &receipt_cp.root,
-    )
-    .map_err(|e| bad(format!("the record's inclusion in the log: {e}")))?;
+    let receipt_cp =
+        file.receipt.verify(&envelope, &key).map_err(|e| bad(format!("the record's inclusion in the log: {e}")))?;
     // 2. The record is signed by the node key and is a run report.
     let env = Envelope::from_json(&envelope)?;
     let node_key = VerifierKey::parse(&file.node_key).map_err(|e| bad(format!("node_key: {e}")))?;
@@ -106,18 +93,11 @@ pub fn verify(file: &ReportFile, log_key: Option<&VerifierKey>, model: Option<&P
     let cp = open_checkpoint(report.checkpoint.as_bytes(), std::slice::from_ref(&key), None)
         .map_err(|e| bad(format!("the placement's checkpoint: {e}")))?
         .checkpoint;
-    if cp.origin != receipt_cp.origin {
-        return Err(bad("the placement's checkpoint is from another log"));
-    }
     if cp.size > receipt_cp.size {
         return Err(bad("the placement's checkpoint is newer than the record's receipt"));
     }
-    if cp.size < receipt_cp.size {
-        merkle::verify_consistency(cp.size, receipt_cp.size, &cp.root, &receipt_cp.root, &file.consistency_proof)
-            .map_err(|e| bad(format!("the log between the placement and the record: {e}")))?;
-    } else if cp.root != receipt_cp.root {
-        return Err(bad("two roots for one tree size"));
-    }
+    chipledger_domain::log::check_consistent(&cp, &receipt_cp, &file.consistency_proof)
+        .map_err(|e| bad(format!("the log between the placement and the record: {e}")))?;
     // 4. Every GPU used was attested in the log as of the placement's checkpoint, by the entry
     // the report cites, whose facts give the SKU and class the report states.
     let catalog = chipledger_domain::catalog::Catalog::embedded()?;

@@ -433,10 +433,7 @@ pub(crate) fn run_view(ledger: &Ledger, index: u64) -> Result<Option<RunView>, c
                 return Err("newer than the log".into());
             }
             let proof = LogClient::consistency_proof(ledger, cp.size, current.size).map_err(|e| e.to_string())?;
-            if cp.size < current.size {
-                merkle::verify_consistency(cp.size, current.size, &cp.root, &current.root, &proof)
-                    .map_err(|e| e.to_string())?;
-            }
+            chipledger_domain::log::check_consistent(&cp, &current, &proof).map_err(|e| e.to_string())?;
             Ok(format!("signed by the log at size {}; today's log extends it", cp.size))
         }),
     );

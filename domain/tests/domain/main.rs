@@ -12,3 +12,4 @@ mod merkle;
 mod note;
 mod rules;
 mod standing;
+mod tracker;
