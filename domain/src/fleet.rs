@@ -78,6 +78,9 @@ pub fn load(log: &dyn LogClient, log_key: &VerifierKey) -> Result<Fleet, Error> 
     load_with(log, log_key, &mut |serial, size| latest_acquisition(log, serial, size))
 }
 
+/// `(serial, uuids reporting it)` → the GPU an admin resolved the serial to, if any.
+pub type OwnerLookup<'a> = &'a mut dyn FnMut(&str, &[GpuUuid]) -> Result<Option<GpuUuid>, Error>;
+
 /// `(serial, size)` → the latest acquisition record naming `serial` among the first `size` entries.
 pub type AcquisitionLookup<'a> = &'a mut dyn FnMut(&str, u64) -> Result<Option<Acquisition>, Error>;
 
@@ -112,11 +115,13 @@ pub fn candidate(catalog: &Catalog, att: &GpuAttestation, gpu: &AttestedGpu, ind
 /// Judges every candidate's serial against the others' and its latest acquisition
 /// (`domain::standing::of_serial_parts`): a serial under two UUIDs gives neither the verdict; an
 /// acquisition of another SKU gives none. Sets each candidate's verdict and anomalies; returns
-/// the verdicts. `acquisition(serial)` is asked once per serial.
+/// the verdicts. `acquisition(serial)` is asked once per serial; `owner(serial, uuids)` (the GPU
+/// an admin resolved the serial to, [`serial_owner`]) once per serial reported under several UUIDs.
 pub fn judge_serials(
     catalog: &Catalog,
     candidates: &mut [&mut Candidate],
     acquisition: &mut dyn FnMut(&str) -> Result<Option<Acquisition>, Error>,
+    owner: OwnerLookup<'_>,
 ) -> Result<BTreeMap<GpuUuid, Verdict>, Error> {
     let mut by_serial: HashMap<String, Vec<GpuUuid>> = HashMap::new();
     for c in candidates.iter() {
@@ -125,6 +130,10 @@ pub fn judge_serials(
         }
     }
     let mut acquisitions: HashMap<String, Option<Acquisition>> = HashMap::new();
+    let mut owners: HashMap<String, Option<GpuUuid>> = HashMap::new();
+    for (serial, uuids) in by_serial.iter().filter(|(_, u)| u.len() > 1) {
+        owners.insert(serial.clone(), owner(serial, uuids)?);
+    }
     // (SKU, serial's acquisition) → verdict: a fleet has a handful of SKUs and one acquisition
     // per purchase, but thousands of GPUs.
     let mut memo: HashMap<(Option<String>, String), (Verdict, Vec<Anomaly>)> = HashMap::new();
@@ -141,7 +150,8 @@ pub fn judge_serials(
             }
             None => None,
         };
-        let around = standing::Surroundings { uuids_with_serial: uuids, acquisition: acq };
+        let resolved = c.serial.as_ref().and_then(|s| owners.get(s)).and_then(Option::as_ref);
+        let around = standing::Surroundings { uuids_with_serial: uuids, acquisition: acq, owner: resolved };
         let judged =
             |c: &Candidate| standing::of_serial_parts(catalog, c.sku.as_deref(), &c.uuid, c.serial.as_deref(), around);
         let (v, extra) = match (shared, acq) {
@@ -207,7 +217,9 @@ pub fn load_from(
     }
     let size = checkpoint.size;
     let mut refs: Vec<&mut Candidate> = candidates.iter_mut().collect();
-    let verdicts = judge_serials(catalog, &mut refs, &mut |serial| acquisition(serial, size))?;
+    let verdicts = judge_serials(catalog, &mut refs, &mut |serial| acquisition(serial, size), &mut |serial, uuids| {
+        serial_owner(log, serial, uuids, size)
+    })?;
     Ok(Fleet { checkpoint_text, checkpoint, candidates, attestations: entries, verdicts })
 }
 
@@ -247,6 +259,31 @@ pub fn decode_in_parallel<T: Sync>(
 
 /// An attestation's log index, with its leaf hash and record.
 type Decoded = (u64, (Hash, GpuAttestation));
+
+/// The GPU among `uuids` an admin last resolved `serial` to within the first `size` entries:
+/// an annotation of that GPU with `resolves_serial` (the log lets only admin keys sign one).
+pub fn serial_owner(log: &dyn LogClient, serial: &str, uuids: &[GpuUuid], size: u64) -> Result<Option<GpuUuid>, Error> {
+    let mut latest: Option<(u64, GpuUuid)> = None;
+    for uuid in uuids {
+        for e in log
+            .history(uuid, None)?
+            .into_iter()
+            .filter(|e| e.kind == crate::records::RecordKind::Annotation && e.index < size)
+        {
+            let env = Envelope::from_json(e.envelope.as_bytes())?;
+            if let Record::Annotation(a) = Record::from_payload(&env.payload_bytes()?)? {
+                let about_it = matches!(&a.target, crate::records::AnnotationTarget::Gpu { uuid: u } if u == uuid);
+                if about_it
+                    && a.resolves_serial.as_deref() == Some(serial)
+                    && latest.as_ref().is_none_or(|(i, _)| *i < e.index)
+                {
+                    latest = Some((e.index, uuid.clone()));
+                }
+            }
+        }
+    }
+    Ok(latest.map(|(_, u)| u))
+}
 
 /// The latest acquisition record naming `serial` within the first `size` entries.
 fn latest_acquisition(log: &dyn LogClient, serial: &str, size: u64) -> Result<Option<Acquisition>, Error> {

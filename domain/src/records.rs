@@ -375,10 +375,26 @@ pub struct Annotation {
     pub target: AnnotationTarget,
     pub severity: Severity,
     pub text: String,
+    /// An admin's resolution of a serial reported under several UUIDs: the target GPU is the one
+    /// that holds it (and inherits its acquisition); the others do not. Only admin keys may sign
+    /// an annotation that carries it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolves_serial: Option<String>,
 }
 
 impl Predicate for Annotation {
     const KIND: RecordKind = RecordKind::Annotation;
+
+    /// A resolution names a GPU: its target.
+    fn check(&self) -> Result<(), String> {
+        match (&self.resolves_serial, &self.target) {
+            (Some(s), _) if s.trim().is_empty() => Err("resolves_serial is empty".into()),
+            (Some(_), AnnotationTarget::Entry { .. }) => {
+                Err("an annotation that resolves a serial must target the GPU that holds it".into())
+            }
+            _ => Ok(()),
+        }
+    }
     fn subjects(&self) -> Vec<Subject> {
         match &self.target {
             AnnotationTarget::Entry { index, leaf_hash } => vec![Subject::sha256(format!("entry:{index}"), leaf_hash)],

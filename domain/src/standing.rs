@@ -51,6 +51,8 @@ pub struct Surroundings<'a> {
     pub uuids_with_serial: &'a [GpuUuid],
     /// The latest acquisition record naming this GPU's serial, if any.
     pub acquisition: Option<&'a Acquisition>,
+    /// The GPU an admin resolved this serial to (an annotation with `resolves_serial`), if any.
+    pub owner: Option<&'a GpuUuid>,
 }
 
 /// A GPU as the reader judges it.
@@ -166,15 +168,25 @@ pub fn of_serial_parts(
     around: Surroundings<'_>,
 ) -> (Verdict, Vec<Anomaly>) {
     let mut anomalies = Vec::new();
-    let shared = serial.filter(|_| around.uuids_with_serial.iter().any(|u| u != uuid));
+    // A serial is disputed while several UUIDs report it and no admin has said which GPU holds
+    // it, or when an admin said another GPU does.
+    let owned_elsewhere = around.owner.is_some_and(|o| o != uuid);
+    let shared = serial
+        .filter(|_| owned_elsewhere || (around.owner.is_none() && around.uuids_with_serial.iter().any(|u| u != uuid)));
     if let Some(serial) = shared {
         let mut uuids = around.uuids_with_serial.to_vec();
+        uuids.push(uuid.clone());
+        uuids.extend(around.owner.cloned());
         uuids.sort();
         uuids.dedup();
         anomalies.push(Anomaly::SerialUnderTwoUuids { serial: serial.to_string(), uuids });
     }
     let acquired_as = around.acquisition.and_then(|a| a.sku.as_deref());
     let verdict = match (shared, around.acquisition) {
+        (Some(serial), _) if owned_elsewhere => needs_review(format!(
+            "an admin resolved serial {serial} to GPU {}: this GPU reports a serial that is not its own",
+            around.owner.map_or("", |o| o.as_str())
+        )),
         (Some(serial), Some(_)) => needs_review(format!(
             "serial {serial} is reported under {} UUIDs: no GPU inherits its acquisition until an admin resolves which one it is",
             around.uuids_with_serial.len()

@@ -209,6 +209,7 @@ fn sign_many(key: &SigningKey, first: u64, count: u64) -> Vec<Vec<u8>> {
                                 target: AnnotationTarget::Gpu { uuid: uuid.clone() },
                                 severity: Severity::Info,
                                 text: "ok".into(),
+                                resolves_serial: None,
                             };
                             sign_record(&a, key).unwrap().to_json()
                         })

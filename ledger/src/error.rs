@@ -61,6 +61,8 @@ pub enum Rejection {
     WrongRole { key_id: String, role: Role, kind: RecordKind },
     #[error("key {key_id} is enrolled for host {enrolled_for:?} and may not attest host {claimed:?}; an admin enrolls a key for that host (or revokes and re-enrolls this one) to move it")]
     WrongHost { key_id: String, enrolled_for: String, claimed: String },
+    #[error("key {key_id} has role {role:?}; only an admin key may resolve which GPU holds a serial")]
+    ResolutionNeedsAdmin { key_id: String, role: Role },
     #[error("the signature by key {key_id} does not verify")]
     BadSignature { key_id: String },
     #[error("counter {counter} of key {key_id} is not above its last counter {last} (a replay or reordering)")]

@@ -23,6 +23,8 @@ pub(crate) struct Parsed {
     pub record: Option<Record>,
     /// The GPU an annotation is about (read even by a light parse: the views index it).
     pub gpu_target: Option<String>,
+    /// Whether an annotation resolves a shared serial (only admins may sign one).
+    pub resolves_serial: bool,
     /// `PAE(payloadType, payload)`, the signed message.
     pub message: Vec<u8>,
     /// Where the payload starts inside `message`.
@@ -74,6 +76,8 @@ struct LightPredicate {
     made_at: OffsetDateTime,
     #[serde(default)]
     target: Option<LightTarget>,
+    #[serde(default)]
+    resolves_serial: Option<String>,
 }
 
 /// An annotation's target, as far as the views need it.
@@ -141,6 +145,7 @@ pub(crate) fn parse(bytes: &[u8], limit: usize, full: bool) -> Result<Parsed, Re
         made_at: light.predicate.made_at,
         record,
         gpu_target: light.predicate.target.and_then(|t| t.gpu).map(|g| g.uuid),
+        resolves_serial: light.predicate.resolves_serial.is_some(),
         payload_start: message.len() - payload.len(),
         message,
         signature,
@@ -341,6 +346,10 @@ pub(crate) fn authorize(p: &Parsed, registry: &Registry, index: u64) -> Result<(
     }
     if !key.role.may_sign(p.kind) {
         return Err(Rejection::WrongRole { key_id: p.key_id.clone(), role: key.role, kind: p.kind });
+    }
+    // Which GPU holds a serial is an admin's call.
+    if p.resolves_serial && key.role != Role::Admin {
+        return Err(Rejection::ResolutionNeedsAdmin { key_id: p.key_id.clone(), role: key.role });
     }
     // An agent key speaks only for the host it was enrolled for.
     if let Some(Record::GpuAttestation(a)) = &p.record {

@@ -364,6 +364,7 @@ fn debug_append_loop(
                     target: AnnotationTarget::Gpu { uuid: uuid.clone() },
                     severity: Severity::Info,
                     text: format!("crash-test record {counter}"),
+                    resolves_serial: None,
                 };
                 sign_record(&a, &key).map(|e| e.to_json())
             })

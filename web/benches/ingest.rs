@@ -67,6 +67,7 @@ fn main() {
             target: AnnotationTarget::Gpu { uuid: uuid.clone() },
             severity: Severity::Info,
             text: text.clone(),
+            resolves_serial: None,
         };
         sign_record(&a, key).unwrap().to_json()
     };

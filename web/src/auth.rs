@@ -67,7 +67,8 @@ pub(crate) enum Scope {
     Everything,
     /// An agent key: its own host's attestations of a GPU, and which GPUs report a serial.
     Agent { host: String },
-    /// A node key: what placement reads — the inventory, attestations and acquisitions.
+    /// A node key: what placement reads — the inventory, attestations, acquisitions, and GPU
+    /// histories (where an admin's resolution of a shared serial is).
     Node,
 }
 
@@ -106,7 +107,7 @@ impl Principal {
                 StatusCode::FORBIDDEN,
                 format!(
                     "node keys do not read {what}: they read checkpoints, tiles and proofs, the inventory, \
-                     attestation and acquisition entries, and acquisitions by serial"
+                     attestation and acquisition entries, acquisitions by serial, and GPU histories"
                 ),
             )),
         }

@@ -125,6 +125,8 @@ fn update(ledger: &Ledger, old: &FleetSnapshot) -> Result<FleetSnapshot, crate::
                 add_acquisition(&mut acquisitions, e.index, a);
                 new_acquisitions = true;
             }
+            // An admin's resolution of a shared serial changes its GPUs' verdicts.
+            Some(Record::Annotation(a)) if a.resolves_serial.is_some() => new_acquisitions = true,
             _ => {}
         }
     }
@@ -138,9 +140,12 @@ fn update(ledger: &Ledger, old: &FleetSnapshot) -> Result<FleetSnapshot, crate::
     // its serials: the serials are judged again over the whole fleet (from memory, per serial).
     if !new_attestations.is_empty() || new_acquisitions {
         let mut refs: Vec<&mut Candidate> = candidates.values_mut().collect();
-        let judged = chipledger_domain::fleet::judge_serials(catalog, &mut refs, &mut |serial| {
-            Ok(latest_acquisition(&acquisitions, serial, size))
-        })
+        let judged = chipledger_domain::fleet::judge_serials(
+            catalog,
+            &mut refs,
+            &mut |serial| Ok(latest_acquisition(&acquisitions, serial, size)),
+            &mut |serial, uuids| chipledger_domain::fleet::serial_owner(ledger, serial, uuids, size),
+        )
         .map_err(internal("judging the fleet"))?;
         verdicts = judged.into_iter().map(|(u, v)| (u.as_str().to_string(), v)).collect();
     }

@@ -63,7 +63,7 @@ fn an_honest_record_stands_as_its_facts_say_with_its_acquisition_verdict() {
         Catalog::embedded().unwrap(),
         &att,
         gpu,
-        Surroundings { uuids_with_serial: &uuids, acquisition: Some(&acq) },
+        Surroundings { uuids_with_serial: &uuids, acquisition: Some(&acq), owner: None },
     );
     assert_eq!(s.sku.as_deref(), Some("H800-SXM5-80GB"));
     assert!(s.anomalies.is_empty(), "{:?}", s.anomalies);
@@ -99,7 +99,7 @@ fn a_shared_serial_or_an_acquisition_of_another_sku_gives_no_verdict() {
         Catalog::embedded().unwrap(),
         &att,
         gpu,
-        Surroundings { uuids_with_serial: &uuids, acquisition: Some(&lawful) },
+        Surroundings { uuids_with_serial: &uuids, acquisition: Some(&lawful), owner: None },
     );
     assert_eq!(s.verdict.verdict, VerdictKind::NeedsReview);
     assert!(s.verdict.reason.contains("2 UUIDs"), "{}", s.verdict.reason);
@@ -110,7 +110,7 @@ fn a_shared_serial_or_an_acquisition_of_another_sku_gives_no_verdict() {
         Catalog::embedded().unwrap(),
         &att,
         gpu,
-        Surroundings { uuids_with_serial: &own, acquisition: Some(&other_sku) },
+        Surroundings { uuids_with_serial: &own, acquisition: Some(&other_sku), owner: None },
     );
     assert_eq!(s.verdict.verdict, VerdictKind::NeedsReview);
     assert_eq!(kinds(&s.anomalies), ["acquisition-sku-differs"]);
@@ -119,7 +119,7 @@ fn a_shared_serial_or_an_acquisition_of_another_sku_gives_no_verdict() {
         Catalog::embedded().unwrap(),
         &att,
         gpu,
-        Surroundings { uuids_with_serial: &uuids, acquisition: None },
+        Surroundings { uuids_with_serial: &uuids, acquisition: None, owner: None },
     );
     assert_eq!(s.verdict.verdict, VerdictKind::NoAcquisitionRecord);
 }
@@ -132,4 +132,23 @@ fn facts_without_what_every_nvml_probe_reads_are_an_import_whatever_the_record_c
     assert_eq!(kinds(&s.anomalies), ["claim-disagrees"]);
     assert!(s.anomalies[0].explain().contains("claims source nvml"), "{}", s.anomalies[0].explain());
     assert_eq!(s.evidence, Evidence::Imported);
+}
+
+#[test]
+fn an_admins_resolution_gives_the_serial_to_one_gpu_and_marks_the_others() {
+    let att = attestation(ProbeSource::Nvml, |_| {});
+    let gpu = &att.gpus[0];
+    let lawful = acquisition("H800-SXM5-80GB");
+    let twin = GpuUuid::parse("GPU-00000000-1111-2222-3333-444444444444").unwrap();
+    let uuids = [gpu.uuid.clone(), twin.clone()];
+    let catalog = Catalog::embedded().unwrap();
+    let mine = Surroundings { uuids_with_serial: &uuids, acquisition: Some(&lawful), owner: Some(&gpu.uuid) };
+    let s = standing(catalog, &att, gpu, mine);
+    assert_eq!(s.verdict.verdict, VerdictKind::Lawful);
+    assert!(s.anomalies.is_empty(), "{:?}", s.anomalies);
+    let theirs = Surroundings { uuids_with_serial: &uuids, acquisition: Some(&lawful), owner: Some(&twin) };
+    let s = standing(catalog, &att, gpu, theirs);
+    assert_eq!(s.verdict.verdict, VerdictKind::NeedsReview);
+    assert!(s.verdict.reason.contains("an admin resolved serial"), "{}", s.verdict.reason);
+    assert_eq!(kinds(&s.anomalies), ["serial-under-two-uuids"]);
 }

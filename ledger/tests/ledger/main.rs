@@ -164,6 +164,7 @@ pub fn annotation(key: &SigningKey, counter: u64, text: &str) -> Vec<u8> {
         target: AnnotationTarget::Gpu { uuid: GpuUuid::parse("GPU-34bf77d1-c686-6821-79a8-32d326c5039c").unwrap() },
         severity: Severity::Info,
         text: text.into(),
+        resolves_serial: None,
     };
     sign_record(&a, key).unwrap().to_json()
 }

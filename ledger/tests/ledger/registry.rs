@@ -334,6 +334,7 @@ fn plan_one(
                 target: AnnotationTarget::Entry { index: 0, leaf_hash: Hash([0; 32]) },
                 severity: Severity::Info,
                 text: format!("walk note {}", rng.next_u64()),
+                resolves_serial: None,
             };
             (Op::Annotate, sign_record(&a, key).unwrap().to_json())
         }
@@ -370,6 +371,7 @@ fn a_record_at_the_whole_second_before_its_keys_start_is_refused_after_a_reopen_
             target: AnnotationTarget::Entry { index: 0, leaf_hash: Hash([0; 32]) },
             severity: Severity::Info,
             text: "whole seconds".into(),
+            resolves_serial: None,
         };
         sign_record(&a, &auditor).unwrap().to_json()
     };

@@ -138,6 +138,7 @@ pub fn note(key: &SigningKey, counter: u64) -> Vec<u8> {
         target: AnnotationTarget::Gpu { uuid: GpuUuid::parse(H800_UUID).unwrap() },
         severity: Severity::Info,
         text: format!("note {counter}"),
+        resolves_serial: None,
     };
     sign_record(&a, key).unwrap().to_json()
 }

@@ -145,6 +145,30 @@ fn a_borrowed_serial_inherits_no_verdict_and_both_gpus_are_flagged() {
     for c in fleet.candidates.iter().filter(|c| c.serial.as_deref() == Some("1651323018291")) {
         assert_eq!(c.verdict, chipledger_domain::rules::VerdictKind::NeedsReview, "{}", c.uuid);
     }
+    // Which GPU holds the serial is an admin's call: an auditor's resolution is refused...
+    let resolution = |counter: u64| chipledger_domain::records::Annotation {
+        format_version: FORMAT_VERSION,
+        counter,
+        written_at: NOW,
+        target: chipledger_domain::records::AnnotationTarget::Gpu { uuid: GpuUuid::parse(H800_UUID).unwrap() },
+        severity: chipledger_domain::identify::Severity::Info,
+        text: "the card in hgx-h800-01 was checked by hand: its label reads 1651323018291".into(),
+        resolves_serial: Some("1651323018291".into()),
+    };
+    let err = w.ledger.append(&[sign_record(&resolution(50), &w.auditor_key).unwrap().to_json()]).unwrap_err();
+    assert!(err.to_string().contains("only an admin key may resolve"), "{err}");
+    // ...an admin's gives the acquisition back to that GPU, and marks the other one.
+    w.counter += 1;
+    w.ledger.append(&[sign_record(&resolution(w.counter), &w.admin).unwrap().to_json()]).unwrap();
+    let owner = verdict_of(&w, H800_UUID);
+    assert_eq!(owner["verdict"], "lawful", "{owner}");
+    assert!(!owner["anomalies"].to_string().contains("serial 1651323018291"), "{owner}");
+    let other = verdict_of(&w, "GPU-0d0e0f10-1112-4314-9516-171819202122");
+    assert_eq!(other["verdict"], "needs-review", "{other}");
+    assert!(other["anomalies"].to_string().contains("serial 1651323018291 reported under 2 UUIDs"), "{other}");
+    let fleet = chipledger_domain::fleet::load(w.ledger.as_ref(), w.ledger.verifier_key()).unwrap();
+    let c = fleet.candidates.iter().find(|c| c.uuid.as_str() == H800_UUID).unwrap();
+    assert_eq!(c.verdict, chipledger_domain::rules::VerdictKind::Lawful);
 }
 
 #[test]
