@@ -58,6 +58,9 @@ pub struct BundleReport {
     pub by_kind: BTreeMap<String, usize>,
     /// `false` when the log key came from the bundle itself rather than from the caller.
     pub log_key_pinned: bool,
+    /// Each GPU the bundle attests, as of its latest attestation in the bundle, judged by this
+    /// verifier from the bundle's facts and acquisitions (`domain::fleet`): never the agents' word.
+    pub gpus: Vec<chipledger_domain::fleet::Row>,
 }
 
 impl Ledger {
@@ -158,6 +161,9 @@ pub fn verify_bundle(bytes: &[u8], pinned: Option<&VerifierKey>) -> Result<Bundl
     let mut registry = Registry::new();
     let mut by_kind: BTreeMap<String, usize> = BTreeMap::new();
     let mut last: Option<u64> = None;
+    let catalog = chipledger_domain::catalog::Catalog::embedded()?;
+    let mut latest: BTreeMap<String, chipledger_domain::fleet::Candidate> = BTreeMap::new();
+    let mut acquisitions: BTreeMap<String, chipledger_domain::records::Acquisition> = BTreeMap::new();
     for e in &b.entries {
         let at = |what: String| bad(format!("entry {}: {what}", e.index));
         if last.is_some_and(|l| e.index <= l) {
@@ -172,8 +178,34 @@ pub fn verify_bundle(bytes: &[u8], pinned: Option<&VerifierKey>) -> Result<Bundl
         public.verify(&p.message, &p.signature).map_err(|_| at("the signature does not verify".into()))?;
         record::apply(&p, &mut registry, e.index);
         *by_kind.entry(p.kind.slug().to_string()).or_default() += 1;
+        match &p.record {
+            Some(chipledger_domain::records::Record::GpuAttestation(a)) => {
+                for g in &a.gpus {
+                    latest.insert(
+                        g.uuid.as_str().to_string(),
+                        chipledger_domain::fleet::candidate(catalog, a, g, e.index),
+                    );
+                }
+            }
+            Some(chipledger_domain::records::Record::Acquisition(a)) => {
+                for s in &a.serials {
+                    acquisitions.insert(s.clone(), a.clone());
+                }
+            }
+            _ => {}
+        }
     }
+    let mut candidates: Vec<&mut chipledger_domain::fleet::Candidate> = latest.values_mut().collect();
+    chipledger_domain::fleet::judge_serials(
+        catalog,
+        &mut candidates,
+        &mut |serial| Ok(acquisitions.get(serial).cloned()),
+        // A bundle holds the records it was cut for; resolutions of shared serials are the log's.
+        &mut |_, _| Ok(None),
+    )?;
+    let gpus = chipledger_domain::fleet::rows(latest.values());
     Ok(BundleReport {
+        gpus,
         origin: b.origin,
         tree_size: size,
         root: cp.checkpoint.root,

@@ -148,6 +148,18 @@ pub fn run(data_dir: Option<PathBuf>, cmd: Command) -> Result<()> {
             for (kind, n) in &report.by_kind {
                 println!("  {n:>6} {kind}");
             }
+            for g in &report.gpus {
+                println!(
+                    "  GPU {} on {}: {} ({} evidence), {}, {}{}",
+                    g.uuid,
+                    g.host,
+                    g.sku,
+                    g.evidence,
+                    g.class_2023,
+                    g.verdict,
+                    if g.anomalies.is_empty() { String::new() } else { format!("; {}", g.anomalies.join("; ")) }
+                );
+            }
             if !report.log_key_pinned {
                 println!("note: the log key was taken from the bundle itself; pass --key to pin it");
             }

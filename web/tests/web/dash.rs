@@ -95,6 +95,12 @@ fn the_log_page_runs_page_and_bundle_answer() {
     assert_eq!(bundle.status, StatusCode::OK);
     let report = chipledger_ledger::bundle::verify_bundle(&bundle.body, Some(w.ledger.verifier_key())).unwrap();
     assert!(report.entries >= 2, "{report:?}");
+    // The verifier judges the bundle's GPU itself, with the dashboard's columns.
+    let gpu = report.gpus.iter().find(|g| g.uuid == H800_UUID).expect("the H800 the bundle is about");
+    assert_eq!(
+        (gpu.sku.as_str(), gpu.evidence.as_str(), gpu.class_2023.as_str()),
+        ("H800-SXM5-80GB", "imported", "3A090.a.1")
+    );
 }
 
 #[test]
