@@ -89,10 +89,7 @@ pub type AcquisitionLookup<'a> = &'a mut dyn FnMut(&str, u64) -> Result<Option<A
 /// the anomalies of its serial come from [`judge_serials`], once the fleet around it is known.
 pub fn candidate(catalog: &Catalog, att: &GpuAttestation, gpu: &AttestedGpu, index: u64) -> Candidate {
     let facts = standing::of_facts(catalog, att, gpu);
-    let classification = standing::classifications(catalog, facts.sku.as_deref())
-        .into_iter()
-        .find(|(r, _)| *r == RuleVersion::Oct2023)
-        .map(|(_, c)| c);
+    let classification = standing::class(catalog, facts.sku.as_deref(), RuleVersion::Oct2023);
     Candidate {
         uuid: gpu.uuid.clone(),
         host: att.host.hostname.clone(),
@@ -123,6 +120,22 @@ pub fn judge_serials(
     acquisition: &mut dyn FnMut(&str) -> Result<Option<Acquisition>, Error>,
     owner: OwnerLookup<'_>,
 ) -> Result<BTreeMap<GpuUuid, Verdict>, Error> {
+    judge_serials_among(catalog, candidates, None, acquisition, owner)
+}
+
+/// [`judge_serials`] for the candidates in `only` (all when `None`), against every candidate's
+/// serial: a fleet that changed in a few GPUs or serials is judged again there only. Returns the
+/// verdicts of the candidates judged.
+pub fn judge_serials_among(
+    catalog: &Catalog,
+    candidates: &mut [&mut Candidate],
+    only: Option<&std::collections::HashSet<GpuUuid>>,
+    acquisition: &mut dyn FnMut(&str) -> Result<Option<Acquisition>, Error>,
+    owner: OwnerLookup<'_>,
+) -> Result<BTreeMap<GpuUuid, Verdict>, Error> {
+    let wanted = |uuid: &GpuUuid| only.is_none_or(|set| set.contains(uuid));
+    let judged_serials: std::collections::HashSet<&String> =
+        candidates.iter().filter(|c| wanted(&c.uuid)).filter_map(|c| c.serial.as_ref()).collect();
     let mut by_serial: HashMap<String, Vec<GpuUuid>> = HashMap::new();
     for c in candidates.iter() {
         if let Some(serial) = &c.serial {
@@ -131,14 +144,14 @@ pub fn judge_serials(
     }
     let mut acquisitions: HashMap<String, Option<Acquisition>> = HashMap::new();
     let mut owners: HashMap<String, Option<GpuUuid>> = HashMap::new();
-    for (serial, uuids) in by_serial.iter().filter(|(_, u)| u.len() > 1) {
+    for (serial, uuids) in by_serial.iter().filter(|(s, u)| u.len() > 1 && judged_serials.contains(s)) {
         owners.insert(serial.clone(), owner(serial, uuids)?);
     }
     // (SKU, serial's acquisition) → verdict: a fleet has a handful of SKUs and one acquisition
     // per purchase, but thousands of GPUs.
     let mut memo: HashMap<(Option<String>, String), (Verdict, Vec<Anomaly>)> = HashMap::new();
     let mut verdicts = BTreeMap::new();
-    for c in candidates.iter_mut() {
+    for c in candidates.iter_mut().filter(|c| wanted(&c.uuid)) {
         let uuids = c.serial.as_ref().and_then(|s| by_serial.get(s)).map_or(&[][..], Vec::as_slice);
         let shared = uuids.len() > 1;
         let acq = match &c.serial {

@@ -216,6 +216,12 @@ pub fn of_serial_parts(
     (verdict, anomalies)
 }
 
+/// A SKU's class under one rule version (`None` when the SKU is unknown).
+pub fn class(catalog: &Catalog, sku: Option<&str>, rule: RuleVersion) -> Option<String> {
+    let s = sku.and_then(|s| catalog.sku(s).ok())?;
+    Some(classify(s, rule, DatacenterJudgement::catalog_default(s)).bucket.label().to_string())
+}
+
 /// A SKU's class under every rule version (empty when the SKU is unknown).
 pub fn classifications(catalog: &Catalog, sku: Option<&str>) -> Vec<(RuleVersion, String)> {
     let Some(s) = sku.and_then(|s| catalog.sku(s).ok()) else { return Vec::new() };

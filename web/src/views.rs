@@ -117,37 +117,48 @@ fn update(ledger: &Ledger, old: &FleetSnapshot) -> Result<FleetSnapshot, crate::
     let mut acquisitions = old.acquisitions.clone();
     let filter = EntryFilter { from: Some(old.size), ..EntryFilter::default() };
     let mut new_attestations = Vec::new();
-    let mut new_acquisitions = false;
+    // Serials whose GPUs' verdicts may change: of new acquisitions and resolutions, and the old
+    // and new serials of re-attested GPUs.
+    let mut serials: std::collections::HashSet<String> = std::collections::HashSet::new();
     for e in ledger.entries(&filter).map_err(crate::api::ledger_error)?.into_iter().filter(|e| e.index < size) {
         match record_of(&e) {
             Some(Record::GpuAttestation(a)) => new_attestations.push((e.index, a)),
             Some(Record::Acquisition(a)) => {
+                serials.extend(a.serials.iter().cloned());
                 add_acquisition(&mut acquisitions, e.index, a);
-                new_acquisitions = true;
             }
             // An admin's resolution of a shared serial changes its GPUs' verdicts.
-            Some(Record::Annotation(a)) if a.resolves_serial.is_some() => new_acquisitions = true,
+            Some(Record::Annotation(a)) => serials.extend(a.resolves_serial),
             _ => {}
         }
     }
     let catalog = Catalog::embedded().map_err(internal("reading the catalog"))?;
+    let mut judge: std::collections::HashSet<chipledger_domain::fingerprint::GpuUuid> =
+        std::collections::HashSet::new();
     for (index, a) in &new_attestations {
         for g in &a.gpus {
-            candidates.insert(g.uuid.as_str().to_string(), chipledger_domain::fleet::candidate(catalog, a, g, *index));
+            let c = chipledger_domain::fleet::candidate(catalog, a, g, *index);
+            let before = candidates.insert(g.uuid.as_str().to_string(), c);
+            serials.extend(before.and_then(|b| b.serial));
+            serials.extend(g.facts.serial.clone());
+            judge.insert(g.uuid.clone());
         }
     }
-    // A new attestation can share a serial with any GPU, a new acquisition change any verdict of
-    // its serials: the serials are judged again over the whole fleet (from memory, per serial).
-    if !new_attestations.is_empty() || new_acquisitions {
+    judge.extend(
+        candidates.values().filter(|c| c.serial.as_ref().is_some_and(|s| serials.contains(s))).map(|c| c.uuid.clone()),
+    );
+    // Those GPUs are judged again, against the whole fleet's serials (from memory).
+    if !judge.is_empty() {
         let mut refs: Vec<&mut Candidate> = candidates.values_mut().collect();
-        let judged = chipledger_domain::fleet::judge_serials(
+        let judged = chipledger_domain::fleet::judge_serials_among(
             catalog,
             &mut refs,
+            Some(&judge),
             &mut |serial| Ok(latest_acquisition(&acquisitions, serial, size)),
             &mut |serial, uuids| chipledger_domain::fleet::serial_owner(ledger, serial, uuids, size),
         )
         .map_err(internal("judging the fleet"))?;
-        verdicts = judged.into_iter().map(|(u, v)| (u.as_str().to_string(), v)).collect();
+        verdicts.extend(judged.into_iter().map(|(u, v)| (u.as_str().to_string(), v)));
     }
     Ok(snapshot(size, candidates, verdicts, acquisitions))
 }

@@ -249,3 +249,86 @@ fn an_import_claiming_a_live_nvml_probe_is_flagged_and_shown_as_imported() {
     assert_eq!(row["evidence"], "imported", "{row}");
     assert!(row["anomalies"].to_string().contains("claims source nvml"), "{row}");
 }
+
+#[test]
+fn the_cached_fleet_after_each_change_equals_a_fresh_read() {
+    let mut w = world();
+    let app = chipledger_web::router(w.ledger.clone(), ServerConfig::default());
+    let token = w.auditor_token.clone();
+    let fleet_of =
+        |app: axum::Router| crate::send_to(app, As::Bearer(&token), "GET", "/fleet.json", "text/plain", vec![]).json();
+    let check = |w: &World, step: &str| {
+        let cached = fleet_of(app.clone());
+        let fresh = fleet_of(chipledger_web::router(w.ledger.clone(), ServerConfig::default()));
+        assert_eq!(cached, fresh, "after {step}: the cache updated from new entries differs from a cold read");
+    };
+    check(&w, "nothing");
+    // An acquisition of the H800's serial.
+    w.counter += 1;
+    let acq = Acquisition {
+        format_version: FORMAT_VERSION,
+        counter: w.counter,
+        recorded_at: NOW,
+        serials: vec!["1651323018291".into()],
+        sku: Some("H800-SXM5-80GB".into()),
+        supplier: "Example Distribution".into(),
+        invoice_reference: "INV-8".into(),
+        invoice_digest: None,
+        shipped_on: time::macros::date!(2023 - 03 - 15),
+        ship_from: Country::parse("TW").unwrap(),
+        ship_to: Country::parse("CN").unwrap(),
+        end_user: "Example Lab".into(),
+        licence: None,
+        note: String::new(),
+    };
+    w.ledger.append(&[sign_record(&acq, &w.admin).unwrap().to_json()]).unwrap();
+    check(&w, "an acquisition");
+    // A second GPU under that serial.
+    let key = SigningKey::from_seed(&[36; 32]);
+    w.enroll(&key, Role::Agent, Some("hgx-borrower"));
+    let borrowed = data("h800-sxm5-80gb-liguodongiot-llm-action.txt")
+        .replace(H800_UUID, "GPU-0d0e0f10-1112-4314-9516-171819202199");
+    attest_claiming(&w, &key, "hgx-borrower", &borrowed, |_| {});
+    check(&w, "a borrowed serial");
+    // An admin resolution.
+    w.counter += 1;
+    let resolution = chipledger_domain::records::Annotation {
+        format_version: FORMAT_VERSION,
+        counter: w.counter,
+        written_at: NOW,
+        target: chipledger_domain::records::AnnotationTarget::Gpu { uuid: GpuUuid::parse(H800_UUID).unwrap() },
+        severity: chipledger_domain::identify::Severity::Info,
+        text: "checked by hand".into(),
+        resolves_serial: Some("1651323018291".into()),
+    };
+    w.ledger.append(&[sign_record(&resolution, &w.admin).unwrap().to_json()]).unwrap();
+    check(&w, "a resolution");
+    // The borrower re-attests under its own serial: the H800's serial is no longer shared.
+    let own = data("h800-sxm5-80gb-liguodongiot-llm-action.txt")
+        .replace(H800_UUID, "GPU-0d0e0f10-1112-4314-9516-171819202199")
+        .replace("1651323018291", "1651323018777");
+    let env: chipledger_domain::dsse::Envelope = {
+        let report = chipledger_agent::smi::parse_dumps(&[("dump.txt", own.as_str())]).unwrap();
+        let catalog = Catalog::embedded().unwrap();
+        let gpus = report
+            .gpus
+            .iter()
+            .map(|f| {
+                AttestedGpu::new(f.uuid.clone().unwrap(), f.clone(), chipledger_domain::identify::identify(catalog, f))
+            })
+            .collect();
+        let att = GpuAttestation {
+            format_version: FORMAT_VERSION,
+            counter: 2,
+            observed_at: NOW,
+            source: ProbeSource::Nvml,
+            host: HostFacts { hostname: "hgx-borrower".into(), ..HostFacts::default() },
+            driver: DriverFacts { nvml_version: Some("12.535.104.05".into()), ..DriverFacts::default() },
+            gpus,
+            vendor_evidence: vec![],
+        };
+        sign_record(&att, &key).unwrap()
+    };
+    w.ledger.append(&[env.to_json()]).unwrap();
+    check(&w, "a re-attestation under another serial");
+}
