@@ -171,7 +171,15 @@ pub fn judge_serials_among(
             // Unshared serials with an acquisition judge the same for the same SKU and record.
             (false, Some(a)) => {
                 let key = (c.sku.clone(), serde_json::to_string(a).unwrap_or_default());
-                memo.entry(key).or_insert_with(|| judged(c)).clone()
+                let (v, mut extra) = memo.entry(key).or_insert_with(|| judged(c)).clone();
+                // The judgement is the same for every serial of the acquisition; the anomaly
+                // names this GPU's.
+                for a in &mut extra {
+                    if let Anomaly::AcquisitionSkuDiffers { serial, .. } = a {
+                        *serial = c.serial.clone().unwrap_or_default();
+                    }
+                }
+                (v, extra)
             }
             _ => judged(c),
         };
@@ -276,6 +284,12 @@ type Decoded = (u64, (Hash, GpuAttestation));
 /// The GPU among `uuids` an admin last resolved `serial` to within the first `size` entries:
 /// an annotation of that GPU with `resolves_serial` (the log lets only admin keys sign one).
 pub fn serial_owner(log: &dyn LogClient, serial: &str, uuids: &[GpuUuid], size: u64) -> Result<Option<GpuUuid>, Error> {
+    // One purchase's serial is one card; a serial claimed by more UUIDs than any host holds GPUs
+    // is not a question an annotation settles, and its histories are not read at all.
+    const MAX_CLAIMANTS: usize = 16;
+    if uuids.len() > MAX_CLAIMANTS {
+        return Ok(None);
+    }
     let mut latest: Option<(u64, GpuUuid)> = None;
     for uuid in uuids {
         for e in log

@@ -60,6 +60,8 @@ pub struct BundleReport {
     pub log_key_pinned: bool,
     /// Each GPU the bundle attests, as of its latest attestation in the bundle, judged by this
     /// verifier from the bundle's facts and acquisitions (`domain::fleet`): never the agents' word.
+    /// Judged from the bundle's records only: acquisitions, GPUs sharing a serial and resolutions
+    /// outside it are not seen, so a verdict here is the bundle's, not necessarily the log's.
     pub gpus: Vec<chipledger_domain::fleet::Row>,
 }
 

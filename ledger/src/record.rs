@@ -89,7 +89,8 @@ struct LightTarget {
 
 #[derive(serde::Deserialize)]
 struct LightGpu {
-    uuid: String,
+    /// Parsed (and so normalised) as the full parser does: the views index its canonical form.
+    uuid: chipledger_domain::fingerprint::GpuUuid,
 }
 
 /// Parses an envelope. `full` also parses the typed record (append always; audit for key records).
@@ -144,7 +145,7 @@ pub(crate) fn parse(bytes: &[u8], limit: usize, full: bool) -> Result<Parsed, Re
         counter: light.predicate.counter,
         made_at: light.predicate.made_at,
         record,
-        gpu_target: light.predicate.target.and_then(|t| t.gpu).map(|g| g.uuid),
+        gpu_target: light.predicate.target.and_then(|t| t.gpu).map(|g| g.uuid.as_str().to_string()),
         resolves_serial: light.predicate.resolves_serial.is_some(),
         payload_start: message.len() - payload.len(),
         message,

@@ -148,6 +148,9 @@ pub fn run(data_dir: Option<PathBuf>, cmd: Command) -> Result<()> {
             for (kind, n) in &report.by_kind {
                 println!("  {n:>6} {kind}");
             }
+            if !report.gpus.is_empty() {
+                println!("  GPUs as this bundle's own records give them (records outside it are not seen):");
+            }
             for g in &report.gpus {
                 println!(
                     "  GPU {} on {}: {} ({} evidence), {}, {}{}",

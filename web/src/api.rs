@@ -468,25 +468,31 @@ async fn history(
     let scope = p.scope();
     let ledger = s.ledger.clone();
     match blocking(move || LogClient::history(ledger.as_ref(), &uuid, q.latest).map_err(domain_error)).await {
-        // An agent reads its own host's attestations of the GPU: what it compares a new one with.
+        // An agent reads a GPU's attestations (every host's: a GPU seen on two hosts, or moved,
+        // is what it compares a new one with); a node also the admin's resolutions of serials.
+        // Neither reads the GPU's runs or other annotations.
         Ok(v) => match scope {
-            Scope::Agent { host } => {
-                Json(v.into_iter().filter(|e| attested_on(e, &host)).collect::<Vec<_>>()).into_response()
-            }
-            _ => Json(v).into_response(),
+            Scope::Agent { .. } => Json(v.into_iter().filter(is_attestation).collect::<Vec<_>>()).into_response(),
+            Scope::Node => Json(v.into_iter().filter(|e| is_attestation(e) || is_resolution(e)).collect::<Vec<_>>())
+                .into_response(),
+            Scope::Everything => Json(v).into_response(),
         },
         Err(r) => r.into_response(),
     }
 }
 
-/// Whether an entry is an attestation of `host`.
-fn attested_on(e: &chipledger_domain::log::EntrySummary, host: &str) -> bool {
+fn is_attestation(e: &chipledger_domain::log::EntrySummary) -> bool {
     e.kind == RecordKind::GpuAttestation
+}
+
+/// Whether an entry is an annotation resolving which GPU holds a serial.
+fn is_resolution(e: &chipledger_domain::log::EntrySummary) -> bool {
+    e.kind == RecordKind::Annotation
         && chipledger_domain::dsse::Envelope::from_json(e.envelope.as_bytes())
             .and_then(|env| env.payload_bytes())
             .and_then(|p| chipledger_domain::records::Record::from_payload(&p))
             .is_ok_and(
-                |r| matches!(r, chipledger_domain::records::Record::GpuAttestation(a) if a.host.hostname == host),
+                |r| matches!(r, chipledger_domain::records::Record::Annotation(a) if a.resolves_serial.is_some()),
             )
 }
 

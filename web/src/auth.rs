@@ -65,7 +65,8 @@ pub(crate) enum Principal {
 pub(crate) enum Scope {
     /// People (any role) and admin or auditor keys: every record.
     Everything,
-    /// An agent key: its own host's attestations of a GPU, and which GPUs report a serial.
+    /// An agent key: a GPU's attestations (to compare a new one with), and which GPUs report a
+    /// serial. `host` is the host it was enrolled for.
     Agent { host: String },
     /// A node key: what placement reads — the inventory, attestations, acquisitions, and GPU
     /// histories (where an admin's resolution of a shared serial is).
@@ -99,8 +100,8 @@ impl Principal {
             Scope::Agent { .. } => Err(ApiError::new(
                 StatusCode::FORBIDDEN,
                 format!(
-                    "agent keys do not read {what}: they read checkpoints, tiles and proofs, their own host's GPUs' \
-                     history (/api/v1/gpus/<uuid>/history) and which GPUs report a serial (/api/v1/inventory?serial=)"
+                    "agent keys do not read {what}: they read checkpoints, tiles and proofs, a GPU's attestations \
+                     (/api/v1/gpus/<uuid>/history) and which GPUs report a serial (/api/v1/inventory?serial=)"
                 ),
             )),
             Scope::Node => Err(ApiError::new(

@@ -174,3 +174,23 @@ fn two_inits_racing_on_one_directory_leave_one_complete_log() {
         assert_eq!(reopened.audit(&mut |_, _| {}).unwrap().problem, None);
     }
 }
+
+#[test]
+fn an_annotation_naming_its_gpu_in_capitals_is_indexed_alike_by_append_and_audit() {
+    use chipledger_domain::dsse::{Envelope, PAYLOAD_TYPE_IN_TOTO};
+    let mut f = Fixture::new();
+    let auditor = f.enroll(4, Role::Auditor, None);
+    let env: Envelope = serde_json::from_slice(&annotation(&auditor, 1, "capitals")).unwrap();
+    let payload = String::from_utf8(env.payload_bytes().unwrap()).unwrap();
+    // Only the target's UUID in capitals: the subject (computed from the parsed, normalised UUID)
+    // still matches.
+    let target = "\"target\":{\"gpu\":{\"uuid\":\"GPU-34bf77d1-c686-6821-79a8-32d326c5039c\"}}";
+    assert!(payload.contains(target), "{payload}");
+    let shouted = payload.replace(
+        target,
+        &target.to_uppercase().replace("\"TARGET\":{\"GPU\":{\"UUID\"", "\"target\":{\"gpu\":{\"uuid\""),
+    );
+    let signed = Envelope::sign(PAYLOAD_TYPE_IN_TOTO, shouted.as_bytes(), &auditor).to_json();
+    f.ledger.append(&[signed]).unwrap();
+    assert_eq!(f.ledger.audit(&mut |_, _| {}).unwrap().problem, None, "the audit indexes the GPU as the append did");
+}
