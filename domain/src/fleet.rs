@@ -370,10 +370,7 @@ impl Row {
             uuid: c.uuid.as_str().to_string(),
             last_attested: rfc3339(c.observed_at),
             observed_at: c.observed_at,
-            source: serde_json::to_value(c.source)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_default(),
+            source: c.source.as_str().to_string(),
             evidence: c.evidence.label().to_string(),
             class_2023: c.classification.clone().unwrap_or_else(|| "needs review".into()),
             verdict: c.verdict.label().to_string(),

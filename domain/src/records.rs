@@ -164,6 +164,15 @@ impl ProbeSource {
     pub fn is_live(self) -> bool {
         self == ProbeSource::Nvml
     }
+
+    /// The name records, views and exports give it (its serde form).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProbeSource::Nvml => "nvml",
+            ProbeSource::NvidiaSmiXml => "nvidia-smi-xml",
+            ProbeSource::NvidiaSmiText => "nvidia-smi-text",
+        }
+    }
 }
 
 /// Facts about the host, from sysinfo and /etc.

@@ -548,4 +548,74 @@ mod tests {
         assert!(changed > 2 * (body.len() - 64), "most changes change the payload: {changed}");
         assert!(expand(&body, 9, "k").is_err());
     }
+
+    /// The light parse (the audit's, for annotations) and the full parse (append's) read an
+    /// annotation's GPU target and serial resolution alike, on any change to a real statement;
+    /// neither panics.
+    #[test]
+    fn light_and_full_parses_agree_on_what_authorisation_and_the_views_read() {
+        use chipledger_domain::keys::SigningKey;
+        use proptest::prelude::*;
+        let key = SigningKey::from_seed(&[3; 32]);
+        let note = chipledger_domain::records::Annotation {
+            format_version: chipledger_domain::records::FORMAT_VERSION,
+            counter: 12,
+            written_at: time::macros::datetime!(2026-11-01 08:00 UTC),
+            target: chipledger_domain::records::AnnotationTarget::Gpu {
+                uuid: chipledger_domain::fingerprint::GpuUuid::parse("GPU-0b9c3a51-64e2-4d17-8f0e-5a6b7c8d9e0f")
+                    .unwrap(),
+            },
+            severity: chipledger_domain::identify::Severity::Info,
+            text: "fan replaced".into(),
+            resolves_serial: Some("1651323018291".into()),
+        };
+        let statement = serde_json::to_vec(&chipledger_domain::records::statement(&note).unwrap()).unwrap();
+        let unchanged =
+            chipledger_domain::dsse::Envelope::sign(chipledger_domain::dsse::PAYLOAD_TYPE_IN_TOTO, &statement, &key)
+                .to_json();
+        let p = parse(&unchanged, usize::MAX, true).unwrap();
+        assert!(
+            p.resolves_serial && p.gpu_target.is_some() && p.record.is_some(),
+            "the unchanged statement parses whole"
+        );
+        let full_parses = std::cell::Cell::new(0u32);
+        let mut runner =
+            proptest::test_runner::TestRunner::new(proptest::test_runner::Config { cases: 2000, ..Default::default() });
+        runner
+            .run(&(0usize..statement.len(), any::<u8>(), 0usize..4), |(at, byte, how)| {
+                let mut p = statement.to_vec();
+                match how {
+                    0 => p[at] = byte,
+                    1 => p[at] = p[at].to_ascii_uppercase(),
+                    2 => {
+                        p.remove(at);
+                    }
+                    _ => p.insert(at, byte),
+                }
+                let env =
+                    chipledger_domain::dsse::Envelope::sign(chipledger_domain::dsse::PAYLOAD_TYPE_IN_TOTO, &p, &key)
+                        .to_json();
+                let light = parse(&env, usize::MAX, false);
+                let full = parse(&env, usize::MAX, true);
+                if let Ok(full) = &full {
+                    full_parses.set(full_parses.get() + 1);
+                    let light = light.as_ref().map_err(|e| TestCaseError::fail(format!("light refused: {e}")))?;
+                    prop_assert_eq!(&light.gpu_target, &full.gpu_target);
+                    prop_assert_eq!(light.resolves_serial, full.resolves_serial);
+                    if let Some(Record::Annotation(a)) = &full.record {
+                        prop_assert_eq!(a.resolves_serial.is_some(), full.resolves_serial);
+                        let target = match &a.target {
+                            chipledger_domain::records::AnnotationTarget::Gpu { uuid } => {
+                                Some(uuid.as_str().to_string())
+                            }
+                            _ => None,
+                        };
+                        prop_assert_eq!(&target, &full.gpu_target);
+                    }
+                }
+                Ok(())
+            })
+            .unwrap();
+        assert!(full_parses.get() > 100, "changes that still parse: {}", full_parses.get());
+    }
 }

@@ -113,8 +113,7 @@ pub(crate) fn apply(conn: &Connection, index: u64, rec: &Record, registry: &Regi
                    observed_at = excluded.observed_at, source = excluded.source
                  WHERE excluded.idx >= gpus.idx",
             )?;
-            let source =
-                serde_json::to_value(a.source).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+            let source = a.source.as_str();
             for g in &a.gpus {
                 rec_st.execute(params![g.uuid.as_str(), idx])?;
                 gpu_st.execute(params![
@@ -191,22 +190,25 @@ pub struct KeyInfo {
     pub last_counter: u64,
 }
 
+impl From<KeyState> for KeyInfo {
+    fn from(k: KeyState) -> KeyInfo {
+        KeyInfo {
+            key_id: k.key_id,
+            verifier_key: k.verifier_key,
+            role: k.role,
+            host: k.host,
+            enrolled_at: k.enrolled_at,
+            revoked_at: k.revoked_at,
+            last_counter: k.last_counter,
+        }
+    }
+}
+
 impl Ledger {
     /// The key registry.
     pub fn keys(&self) -> Result<Vec<KeyInfo>, Error> {
         let conn = self.reader();
-        let mut reg: Vec<KeyInfo> = load_registry(&conn)?
-            .into_values()
-            .map(|k| KeyInfo {
-                key_id: k.key_id,
-                verifier_key: k.verifier_key,
-                role: k.role,
-                host: k.host,
-                enrolled_at: k.enrolled_at,
-                revoked_at: k.revoked_at,
-                last_counter: k.last_counter,
-            })
-            .collect();
+        let mut reg: Vec<KeyInfo> = load_registry(&conn)?.into_values().map(KeyInfo::from).collect();
         reg.sort_by_key(|k| k.enrolled_at);
         Ok(reg)
     }
@@ -223,15 +225,7 @@ impl Ledger {
         let Some(k) = found.filter(|k| k.valid_from <= now && k.valid_until.is_none_or(|u| now < u)) else {
             return Ok(None);
         };
-        Ok(Some(KeyInfo {
-            key_id: k.key_id,
-            verifier_key: k.verifier_key,
-            role: k.role,
-            host: k.host,
-            enrolled_at: k.enrolled_at,
-            revoked_at: k.revoked_at,
-            last_counter: k.last_counter,
-        }))
+        Ok(Some(KeyInfo::from(k)))
     }
 
     /// Entries matching `filter`, in log order.

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use chipledger_domain::records::{ProbeSource, Record};
+use chipledger_domain::records::Record;
 use rusqlite::Connection;
 
 use crate::record::{Parsed, Registry};
@@ -56,7 +56,7 @@ impl Expected {
                             sku: crate::views::recomputed_sku(g),
                             digest: g.fingerprint_digest.0.to_vec(),
                             observed_at: crate::store::unix(a.observed_at),
-                            source: source_label(a.source),
+                            source: a.source.as_str().to_string(),
                         },
                     );
                 }
@@ -223,8 +223,4 @@ fn index_difference(
             }
         }
     }
-}
-
-fn source_label(source: ProbeSource) -> String {
-    serde_json::to_value(source).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
 }

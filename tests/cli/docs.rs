@@ -129,19 +129,9 @@ fn every_path_architecture_names_exists() {
 
 #[test]
 fn every_module_says_what_it_is() {
-    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
-        for e in std::fs::read_dir(dir).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                walk(&p, out);
-            } else if p.extension().is_some_and(|x| x == "rs") {
-                out.push(p);
-            }
-        }
-    }
     let mut files = Vec::new();
     for krate in ["src", "domain/src", "ledger/src", "agent/src", "inference/src", "web/src"] {
-        walk(&root().join(krate), &mut files);
+        crate::architecture::rust_files(&root().join(krate), &mut files);
     }
     assert!(files.len() > 40);
     let undocumented: Vec<String> = files

@@ -41,7 +41,7 @@ pub(crate) struct FleetSnapshot {
 pub(crate) struct FleetCache(Mutex<Option<Arc<FleetSnapshot>>>);
 
 pub(crate) fn source_label(source: chipledger_domain::records::ProbeSource) -> String {
-    serde_json::to_value(source).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
+    source.as_str().to_string()
 }
 
 fn internal<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> crate::api::ApiError + '_ {

@@ -152,3 +152,10 @@ fn an_admins_resolution_gives_the_serial_to_one_gpu_and_marks_the_others() {
     assert!(s.verdict.reason.contains("an admin resolved serial"), "{}", s.verdict.reason);
     assert_eq!(kinds(&s.anomalies), ["serial-under-two-uuids"]);
 }
+
+#[test]
+fn a_probe_source_is_named_as_records_spell_it() {
+    for s in [ProbeSource::Nvml, ProbeSource::NvidiaSmiXml, ProbeSource::NvidiaSmiText] {
+        assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
+    }
+}

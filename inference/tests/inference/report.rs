@@ -240,6 +240,19 @@ fn the_fleet_is_read_correctly_however_many_records_follow_an_attestation() {
     }
 }
 
+/// The facts of every GPU in the attestation the plan read for `uuid` (what a live probe of an
+/// unchanged host gives).
+fn attested_facts(w: &World, plan: &node::Plan, uuid: &GpuUuid) -> Vec<GpuFacts> {
+    let entry = plan.fleet.attestations[uuid].index;
+    let env = chipledger_domain::dsse::Envelope::from_json(w.ledger.envelope(entry).unwrap().as_slice()).unwrap();
+    let chipledger_domain::records::Record::GpuAttestation(att) =
+        chipledger_domain::records::Record::from_payload(&env.payload_bytes().unwrap()).unwrap()
+    else {
+        panic!("entry {entry} is not an attestation")
+    };
+    att.gpus.iter().map(|g| g.facts.clone()).collect()
+}
+
 #[test]
 fn live_facts_must_match_the_attested_fingerprint_before_a_gpu_run() {
     let w = world();
@@ -247,14 +260,7 @@ fn live_facts_must_match_the_attested_fingerprint_before_a_gpu_run() {
     let req = Requirements::new(requirements::preset("r1-distill-qwen-1.5b").unwrap(), Some(1024));
     let plan = node::plan(&w.ledger, &w.log_key, &policy, req, NOW).unwrap();
     let uuid = plan.placement.chosen[0].clone();
-    let entry = plan.fleet.attestations[&uuid].index;
-    let env = chipledger_domain::dsse::Envelope::from_json(w.ledger.envelope(entry).unwrap().as_slice()).unwrap();
-    let chipledger_domain::records::Record::GpuAttestation(att) =
-        chipledger_domain::records::Record::from_payload(&env.payload_bytes().unwrap()).unwrap()
-    else {
-        panic!()
-    };
-    let mut live: Vec<GpuFacts> = att.gpus.iter().map(|g| g.facts.clone()).collect();
+    let mut live = attested_facts(&w, &plan, &uuid);
     node::check_live(&plan, &live).unwrap();
     for f in &mut live {
         f.vbios_version = Some("96.00.99.00.01".into());
@@ -275,14 +281,7 @@ fn the_node_decides_where_a_plan_executes_and_refuses_what_the_policy_or_the_hos
     let plan = node::plan(&w.ledger, &w.log_key, &policy, req(), NOW).unwrap();
     let uuid = plan.placement.chosen[0].clone();
     let host = plan.placement.host.clone().unwrap();
-    let entry = plan.fleet.attestations[&uuid].index;
-    let env = chipledger_domain::dsse::Envelope::from_json(w.ledger.envelope(entry).unwrap().as_slice()).unwrap();
-    let chipledger_domain::records::Record::GpuAttestation(att) =
-        chipledger_domain::records::Record::from_payload(&env.payload_bytes().unwrap()).unwrap()
-    else {
-        panic!()
-    };
-    let gpus: Vec<GpuFacts> = att.gpus.iter().map(|g| g.facts.clone()).collect();
+    let gpus = attested_facts(&w, &plan, &uuid);
     let never = || -> Result<LiveNode, chipledger_inference::Error> { panic!("the CPU needs no probe") };
 
     // The CPU, when the policy allows it: no probe, no device.

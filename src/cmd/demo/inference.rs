@@ -52,10 +52,7 @@ pub(super) fn fleet(story: &Story) -> Result<Fleet> {
             c.host.clone(),
             c.sku.clone().unwrap_or_else(|| "needs review".into()),
             c.serial.clone().unwrap_or_default(),
-            format!(
-                "{} (imported)",
-                serde_json::to_value(c.source).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
-            ),
+            format!("{} (imported)", c.source.as_str()),
             c.classification.clone().unwrap_or_default(),
             c.verdict.label().to_string(),
             anomalies,

@@ -60,6 +60,41 @@ fn h100_dump(uuid: &str, serial: &str) -> String {
         .replace("0000000000000", serial)
 }
 
+/// The admin records a lawful acquisition of the world's H800 serial (1651323018291).
+fn acquire_h800_serial(w: &mut World) {
+    w.counter += 1;
+    let acq = Acquisition {
+        format_version: FORMAT_VERSION,
+        counter: w.counter,
+        recorded_at: NOW,
+        serials: vec!["1651323018291".into()],
+        sku: Some("H800-SXM5-80GB".into()),
+        supplier: "Example Distribution".into(),
+        invoice_reference: "INV-7".into(),
+        invoice_digest: None,
+        shipped_on: time::macros::date!(2023 - 03 - 15),
+        ship_from: Country::parse("TW").unwrap(),
+        ship_to: Country::parse("CN").unwrap(),
+        end_user: "Example Lab".into(),
+        licence: None,
+        note: String::new(),
+    };
+    w.ledger.append(&[sign_record(&acq, &w.admin).unwrap().to_json()]).unwrap();
+}
+
+/// An annotation saying the world's H800 holds serial 1651323018291, as `counter`.
+fn h800_holds_its_serial(counter: u64) -> chipledger_domain::records::Annotation {
+    chipledger_domain::records::Annotation {
+        format_version: FORMAT_VERSION,
+        counter,
+        written_at: NOW,
+        target: chipledger_domain::records::AnnotationTarget::Gpu { uuid: GpuUuid::parse(H800_UUID).unwrap() },
+        severity: chipledger_domain::identify::Severity::Info,
+        text: "the card in hgx-h800-01 was checked by hand: its label reads 1651323018291".into(),
+        resolves_serial: Some("1651323018291".into()),
+    }
+}
+
 const FORGED_UUID: &str = "GPU-7a1c0e55-3b2d-4f60-9e8a-1c2b3d4e5f60";
 
 #[test]
@@ -103,24 +138,7 @@ fn a_record_claiming_another_sku_shows_the_recomputed_one_and_the_disagreement_e
 fn a_borrowed_serial_inherits_no_verdict_and_both_gpus_are_flagged() {
     let mut w = world();
     // The H800 in the world (serial 1651323018291) gets an acquisition record.
-    w.counter += 1;
-    let acq = Acquisition {
-        format_version: FORMAT_VERSION,
-        counter: w.counter,
-        recorded_at: NOW,
-        serials: vec!["1651323018291".into()],
-        sku: Some("H800-SXM5-80GB".into()),
-        supplier: "Example Distribution".into(),
-        invoice_reference: "INV-7".into(),
-        invoice_digest: None,
-        shipped_on: time::macros::date!(2023 - 03 - 15),
-        ship_from: Country::parse("TW").unwrap(),
-        ship_to: Country::parse("CN").unwrap(),
-        end_user: "Example Lab".into(),
-        licence: None,
-        note: String::new(),
-    };
-    w.ledger.append(&[sign_record(&acq, &w.admin).unwrap().to_json()]).unwrap();
+    acquire_h800_serial(&mut w);
     let token = w.auditor_token.clone();
     let t = As::Bearer(&token);
     let verdict_of = |w: &World, uuid: &str| {
@@ -146,15 +164,7 @@ fn a_borrowed_serial_inherits_no_verdict_and_both_gpus_are_flagged() {
         assert_eq!(c.verdict, chipledger_domain::rules::VerdictKind::NeedsReview, "{}", c.uuid);
     }
     // Which GPU holds the serial is an admin's call: an auditor's resolution is refused...
-    let resolution = |counter: u64| chipledger_domain::records::Annotation {
-        format_version: FORMAT_VERSION,
-        counter,
-        written_at: NOW,
-        target: chipledger_domain::records::AnnotationTarget::Gpu { uuid: GpuUuid::parse(H800_UUID).unwrap() },
-        severity: chipledger_domain::identify::Severity::Info,
-        text: "the card in hgx-h800-01 was checked by hand: its label reads 1651323018291".into(),
-        resolves_serial: Some("1651323018291".into()),
-    };
+    let resolution = h800_holds_its_serial;
     let err = w.ledger.append(&[sign_record(&resolution(50), &w.auditor_key).unwrap().to_json()]).unwrap_err();
     assert!(err.to_string().contains("only an admin key may resolve"), "{err}");
     // ...an admin's gives the acquisition back to that GPU, and marks the other one.
@@ -264,24 +274,7 @@ fn the_cached_fleet_after_each_change_equals_a_fresh_read() {
     };
     check(&w, "nothing");
     // An acquisition of the H800's serial.
-    w.counter += 1;
-    let acq = Acquisition {
-        format_version: FORMAT_VERSION,
-        counter: w.counter,
-        recorded_at: NOW,
-        serials: vec!["1651323018291".into()],
-        sku: Some("H800-SXM5-80GB".into()),
-        supplier: "Example Distribution".into(),
-        invoice_reference: "INV-8".into(),
-        invoice_digest: None,
-        shipped_on: time::macros::date!(2023 - 03 - 15),
-        ship_from: Country::parse("TW").unwrap(),
-        ship_to: Country::parse("CN").unwrap(),
-        end_user: "Example Lab".into(),
-        licence: None,
-        note: String::new(),
-    };
-    w.ledger.append(&[sign_record(&acq, &w.admin).unwrap().to_json()]).unwrap();
+    acquire_h800_serial(&mut w);
     check(&w, "an acquisition");
     // A second GPU under that serial.
     let key = SigningKey::from_seed(&[36; 32]);
@@ -292,15 +285,7 @@ fn the_cached_fleet_after_each_change_equals_a_fresh_read() {
     check(&w, "a borrowed serial");
     // An admin resolution.
     w.counter += 1;
-    let resolution = chipledger_domain::records::Annotation {
-        format_version: FORMAT_VERSION,
-        counter: w.counter,
-        written_at: NOW,
-        target: chipledger_domain::records::AnnotationTarget::Gpu { uuid: GpuUuid::parse(H800_UUID).unwrap() },
-        severity: chipledger_domain::identify::Severity::Info,
-        text: "checked by hand".into(),
-        resolves_serial: Some("1651323018291".into()),
-    };
+    let resolution = h800_holds_its_serial(w.counter);
     w.ledger.append(&[sign_record(&resolution, &w.admin).unwrap().to_json()]).unwrap();
     check(&w, "a resolution");
     // The borrower re-attests under its own serial: the H800's serial is no longer shared.
