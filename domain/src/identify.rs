@@ -287,6 +287,21 @@ pub struct Sighting {
     pub observed_at: OffsetDateTime,
 }
 
+impl Sighting {
+    /// GPU `gpu` as attestation `att` saw it.
+    pub fn of(att: &crate::records::GpuAttestation, gpu: &crate::records::AttestedGpu) -> Sighting {
+        Sighting {
+            uuid: gpu.uuid.clone(),
+            serial: gpu.facts.serial.clone(),
+            host: att.host.hostname.clone(),
+            vbios_version: gpu.facts.vbios_version.clone(),
+            fingerprint_digest: gpu.fingerprint_digest,
+            fingerprint: Some(gpu.fingerprint.clone()),
+            observed_at: att.observed_at,
+        }
+    }
+}
+
 /// Settings for history checks.
 #[derive(Clone, Copy, Debug)]
 pub struct HistoryRules {
@@ -309,32 +324,7 @@ pub fn history_anomalies(current: &Sighting, history: &[Sighting], rules: Histor
     same_uuid.sort_by_key(|s| s.observed_at);
 
     if let Some(prev) = same_uuid.iter().rev().find(|s| s.observed_at <= current.observed_at) {
-        if let (Some(a), Some(b)) = (&prev.vbios_version, &current.vbios_version) {
-            if a != b {
-                out.push(Anomaly::VbiosChanged {
-                    uuid: current.uuid.clone(),
-                    from: a.clone(),
-                    to: b.clone(),
-                    previous_at: rfc3339(prev.observed_at),
-                });
-            }
-        }
-        if let (Some(fa), Some(fb)) = (&prev.fingerprint, &current.fingerprint) {
-            for (field, from, to) in fa.diff(fb) {
-                // The VBIOS has its own anomaly; NVLink state is covered by the link checks. A
-                // fact present on one side only is a probe difference (a driver that added a
-                // symbol, an import next to a live probe), not a different GPU.
-                if field == "vbios" || field.starts_with("nvlink.") || from.is_none() || to.is_none() {
-                    continue;
-                }
-                out.push(Anomaly::IdentityChanged {
-                    uuid: current.uuid.clone(),
-                    field: field.to_string(),
-                    from: from.map(str::to_string),
-                    to: to.map(str::to_string),
-                });
-            }
-        }
+        out.extend(changes(prev, current));
     }
 
     if let Some(serial) = current.serial.as_deref().filter(|s| !is_placeholder_serial(s)) {
@@ -381,6 +371,37 @@ pub fn history_anomalies(current: &Sighting, history: &[Sighting], rules: Histor
                 from: from.clone(),
                 to: to.clone(),
                 last_seen_on_old: rfc3339(*at),
+            });
+        }
+    }
+    out
+}
+
+/// What changed between two sightings of one GPU: its VBIOS, or another stable identity fact. A
+/// fact present on one side only is a probe difference (a driver that added a symbol, an import
+/// next to a live probe), not a different GPU; NVLink state has its own checks.
+pub fn changes(previous: &Sighting, current: &Sighting) -> Vec<Anomaly> {
+    let mut out = Vec::new();
+    if let (Some(a), Some(b)) = (&previous.vbios_version, &current.vbios_version) {
+        if a != b {
+            out.push(Anomaly::VbiosChanged {
+                uuid: current.uuid.clone(),
+                from: a.clone(),
+                to: b.clone(),
+                previous_at: rfc3339(previous.observed_at),
+            });
+        }
+    }
+    if let (Some(fa), Some(fb)) = (&previous.fingerprint, &current.fingerprint) {
+        for (field, from, to) in fa.diff(fb) {
+            if field == "vbios" || field.starts_with("nvlink.") || from.is_none() || to.is_none() {
+                continue;
+            }
+            out.push(Anomaly::IdentityChanged {
+                uuid: current.uuid.clone(),
+                field: field.to_string(),
+                from: from.map(str::to_string),
+                to: to.map(str::to_string),
             });
         }
     }

@@ -4,7 +4,8 @@
 //! in [`records`]), people's tokens and signed requests ([`auth`]), Ed25519 keys and C2SP verifier keys ([`keys`]), C2SP signed notes,
 //! checkpoints and tlog-proofs ([`note`]), RFC 6962 Merkle math ([`merkle`]), the embedded GPU
 //! catalog ([`catalog`]), GPU fingerprints ([`fingerprint`]), SKU identification and anomalies
-//! ([`identify`]), country groups ([`country`]), export classification and acquisition verdicts
+//! ([`identify`]), a GPU's trail through the log and its history anomalies ([`trail`]), a GPU's
+//! standing as a reader computes it ([`standing`]) and the fleet ([`fleet`]), country groups ([`country`]), export classification and acquisition verdicts
 //! ([`rules`]), and the [`log::LogClient`] trait through which agents and nodes reach a log.
 //!
 //! What it does not do: no file, network or database IO, no clock and no randomness of its own
@@ -29,5 +30,6 @@ pub mod note;
 pub mod records;
 pub mod rules;
 pub mod standing;
+pub mod trail;
 
 pub use error::Error;

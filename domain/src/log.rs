@@ -53,6 +53,10 @@ pub struct InventoryGpu {
     #[serde(with = "time::serde::rfc3339")]
     pub observed_at: OffsetDateTime,
     pub source: ProbeSource,
+    /// Its trail through the log as of the same point: hosts, and the attestation before its
+    /// fingerprint last changed.
+    #[serde(default)]
+    pub trail: crate::trail::Trail,
 }
 
 /// Which state of the log a query reads.

@@ -6,8 +6,9 @@
 //! again under the reader's catalog, and where the claim disagrees, that disagreement is itself
 //! a Danger anomaly. The acquisition verdict attaches to a serial only for a GPU whose recomputed
 //! SKU is the one the acquisition names, and to no GPU while the serial is reported under more
-//! than one UUID. The fleet view, placement, the dashboard, `/metrics` and exports all read GPUs
-//! through this one function.
+//! than one UUID. A GPU's history anomalies come from its trail through the log
+//! (`domain::trail`), never from the agent's claims. The fleet view, placement, the dashboard,
+//! `/metrics` and exports all read GPUs through this one function.
 
 use serde::{Deserialize, Serialize};
 
@@ -80,7 +81,8 @@ impl Standing {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct FactStanding {
     pub sku: Option<String>,
-    /// Recomputed from the facts, the agent's history anomalies, and the claim's disagreements.
+    /// Recomputed from the facts, and the claim's disagreements (history anomalies come from
+    /// the GPU's trail, `fleet::candidate`).
     pub anomalies: Vec<Anomaly>,
     pub evidence: Evidence,
 }
@@ -102,19 +104,13 @@ pub fn standing(catalog: &Catalog, att: &GpuAttestation, gpu: &AttestedGpu, arou
 }
 
 /// The part of a GPU's standing its own record decides: the SKU its PCI ids give, the anomalies
-/// of its facts, the agent's history anomalies (they compare records this reader may not hold),
-/// and a `claim-disagrees` anomaly for each way the agent's identification differs.
+/// of its facts, and a `claim-disagrees` anomaly for each way the agent's identification differs.
 pub fn of_facts(catalog: &Catalog, att: &GpuAttestation, gpu: &AttestedGpu) -> FactStanding {
     let recomputed = identify(catalog, &gpu.facts);
+    // History anomalies are the reader's to find: a shared serial from the GPUs it holds
+    // (`of_serial`), moves and changes from the GPU's trail (`fleet::candidate`). The agent's own
+    // are claims about records it chose to read, and count for nothing here.
     let mut anomalies = recomputed.anomalies.clone();
-    // A shared serial is the reader's to find (`of_serial`), from the GPUs it holds.
-    anomalies.extend(
-        gpu.identification
-            .anomalies
-            .iter()
-            .filter(|a| is_history(a) && !matches!(a, Anomaly::SerialUnderTwoUuids { .. }))
-            .cloned(),
-    );
     if gpu.identification.sku != recomputed.sku {
         anomalies.push(Anomaly::ClaimDisagrees {
             field: "sku".into(),

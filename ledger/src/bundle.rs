@@ -164,7 +164,10 @@ pub fn verify_bundle(bytes: &[u8], pinned: Option<&VerifierKey>) -> Result<Bundl
     let mut by_kind: BTreeMap<String, usize> = BTreeMap::new();
     let mut last: Option<u64> = None;
     let catalog = chipledger_domain::catalog::Catalog::embedded()?;
-    let mut latest: BTreeMap<String, chipledger_domain::fleet::Candidate> = BTreeMap::new();
+    // Each GPU's trail through the bundle's attestations, and those attestations by index.
+    let mut trails: BTreeMap<chipledger_domain::fingerprint::GpuUuid, chipledger_domain::trail::Trail> =
+        BTreeMap::new();
+    let mut attestations: BTreeMap<u64, chipledger_domain::records::GpuAttestation> = BTreeMap::new();
     let mut acquisitions: BTreeMap<String, chipledger_domain::records::Acquisition> = BTreeMap::new();
     for e in &b.entries {
         let at = |what: String| bad(format!("entry {}: {what}", e.index));
@@ -183,11 +186,14 @@ pub fn verify_bundle(bytes: &[u8], pinned: Option<&VerifierKey>) -> Result<Bundl
         match &p.record {
             Some(chipledger_domain::records::Record::GpuAttestation(a)) => {
                 for g in &a.gpus {
-                    latest.insert(
-                        g.uuid.as_str().to_string(),
-                        chipledger_domain::fleet::candidate(catalog, a, g, e.index),
+                    trails.entry(g.uuid.clone()).or_default().fold(
+                        e.index,
+                        &a.host.hostname,
+                        a.observed_at,
+                        g.fingerprint_digest,
                     );
                 }
+                attestations.insert(e.index, a.clone());
             }
             Some(chipledger_domain::records::Record::Acquisition(a)) => {
                 for s in &a.serials {
@@ -196,6 +202,20 @@ pub fn verify_bundle(bytes: &[u8], pinned: Option<&VerifierKey>) -> Result<Bundl
             }
             _ => {}
         }
+    }
+    let mut latest: BTreeMap<String, chipledger_domain::fleet::Candidate> = BTreeMap::new();
+    for (uuid, trail) in &trails {
+        let Some((index, _)) = trail.latest else { continue };
+        let Some((a, g)) =
+            attestations.get(&index).and_then(|a| a.gpus.iter().find(|g| &g.uuid == uuid).map(|g| (a, g)))
+        else {
+            continue;
+        };
+        let past = chipledger_domain::fleet::Past {
+            trail: Some(trail),
+            before_change: trail.changed_from.and_then(|i| attestations.get(&i)),
+        };
+        latest.insert(uuid.as_str().to_string(), chipledger_domain::fleet::candidate(catalog, a, g, index, past));
     }
     let mut candidates: Vec<&mut chipledger_domain::fleet::Candidate> = latest.values_mut().collect();
     chipledger_domain::fleet::judge_serials(

@@ -94,10 +94,32 @@ const MIGRATIONS: &[(i64, &str)] = &[
     CREATE INDEX entries_by_signer ON entries (signer, counter);
     ",
     ),
+    (
+        4,
+        "
+    -- Each GPU's trail through the log (domain::trail::Trail::fold): every host that attested it
+    -- (first and last log index there, signer times in Unix nanoseconds), and the attestation
+    -- before its fingerprint last changed. An attestation's row in gpu_records keeps its host,
+    -- signer time and the GPU's digest, so the trail as of any earlier size is one range read.
+    CREATE TABLE gpu_hosts (
+        uuid TEXT NOT NULL,
+        host TEXT NOT NULL,
+        first_idx INTEGER NOT NULL,
+        last_idx INTEGER NOT NULL,
+        first_ns INTEGER NOT NULL,
+        last_ns INTEGER NOT NULL,
+        PRIMARY KEY (uuid, host)
+    ) WITHOUT ROWID;
+    ALTER TABLE gpus ADD COLUMN changed_from INTEGER;
+    ALTER TABLE gpu_records ADD COLUMN host TEXT;
+    ALTER TABLE gpu_records ADD COLUMN observed_ns INTEGER;
+    ALTER TABLE gpu_records ADD COLUMN digest BLOB;
+    ",
+    ),
 ];
 
 /// The newest schema this build writes.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// Applies every migration the database lacks; refuses a database from a newer build.
 pub fn migrate(conn: &mut Connection) -> Result<(), Error> {
@@ -118,9 +140,15 @@ pub fn migrate(conn: &mut Connection) -> Result<(), Error> {
 
 /// What a migration needs beyond its SQL, in the same transaction.
 fn backfill(tx: &rusqlite::Transaction<'_>, version: i64) -> Result<(), Error> {
-    if version != 3 {
-        return Ok(());
+    match version {
+        3 => backfill_counters(tx),
+        4 => crate::views::backfill_trails(tx),
+        _ => Ok(()),
     }
+}
+
+/// Schema 3: each entry's predicate counter.
+fn backfill_counters(tx: &rusqlite::Transaction<'_>) -> Result<(), Error> {
     // Fill `entries.counter` from each stored envelope. An entry that does not read back keeps a
     // NULL counter rather than stopping the log from opening: the audit then names it.
     let mut update = tx.prepare("UPDATE entries SET counter = ?1 WHERE idx = ?2")?;

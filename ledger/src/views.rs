@@ -6,11 +6,12 @@ use std::collections::HashMap;
 use chipledger_domain::fingerprint::GpuUuid;
 use chipledger_domain::log::{AsOf, EntrySummary, InventoryGpu};
 use chipledger_domain::merkle::Hash;
-use chipledger_domain::records::{AnnotationTarget, ProbeSource, Record, Role};
+use chipledger_domain::records::{AnnotationTarget, GpuAttestation, ProbeSource, Record, Role};
+use chipledger_domain::trail::{HostSpan, Trail};
 use rusqlite::{params, Connection, OptionalExtension};
 use time::OffsetDateTime;
 
-use crate::record::{self, KeyState, Registry};
+use crate::record::{self, KeyState, Parsed, Registry};
 use crate::store::{kind_from_code, unix, Ledger};
 use crate::Error;
 
@@ -101,33 +102,7 @@ pub(crate) fn apply(conn: &Connection, index: u64, rec: &Record, registry: &Regi
             conn.prepare_cached("UPDATE keys SET revoked_at = ?1 WHERE key_id = ?2")?
                 .execute(params![idx, r.key_id.0])?;
         }
-        Record::GpuAttestation(a) => {
-            let mut rec_st = conn.prepare_cached("INSERT OR IGNORE INTO gpu_records (uuid, idx) VALUES (?1, ?2)")?;
-            // A GPU's latest state is its attestation at the highest log index: the signer's
-            // clock (`observed_at`) never orders the view.
-            let mut gpu_st = conn.prepare_cached(
-                "INSERT INTO gpus (uuid, idx, host, serial, sku, fingerprint_digest, observed_at, source)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
-                 ON CONFLICT (uuid) DO UPDATE SET idx = excluded.idx, host = excluded.host, serial = excluded.serial,
-                   sku = excluded.sku, fingerprint_digest = excluded.fingerprint_digest,
-                   observed_at = excluded.observed_at, source = excluded.source
-                 WHERE excluded.idx >= gpus.idx",
-            )?;
-            let source = a.source.as_str();
-            for g in &a.gpus {
-                rec_st.execute(params![g.uuid.as_str(), idx])?;
-                gpu_st.execute(params![
-                    g.uuid.as_str(),
-                    idx,
-                    a.host.hostname,
-                    g.facts.serial,
-                    recomputed_sku(g),
-                    &g.fingerprint_digest.0[..],
-                    unix(a.observed_at),
-                    source
-                ])?;
-            }
-        }
+        Record::GpuAttestation(a) => apply_attestation(conn, idx, a)?,
         Record::Acquisition(a) => {
             let mut st = conn.prepare_cached("INSERT OR IGNORE INTO acquisitions (serial, idx) VALUES (?1, ?2)")?;
             for s in &a.serials {
@@ -150,6 +125,121 @@ pub(crate) fn apply(conn: &Connection, index: u64, rec: &Record, registry: &Regi
         }
     }
     Ok(())
+}
+
+/// The attestation at `idx` in the GPU views: each GPU's record (with its host, signer time and
+/// digest), its latest state, and its trail (`domain::trail::Trail::fold`, kept as `gpu_hosts`
+/// and `gpus.changed_from`).
+fn apply_attestation(conn: &Connection, idx: i64, a: &GpuAttestation) -> Result<(), Error> {
+    let mut rec_st = conn.prepare_cached(
+        "INSERT OR IGNORE INTO gpu_records (uuid, idx, host, observed_ns, digest) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?;
+    // A GPU's latest state is its attestation at the highest log index: the signer's clock
+    // (`observed_at`) never orders the view. Its fingerprint changing makes the attestation it
+    // replaces the one to compare with.
+    let mut gpu_st = conn.prepare_cached(
+        "INSERT INTO gpus (uuid, idx, host, serial, sku, fingerprint_digest, observed_at, source, changed_from)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, NULL)
+         ON CONFLICT (uuid) DO UPDATE SET idx = excluded.idx, host = excluded.host, serial = excluded.serial,
+           sku = excluded.sku, fingerprint_digest = excluded.fingerprint_digest,
+           observed_at = excluded.observed_at, source = excluded.source,
+           changed_from = CASE WHEN gpus.fingerprint_digest = excluded.fingerprint_digest THEN gpus.changed_from
+                               ELSE gpus.idx END
+         WHERE excluded.idx >= gpus.idx",
+    )?;
+    let mut host_st = conn.prepare_cached(
+        "INSERT INTO gpu_hosts (uuid, host, first_idx, last_idx, first_ns, last_ns) VALUES (?1, ?2, ?3, ?3, ?4, ?4)
+         ON CONFLICT (uuid, host) DO UPDATE SET last_idx = excluded.last_idx, last_ns = excluded.last_ns
+         WHERE excluded.last_idx >= gpu_hosts.last_idx",
+    )?;
+    let source = a.source.as_str();
+    let at_ns = unix_ns(a.observed_at);
+    for g in &a.gpus {
+        let uuid = g.uuid.as_str();
+        let digest = &g.fingerprint_digest.0[..];
+        rec_st.execute(params![uuid, idx, a.host.hostname, at_ns, digest])?;
+        gpu_st.execute(params![
+            uuid,
+            idx,
+            a.host.hostname,
+            g.facts.serial,
+            recomputed_sku(g),
+            digest,
+            unix(a.observed_at),
+            source
+        ])?;
+        host_st.execute(params![uuid, a.host.hostname, idx, at_ns])?;
+    }
+    Ok(())
+}
+
+/// Fills the trail columns of a log written before they existed (schema 4), from its entries.
+/// An entry that does not read back is left out: `ledger verify` then names the difference.
+pub(crate) fn backfill_trails(tx: &Connection) -> Result<(), Error> {
+    let mut update =
+        tx.prepare("UPDATE gpu_records SET host = ?3, observed_ns = ?4, digest = ?5 WHERE uuid = ?1 AND idx = ?2")?;
+    let mut trails: HashMap<String, Trail> = HashMap::new();
+    let mut unreadable = 0u64;
+    crate::record::replay(tx, true, |idx, parsed| {
+        match parsed {
+            Ok(Parsed { record: Some(Record::GpuAttestation(a)), .. }) => {
+                for g in &a.gpus {
+                    let at_ns = unix_ns(a.observed_at);
+                    update.execute(params![
+                        g.uuid.as_str(),
+                        idx as i64,
+                        a.host.hostname,
+                        at_ns,
+                        &g.fingerprint_digest.0[..]
+                    ])?;
+                    trails.entry(g.uuid.as_str().to_string()).or_default().fold(
+                        idx,
+                        &a.host.hostname,
+                        a.observed_at,
+                        g.fingerprint_digest,
+                    );
+                }
+            }
+            Ok(_) => {}
+            Err(_) => unreadable += 1,
+        }
+        Ok(())
+    })?;
+    let mut changed = tx.prepare("UPDATE gpus SET changed_from = ?2 WHERE uuid = ?1")?;
+    let mut host = tx.prepare(
+        "INSERT INTO gpu_hosts (uuid, host, first_idx, last_idx, first_ns, last_ns) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?;
+    for (uuid, trail) in &trails {
+        changed.execute(params![uuid, trail.changed_from.map(|i| i as i64)])?;
+        for h in &trail.hosts {
+            host.execute(params![
+                uuid,
+                h.host,
+                h.first_index as i64,
+                h.last_index as i64,
+                unix_ns(h.first_observed_at),
+                unix_ns(h.last_observed_at)
+            ])?;
+        }
+    }
+    if unreadable > 0 {
+        tracing::warn!(
+            unreadable,
+            "entries that do not read back are left out of the GPU trails; `ledger verify` names them"
+        );
+    }
+    tracing::info!(gpus = trails.len(), "filled in the GPU trails");
+    Ok(())
+}
+
+/// Nanoseconds since the Unix epoch, as SQLite stores them (an i64 holds them until 2262; a time
+/// beyond is clamped, and `observed_at` is refused far earlier than that at append).
+pub(crate) fn unix_ns(t: OffsetDateTime) -> i64 {
+    i64::try_from(t.unix_timestamp_nanos()).unwrap_or(if t.year() > 0 { i64::MAX } else { i64::MIN })
+}
+
+fn from_unix_ns(ns: i64) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ns)).unwrap_or(OffsetDateTime::UNIX_EPOCH)
 }
 
 /// Writes the per-key counters that changed.
@@ -318,61 +408,50 @@ impl Ledger {
                 |r| r.get(0),
             )?),
         };
-        // The current view answers "as of n" too when nothing in it is newer than n (the common
-        // case: a caller reading the inventory at the checkpoint it just fetched).
-        let current = match limit {
-            None => Some(latest_gpus(&conn, None)?),
-            Some(n) => Some(latest_gpus(&conn, None)?).filter(|v| v.iter().all(|g| (g.index as i64) < n)),
-        };
-        let mut out = Vec::new();
-        match (limit, current) {
-            (_, Some(v)) => out = v,
-            (None, None) => {}
-            (Some(n), None) => {
-                let mut parsed: HashMap<i64, Option<chipledger_domain::records::GpuAttestation>> = HashMap::new();
-                // Replay the latest attestation of each GPU among the first n entries.
-                let mut st = conn.prepare(
-                    "SELECT g.uuid, MAX(g.idx) FROM gpu_records g JOIN entries e ON e.idx = g.idx
-                     WHERE g.idx < ?1 AND e.kind = 3 GROUP BY g.uuid",
-                )?;
-                let latest: Vec<(String, i64)> =
-                    st.query_map([n], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?;
-                for (uuid, idx) in latest {
-                    // One attestation covers several GPUs: read and parse it once.
-                    if let std::collections::hash_map::Entry::Vacant(slot) = parsed.entry(idx) {
-                        let (body, form, key_id): (Vec<u8>, i64, String) = conn.query_row(
-                            "SELECT e.body, e.form, k.key_id FROM entries e JOIN keys k ON k.enrolled_at = e.signer WHERE e.idx = ?1",
-                            [idx],
-                            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-                        )?;
-                        let env = crate::record::expand(&body, form, &key_id)
-                            .map_err(|e| Error::Corrupt(format!("entry {idx}: {e}")))?;
-                        let record = crate::record::parse(&env, usize::MAX, true)
-                            .map_err(|r| Error::Corrupt(format!("entry {idx}: {r}")))?
-                            .record;
-                        slot.insert(match record {
-                            Some(Record::GpuAttestation(a)) => Some(a),
-                            _ => None,
-                        });
-                    }
-                    if let Some(Some(a)) = parsed.get(&idx) {
-                        if let Some(g) = a.gpus.iter().find(|g| g.uuid.as_str() == uuid) {
-                            out.push(InventoryGpu {
-                                uuid: g.uuid.clone(),
-                                host: a.host.hostname.clone(),
-                                serial: g.facts.serial.clone(),
-                                sku: recomputed_sku(g),
-                                fingerprint_digest: g.fingerprint_digest,
-                                index: idx as u64,
-                                observed_at: a.observed_at,
-                                source: a.source,
-                            });
-                        }
-                    }
-                }
-                out.sort_by(|a, b| (a.host.as_str(), a.uuid.as_str()).cmp(&(b.host.as_str(), b.uuid.as_str())));
+        let mut out = latest_gpus(&conn, None)?;
+        let Some(n) = limit else { return Ok(out) };
+        // A GPU last attested before `n` stands as the view has it, trail and all: none of its
+        // attestations is newer. The others are read again as of `n` (usually none or a few: a
+        // caller reading the inventory at the checkpoint it just fetched).
+        let n = n.max(0) as u64;
+        let newer: Vec<GpuUuid> = out.iter().filter(|g| g.index >= n).map(|g| g.uuid.clone()).collect();
+        out.retain(|g| g.index < n);
+        let mut parsed: HashMap<u64, Option<GpuAttestation>> = HashMap::new();
+        let mut records = conn.prepare_cached(
+            "SELECT idx, host, observed_ns, digest FROM gpu_records WHERE uuid = ?1 AND idx < ?2 AND host IS NOT NULL ORDER BY idx",
+        )?;
+        for uuid in newer {
+            let mut trail = Trail::default();
+            let mut rows = records.query(params![uuid.as_str(), n as i64])?;
+            while let Some(r) = rows.next()? {
+                let digest: Vec<u8> = r.get(3)?;
+                let digest = Hash(digest.try_into().map_err(|_| Error::Corrupt("gpu_records digest".into()))?);
+                trail.fold(r.get::<_, i64>(0)? as u64, &r.get::<_, String>(1)?, from_unix_ns(r.get(2)?), digest);
+            }
+            let Some((idx, _)) = trail.latest else { continue };
+            // One attestation covers several GPUs: read and parse it once.
+            if let std::collections::hash_map::Entry::Vacant(slot) = parsed.entry(idx) {
+                slot.insert(match stored_record(&conn, idx)? {
+                    Some(Record::GpuAttestation(a)) => Some(a),
+                    _ => None,
+                });
+            }
+            let Some(Some(a)) = parsed.get(&idx) else { continue };
+            if let Some(g) = a.gpus.iter().find(|g| g.uuid == uuid) {
+                out.push(InventoryGpu {
+                    uuid: g.uuid.clone(),
+                    host: a.host.hostname.clone(),
+                    serial: g.facts.serial.clone(),
+                    sku: recomputed_sku(g),
+                    fingerprint_digest: g.fingerprint_digest,
+                    index: idx,
+                    observed_at: a.observed_at,
+                    source: a.source,
+                    trail,
+                });
             }
         }
+        out.sort_by(|a, b| (a.host.as_str(), a.uuid.as_str()).cmp(&(b.host.as_str(), b.uuid.as_str())));
         Ok(out)
     }
 
@@ -387,7 +466,7 @@ impl Ledger {
         let mut w = self.writer_lock();
         let tx = w.conn.transaction()?;
         tx.execute_batch(
-            "DELETE FROM keys; DELETE FROM gpus; DELETE FROM gpu_records; DELETE FROM acquisitions; DELETE FROM runs;",
+            "DELETE FROM keys; DELETE FROM gpus; DELETE FROM gpu_records; DELETE FROM gpu_hosts; DELETE FROM acquisitions; DELETE FROM runs;",
         )?;
         let mut registry = Registry::new();
         let mut n = 0u64;
@@ -416,13 +495,27 @@ impl Ledger {
     }
 }
 
-/// Rows of the `gpus` view (every GPU's latest attestation), all or those with one serial.
+/// The record stored at `idx`, parsed in full.
+fn stored_record(conn: &Connection, idx: u64) -> Result<Option<Record>, Error> {
+    let (body, form, key_id): (Vec<u8>, i64, String) = conn.query_row(
+        "SELECT e.body, e.form, k.key_id FROM entries e JOIN keys k ON k.enrolled_at = e.signer WHERE e.idx = ?1",
+        [idx as i64],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+    )?;
+    let env = crate::record::expand(&body, form, &key_id).map_err(|e| Error::Corrupt(format!("entry {idx}: {e}")))?;
+    Ok(crate::record::parse(&env, usize::MAX, true).map_err(|r| Error::Corrupt(format!("entry {idx}: {r}")))?.record)
+}
+
+/// Rows of the `gpus` view (every GPU's latest attestation) with their trails, all or those with
+/// one serial.
 fn latest_gpus(conn: &Connection, serial: Option<&str>) -> Result<Vec<InventoryGpu>, Error> {
+    let columns =
+        "g.uuid, g.idx, g.host, g.serial, g.sku, g.fingerprint_digest, g.observed_at, g.source, g.changed_from";
     let sql = match serial {
-        None => "SELECT uuid, idx, host, serial, sku, fingerprint_digest, observed_at, source FROM gpus ORDER BY host, uuid",
-        Some(_) => "SELECT uuid, idx, host, serial, sku, fingerprint_digest, observed_at, source FROM gpus WHERE serial = ?1 ORDER BY host, uuid",
+        None => format!("SELECT {columns} FROM gpus g ORDER BY g.host, g.uuid"),
+        Some(_) => format!("SELECT {columns} FROM gpus g WHERE g.serial = ?1 ORDER BY g.host, g.uuid"),
     };
-    let mut st = conn.prepare(sql)?;
+    let mut st = conn.prepare(&sql)?;
     let mut rows = match serial {
         None => st.query([])?,
         Some(s) => st.query([s])?,
@@ -432,16 +525,61 @@ fn latest_gpus(conn: &Connection, serial: Option<&str>) -> Result<Vec<InventoryG
         let uuid: String = r.get(0)?;
         let digest: Vec<u8> = r.get(5)?;
         let source: String = r.get(7)?;
+        let index = r.get::<_, i64>(1)? as u64;
+        let fingerprint_digest = Hash(digest.try_into().map_err(|_| Error::Corrupt("gpus digest".into()))?);
         out.push(InventoryGpu {
             uuid: GpuUuid::parse(&uuid)?,
-            index: r.get::<_, i64>(1)? as u64,
+            index,
             host: r.get(2)?,
             serial: r.get(3)?,
             sku: r.get(4)?,
-            fingerprint_digest: Hash(digest.try_into().map_err(|_| Error::Corrupt("gpus digest".into()))?),
+            fingerprint_digest,
             observed_at: from_unix(r.get(6)?),
             source: serde_json::from_value(serde_json::Value::String(source)).unwrap_or(ProbeSource::NvidiaSmiText),
+            trail: Trail {
+                latest: Some((index, fingerprint_digest)),
+                changed_from: r.get::<_, Option<i64>>(8)?.map(|i| i as u64),
+                hosts: Vec::new(),
+            },
         });
+    }
+    // The hosts of every GPU in one ordered read (or of the few that report `serial`).
+    let mut hosts: HashMap<String, Vec<HostSpan>> = HashMap::new();
+    let span = |r: &rusqlite::Row<'_>| -> rusqlite::Result<(String, HostSpan)> {
+        Ok((
+            r.get(0)?,
+            HostSpan {
+                host: r.get(1)?,
+                first_index: r.get::<_, i64>(2)? as u64,
+                last_index: r.get::<_, i64>(3)? as u64,
+                first_observed_at: from_unix_ns(r.get(4)?),
+                last_observed_at: from_unix_ns(r.get(5)?),
+            },
+        ))
+    };
+    let host_columns = "uuid, host, first_idx, last_idx, first_ns, last_ns";
+    match serial {
+        None => {
+            let mut st = conn.prepare(&format!("SELECT {host_columns} FROM gpu_hosts"))?;
+            for row in st.query_map([], span)? {
+                let (uuid, h) = row?;
+                hosts.entry(uuid).or_default().push(h);
+            }
+        }
+        Some(_) => {
+            let mut st = conn.prepare_cached(&format!("SELECT {host_columns} FROM gpu_hosts WHERE uuid = ?1"))?;
+            for g in &out {
+                for row in st.query_map([g.uuid.as_str()], span)? {
+                    let (uuid, h) = row?;
+                    hosts.entry(uuid).or_default().push(h);
+                }
+            }
+        }
+    }
+    for g in &mut out {
+        let mut spans = hosts.remove(g.uuid.as_str()).unwrap_or_default();
+        spans.sort_by_key(|h| h.first_index);
+        g.trail.hosts = spans;
     }
     Ok(out)
 }

@@ -8,6 +8,8 @@ use std::collections::BTreeMap;
 use chipledger_domain::records::Record;
 use rusqlite::Connection;
 
+use chipledger_domain::trail::Trail;
+
 use crate::record::{Parsed, Registry};
 use crate::Error;
 
@@ -21,32 +23,40 @@ struct GpuRow {
     digest: Vec<u8>,
     observed_at: i64,
     source: String,
+    changed_from: Option<u64>,
 }
 
 /// The views as a replay makes them.
 #[derive(Debug, Default)]
 pub(crate) struct Expected {
     gpus: BTreeMap<String, GpuRow>,
-    /// uuid → the indexes of the entries about it, in log order.
-    gpu_records: BTreeMap<String, Vec<u64>>,
+    /// uuid → the indexes of the entries about it, in log order, each with a tag of what the
+    /// view keeps of an attestation (host, signer time, digest; [`attested_tag`]) or 0.
+    gpu_records: BTreeMap<String, Vec<(u64, u64)>>,
+    /// uuid → its trail (`gpu_hosts`, `gpus.changed_from`).
+    trails: BTreeMap<String, Trail>,
     /// serial → the indexes of the acquisitions naming it, in log order.
-    acquisitions: BTreeMap<String, Vec<u64>>,
+    acquisitions: BTreeMap<String, Vec<(u64, u64)>>,
     runs: BTreeMap<String, u64>,
 }
 
 impl Expected {
     /// Takes in the entry at `idx` (entries come in log order).
     pub(crate) fn apply(&mut self, idx: u64, p: &Parsed) {
-        let mut about = |uuid: &str| {
+        let mut about = |uuid: &str, tag: u64| {
             let v = self.gpu_records.entry(uuid.to_string()).or_default();
-            if v.last() != Some(&idx) {
-                v.push(idx);
+            if v.last().map(|(i, _)| *i) != Some(idx) {
+                v.push((idx, tag));
             }
         };
         match &p.record {
             Some(Record::GpuAttestation(a)) => {
+                let at_ns = crate::views::unix_ns(a.observed_at);
                 for g in &a.gpus {
-                    about(g.uuid.as_str());
+                    about(g.uuid.as_str(), attested_tag(&a.host.hostname, at_ns, &g.fingerprint_digest.0));
+                    let trail = self.trails.entry(g.uuid.as_str().to_string()).or_default();
+                    trail.fold(idx, &a.host.hostname, a.observed_at, g.fingerprint_digest);
+                    let changed_from = trail.changed_from;
                     self.gpus.insert(
                         g.uuid.as_str().to_string(),
                         GpuRow {
@@ -57,32 +67,33 @@ impl Expected {
                             digest: g.fingerprint_digest.0.to_vec(),
                             observed_at: crate::store::unix(a.observed_at),
                             source: a.source.as_str().to_string(),
+                            changed_from,
                         },
                     );
                 }
             }
             Some(Record::RunProvenance(r)) => {
                 for g in &r.gpus {
-                    about(g.uuid.as_str());
+                    about(g.uuid.as_str(), 0);
                 }
                 self.runs.insert(r.run_id.clone(), idx);
             }
             Some(Record::Acquisition(a)) => {
                 for s in &a.serials {
                     let v = self.acquisitions.entry(s.clone()).or_default();
-                    if v.last() != Some(&idx) {
-                        v.push(idx);
+                    if v.last().map(|(i, _)| *i) != Some(idx) {
+                        v.push((idx, 0));
                     }
                 }
             }
             Some(Record::Annotation(a)) => {
                 if let chipledger_domain::records::AnnotationTarget::Gpu { uuid } = &a.target {
-                    about(uuid.as_str());
+                    about(uuid.as_str(), 0);
                 }
             }
             None => {
                 if let Some(uuid) = &p.gpu_target {
-                    about(uuid);
+                    about(uuid, 0);
                 }
             }
             _ => {}
@@ -96,7 +107,7 @@ impl Expected {
         }
         // gpus
         let mut st = conn.prepare(
-            "SELECT uuid, idx, host, serial, sku, fingerprint_digest, observed_at, source FROM gpus ORDER BY uuid",
+            "SELECT uuid, idx, host, serial, sku, fingerprint_digest, observed_at, source, changed_from FROM gpus ORDER BY uuid",
         )?;
         let mut rows = st.query([])?;
         let mut expected = self.gpus.iter();
@@ -112,6 +123,7 @@ impl Expected {
                         digest: r.get(5)?,
                         observed_at: r.get(6)?,
                         source: r.get(7)?,
+                        changed_from: r.get::<_, Option<i64>>(8)?.map(|i| i as u64),
                     },
                 )),
                 None => None,
@@ -121,13 +133,15 @@ impl Expected {
                 (Some((uuid, row)), Some((want_uuid, want))) if uuid == *want_uuid && row == *want => {}
                 (Some((uuid, row)), Some((want_uuid, want))) if uuid == *want_uuid => {
                     return Ok(Some(format!(
-                        "the gpus view says GPU {uuid} was last attested at entry {} on {} ({}), a replay says entry {} on {} ({})",
+                        "the gpus view says GPU {uuid} was last attested at entry {} on {} ({}, fingerprint last changed after entry {:?}), a replay says entry {} on {} ({}, {:?})",
                         row.idx,
                         row.host,
                         row.sku.as_deref().unwrap_or("no SKU"),
+                        row.changed_from,
                         want.idx,
                         want.host,
-                        want.sku.as_deref().unwrap_or("no SKU")
+                        want.sku.as_deref().unwrap_or("no SKU"),
+                        want.changed_from
                     )))
                 }
                 (Some((uuid, _)), Some((want_uuid, _))) if uuid < *want_uuid => {
@@ -144,10 +158,21 @@ impl Expected {
                 }
             }
         }
-        if let Some(d) = index_difference(conn, "gpu_records", "uuid", "GPU", &self.gpu_records)? {
+        let tag = |r: &rusqlite::Row<'_>| -> rusqlite::Result<u64> {
+            Ok(match (r.get::<_, Option<String>>(2)?, r.get::<_, Option<i64>>(3)?, r.get::<_, Option<Vec<u8>>>(4)?) {
+                (Some(host), Some(ns), Some(digest)) => attested_tag(&host, ns, &digest),
+                _ => 0,
+            })
+        };
+        let sql = "SELECT uuid, idx, host, observed_ns, digest FROM gpu_records ORDER BY uuid, idx";
+        if let Some(d) = index_difference(conn, sql, "gpu_records", "GPU", &self.gpu_records, tag)? {
             return Ok(Some(d));
         }
-        if let Some(d) = index_difference(conn, "acquisitions", "serial", "serial", &self.acquisitions)? {
+        if let Some(d) = self.hosts_difference(conn)? {
+            return Ok(Some(d));
+        }
+        let sql = "SELECT serial, idx FROM acquisitions ORDER BY serial, idx";
+        if let Some(d) = index_difference(conn, sql, "acquisitions", "serial", &self.acquisitions, |_| Ok(0))? {
             return Ok(Some(d));
         }
         let mut st = conn.prepare("SELECT run_id, idx FROM runs ORDER BY run_id")?;
@@ -166,6 +191,51 @@ impl Expected {
                         .map(|(k, v)| format!("the runs view lacks run {k}, at entry {v}"))
                 });
             return Ok(first);
+        }
+        Ok(None)
+    }
+
+    /// The `gpu_hosts` view against the replay's trails, GPU by GPU and host by host.
+    fn hosts_difference(&self, conn: &Connection) -> Result<Option<String>, Error> {
+        let mut st = conn.prepare(
+            "SELECT uuid, host, first_idx, last_idx, first_ns, last_ns FROM gpu_hosts ORDER BY uuid, first_idx, host",
+        )?;
+        let mut stored: BTreeMap<String, Vec<SpanRow>> = BTreeMap::new();
+        let mut rows = st.query([])?;
+        while let Some(r) = rows.next()? {
+            stored.entry(r.get(0)?).or_default().push((
+                r.get(1)?,
+                r.get::<_, i64>(2)? as u64,
+                r.get::<_, i64>(3)? as u64,
+                r.get(4)?,
+                r.get(5)?,
+            ));
+        }
+        for (uuid, trail) in &self.trails {
+            let mut want: Vec<SpanRow> = trail
+                .hosts
+                .iter()
+                .map(|h| {
+                    let (first, last) =
+                        (crate::views::unix_ns(h.first_observed_at), crate::views::unix_ns(h.last_observed_at));
+                    (h.host.clone(), h.first_index, h.last_index, first, last)
+                })
+                .collect();
+            want.sort_by(|a, b| (a.1, &a.0).cmp(&(b.1, &b.0)));
+            let have = stored.remove(uuid).unwrap_or_default();
+            if have != want {
+                let show = |v: &[SpanRow]| {
+                    v.iter().map(|(h, f, l, _, _)| format!("{h} (entries {f}–{l})")).collect::<Vec<_>>().join(", ")
+                };
+                return Ok(Some(format!(
+                    "the gpu_hosts view says GPU {uuid} was attested on {}; a replay says on {}",
+                    show(&have),
+                    show(&want)
+                )));
+            }
+        }
+        if let Some(uuid) = stored.keys().next() {
+            return Ok(Some(format!("the gpu_hosts view lists GPU {uuid}, which no attestation names")));
         }
         Ok(None)
     }
@@ -193,32 +263,53 @@ impl Expected {
     }
 }
 
-/// Compares a `(name, idx)` index view with the replay's, row by row in key order.
+/// A `gpu_hosts` row: host, first and last index, first and last signer time (Unix ns).
+type SpanRow = (String, u64, u64, i64, i64);
+
+/// What the view keeps of one GPU's attestation, in 8 bytes: its host, signer time and digest.
+fn attested_tag(host: &str, at_ns: i64, digest: &[u8]) -> u64 {
+    let mut bytes = Vec::with_capacity(8 + host.len() + 8 + digest.len());
+    bytes.extend_from_slice(&(host.len() as u64).to_be_bytes());
+    bytes.extend_from_slice(host.as_bytes());
+    bytes.extend_from_slice(&at_ns.to_be_bytes());
+    bytes.extend_from_slice(digest);
+    let out = chipledger_domain::merkle::Hash::sha256(&bytes).0;
+    // Never 0, which stands for "not an attestation".
+    u64::from_be_bytes([out[0], out[1], out[2], out[3], out[4], out[5], out[6], out[7]]).max(1)
+}
+
+/// Compares a `(name, idx, …)` index view (`sql` reads it in key order) with the replay's, row by
+/// row; `tag` sums up what a row holds beyond its key and index.
 fn index_difference(
     conn: &Connection,
+    sql: &str,
     table: &str,
-    column: &str,
     what: &str,
-    expected: &BTreeMap<String, Vec<u64>>,
+    expected: &BTreeMap<String, Vec<(u64, u64)>>,
+    tag: impl Fn(&rusqlite::Row<'_>) -> rusqlite::Result<u64>,
 ) -> Result<Option<String>, Error> {
-    let mut st = conn.prepare(&format!("SELECT {column}, idx FROM {table} ORDER BY {column}, idx"))?;
+    let mut st = conn.prepare(sql)?;
     let mut rows = st.query([])?;
-    let mut want = expected.iter().flat_map(|(k, v)| v.iter().map(move |i| (k, *i)));
+    let mut want = expected.iter().flat_map(|(k, v)| v.iter().map(move |(i, t)| (k, *i, *t)));
     loop {
         let stored = match rows.next()? {
-            Some(r) => Some((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)),
+            Some(r) => Some((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64, tag(r)?)),
             None => None,
         };
         match (stored, want.next()) {
             (None, None) => return Ok(None),
-            (Some((k, i)), Some((wk, wi))) if k == *wk && i == wi => {}
-            (Some((k, i)), Some((wk, wi))) if (k.as_str(), i) < (wk.as_str(), wi) => {
+            (Some((k, i, t)), Some((wk, wi, wt))) if k == *wk && i == wi && t == wt => {}
+            (Some((k, i, _)), Some((wk, wi, _))) if k == *wk && i == wi => {
+                let what = format!("{what} {k} at entry {i}");
+                return Ok(Some(format!("the {table} view's row for {what} holds another host, time or digest")));
+            }
+            (Some((k, i, _)), Some((wk, wi, _))) if (k.as_str(), i) < (wk.as_str(), wi) => {
                 return Ok(Some(format!("the {table} view ties {what} {k} to entry {i}; a replay does not")))
             }
-            (Some((k, i)), None) => {
+            (Some((k, i, _)), None) => {
                 return Ok(Some(format!("the {table} view ties {what} {k} to entry {i}; a replay does not")))
             }
-            (_, Some((wk, wi))) => {
+            (_, Some((wk, wi, _))) => {
                 return Ok(Some(format!("the {table} view does not tie {what} {wk} to entry {wi}; a replay does")))
             }
         }

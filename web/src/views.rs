@@ -15,8 +15,9 @@ use chipledger_domain::keys::VerifierKey;
 use chipledger_domain::log::{EntrySummary, LogClient};
 use chipledger_domain::merkle;
 use chipledger_domain::note::open_checkpoint;
-use chipledger_domain::records::{Acquisition, Record, RecordKind, RunProvenance};
+use chipledger_domain::records::{Acquisition, GpuAttestation, Record, RecordKind, RunProvenance};
 use chipledger_domain::rules::{classify_all, DatacenterJudgement, Verdict};
+use chipledger_domain::trail::Trail;
 use chipledger_ledger::{EntryFilter, Ledger};
 use serde::Serialize;
 use time::OffsetDateTime;
@@ -135,14 +136,41 @@ fn update(ledger: &Ledger, old: &FleetSnapshot) -> Result<FleetSnapshot, crate::
     let catalog = Catalog::embedded().map_err(internal("reading the catalog"))?;
     let mut judge: std::collections::HashSet<chipledger_domain::fingerprint::GpuUuid> =
         std::collections::HashSet::new();
-    for (index, a) in &new_attestations {
+    // Each re-attested GPU's trail with the new attestations folded in, as the ledger's view
+    // folds them, and its latest attestation among them.
+    let mut trails: HashMap<String, (Trail, usize)> = HashMap::new();
+    for (n, (index, a)) in new_attestations.iter().enumerate() {
         for g in &a.gpus {
-            let c = chipledger_domain::fleet::candidate(catalog, a, g, *index);
-            let before = candidates.insert(g.uuid.as_str().to_string(), c);
-            serials.extend(before.and_then(|b| b.serial));
+            let uuid = g.uuid.as_str();
+            let (trail, latest) = trails
+                .entry(uuid.to_string())
+                .or_insert_with(|| (candidates.get(uuid).map(|c| c.trail.clone()).unwrap_or_default(), n));
+            trail.fold(*index, &a.host.hostname, a.observed_at, g.fingerprint_digest);
+            *latest = n;
             serials.extend(g.facts.serial.clone());
-            judge.insert(g.uuid.clone());
         }
+    }
+    // The attestations before their fingerprints last changed, to compare the facts with.
+    let by_index: HashMap<u64, &GpuAttestation> = new_attestations.iter().map(|(i, a)| (*i, a)).collect();
+    let mut older: Vec<u64> =
+        trails.values().filter_map(|(t, _)| t.changed_from).filter(|i| !by_index.contains_key(i)).collect();
+    older.sort_unstable();
+    older.dedup();
+    let payloads = ledger.payloads(&older).map_err(crate::api::ledger_error)?;
+    let older = chipledger_domain::fleet::decode_in_parallel(&payloads, |(index, leaf, payload)| {
+        Ok((*index, *leaf, Record::from_payload(payload)?))
+    })
+    .map_err(internal("reading earlier attestations"))?;
+    for (uuid, (trail, latest)) in &trails {
+        let (index, a) = &new_attestations[*latest];
+        let Some(g) = a.gpus.iter().find(|g| g.uuid.as_str() == uuid) else { continue };
+        let before_change =
+            trail.changed_from.and_then(|i| by_index.get(&i).copied().or_else(|| older.get(&i).map(|(_, a)| a)));
+        let past = chipledger_domain::fleet::Past { trail: Some(trail), before_change };
+        let c = chipledger_domain::fleet::candidate(catalog, a, g, *index, past);
+        let before = candidates.insert(uuid.clone(), c);
+        serials.extend(before.and_then(|b| b.serial));
+        judge.insert(g.uuid.clone());
     }
     judge.extend(
         candidates.values().filter(|c| c.serial.as_ref().is_some_and(|s| serials.contains(s))).map(|c| c.uuid.clone()),

@@ -13,3 +13,4 @@ mod note;
 mod rules;
 mod standing;
 mod tracker;
+mod trail;

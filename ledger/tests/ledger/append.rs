@@ -99,8 +99,10 @@ fn a_schema_2_log_is_migrated_and_still_finds_duplicates() {
     let receipts = f.ledger.append(&envs).unwrap();
     sql(
         &f,
-        "DROP INDEX entries_by_signer; ALTER TABLE entries DROP COLUMN counter;
-         CREATE INDEX entries_by_leaf ON entries (substr(leaf_hash, 1, 8)); PRAGMA user_version = 2;",
+        &format!(
+            "{UNDO_SCHEMA_4} DROP INDEX entries_by_signer; ALTER TABLE entries DROP COLUMN counter;
+             CREATE INDEX entries_by_leaf ON entries (substr(leaf_hash, 1, 8)); PRAGMA user_version = 2;"
+        ),
     );
     f.reopen();
     assert_eq!(f.ledger.audit(&mut |_, _| {}).unwrap().problem, None);
@@ -114,6 +116,33 @@ fn a_schema_2_log_is_migrated_and_still_finds_duplicates() {
     assert_eq!(f.ledger.audit(&mut |_, _| {}).unwrap().problem, None);
 }
 
+/// What schema 4 added: the GPU trails.
+const UNDO_SCHEMA_4: &str = "DROP TABLE gpu_hosts; ALTER TABLE gpus DROP COLUMN changed_from;
+     ALTER TABLE gpu_records DROP COLUMN host; ALTER TABLE gpu_records DROP COLUMN observed_ns;
+     ALTER TABLE gpu_records DROP COLUMN digest; PRAGMA user_version = 3;";
+
+/// A schema-3 log gets its GPUs' trails from its entries: the same inventory, trails and all, as
+/// a log that kept them from the start, and a clean audit.
+#[test]
+fn a_schema_3_log_gets_its_gpu_trails_from_its_entries() {
+    let mut f = Fixture::new();
+    let one = f.enroll(2, Role::Agent, Some("hgx-1"));
+    let two = f.enroll(3, Role::Agent, Some("hgx-2"));
+    let mut changed = h800(U1, "1");
+    changed.vbios_version = Some("96.00.99.00.01".into());
+    f.ledger.append(&[attestation(&one, 1, "hgx-1", &[h800(U1, "1"), h800(U2, "2")], NOW)]).unwrap();
+    f.ledger.append(&[attestation(&one, 2, "hgx-1", &[changed.clone(), h800(U2, "2")], NOW)]).unwrap();
+    f.ledger.append(&[attestation(&two, 1, "hgx-2", &[changed], NOW)]).unwrap();
+    let before = f.ledger.inventory(AsOf::Latest).unwrap();
+    let u1 = before.iter().find(|g| g.uuid.as_str() == U1).unwrap();
+    assert_eq!(u1.trail.hosts.iter().map(|h| h.host.as_str()).collect::<Vec<_>>(), ["hgx-1", "hgx-2"]);
+    assert!(u1.trail.changed_from.is_some(), "{:?}", u1.trail);
+    sql(&f, UNDO_SCHEMA_4);
+    f.reopen();
+    assert_eq!(f.ledger.inventory(AsOf::Latest).unwrap(), before);
+    assert_eq!(f.ledger.audit(&mut |_, _| {}).unwrap().problem, None);
+}
+
 /// A schema-2 log with a damaged entry still opens after the migration, and the audit names the
 /// damaged entry.
 #[test]
@@ -124,9 +153,11 @@ fn a_damaged_schema_2_log_migrates_and_the_audit_names_the_damage() {
     f.ledger.append(&envs).unwrap();
     sql(
         &f,
-        "DROP INDEX entries_by_signer; ALTER TABLE entries DROP COLUMN counter;
-         CREATE INDEX entries_by_leaf ON entries (substr(leaf_hash, 1, 8)); PRAGMA user_version = 2;
-         UPDATE entries SET body = X'00' WHERE idx = 3;",
+        &format!(
+            "{UNDO_SCHEMA_4} DROP INDEX entries_by_signer; ALTER TABLE entries DROP COLUMN counter;
+             CREATE INDEX entries_by_leaf ON entries (substr(leaf_hash, 1, 8)); PRAGMA user_version = 2;
+             UPDATE entries SET body = X'00' WHERE idx = 3;"
+        ),
     );
     f.reopen();
     let problem = f.ledger.audit(&mut |_, _| {}).unwrap().problem.expect("the damage is found");
@@ -341,4 +372,34 @@ fn the_newest_entries_come_back_in_log_order() {
     let everything = f.ledger.entries(&EntryFilter { last: Some(100), ..Default::default() }).unwrap();
     assert_eq!(everything.len() as u64, f.ledger.size());
     assert!(everything.windows(2).all(|w| w[0].index < w[1].index));
+}
+
+/// The inventory as of an earlier size, read back from the per-record trail columns, is what the
+/// latest view said at that size: hosts, fingerprint changes and all.
+#[test]
+fn the_inventory_as_of_every_earlier_size_is_what_the_view_said_then() {
+    let mut f = Fixture::new();
+    let one = f.enroll(2, Role::Agent, Some("hgx-1"));
+    let two = f.enroll(3, Role::Agent, Some("hgx-2"));
+    let mut reflashed = h800(U1, "1");
+    reflashed.vbios_version = Some("96.00.99.00.01".into());
+    let steps = [
+        attestation(&one, 1, "hgx-1", &[h800(U1, "1"), h800(U2, "2")], NOW),
+        attestation(&one, 2, "hgx-1", &[reflashed.clone(), h800(U2, "2")], NOW),
+        attestation(&two, 1, "hgx-2", &[h800(U2, "2")], NOW),
+        attestation(&one, 3, "hgx-1", &[reflashed, h800(U2, "2")], NOW),
+        attestation(&two, 2, "hgx-2", &[h800(U1, "1")], NOW),
+    ];
+    let mut seen = Vec::new();
+    for env in steps {
+        f.ledger.append(&[env]).unwrap();
+        seen.push((f.ledger.size(), f.ledger.inventory(AsOf::Latest).unwrap()));
+    }
+    for (size, then) in &seen {
+        assert_eq!(&f.ledger.inventory(AsOf::Size(*size)).unwrap(), then, "as of size {size}");
+    }
+    let last = &seen.last().unwrap().1;
+    let u1 = last.iter().find(|g| g.uuid.as_str() == U1).unwrap();
+    assert_eq!(u1.trail.hosts.len(), 2);
+    assert_eq!(f.ledger.audit(&mut |_, _| {}).unwrap().problem, None);
 }

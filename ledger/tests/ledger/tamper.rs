@@ -217,6 +217,17 @@ fn derived_views_that_disagree_with_a_replay_are_named() {
             "ties GPU GPU-00000000-0000-0000-0000-000000000001 to entry 3; a replay does not",
         ),
         ("DELETE FROM acquisitions", "the acquisitions view does not tie serial 1651323018291 to entry 3"),
+        // The trail: the hosts a GPU was on, its records' hosts, and its last fingerprint change.
+        (
+            "UPDATE gpu_hosts SET host = 'elsewhere'",
+            "the gpu_hosts view says GPU GPU-34bf77d1-c686-6821-79a8-32d326c5039c was attested on elsewhere (entries 2–2); a replay says on hgx-1 (entries 2–2)",
+        ),
+        ("DELETE FROM gpu_hosts", "was attested on ; a replay says on hgx-1"),
+        (
+            "UPDATE gpu_records SET host = 'elsewhere' WHERE idx = 2",
+            "the gpu_records view's row for GPU GPU-34bf77d1-c686-6821-79a8-32d326c5039c at entry 2 holds another host, time or digest",
+        ),
+        ("UPDATE gpus SET changed_from = 1", "fingerprint last changed after entry Some(1)"),
         ("UPDATE keys SET last_counter = 99 WHERE enrolled_at = 1", "last counter 99"),
         ("UPDATE keys SET revoked_at = 5 WHERE enrolled_at = 4", "revoked at Some(5)"),
     ];

@@ -30,6 +30,19 @@ fn attest_as(
     claim: impl Fn(&mut Identification),
     driver: DriverFacts,
 ) {
+    attest_at(w, key, (1, NOW), host, dump, claim, driver)
+}
+
+/// [`attest_as`] with the record's counter and time given.
+fn attest_at(
+    w: &World,
+    key: &SigningKey,
+    (counter, observed_at): (u64, time::OffsetDateTime),
+    host: &str,
+    dump: &str,
+    claim: impl Fn(&mut Identification),
+    driver: DriverFacts,
+) {
     let report = chipledger_agent::smi::parse_dumps(&[("dump.txt", dump)]).unwrap();
     let catalog = Catalog::embedded().unwrap();
     let gpus = report
@@ -43,8 +56,8 @@ fn attest_as(
         .collect();
     let att = GpuAttestation {
         format_version: FORMAT_VERSION,
-        counter: 1,
-        observed_at: NOW,
+        counter,
+        observed_at,
         source: ProbeSource::Nvml,
         host: HostFacts { hostname: host.into(), ..HostFacts::default() },
         driver,
@@ -316,4 +329,61 @@ fn the_cached_fleet_after_each_change_equals_a_fresh_read() {
     };
     w.ledger.append(&[env.to_json()]).unwrap();
     check(&w, "a re-attestation under another serial");
+}
+
+/// History anomalies are the reader's: an agent that claims one the log does not show is not
+/// believed, and one that hides a VBIOS change, a move or a second host is found out — on the
+/// dashboard, in the cache and in the scheduler's fleet alike.
+#[test]
+fn a_gpus_history_anomalies_come_from_its_trail_not_from_what_its_agents_claim() {
+    let mut w = world();
+    let app = chipledger_web::router(w.ledger.clone(), ServerConfig::default());
+    let token = w.auditor_token.clone();
+    const U: &str = "GPU-5e6f7a8b-9c0d-4e1f-8a2b-3c4d5e6f7a8b";
+    let (a, b) = (SigningKey::from_seed(&[41; 32]), SigningKey::from_seed(&[42; 32]));
+    w.enroll(&a, Role::Agent, Some("hgx-a"));
+    w.enroll(&b, Role::Agent, Some("hgx-b"));
+    let driver = || DriverFacts { nvml_version: Some("12.535.104.05".into()), ..DriverFacts::default() };
+    let dump = h100_dump(U, "1654423000777");
+    let reflashed = dump.replace("96.00.A5.00.01", "96.00.A5.00.99");
+    let hour = time::Duration::hours(1);
+    // What the dashboard (its cache, and a cold read, which must agree) and the scheduler show.
+    let kinds = |w: &World, step: &str| -> Vec<String> {
+        let cached = crate::send_to(app.clone(), As::Bearer(&token), "GET", "/fleet.json", "text/plain", vec![]).json();
+        let fresh = crate::send_to(
+            chipledger_web::router(w.ledger.clone(), ServerConfig::default()),
+            As::Bearer(&token),
+            "GET",
+            "/fleet.json",
+            "text/plain",
+            vec![],
+        )
+        .json();
+        assert_eq!(cached, fresh, "after {step}: the cached fleet differs from a cold read");
+        let fleet = chipledger_domain::fleet::load(w.ledger.as_ref(), w.ledger.verifier_key()).unwrap();
+        let c = fleet.candidates.iter().find(|c| c.uuid.as_str() == U).unwrap();
+        let row = fresh.as_array().unwrap().iter().find(|r| r["uuid"] == U).unwrap().clone();
+        let explained: Vec<String> = c.anomalies.iter().map(|a| a.explain()).collect();
+        assert_eq!(row["anomalies"], serde_json::json!(explained), "{step}: the dashboard and the scheduler differ");
+        let mut kinds: Vec<String> = c.anomalies.iter().map(|a| a.kind_name()).collect();
+        kinds.sort();
+        kinds
+    };
+    // A claims two hosts it never had: nothing in the log says so.
+    let two_hosts = chipledger_domain::identify::Anomaly::UuidOnTwoHosts {
+        uuid: chipledger_domain::fingerprint::GpuUuid::parse(U).unwrap(),
+        hosts: vec!["hgx-a".into(), "elsewhere".into()],
+    };
+    attest_at(&w, &a, (1, NOW - 3 * hour), "hgx-a", &dump, |id| id.anomalies.push(two_hosts.clone()), driver());
+    assert_eq!(kinds(&w, "a claimed second host"), Vec::<String>::new());
+    // A reflashes the VBIOS and says nothing of it.
+    attest_at(&w, &a, (2, NOW - 2 * hour), "hgx-a", &reflashed, |id| id.anomalies.clear(), driver());
+    assert_eq!(kinds(&w, "a hidden reflash"), ["vbios-changed"]);
+    // B attests the same GPU under its own host, an hour after A last did: a move, and the
+    // reflash still stands (the facts have not changed since).
+    attest_at(&w, &b, (1, NOW - hour), "hgx-b", &reflashed, |id| id.anomalies.clear(), driver());
+    assert_eq!(kinds(&w, "a move"), ["moved-host", "vbios-changed"]);
+    // A attests it again: two hosts hold one UUID (Danger: placement tolerates no such GPU).
+    attest_at(&w, &a, (3, NOW), "hgx-a", &reflashed, |id| id.anomalies.clear(), driver());
+    assert_eq!(kinds(&w, "a second host"), ["uuid-on-two-hosts", "vbios-changed"]);
 }
