@@ -131,7 +131,8 @@ impl RequestSignature {
         body: &[u8],
         now: i64,
     ) -> Result<(), Error> {
-        if (now - self.time).abs() > MAX_SKEW_SECS {
+        // `abs_diff`: a time at either end of i64 is far off, not an overflow.
+        if now.abs_diff(self.time) > MAX_SKEW_SECS.unsigned_abs() {
             return Err(Error::RequestSignature {
                 reason: "its time is more than 5 minutes from the server's clock (check the host's clock)",
             });
@@ -204,6 +205,19 @@ mod tests {
         assert!(sig.verify(&other, "GET", "/api/v1/inventory?serial=1", b"", 1_100).is_err());
         for bad in ["", "a b", "a 1 c d", &h.replace(' ', "  ")] {
             assert!(RequestSignature::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    /// A request time at either end of i64 is too far from the clock, not an overflow.
+    #[test]
+    fn request_times_at_the_ends_of_the_range_are_refused_without_overflow() {
+        let key = SigningKey::from_seed(&[9; 32]);
+        for time in [i64::MIN, i64::MIN + 1, i64::MAX] {
+            let sig = RequestSignature::parse(&sign_request(&key, "GET", "/", time, b"")).unwrap();
+            for now in [0, i64::MAX, i64::MIN] {
+                let e = sig.verify(&key.public_key(), "GET", "/", b"", now);
+                assert!(now.abs_diff(time) <= 300 || e.is_err(), "{time} at {now}");
+            }
         }
     }
 }

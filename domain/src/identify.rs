@@ -262,8 +262,11 @@ pub fn board_project_of(bpn: &str) -> Option<(String, String)> {
     if parts.len() < 3 || parts[1].len() < 4 {
         return None;
     }
+    // The last four bytes, when they are characters of their own (a part number is ASCII; one
+    // that is not names no board project).
     let g = parts[1];
-    Some((g[g.len() - 4..].to_ascii_uppercase(), parts[2].to_string()))
+    let project = g.get(g.len() - 4..)?;
+    Some((project.to_ascii_uppercase(), parts[2].to_string()))
 }
 
 /// `G520.0205.00.02` → (`G520`, `0205`).

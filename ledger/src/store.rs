@@ -739,11 +739,18 @@ impl Ledger {
     /// C2SP tlog-tiles: the hashes of tile `level`/`index`, `width` of them (1..=256).
     pub fn tile(&self, level: u8, index: u64, width: u16) -> Result<Vec<u8>, Error> {
         let conn = lock(&self.reader);
+        let size = self.size();
         let height = 8 * level as u32;
-        let first = index.checked_mul(256).ok_or(Error::NoSuchEntry { index, size: 0 })?;
+        let first = index.checked_mul(256).ok_or(Error::NoSuchEntry { index, size })?;
+        // Hash `i` of a tile at height `height` covers leaves up to (i + 1) << height: a tile
+        // beyond the tree (a level past 7 included) is none, never another level's hashes.
+        let last = u128::from(first) + u128::from(width);
+        if height > 63 || width == 0 || width > 256 || last << height > u128::from(size) {
+            return Err(Error::NoSuchEntry { index: first, size });
+        }
         let mut out = Vec::with_capacity(width as usize * 32);
-        for i in first..first.saturating_add(width as u64) {
-            let h = DbSource(&conn).subtree(height as u8, i).map_err(|_| Error::NoSuchEntry { index: i, size: 0 })?;
+        for i in first..first + u64::from(width) {
+            let h = DbSource(&conn).subtree(height as u8, i).map_err(|_| Error::NoSuchEntry { index: i, size })?;
             out.extend_from_slice(&h.0);
         }
         Ok(out)

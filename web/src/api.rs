@@ -176,10 +176,15 @@ pub(crate) fn router_with(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Headers every answer carries: no sniffing, no framing (the admin form cannot be clickjacked),
+/// Headers every answer carries: no caching by default, no sniffing, no framing (the admin form cannot be clickjacked),
 /// and a policy that allows only this server's own stylesheet and no script at all.
 async fn security_headers(mut r: Response) -> Response {
     let h = r.headers_mut();
+    // Every read but the stylesheet needs a credential: nothing a shared cache may keep and hand
+    // to the next caller, unless a handler says otherwise (and then `private`).
+    if !h.contains_key(header::CACHE_CONTROL) {
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
     h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
@@ -312,7 +317,7 @@ async fn checkpoint(State(s): State<AppState>) -> Response {
     let ledger = s.ledger.clone();
     match blocking(move || ledger.checkpoint().map_err(ledger_error)).await {
         Ok((_, note)) => {
-            ([(header::CONTENT_TYPE, "text/plain; charset=utf-8"), (header::CACHE_CONTROL, "no-cache")], note)
+            ([(header::CONTENT_TYPE, "text/plain; charset=utf-8"), (header::CACHE_CONTROL, "private, no-cache")], note)
                 .into_response()
         }
         Err(r) => r.into_response(),
@@ -332,8 +337,9 @@ fn tile_index(index: &str, width: Option<&str>) -> Option<(u64, u16)> {
 }
 
 fn tile_response(bytes: Vec<u8>, full: bool) -> Response {
-    // Full tiles never change; partial ones grow until they are full.
-    let cache = if full { "public, max-age=31536000, immutable" } else { "no-cache" };
+    // Full tiles never change; partial ones grow until they are full. Both need a credential, so
+    // only the caller's own cache may keep them.
+    let cache = if full { "private, max-age=31536000, immutable" } else { "private, no-cache" };
     let mut r = bytes.into_response();
     r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
     r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));

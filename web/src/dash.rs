@@ -102,9 +102,12 @@ pub(crate) struct NextQuery {
     next: String,
 }
 
-/// Only local paths: never an open redirect.
-fn safe_next(next: &str) -> String {
-    if next.starts_with('/') && !next.starts_with("//") && !next.contains('\\') {
+/// Where to go after logging in: a path on this server, or `/`. Browsers drop tabs, CR and LF
+/// from a URL and read a backslash as `/`, so `/\t/evil.example` would leave the site: only visible
+/// ASCII without a backslash is kept, and never a second leading slash.
+pub(crate) fn safe_next(next: &str) -> String {
+    let visible = next.bytes().all(|b| (0x21..=0x7e).contains(&b) && b != b'\\');
+    if visible && next.starts_with('/') && !next.starts_with("//") && next.len() <= 2048 {
         next.to_string()
     } else {
         "/".to_string()

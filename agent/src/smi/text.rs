@@ -2,12 +2,13 @@
 //! section per GPU. Parsed by key, not by column, because the key column width and the set of
 //! sections change across driver generations.
 
-use super::tree::{Layout, Node};
+use super::tree::{Layout, Node, MAX_DEPTH};
 use crate::Error;
 
 /// Parses a whole dump into its top-level nodes (`Driver Version`, `GPU 00000000:18:00.0`, …).
 pub(crate) fn parse(text: &str, file: &str) -> Result<Vec<Node>, Error> {
     let mut lines = Vec::new();
+    let mut open: Vec<usize> = Vec::new();
     for (i, raw) in text.lines().enumerate() {
         let line_no = i as u64 + 1;
         let trimmed_end = raw.trim_end();
@@ -26,6 +27,18 @@ pub(crate) fn parse(text: &str, file: &str) -> Result<Vec<Node>, Error> {
         };
         if name.is_empty() {
             return Err(Error::Dump { path: file.to_string(), line: line_no, message: "a value without a key".into() });
+        }
+        // The indents of the open sections, innermost last: how deep this line nests.
+        while open.last().is_some_and(|&i| i >= indent) {
+            open.pop();
+        }
+        open.push(indent);
+        if open.len() > MAX_DEPTH {
+            return Err(Error::Dump {
+                path: file.to_string(),
+                line: line_no,
+                message: format!("sections nest deeper than {MAX_DEPTH}: not nvidia-smi output"),
+            });
         }
         lines.push((indent, Node { name, value, children: Vec::new(), line: line_no }));
     }

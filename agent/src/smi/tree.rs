@@ -5,6 +5,10 @@ use chipledger_domain::fingerprint::{GpuFacts, GpuUuid, Observations};
 
 use crate::Error;
 
+/// How deep a dump may nest (real ones nest about 6 deep). The tree is built and dropped
+/// recursively, so a deeper one would exhaust the stack instead of being refused.
+pub(crate) const MAX_DEPTH: usize = 32;
+
 /// A key (text) or element (XML) with its value and children; `line` is 1-based.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub(crate) struct Node {

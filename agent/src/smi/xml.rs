@@ -5,7 +5,7 @@
 use quick_xml::events::Event;
 use quick_xml::Reader;
 
-use super::tree::{Layout, Node};
+use super::tree::{Layout, Node, MAX_DEPTH};
 use crate::Error;
 
 /// Parses the document into its root element (`nvidia_smi_log`).
@@ -27,6 +27,9 @@ pub(crate) fn parse(text: &str, file: &str) -> Result<Node, Error> {
         let bad = |message: String| Error::Dump { path: file.to_string(), line, message };
         match event {
             Event::Start(e) => {
+                if stack.len() > MAX_DEPTH {
+                    return Err(bad(format!("elements nest deeper than {MAX_DEPTH}: not nvidia-smi output")));
+                }
                 let mut node = Node { name: element_name(e.name().into_inner()), line, ..Node::default() };
                 if let Some(id) = e.try_get_attribute("id").ok().flatten() {
                     let id = id.unescape_value().map_err(|err| bad(format!("attribute id: {err}")))?;

@@ -434,3 +434,18 @@ fn xml_errors_point_at_the_line_of_the_bad_element() {
     let err = parse_dumps(&[("a100.xml", &xml.replacen("20B210DE", "nope", 1))]).unwrap_err();
     assert!(matches!(err, Error::Dump { line: l, .. } if l == line), "{err:?}, expected line {line}");
 }
+
+/// A dump nested deeper than any nvidia-smi output is refused with a reason, not a stack
+/// overflow while it is built or dropped.
+#[test]
+fn dumps_nested_absurdly_deep_are_refused_not_a_stack_overflow() {
+    let depth = 200_000;
+    let xml = format!("<nvidia_smi_log>{}{}</nvidia_smi_log>", "<a>".repeat(depth), "</a>".repeat(depth));
+    refused(&[("deep.xml", &xml)], "nest deeper than 32");
+    // One more space per line: 3,000 sections deep in 4.5 MB.
+    let deep: String = (0..3_000).map(|i| format!("{}key {i} :\n", " ".repeat(i))).collect();
+    let text = format!("{}{deep}", read(H800_TXT));
+    refused(&[("deep.txt", &text)], "nest deeper than 32");
+    // A real dump stays well inside the bound.
+    parse_dumps(&[("h800.txt", &read(H800_TXT))]).unwrap();
+}

@@ -200,3 +200,12 @@ fn history_does_not_call_a_fact_that_appears_or_disappears_an_identity_change() 
     assert_ne!(live.fingerprint_digest, old.fingerprint_digest);
     check_history(&live, &[old], &[]);
 }
+
+/// A part number that is not ASCII names no board project, and costs no panic.
+#[test]
+fn a_board_part_number_with_non_ascii_bytes_names_no_project() {
+    use chipledger_domain::identify::board_project_of;
+    assert_eq!(board_project_of("692-2G5€-0205-000"), None);
+    assert_eq!(board_project_of("692-€€-0205-000"), None);
+    assert_eq!(board_project_of("692-2G520-0205-000"), Some(("G520".into(), "0205".into())));
+}

@@ -130,3 +130,61 @@ fn bad_requests_get_the_right_status_and_change_nothing() {
     assert_eq!(a.json()["position"], 1);
     assert_eq!(w.ledger.size(), size, "nothing was appended");
 }
+
+/// Nothing that needs a credential may be kept by a shared cache and handed to the next caller:
+/// tiles and entry bundles (acquisition records, invoices) are `private`, everything else read
+/// with a credential `no-store` unless it says `private`.
+#[test]
+fn credentialed_answers_are_never_cacheable_by_a_shared_cache() {
+    let w = world();
+    // A full tile of entries: 256 of them.
+    let size = w.ledger.size();
+    let notes: Vec<Vec<u8>> = (0..256 - size.min(256)).map(|i| note(&w.auditor_key, 100 + i)).collect();
+    w.ledger.append(&notes).unwrap();
+    let token = w.auditor_token.clone();
+    let uris = [
+        "/checkpoint",
+        "/tile/0/000",
+        "/tile/entries/000",
+        "/api/v1/inventory",
+        "/api/v1/entries/1",
+        "/api/v1/acquisitions?serial=1651323018291",
+        "/fleet.json",
+        "/fleet.csv",
+        "/",
+        "/log",
+    ];
+    for uri in uris {
+        let a = call(&w, As::Bearer(&token), "GET", uri, vec![]);
+        assert!(a.status.is_success(), "{uri}: {} {}", a.status, a.text());
+        let cache = a.headers.get("cache-control").map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
+        assert!(
+            !cache.contains("public") && (cache.contains("private") || cache.contains("no-store")),
+            "{uri}: cache-control {cache:?}"
+        );
+    }
+}
+
+/// A tile beyond the tree — a level past 7 (which once read level 0's hashes), an index past
+/// 2^48 — is not there; never another tile's hashes, never a 500.
+#[test]
+fn tiles_beyond_the_tree_are_not_found() {
+    let w = world();
+    let token = w.auditor_token.clone();
+    let size = w.ledger.size();
+    let level0 = call(&w, As::Bearer(&token), "GET", &format!("/tile/0/000.p/{size}"), vec![]);
+    assert_eq!(level0.status, StatusCode::OK);
+    for uri in [
+        format!("/tile/32/000.p/{size}"),
+        format!("/tile/8/000.p/{size}"),
+        "/tile/1/000.p/1".to_string(),
+        format!("/tile/0/000.p/{}", size + 1),
+        format!("/tile/0/{}", 1u64 << 48),
+        format!("/tile/0/{}.p/1", u64::MAX / 256),
+        format!("/tile/0/{}.p/1", u64::MAX),
+        format!("/tile/255/{}.p/255", u64::MAX),
+    ] {
+        let a = call(&w, As::Bearer(&token), "GET", &uri, vec![]);
+        assert!(a.status == StatusCode::NOT_FOUND || a.status == StatusCode::BAD_REQUEST, "{uri}: {}", a.status);
+    }
+}
