@@ -62,6 +62,9 @@ enum Command {
     /// People's tokens for the server (dashboard, exports, metrics): create, list, revoke.
     #[command(subcommand)]
     Tokens(cmd::tokens::Command),
+    /// An admin's calls about one GPU: settle its history after review, resolve a shared serial.
+    #[command(subcommand)]
+    Gpu(cmd::gpu::Command),
     /// Key management: generate, enroll, revoke, list.
     #[command(subcommand)]
     Keys(cmd::keys::Command),
@@ -93,6 +96,7 @@ fn main() -> ExitCode {
         Command::Classify(a) => cmd::classify::run(a),
         Command::Init(a) => cmd::init::run(cli.data_dir, a),
         Command::Keys(c) => cmd::keys::run(cli.data_dir, c),
+        Command::Gpu(c) => cmd::gpu::run(cli.data_dir, c),
         Command::Tokens(c) => cmd::tokens::run(cli.data_dir, c),
         Command::Ledger(c) => cmd::ledger::run(cli.data_dir, c),
         Command::Note(c) => cmd::note::run(c),

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashMap};
 use crate::catalog::Catalog;
 use crate::dsse::Envelope;
 use crate::fingerprint::GpuUuid;
-use crate::identify::{Anomaly, HistoryRules, Sighting};
+use crate::identify::{Anomaly, HistoryRules};
 use crate::keys::VerifierKey;
 use crate::log::{AsOf, LogClient};
 use crate::merkle::Hash;
@@ -50,9 +50,6 @@ pub struct Candidate {
     /// The anomalies its own record and trail give (`anomalies` adds those of its serial).
     #[serde(skip)]
     pub fact_anomalies: Vec<Anomaly>,
-    /// Its trail through the log, as it was judged with (a cache folds new attestations in).
-    #[serde(skip)]
-    pub trail: Trail,
 }
 
 fn default_evidence() -> crate::standing::Evidence {
@@ -88,27 +85,22 @@ pub type OwnerLookup<'a> = &'a mut dyn FnMut(&str, &[GpuUuid]) -> Result<Option<
 /// `(serial, size)` → the latest acquisition record naming `serial` among the first `size` entries.
 pub type AcquisitionLookup<'a> = &'a mut dyn FnMut(&str, u64) -> Result<Option<Acquisition>, Error>;
 
-/// What a reader knows of a GPU's past when it judges its latest attestation: its trail through
-/// the log, and the attestation before its fingerprint last changed (the one at
-/// `trail.changed_from`), when the reader holds it.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Past<'a> {
-    pub trail: Option<&'a Trail>,
-    pub before_change: Option<&'a GpuAttestation>,
-}
-
-/// One GPU of an attestation at log index `index` as its own record and its past give it: SKU
-/// recomputed from its PCI ids, the anomalies of its facts (`domain::standing::of_facts`), and
-/// those of its trail (a move, two hosts, a VBIOS or identity change since `past.before_change`).
-/// Its verdict and the anomalies of its serial come from [`judge_serials`], once the fleet
-/// around it is known.
-pub fn candidate(catalog: &Catalog, att: &GpuAttestation, gpu: &AttestedGpu, index: u64, past: Past<'_>) -> Candidate {
+/// One GPU of an attestation at log index `index` as its own record and its trail through the
+/// log (this attestation folded in) give it: SKU recomputed from its PCI ids, the anomalies of
+/// its facts (`domain::standing::of_facts`), and those of its trail (a move, two hosts, a VBIOS
+/// or identity change). Its verdict and the anomalies of its serial come from
+/// [`judge_serials`], once the fleet around it is known.
+pub fn candidate(
+    catalog: &Catalog,
+    att: &GpuAttestation,
+    gpu: &AttestedGpu,
+    index: u64,
+    trail: Option<&Trail>,
+) -> Candidate {
     let mut facts = standing::of_facts(catalog, att, gpu);
     let classification = standing::class(catalog, facts.sku.as_deref(), RuleVersion::Oct2023);
-    if let Some(before) = past.before_change.and_then(|b| b.gpus.iter().find(|g| g.uuid == gpu.uuid).map(|g| (b, g))) {
-        facts.anomalies.extend(crate::identify::changes(&Sighting::of(before.0, before.1), &Sighting::of(att, gpu)));
-    }
-    if let Some(trail) = past.trail {
+    if let Some(trail) = trail {
+        facts.anomalies.extend(trail.fact_anomalies(&gpu.uuid));
         facts.anomalies.extend(trail.host_anomalies(&gpu.uuid, &att.host.hostname, HistoryRules::default()));
     }
     Candidate {
@@ -127,7 +119,6 @@ pub fn candidate(catalog: &Catalog, att: &GpuAttestation, gpu: &AttestedGpu, ind
         fingerprint_digest: gpu.fingerprint_digest,
         evidence: facts.evidence,
         fact_anomalies: facts.anomalies,
-        trail: past.trail.cloned().unwrap_or_default(),
     }
 }
 
@@ -246,9 +237,7 @@ pub fn load_from(
     let checkpoint = open_checkpoint(checkpoint_text.as_bytes(), std::slice::from_ref(log_key), None)?.checkpoint;
     let inventory = log.inventory(AsOf::Size(checkpoint.size))?;
     // Each attestation once: it covers several GPUs.
-    // And each attestation before a GPU's fingerprint last changed, to compare its facts with.
-    let mut wanted: Vec<u64> =
-        inventory.iter().flat_map(|g| std::iter::once(g.index).chain(g.trail.changed_from)).collect();
+    let mut wanted: Vec<u64> = inventory.iter().map(|g| g.index).collect();
     wanted.sort_unstable();
     wanted.dedup();
     let parsed = attestations(&wanted)?;
@@ -257,9 +246,7 @@ pub fn load_from(
     for inv in inventory {
         let Some((leaf_hash, att)) = parsed.get(&inv.index) else { continue };
         let Some(gpu) = att.gpus.iter().find(|g| g.uuid == inv.uuid) else { continue };
-        let before_change = inv.trail.changed_from.and_then(|i| parsed.get(&i)).map(|(_, a)| a);
-        let past = Past { trail: Some(&inv.trail), before_change };
-        candidates.push(candidate(catalog, att, gpu, inv.index, past));
+        candidates.push(candidate(catalog, att, gpu, inv.index, Some(&inv.trail)));
         entries.insert(inv.uuid.clone(), AttestationEntry { index: inv.index, leaf_hash: *leaf_hash });
     }
     let size = checkpoint.size;

@@ -265,7 +265,7 @@ pub fn board_project_of(bpn: &str) -> Option<(String, String)> {
     // The last four bytes, when they are characters of their own (a part number is ASCII; one
     // that is not names no board project).
     let g = parts[1];
-    let project = g.get(g.len() - 4..)?;
+    let project = g.get(g.len() - 4..).filter(|p| p.is_ascii())?;
     Some((project.to_ascii_uppercase(), parts[2].to_string()))
 }
 

@@ -389,6 +389,11 @@ pub struct Annotation {
     /// an annotation that carries it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resolves_serial: Option<String>,
+    /// An admin's settlement of the target GPU's history: its moves, second hosts and fact
+    /// changes so far are reviewed, and its trail starts over from its current host and facts
+    /// (`domain::trail::Trail::settle`). Only admin keys may sign an annotation that carries it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub settles_history: bool,
 }
 
 impl Predicate for Annotation {
@@ -400,6 +405,9 @@ impl Predicate for Annotation {
             (Some(s), _) if s.trim().is_empty() => Err("resolves_serial is empty".into()),
             (Some(_), AnnotationTarget::Entry { .. }) => {
                 Err("an annotation that resolves a serial must target the GPU that holds it".into())
+            }
+            _ if self.settles_history && matches!(self.target, AnnotationTarget::Entry { .. }) => {
+                Err("an annotation that settles a history must target its GPU".into())
             }
             _ => Ok(()),
         }

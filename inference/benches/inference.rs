@@ -46,7 +46,6 @@ fn inventory(n: u32) -> Vec<Candidate> {
                 ProbeSource::Nvml
             }),
             fact_anomalies: vec![],
-            trail: Default::default(),
         })
         .collect()
 }

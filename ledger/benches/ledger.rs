@@ -210,6 +210,7 @@ fn sign_many(key: &SigningKey, first: u64, count: u64) -> Vec<Vec<u8>> {
                                 severity: Severity::Info,
                                 text: "ok".into(),
                                 resolves_serial: None,
+                                settles_history: false,
                             };
                             sign_record(&a, key).unwrap().to_json()
                         })

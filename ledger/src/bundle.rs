@@ -60,8 +60,9 @@ pub struct BundleReport {
     pub log_key_pinned: bool,
     /// Each GPU the bundle attests, as of its latest attestation in the bundle, judged by this
     /// verifier from the bundle's facts and acquisitions (`domain::fleet`): never the agents' word.
-    /// Judged from the bundle's records only: acquisitions, GPUs sharing a serial and resolutions
-    /// outside it are not seen, so a verdict here is the bundle's, not necessarily the log's.
+    /// Judged from the bundle's records only: acquisitions, GPUs sharing a serial, resolutions
+    /// and attestations (a move, a second host, a change) outside it are not seen, so a verdict
+    /// or a clean history here is the bundle's, not necessarily the log's.
     pub gpus: Vec<chipledger_domain::fleet::Row>,
 }
 
@@ -164,7 +165,9 @@ pub fn verify_bundle(bytes: &[u8], pinned: Option<&VerifierKey>) -> Result<Bundl
     let mut by_kind: BTreeMap<String, usize> = BTreeMap::new();
     let mut last: Option<u64> = None;
     let catalog = chipledger_domain::catalog::Catalog::embedded()?;
-    // Each GPU's trail through the bundle's attestations, and those attestations by index.
+    // Each GPU's trail through the bundle's attestations, and those attestations by index. A
+    // bundle cut for a host or a time range holds part of a GPU's history: its trail, and so
+    // its history anomalies, are the bundle's (`BundleReport` says so).
     let mut trails: BTreeMap<chipledger_domain::fingerprint::GpuUuid, chipledger_domain::trail::Trail> =
         BTreeMap::new();
     let mut attestations: BTreeMap<u64, chipledger_domain::records::GpuAttestation> = BTreeMap::new();
@@ -191,9 +194,18 @@ pub fn verify_bundle(bytes: &[u8], pinned: Option<&VerifierKey>) -> Result<Bundl
                         &a.host.hostname,
                         a.observed_at,
                         g.fingerprint_digest,
+                        &chipledger_domain::trail::followed(&g.fingerprint),
                     );
                 }
                 attestations.insert(e.index, a.clone());
+            }
+            // An admin's settlement of a GPU's history (the log admits only admin ones).
+            _ if p.settles_history => {
+                if let Some(trail) =
+                    p.gpu_target.as_ref().and_then(|u| GpuUuid::parse(u).ok()).and_then(|u| trails.get_mut(&u))
+                {
+                    trail.settle();
+                }
             }
             Some(chipledger_domain::records::Record::Acquisition(a)) => {
                 for s in &a.serials {
@@ -211,11 +223,8 @@ pub fn verify_bundle(bytes: &[u8], pinned: Option<&VerifierKey>) -> Result<Bundl
         else {
             continue;
         };
-        let past = chipledger_domain::fleet::Past {
-            trail: Some(trail),
-            before_change: trail.changed_from.and_then(|i| attestations.get(&i)),
-        };
-        latest.insert(uuid.as_str().to_string(), chipledger_domain::fleet::candidate(catalog, a, g, index, past));
+        latest
+            .insert(uuid.as_str().to_string(), chipledger_domain::fleet::candidate(catalog, a, g, index, Some(trail)));
     }
     let mut candidates: Vec<&mut chipledger_domain::fleet::Candidate> = latest.values_mut().collect();
     chipledger_domain::fleet::judge_serials(

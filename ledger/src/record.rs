@@ -25,6 +25,8 @@ pub(crate) struct Parsed {
     pub gpu_target: Option<String>,
     /// Whether an annotation resolves a shared serial (only admins may sign one).
     pub resolves_serial: bool,
+    /// Whether an annotation settles its GPU's history (only admins may sign one).
+    pub settles_history: bool,
     /// `PAE(payloadType, payload)`, the signed message.
     pub message: Vec<u8>,
     /// Where the payload starts inside `message`.
@@ -78,6 +80,8 @@ struct LightPredicate {
     target: Option<LightTarget>,
     #[serde(default)]
     resolves_serial: Option<String>,
+    #[serde(default)]
+    settles_history: bool,
 }
 
 /// An annotation's target, as far as the views need it.
@@ -147,6 +151,7 @@ pub(crate) fn parse(bytes: &[u8], limit: usize, full: bool) -> Result<Parsed, Re
         record,
         gpu_target: light.predicate.target.and_then(|t| t.gpu).map(|g| g.uuid.as_str().to_string()),
         resolves_serial: light.predicate.resolves_serial.is_some(),
+        settles_history: light.predicate.settles_history,
         payload_start: message.len() - payload.len(),
         message,
         signature,
@@ -348,8 +353,8 @@ pub(crate) fn authorize(p: &Parsed, registry: &Registry, index: u64) -> Result<(
     if !key.role.may_sign(p.kind) {
         return Err(Rejection::WrongRole { key_id: p.key_id.clone(), role: key.role, kind: p.kind });
     }
-    // Which GPU holds a serial is an admin's call.
-    if p.resolves_serial && key.role != Role::Admin {
+    // Which GPU holds a serial, and that a GPU's history is reviewed, are an admin's calls.
+    if (p.resolves_serial || p.settles_history) && key.role != Role::Admin {
         return Err(Rejection::ResolutionNeedsAdmin { key_id: p.key_id.clone(), role: key.role });
     }
     // An agent key speaks only for the host it was enrolled for.
@@ -568,6 +573,7 @@ mod tests {
             severity: chipledger_domain::identify::Severity::Info,
             text: "fan replaced".into(),
             resolves_serial: Some("1651323018291".into()),
+            settles_history: true,
         };
         let statement = serde_json::to_vec(&chipledger_domain::records::statement(&note).unwrap()).unwrap();
         let unchanged =
@@ -575,7 +581,7 @@ mod tests {
                 .to_json();
         let p = parse(&unchanged, usize::MAX, true).unwrap();
         assert!(
-            p.resolves_serial && p.gpu_target.is_some() && p.record.is_some(),
+            p.resolves_serial && p.settles_history && p.gpu_target.is_some() && p.record.is_some(),
             "the unchanged statement parses whole"
         );
         let full_parses = std::cell::Cell::new(0u32);
@@ -602,8 +608,10 @@ mod tests {
                     let light = light.as_ref().map_err(|e| TestCaseError::fail(format!("light refused: {e}")))?;
                     prop_assert_eq!(&light.gpu_target, &full.gpu_target);
                     prop_assert_eq!(light.resolves_serial, full.resolves_serial);
+                    prop_assert_eq!(light.settles_history, full.settles_history);
                     if let Some(Record::Annotation(a)) = &full.record {
                         prop_assert_eq!(a.resolves_serial.is_some(), full.resolves_serial);
+                        prop_assert_eq!(a.settles_history, full.settles_history);
                         let target = match &a.target {
                             chipledger_domain::records::AnnotationTarget::Gpu { uuid } => {
                                 Some(uuid.as_str().to_string())

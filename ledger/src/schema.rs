@@ -98,9 +98,11 @@ const MIGRATIONS: &[(i64, &str)] = &[
         4,
         "
     -- Each GPU's trail through the log (domain::trail::Trail::fold): every host that attested it
-    -- (first and last log index there, signer times in Unix nanoseconds), and the attestation
-    -- before its fingerprint last changed. An attestation's row in gpu_records keeps its host,
-    -- signer time and the GPU's digest, so the trail as of any earlier size is one range read.
+    -- (first and last log index there, signer times in Unix nanoseconds); each identity fact's
+    -- last known value and last change (gpus.known, gpus.changes: JSON, NULL when empty); and
+    -- the fact values each attestation set (gpu_facts). An attestation's row in gpu_records keeps
+    -- its host, signer time and the GPU's digest: with gpu_facts, the trail as of any earlier
+    -- size is one range read per GPU.
     CREATE TABLE gpu_hosts (
         uuid TEXT NOT NULL,
         host TEXT NOT NULL,
@@ -110,7 +112,17 @@ const MIGRATIONS: &[(i64, &str)] = &[
         last_ns INTEGER NOT NULL,
         PRIMARY KEY (uuid, host)
     ) WITHOUT ROWID;
-    ALTER TABLE gpus ADD COLUMN changed_from INTEGER;
+    CREATE TABLE gpu_facts (
+        uuid TEXT NOT NULL,
+        idx INTEGER NOT NULL,
+        field TEXT NOT NULL,
+        value TEXT NOT NULL,
+        PRIMARY KEY (uuid, idx, field)
+    ) WITHOUT ROWID;
+    -- Admin annotations that settle a GPU's history (Trail::settle), by log index.
+    CREATE TABLE gpu_settled (uuid TEXT NOT NULL, idx INTEGER NOT NULL, PRIMARY KEY (uuid, idx)) WITHOUT ROWID;
+    ALTER TABLE gpus ADD COLUMN known TEXT;
+    ALTER TABLE gpus ADD COLUMN changes TEXT;
     ALTER TABLE gpu_records ADD COLUMN host TEXT;
     ALTER TABLE gpu_records ADD COLUMN observed_ns INTEGER;
     ALTER TABLE gpu_records ADD COLUMN digest BLOB;

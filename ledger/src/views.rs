@@ -7,7 +7,7 @@ use chipledger_domain::fingerprint::GpuUuid;
 use chipledger_domain::log::{AsOf, EntrySummary, InventoryGpu};
 use chipledger_domain::merkle::Hash;
 use chipledger_domain::records::{AnnotationTarget, GpuAttestation, ProbeSource, Record, Role};
-use chipledger_domain::trail::{HostSpan, Trail};
+use chipledger_domain::trail::{followed, HostSpan, Trail};
 use rusqlite::{params, Connection, OptionalExtension};
 use time::OffsetDateTime;
 
@@ -121,6 +121,9 @@ pub(crate) fn apply(conn: &Connection, index: u64, rec: &Record, registry: &Regi
             if let AnnotationTarget::Gpu { uuid } = &a.target {
                 conn.prepare_cached("INSERT OR IGNORE INTO gpu_records (uuid, idx) VALUES (?1, ?2)")?
                     .execute(params![uuid.as_str(), idx])?;
+                if a.settles_history {
+                    apply_settlement(conn, uuid.as_str(), idx)?;
+                }
             }
         }
     }
@@ -128,23 +131,22 @@ pub(crate) fn apply(conn: &Connection, index: u64, rec: &Record, registry: &Regi
 }
 
 /// The attestation at `idx` in the GPU views: each GPU's record (with its host, signer time and
-/// digest), its latest state, and its trail (`domain::trail::Trail::fold`, kept as `gpu_hosts`
-/// and `gpus.changed_from`).
+/// digest), its latest state, and its trail (`domain::trail::Trail::fold`, kept as `gpu_hosts`,
+/// `gpus.known` and `gpus.changes`, and `gpu_facts` for the values each record set).
 fn apply_attestation(conn: &Connection, idx: i64, a: &GpuAttestation) -> Result<(), Error> {
     let mut rec_st = conn.prepare_cached(
         "INSERT OR IGNORE INTO gpu_records (uuid, idx, host, observed_ns, digest) VALUES (?1, ?2, ?3, ?4, ?5)",
     )?;
+    let mut facts_st = conn.prepare_cached("SELECT known, changes FROM gpus WHERE uuid = ?1")?;
     // A GPU's latest state is its attestation at the highest log index: the signer's clock
-    // (`observed_at`) never orders the view. Its fingerprint changing makes the attestation it
-    // replaces the one to compare with.
+    // (`observed_at`) never orders the view.
     let mut gpu_st = conn.prepare_cached(
-        "INSERT INTO gpus (uuid, idx, host, serial, sku, fingerprint_digest, observed_at, source, changed_from)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, NULL)
+        "INSERT INTO gpus (uuid, idx, host, serial, sku, fingerprint_digest, observed_at, source, known, changes)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
          ON CONFLICT (uuid) DO UPDATE SET idx = excluded.idx, host = excluded.host, serial = excluded.serial,
            sku = excluded.sku, fingerprint_digest = excluded.fingerprint_digest,
            observed_at = excluded.observed_at, source = excluded.source,
-           changed_from = CASE WHEN gpus.fingerprint_digest = excluded.fingerprint_digest THEN gpus.changed_from
-                               ELSE gpus.idx END
+           known = excluded.known, changes = excluded.changes
          WHERE excluded.idx >= gpus.idx",
     )?;
     let mut host_st = conn.prepare_cached(
@@ -152,12 +154,26 @@ fn apply_attestation(conn: &Connection, idx: i64, a: &GpuAttestation) -> Result<
          ON CONFLICT (uuid, host) DO UPDATE SET last_idx = excluded.last_idx, last_ns = excluded.last_ns
          WHERE excluded.last_idx >= gpu_hosts.last_idx",
     )?;
+    let mut set_st = conn.prepare_cached("INSERT INTO gpu_facts (uuid, idx, field, value) VALUES (?1, ?2, ?3, ?4)")?;
     let source = a.source.as_str();
     let at_ns = unix_ns(a.observed_at);
     for g in &a.gpus {
         let uuid = g.uuid.as_str();
         let digest = &g.fingerprint_digest.0[..];
         rec_st.execute(params![uuid, idx, a.host.hostname, at_ns, digest])?;
+        // The facts part of the trail: what the GPU's facts were known as, and their changes.
+        let (known, changes): (Option<String>, Option<String>) =
+            facts_st.query_row([uuid], |r| Ok((r.get(0)?, r.get(1)?))).optional()?.unwrap_or((None, None));
+        let mut trail = Trail {
+            known: json_or_default(known.as_deref(), "gpus.known")?,
+            changes: json_or_default(changes.as_deref(), "gpus.changes")?,
+            ..Trail::default()
+        };
+        let set =
+            trail.fold(idx as u64, &a.host.hostname, a.observed_at, g.fingerprint_digest, &followed(&g.fingerprint));
+        for (field, value) in &set {
+            set_st.execute(params![uuid, idx, field, value])?;
+        }
         gpu_st.execute(params![
             uuid,
             idx,
@@ -166,38 +182,63 @@ fn apply_attestation(conn: &Connection, idx: i64, a: &GpuAttestation) -> Result<
             recomputed_sku(g),
             digest,
             unix(a.observed_at),
-            source
+            source,
+            to_json(&trail.known)?,
+            to_json(&trail.changes)?,
         ])?;
         host_st.execute(params![uuid, a.host.hostname, idx, at_ns])?;
     }
     Ok(())
 }
 
-/// Fills the trail columns of a log written before they existed (schema 4), from its entries.
-/// An entry that does not read back is left out: `ledger verify` then names the difference.
+/// An admin's settlement of GPU `uuid`'s history at `idx` (`domain::trail::Trail::settle`): only
+/// the span of the host that attested it last stays, and its fact changes go.
+fn apply_settlement(conn: &Connection, uuid: &str, idx: i64) -> Result<(), Error> {
+    conn.prepare_cached("INSERT OR IGNORE INTO gpu_settled (uuid, idx) VALUES (?1, ?2)")?
+        .execute(params![uuid, idx])?;
+    conn.prepare_cached(
+        "DELETE FROM gpu_hosts WHERE uuid = ?1 AND last_idx < (SELECT MAX(last_idx) FROM gpu_hosts WHERE uuid = ?1)",
+    )?
+    .execute([uuid])?;
+    conn.prepare_cached("UPDATE gpus SET changes = NULL WHERE uuid = ?1")?.execute([uuid])?;
+    Ok(())
+}
+
+/// A JSON column, or the default when NULL.
+fn json_or_default<T: serde::de::DeserializeOwned + Default>(text: Option<&str>, what: &str) -> Result<T, Error> {
+    match text {
+        None => Ok(T::default()),
+        Some(t) => serde_json::from_str(t).map_err(|e| Error::Corrupt(format!("{what}: {e}"))),
+    }
+}
+
+/// A map as a JSON column: NULL when empty.
+fn to_json<K: serde::Serialize, V: serde::Serialize>(
+    map: &std::collections::BTreeMap<K, V>,
+) -> Result<Option<String>, Error> {
+    if map.is_empty() {
+        return Ok(None);
+    }
+    serde_json::to_string(map).map(Some).map_err(|e| Error::Corrupt(format!("a trail column: {e}")))
+}
+
+/// Fills the trail of a log written before it was kept (schema 4) from its entries, as appends
+/// would have. An entry that does not read back is left out: `ledger verify` then names the
+/// difference.
 pub(crate) fn backfill_trails(tx: &Connection) -> Result<(), Error> {
-    let mut update =
-        tx.prepare("UPDATE gpu_records SET host = ?3, observed_ns = ?4, digest = ?5 WHERE uuid = ?1 AND idx = ?2")?;
-    let mut trails: HashMap<String, Trail> = HashMap::new();
+    tx.execute_batch("DELETE FROM gpus; DELETE FROM gpu_hosts; DELETE FROM gpu_facts; DELETE FROM gpu_settled;")?;
     let mut unreadable = 0u64;
+    let mut n = 0u64;
     crate::record::replay(tx, true, |idx, parsed| {
         match parsed {
             Ok(Parsed { record: Some(Record::GpuAttestation(a)), .. }) => {
-                for g in &a.gpus {
-                    let at_ns = unix_ns(a.observed_at);
-                    update.execute(params![
-                        g.uuid.as_str(),
-                        idx as i64,
-                        a.host.hostname,
-                        at_ns,
-                        &g.fingerprint_digest.0[..]
-                    ])?;
-                    trails.entry(g.uuid.as_str().to_string()).or_default().fold(
-                        idx,
-                        &a.host.hostname,
-                        a.observed_at,
-                        g.fingerprint_digest,
-                    );
+                tx.execute("DELETE FROM gpu_records WHERE idx = ?1", [idx as i64])?;
+                apply_attestation(tx, idx as i64, &a)?;
+                n += 1;
+            }
+            Ok(Parsed { record: Some(Record::Annotation(a)), .. }) if a.settles_history => {
+                if let AnnotationTarget::Gpu { uuid } = &a.target {
+                    apply_settlement(tx, uuid.as_str(), idx as i64)?;
                 }
             }
             Ok(_) => {}
@@ -205,30 +246,13 @@ pub(crate) fn backfill_trails(tx: &Connection) -> Result<(), Error> {
         }
         Ok(())
     })?;
-    let mut changed = tx.prepare("UPDATE gpus SET changed_from = ?2 WHERE uuid = ?1")?;
-    let mut host = tx.prepare(
-        "INSERT INTO gpu_hosts (uuid, host, first_idx, last_idx, first_ns, last_ns) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-    )?;
-    for (uuid, trail) in &trails {
-        changed.execute(params![uuid, trail.changed_from.map(|i| i as i64)])?;
-        for h in &trail.hosts {
-            host.execute(params![
-                uuid,
-                h.host,
-                h.first_index as i64,
-                h.last_index as i64,
-                unix_ns(h.first_observed_at),
-                unix_ns(h.last_observed_at)
-            ])?;
-        }
-    }
     if unreadable > 0 {
         tracing::warn!(
             unreadable,
             "entries that do not read back are left out of the GPU trails; `ledger verify` names them"
         );
     }
-    tracing::info!(gpus = trails.len(), "filled in the GPU trails");
+    tracing::info!(attestations = n, "filled in the GPU trails");
     Ok(())
 }
 
@@ -397,7 +421,10 @@ impl Ledger {
 
     /// The latest attested state of every GPU, as of a point in the log.
     pub fn inventory(&self, as_of: AsOf) -> Result<Vec<InventoryGpu>, Error> {
-        let conn = self.reader();
+        let reader = self.reader();
+        // One snapshot for every query below: an append in between would tear a GPU's row
+        // from its trail.
+        let conn = reader.unchecked_transaction()?;
         let limit: Option<i64> = match as_of {
             AsOf::Latest => None,
             AsOf::Size(n) => Some(n as i64),
@@ -417,17 +444,8 @@ impl Ledger {
         let newer: Vec<GpuUuid> = out.iter().filter(|g| g.index >= n).map(|g| g.uuid.clone()).collect();
         out.retain(|g| g.index < n);
         let mut parsed: HashMap<u64, Option<GpuAttestation>> = HashMap::new();
-        let mut records = conn.prepare_cached(
-            "SELECT idx, host, observed_ns, digest FROM gpu_records WHERE uuid = ?1 AND idx < ?2 AND host IS NOT NULL ORDER BY idx",
-        )?;
         for uuid in newer {
-            let mut trail = Trail::default();
-            let mut rows = records.query(params![uuid.as_str(), n as i64])?;
-            while let Some(r) = rows.next()? {
-                let digest: Vec<u8> = r.get(3)?;
-                let digest = Hash(digest.try_into().map_err(|_| Error::Corrupt("gpu_records digest".into()))?);
-                trail.fold(r.get::<_, i64>(0)? as u64, &r.get::<_, String>(1)?, from_unix_ns(r.get(2)?), digest);
-            }
+            let trail = trail_as_of(&conn, &uuid, n)?;
             let Some((idx, _)) = trail.latest else { continue };
             // One attestation covers several GPUs: read and parse it once.
             if let std::collections::hash_map::Entry::Vacant(slot) = parsed.entry(idx) {
@@ -455,10 +473,47 @@ impl Ledger {
         Ok(out)
     }
 
+    /// The trails of `uuids` as of the first `size` entries (what [`Ledger::inventory`] gives
+    /// them), for a reader that keeps its own fleet and reads only what changed.
+    pub fn trails(&self, uuids: &[GpuUuid], size: u64) -> Result<HashMap<GpuUuid, Trail>, Error> {
+        let reader = self.reader();
+        let conn = reader.unchecked_transaction()?;
+        let mut current = conn.prepare_cached("SELECT idx, fingerprint_digest, changes FROM gpus WHERE uuid = ?1")?;
+        let mut spans = conn.prepare_cached(
+            "SELECT uuid, host, first_idx, last_idx, first_ns, last_ns FROM gpu_hosts WHERE uuid = ?1 ORDER BY first_idx",
+        )?;
+        let mut out = HashMap::new();
+        for uuid in uuids {
+            let row: Option<(i64, Vec<u8>, Option<String>)> =
+                current.query_row([uuid.as_str()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).optional()?;
+            let trail = match row {
+                // Nothing of it after `size`: the view's trail is the trail then.
+                Some((idx, digest, changes)) if (idx as u64) < size => Trail {
+                    latest: Some((
+                        idx as u64,
+                        Hash(digest.try_into().map_err(|_| Error::Corrupt("gpus digest".into()))?),
+                    )),
+                    changes: json_or_default(changes.as_deref(), "gpus.changes")?,
+                    hosts: spans
+                        .query_map([uuid.as_str()], host_span)?
+                        .map(|r| r.map(|(_, h)| (h.host.clone(), h)))
+                        .collect::<Result<_, _>>()?,
+                    ..Trail::default()
+                },
+                Some(_) => trail_as_of(&conn, uuid, size)?,
+                None => continue,
+            };
+            out.insert(uuid.clone(), trail);
+        }
+        Ok(out)
+    }
+
     /// The latest attested state of the GPUs that report `serial` (one serial under several
     /// UUIDs is an anomaly the agents look for without reading the whole inventory).
     pub fn inventory_by_serial(&self, serial: &str) -> Result<Vec<InventoryGpu>, Error> {
-        latest_gpus(&self.reader(), Some(serial))
+        let reader = self.reader();
+        let conn = reader.unchecked_transaction()?;
+        latest_gpus(&conn, Some(serial))
     }
 
     /// Drops and recomputes every derived view from the entries; returns how many it replayed.
@@ -466,7 +521,7 @@ impl Ledger {
         let mut w = self.writer_lock();
         let tx = w.conn.transaction()?;
         tx.execute_batch(
-            "DELETE FROM keys; DELETE FROM gpus; DELETE FROM gpu_records; DELETE FROM gpu_hosts; DELETE FROM acquisitions; DELETE FROM runs;",
+            "DELETE FROM keys; DELETE FROM gpus; DELETE FROM gpu_records; DELETE FROM gpu_hosts; DELETE FROM gpu_facts; DELETE FROM gpu_settled; DELETE FROM acquisitions; DELETE FROM runs;",
         )?;
         let mut registry = Registry::new();
         let mut n = 0u64;
@@ -495,6 +550,64 @@ impl Ledger {
     }
 }
 
+/// GPU `uuid`'s trail as of the first `n` entries, folded from its records' rows (host, time,
+/// digest) and the fact values each set. What a reader sees of it: its hosts and changes.
+fn trail_as_of(conn: &Connection, uuid: &GpuUuid, n: u64) -> Result<Trail, Error> {
+    let mut records = conn.prepare_cached(
+        "SELECT idx, host, observed_ns, digest FROM gpu_records WHERE uuid = ?1 AND idx < ?2 AND host IS NOT NULL ORDER BY idx",
+    )?;
+    let mut facts =
+        conn.prepare_cached("SELECT idx, field, value FROM gpu_facts WHERE uuid = ?1 AND idx < ?2 ORDER BY idx")?;
+    let mut set: std::collections::BTreeMap<u64, Vec<(String, String)>> = std::collections::BTreeMap::new();
+    for row in facts.query_map(params![uuid.as_str(), n as i64], |r| {
+        Ok((r.get::<_, i64>(0)? as u64, r.get::<_, String>(1)?, r.get::<_, String>(2)?))
+    })? {
+        let (idx, field, value) = row?;
+        set.entry(idx).or_default().push((field, value));
+    }
+    let mut settled_st =
+        conn.prepare_cached("SELECT idx FROM gpu_settled WHERE uuid = ?1 AND idx < ?2 ORDER BY idx")?;
+    let settled: Vec<u64> = settled_st
+        .query_map(params![uuid.as_str(), n as i64], |r| r.get::<_, i64>(0))?
+        .map(|r| r.map(|i| i as u64))
+        .collect::<Result<_, _>>()?;
+    let mut settled = settled.into_iter().peekable();
+    let mut trail = Trail::default();
+    let mut rows = records.query(params![uuid.as_str(), n as i64])?;
+    while let Some(r) = rows.next()? {
+        let idx = r.get::<_, i64>(0)? as u64;
+        // Settlements before this attestation, in log order.
+        while settled.next_if(|s| *s < idx).is_some() {
+            trail.settle();
+        }
+        let digest: Vec<u8> = r.get(3)?;
+        let digest = Hash(digest.try_into().map_err(|_| Error::Corrupt("gpu_records digest".into()))?);
+        let values: Vec<(&str, &str)> =
+            set.get(&idx).map(|v| v.iter().map(|(f, v)| (f.as_str(), v.as_str())).collect()).unwrap_or_default();
+        trail.fold(idx, &r.get::<_, String>(1)?, from_unix_ns(r.get(2)?), digest, &values);
+    }
+    if settled.next().is_some() {
+        trail.settle();
+    }
+    // The known values are the fold's working state, not part of what the view gives.
+    trail.known.clear();
+    Ok(trail)
+}
+
+/// A `gpu_hosts` row (`uuid, host, first_idx, last_idx, first_ns, last_ns`).
+fn host_span(r: &rusqlite::Row<'_>) -> rusqlite::Result<(String, HostSpan)> {
+    Ok((
+        r.get(0)?,
+        HostSpan {
+            host: r.get(1)?,
+            first_index: r.get::<_, i64>(2)? as u64,
+            last_index: r.get::<_, i64>(3)? as u64,
+            first_observed_at: from_unix_ns(r.get(4)?),
+            last_observed_at: from_unix_ns(r.get(5)?),
+        },
+    ))
+}
+
 /// The record stored at `idx`, parsed in full.
 fn stored_record(conn: &Connection, idx: u64) -> Result<Option<Record>, Error> {
     let (body, form, key_id): (Vec<u8>, i64, String) = conn.query_row(
@@ -509,8 +622,7 @@ fn stored_record(conn: &Connection, idx: u64) -> Result<Option<Record>, Error> {
 /// Rows of the `gpus` view (every GPU's latest attestation) with their trails, all or those with
 /// one serial.
 fn latest_gpus(conn: &Connection, serial: Option<&str>) -> Result<Vec<InventoryGpu>, Error> {
-    let columns =
-        "g.uuid, g.idx, g.host, g.serial, g.sku, g.fingerprint_digest, g.observed_at, g.source, g.changed_from";
+    let columns = "g.uuid, g.idx, g.host, g.serial, g.sku, g.fingerprint_digest, g.observed_at, g.source, g.changes";
     let sql = match serial {
         None => format!("SELECT {columns} FROM gpus g ORDER BY g.host, g.uuid"),
         Some(_) => format!("SELECT {columns} FROM gpus g WHERE g.serial = ?1 ORDER BY g.host, g.uuid"),
@@ -538,25 +650,14 @@ fn latest_gpus(conn: &Connection, serial: Option<&str>) -> Result<Vec<InventoryG
             source: serde_json::from_value(serde_json::Value::String(source)).unwrap_or(ProbeSource::NvidiaSmiText),
             trail: Trail {
                 latest: Some((index, fingerprint_digest)),
-                changed_from: r.get::<_, Option<i64>>(8)?.map(|i| i as u64),
-                hosts: Vec::new(),
+                changes: json_or_default(r.get::<_, Option<String>>(8)?.as_deref(), "gpus.changes")?,
+                ..Trail::default()
             },
         });
     }
     // The hosts of every GPU in one ordered read (or of the few that report `serial`).
     let mut hosts: HashMap<String, Vec<HostSpan>> = HashMap::new();
-    let span = |r: &rusqlite::Row<'_>| -> rusqlite::Result<(String, HostSpan)> {
-        Ok((
-            r.get(0)?,
-            HostSpan {
-                host: r.get(1)?,
-                first_index: r.get::<_, i64>(2)? as u64,
-                last_index: r.get::<_, i64>(3)? as u64,
-                first_observed_at: from_unix_ns(r.get(4)?),
-                last_observed_at: from_unix_ns(r.get(5)?),
-            },
-        ))
-    };
+    let span = host_span;
     let host_columns = "uuid, host, first_idx, last_idx, first_ns, last_ns";
     match serial {
         None => {
@@ -577,9 +678,8 @@ fn latest_gpus(conn: &Connection, serial: Option<&str>) -> Result<Vec<InventoryG
         }
     }
     for g in &mut out {
-        let mut spans = hosts.remove(g.uuid.as_str()).unwrap_or_default();
-        spans.sort_by_key(|h| h.first_index);
-        g.trail.hosts = spans;
+        g.trail.hosts =
+            hosts.remove(g.uuid.as_str()).unwrap_or_default().into_iter().map(|h| (h.host.clone(), h)).collect();
     }
     Ok(out)
 }

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use chipledger_domain::records::Record;
 use rusqlite::Connection;
 
-use chipledger_domain::trail::Trail;
+use chipledger_domain::trail::{followed, Change, Known, Trail};
 
 use crate::record::{Parsed, Registry};
 use crate::Error;
@@ -23,7 +23,9 @@ struct GpuRow {
     digest: Vec<u8>,
     observed_at: i64,
     source: String,
-    changed_from: Option<u64>,
+    /// The trail's facts: last known values and last changes (`gpus.known`, `gpus.changes`).
+    known: BTreeMap<String, Known>,
+    changes: BTreeMap<String, Change>,
 }
 
 /// The views as a replay makes them.
@@ -33,8 +35,12 @@ pub(crate) struct Expected {
     /// uuid → the indexes of the entries about it, in log order, each with a tag of what the
     /// view keeps of an attestation (host, signer time, digest; [`attested_tag`]) or 0.
     gpu_records: BTreeMap<String, Vec<(u64, u64)>>,
-    /// uuid → its trail (`gpu_hosts`, `gpus.changed_from`).
+    /// uuid → its trail (`gpu_hosts`, `gpus.known`, `gpus.changes`).
     trails: BTreeMap<String, Trail>,
+    /// How many fact values the attestations set (`gpu_facts` rows).
+    facts_set: u64,
+    /// uuid → the admin annotations that settled its history (`gpu_settled`).
+    settled: BTreeMap<String, Vec<(u64, u64)>>,
     /// serial → the indexes of the acquisitions naming it, in log order.
     acquisitions: BTreeMap<String, Vec<(u64, u64)>>,
     runs: BTreeMap<String, u64>,
@@ -53,10 +59,18 @@ impl Expected {
             Some(Record::GpuAttestation(a)) => {
                 let at_ns = crate::views::unix_ns(a.observed_at);
                 for g in &a.gpus {
-                    about(g.uuid.as_str(), attested_tag(&a.host.hostname, at_ns, &g.fingerprint_digest.0));
                     let trail = self.trails.entry(g.uuid.as_str().to_string()).or_default();
-                    trail.fold(idx, &a.host.hostname, a.observed_at, g.fingerprint_digest);
-                    let changed_from = trail.changed_from;
+                    let mut set = trail.fold(
+                        idx,
+                        &a.host.hostname,
+                        a.observed_at,
+                        g.fingerprint_digest,
+                        &followed(&g.fingerprint),
+                    );
+                    set.sort();
+                    self.facts_set += set.len() as u64;
+                    let (known, changes) = (trail.known.clone(), trail.changes.clone());
+                    about(g.uuid.as_str(), attested_tag(&a.host.hostname, at_ns, &g.fingerprint_digest.0, &set));
                     self.gpus.insert(
                         g.uuid.as_str().to_string(),
                         GpuRow {
@@ -67,7 +81,8 @@ impl Expected {
                             digest: g.fingerprint_digest.0.to_vec(),
                             observed_at: crate::store::unix(a.observed_at),
                             source: a.source.as_str().to_string(),
-                            changed_from,
+                            known,
+                            changes,
                         },
                     );
                 }
@@ -89,14 +104,31 @@ impl Expected {
             Some(Record::Annotation(a)) => {
                 if let chipledger_domain::records::AnnotationTarget::Gpu { uuid } = &a.target {
                     about(uuid.as_str(), 0);
+                    if a.settles_history {
+                        self.settle(uuid.as_str(), idx);
+                    }
                 }
             }
             None => {
                 if let Some(uuid) = &p.gpu_target {
                     about(uuid, 0);
+                    if p.settles_history {
+                        self.settle(uuid, idx);
+                    }
                 }
             }
             _ => {}
+        }
+    }
+
+    /// An admin's settlement of GPU `uuid`'s history at `idx`.
+    fn settle(&mut self, uuid: &str, idx: u64) {
+        self.settled.entry(uuid.to_string()).or_default().push((idx, 0));
+        if let Some(trail) = self.trails.get_mut(uuid) {
+            trail.settle();
+            if let Some(row) = self.gpus.get_mut(uuid) {
+                row.changes.clear();
+            }
         }
     }
 
@@ -107,7 +139,7 @@ impl Expected {
         }
         // gpus
         let mut st = conn.prepare(
-            "SELECT uuid, idx, host, serial, sku, fingerprint_digest, observed_at, source, changed_from FROM gpus ORDER BY uuid",
+            "SELECT uuid, idx, host, serial, sku, fingerprint_digest, observed_at, source, known, changes FROM gpus ORDER BY uuid",
         )?;
         let mut rows = st.query([])?;
         let mut expected = self.gpus.iter();
@@ -123,7 +155,13 @@ impl Expected {
                         digest: r.get(5)?,
                         observed_at: r.get(6)?,
                         source: r.get(7)?,
-                        changed_from: r.get::<_, Option<i64>>(8)?.map(|i| i as u64),
+                        // A column that does not read back differs from any replay.
+                        known: r.get::<_, Option<String>>(8)?.map_or(Ok(BTreeMap::new()), |t| {
+                            serde_json::from_str(&t).or_else(|_| Ok::<_, Error>(unreadable_known()))
+                        })?,
+                        changes: r.get::<_, Option<String>>(9)?.map_or(Ok(BTreeMap::new()), |t| {
+                            serde_json::from_str(&t).or_else(|_| Ok::<_, Error>(unreadable_changes()))
+                        })?,
                     },
                 )),
                 None => None,
@@ -133,15 +171,15 @@ impl Expected {
                 (Some((uuid, row)), Some((want_uuid, want))) if uuid == *want_uuid && row == *want => {}
                 (Some((uuid, row)), Some((want_uuid, want))) if uuid == *want_uuid => {
                     return Ok(Some(format!(
-                        "the gpus view says GPU {uuid} was last attested at entry {} on {} ({}, fingerprint last changed after entry {:?}), a replay says entry {} on {} ({}, {:?})",
+                        "the gpus view says GPU {uuid} was last attested at entry {} on {} ({}, facts changed: {}), a replay says entry {} on {} ({}, {})",
                         row.idx,
                         row.host,
                         row.sku.as_deref().unwrap_or("no SKU"),
-                        row.changed_from,
+                        changed(&row),
                         want.idx,
                         want.host,
                         want.sku.as_deref().unwrap_or("no SKU"),
-                        want.changed_from
+                        changed(want)
                     )))
                 }
                 (Some((uuid, _)), Some((want_uuid, _))) if uuid < *want_uuid => {
@@ -160,16 +198,42 @@ impl Expected {
         }
         let tag = |r: &rusqlite::Row<'_>| -> rusqlite::Result<u64> {
             Ok(match (r.get::<_, Option<String>>(2)?, r.get::<_, Option<i64>>(3)?, r.get::<_, Option<Vec<u8>>>(4)?) {
-                (Some(host), Some(ns), Some(digest)) => attested_tag(&host, ns, &digest),
+                (Some(host), Some(ns), Some(digest)) => {
+                    let set: Vec<(String, String)> = r
+                        .get::<_, Option<String>>(5)?
+                        .unwrap_or_default()
+                        .split('\n')
+                        .filter(|l| !l.is_empty())
+                        .map(|l| {
+                            l.split_once('=').map_or((l.to_string(), String::new()), |(f, v)| (f.into(), v.into()))
+                        })
+                        .collect();
+                    attested_tag(&host, ns, &digest, &set)
+                }
                 _ => 0,
             })
         };
-        let sql = "SELECT uuid, idx, host, observed_ns, digest FROM gpu_records ORDER BY uuid, idx";
+        // Each record's row with the fact values its attestation set, in field order.
+        let sql = "SELECT r.uuid, r.idx, r.host, r.observed_ns, r.digest,
+                      (SELECT group_concat(f.field || '=' || f.value, char(10) ORDER BY f.field)
+                       FROM gpu_facts f WHERE f.uuid = r.uuid AND f.idx = r.idx)
+                   FROM gpu_records r ORDER BY r.uuid, r.idx";
         if let Some(d) = index_difference(conn, sql, "gpu_records", "GPU", &self.gpu_records, tag)? {
             return Ok(Some(d));
         }
         if let Some(d) = self.hosts_difference(conn)? {
             return Ok(Some(d));
+        }
+        let sql = "SELECT uuid, idx FROM gpu_settled ORDER BY uuid, idx";
+        if let Some(d) = index_difference(conn, sql, "gpu_settled", "GPU", &self.settled, |_| Ok(0))? {
+            return Ok(Some(d));
+        }
+        let stored: i64 = conn.query_row("SELECT COUNT(*) FROM gpu_facts", [], |r| r.get(0))?;
+        if stored as u64 != self.facts_set {
+            return Ok(Some(format!(
+                "the gpu_facts view holds {stored} fact values; a replay sets {} (rows of no attestation)",
+                self.facts_set
+            )));
         }
         let sql = "SELECT serial, idx FROM acquisitions ORDER BY serial, idx";
         if let Some(d) = index_difference(conn, sql, "acquisitions", "serial", &self.acquisitions, |_| Ok(0))? {
@@ -214,7 +278,7 @@ impl Expected {
         for (uuid, trail) in &self.trails {
             let mut want: Vec<SpanRow> = trail
                 .hosts
-                .iter()
+                .values()
                 .map(|h| {
                     let (first, last) =
                         (crate::views::unix_ns(h.first_observed_at), crate::views::unix_ns(h.last_observed_at));
@@ -263,16 +327,46 @@ impl Expected {
     }
 }
 
+/// The changed facts of a `gpus` row, for a person.
+fn changed(row: &GpuRow) -> String {
+    if row.changes.is_empty() {
+        return "none".into();
+    }
+    row.changes.iter().map(|(f, c)| format!("{f} {} → {}", c.from.value, c.to)).collect::<Vec<_>>().join(", ")
+}
+
+/// What an unreadable `gpus.known` compares as: a value no replay gives.
+fn unreadable_known() -> BTreeMap<String, Known> {
+    let since = time::OffsetDateTime::UNIX_EPOCH;
+    let k = Known { value: "(unreadable)".into(), index: u64::MAX, host: String::new(), since };
+    BTreeMap::from([("(unreadable)".to_string(), k)])
+}
+
+/// What an unreadable `gpus.changes` compares as.
+fn unreadable_changes() -> BTreeMap<String, Change> {
+    let since = time::OffsetDateTime::UNIX_EPOCH;
+    let from = Known { value: "(unreadable)".into(), index: u64::MAX, host: String::new(), since };
+    BTreeMap::from([("(unreadable)".to_string(), Change { from, to: "(unreadable)".into(), index: u64::MAX })])
+}
+
 /// A `gpu_hosts` row: host, first and last index, first and last signer time (Unix ns).
 type SpanRow = (String, u64, u64, i64, i64);
 
-/// What the view keeps of one GPU's attestation, in 8 bytes: its host, signer time and digest.
-fn attested_tag(host: &str, at_ns: i64, digest: &[u8]) -> u64 {
+/// What the view keeps of one GPU's attestation, in 8 bytes: its host, signer time, digest and
+/// the fact values it set (in field order).
+fn attested_tag(host: &str, at_ns: i64, digest: &[u8], set: &[(String, String)]) -> u64 {
     let mut bytes = Vec::with_capacity(8 + host.len() + 8 + digest.len());
-    bytes.extend_from_slice(&(host.len() as u64).to_be_bytes());
-    bytes.extend_from_slice(host.as_bytes());
-    bytes.extend_from_slice(&at_ns.to_be_bytes());
-    bytes.extend_from_slice(digest);
+    let mut put = |b: &[u8]| {
+        bytes.extend_from_slice(&(b.len() as u64).to_be_bytes());
+        bytes.extend_from_slice(b);
+    };
+    put(host.as_bytes());
+    put(&at_ns.to_be_bytes());
+    put(digest);
+    for (field, value) in set {
+        put(field.as_bytes());
+        put(value.as_bytes());
+    }
     let out = chipledger_domain::merkle::Hash::sha256(&bytes).0;
     // Never 0, which stands for "not an attestation".
     u64::from_be_bytes([out[0], out[1], out[2], out[3], out[4], out[5], out[6], out[7]]).max(1)

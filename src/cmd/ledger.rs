@@ -149,7 +149,10 @@ pub fn run(data_dir: Option<PathBuf>, cmd: Command) -> Result<()> {
                 println!("  {n:>6} {kind}");
             }
             if !report.gpus.is_empty() {
-                println!("  GPUs as this bundle's own records give them (records outside it are not seen):");
+                println!(
+                    "  GPUs as this bundle's own records give them (records outside it are not seen, so neither are \
+                     moves, second hosts or changes that only they show):"
+                );
             }
             for g in &report.gpus {
                 println!(
@@ -380,6 +383,7 @@ fn debug_append_loop(
                     severity: Severity::Info,
                     text: format!("crash-test record {counter}"),
                     resolves_serial: None,
+                    settles_history: false,
                 };
                 sign_record(&a, &key).map(|e| e.to_json())
             })

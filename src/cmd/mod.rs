@@ -7,6 +7,7 @@ pub mod catalog;
 pub mod classify;
 pub mod demo;
 pub mod fleet;
+pub mod gpu;
 pub mod inference;
 pub mod init;
 pub mod keys;

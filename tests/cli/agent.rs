@@ -234,3 +234,35 @@ fn the_daemon_attests_reloads_on_sighup_and_stops_cleanly_on_sigterm() {
     daemon.stop();
     ok_in(&data, &["ledger", "verify"]);
 }
+
+/// A reflash shows in `chipledger fleet` as the reader computes it; the admin's `gpu settle`
+/// after review stands it down; only an admin key may, and only with a reason.
+#[test]
+fn a_reflash_shows_in_the_fleet_until_an_admin_settles_it() {
+    let (_tmp, data) = enrolled("hgx-01");
+    ok_in(&data, &["agent", "attest", "--hostname", "hgx-01", "--from-file", &dump(H800)]);
+    let reflashed = data.parent().unwrap().join("h800-reflashed.txt");
+    std::fs::write(
+        &reflashed,
+        std::fs::read_to_string(dump(H800)).unwrap().replacen("96.00.51.00.0E", "96.00.99.00.01", 1),
+    )
+    .unwrap();
+    ok_in(&data, &["agent", "attest", "--hostname", "hgx-01", "--from-file", reflashed.to_str().unwrap()]);
+    let fleet =
+        || -> serde_json::Value { serde_json::from_str(&ok_in(&data, &["fleet", "--format", "json"]).stdout).unwrap() };
+    let anomalies = fleet()[0]["anomalies"].to_string();
+    assert!(anomalies.contains("VBIOS of GPU-34bf77d1") && anomalies.contains("96.00.51.00.0E"), "{anomalies}");
+    let uuid = "GPU-34bf77d1-c686-6821-79a8-32d326c5039c";
+    fails_in(&data, &["gpu", "settle", "--gpu", uuid, "--reason", " "], "--reason is empty");
+    let agent_key = data.join("agent").join("agent-key.pem");
+    assert!(agent_key.exists());
+    fails_in(
+        &data,
+        &["gpu", "settle", "--gpu", uuid, "--reason", "x", "--admin-key", agent_key.to_str().unwrap()],
+        "not an active admin key",
+    );
+    let r = ok_in(&data, &["gpu", "settle", "--gpu", uuid, "--reason", "vendor reflash, ticket 4411"]);
+    assert!(r.stdout.contains("history settled"), "{}", r.stdout);
+    assert_eq!(fleet()[0]["anomalies"], serde_json::json!([]));
+    ok_in(&data, &["ledger", "verify"]);
+}

@@ -68,6 +68,7 @@ fn main() {
             severity: Severity::Info,
             text: text.clone(),
             resolves_serial: None,
+            settles_history: false,
         };
         sign_record(&a, key).unwrap().to_json()
     };

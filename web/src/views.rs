@@ -15,9 +15,8 @@ use chipledger_domain::keys::VerifierKey;
 use chipledger_domain::log::{EntrySummary, LogClient};
 use chipledger_domain::merkle;
 use chipledger_domain::note::open_checkpoint;
-use chipledger_domain::records::{Acquisition, GpuAttestation, Record, RecordKind, RunProvenance};
+use chipledger_domain::records::{Acquisition, Record, RecordKind, RunProvenance};
 use chipledger_domain::rules::{classify_all, DatacenterJudgement, Verdict};
-use chipledger_domain::trail::Trail;
 use chipledger_ledger::{EntryFilter, Ledger};
 use serde::Serialize;
 use time::OffsetDateTime;
@@ -118,6 +117,8 @@ fn update(ledger: &Ledger, old: &FleetSnapshot) -> Result<FleetSnapshot, crate::
     let mut acquisitions = old.acquisitions.clone();
     let filter = EntryFilter { from: Some(old.size), ..EntryFilter::default() };
     let mut new_attestations = Vec::new();
+    // GPUs whose history an admin settled: their trails change without a new attestation.
+    let mut settled: std::collections::BTreeSet<GpuUuid> = std::collections::BTreeSet::new();
     // Serials whose GPUs' verdicts may change: of new acquisitions and resolutions, and the old
     // and new serials of re-attested GPUs.
     let mut serials: std::collections::HashSet<String> = std::collections::HashSet::new();
@@ -129,46 +130,64 @@ fn update(ledger: &Ledger, old: &FleetSnapshot) -> Result<FleetSnapshot, crate::
                 add_acquisition(&mut acquisitions, e.index, a);
             }
             // An admin's resolution of a shared serial changes its GPUs' verdicts.
-            Some(Record::Annotation(a)) => serials.extend(a.resolves_serial),
+            Some(Record::Annotation(a)) => {
+                if let (true, chipledger_domain::records::AnnotationTarget::Gpu { uuid }) =
+                    (a.settles_history, &a.target)
+                {
+                    settled.insert(uuid.clone());
+                }
+                serials.extend(a.resolves_serial);
+            }
             _ => {}
         }
     }
     let catalog = Catalog::embedded().map_err(internal("reading the catalog"))?;
     let mut judge: std::collections::HashSet<chipledger_domain::fingerprint::GpuUuid> =
         std::collections::HashSet::new();
-    // Each re-attested GPU's trail with the new attestations folded in, as the ledger's view
-    // folds them, and its latest attestation among them.
-    let mut trails: HashMap<String, (Trail, usize)> = HashMap::new();
-    for (n, (index, a)) in new_attestations.iter().enumerate() {
+    // Each re-attested GPU's latest attestation among the new ones, and its trail as of `size`
+    // from the ledger (its hosts and fact changes need the whole history, which the cache does
+    // not keep).
+    let mut latest: HashMap<&str, usize> = HashMap::new();
+    for (n, (_, a)) in new_attestations.iter().enumerate() {
         for g in &a.gpus {
-            let uuid = g.uuid.as_str();
-            let (trail, latest) = trails
-                .entry(uuid.to_string())
-                .or_insert_with(|| (candidates.get(uuid).map(|c| c.trail.clone()).unwrap_or_default(), n));
-            trail.fold(*index, &a.host.hostname, a.observed_at, g.fingerprint_digest);
-            *latest = n;
+            latest.insert(g.uuid.as_str(), n);
             serials.extend(g.facts.serial.clone());
         }
     }
-    // The attestations before their fingerprints last changed, to compare the facts with.
-    let by_index: HashMap<u64, &GpuAttestation> = new_attestations.iter().map(|(i, a)| (*i, a)).collect();
-    let mut older: Vec<u64> =
-        trails.values().filter_map(|(t, _)| t.changed_from).filter(|i| !by_index.contains_key(i)).collect();
-    older.sort_unstable();
-    older.dedup();
-    let payloads = ledger.payloads(&older).map_err(crate::api::ledger_error)?;
-    let older = chipledger_domain::fleet::decode_in_parallel(&payloads, |(index, leaf, payload)| {
+    let uuids: Vec<GpuUuid> = new_attestations
+        .iter()
+        .flat_map(|(_, a)| a.gpus.iter().map(|g| g.uuid.clone()))
+        .chain(settled.iter().cloned())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let trails = ledger.trails(&uuids, size).map_err(crate::api::ledger_error)?;
+    // A settled GPU that was not attested again: judged again on its latest attestation.
+    let unchanged: Vec<u64> = settled
+        .iter()
+        .filter(|u| !latest.contains_key(u.as_str()))
+        .filter_map(|u| candidates.get(u.as_str()).map(|c| c.attestation_index))
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let payloads = ledger.payloads(&unchanged).map_err(crate::api::ledger_error)?;
+    let unchanged = chipledger_domain::fleet::decode_in_parallel(&payloads, |(index, leaf, payload)| {
         Ok((*index, *leaf, Record::from_payload(payload)?))
     })
-    .map_err(internal("reading earlier attestations"))?;
-    for (uuid, (trail, latest)) in &trails {
-        let (index, a) = &new_attestations[*latest];
+    .map_err(internal("reading settled GPUs' attestations"))?;
+    for uuid in settled.iter().filter(|u| !latest.contains_key(u.as_str())) {
+        let Some(index) = candidates.get(uuid.as_str()).map(|c| c.attestation_index) else { continue };
+        let Some((_, a)) = unchanged.get(&index) else { continue };
+        let Some(g) = a.gpus.iter().find(|g| &g.uuid == uuid) else { continue };
+        let c = chipledger_domain::fleet::candidate(catalog, a, g, index, trails.get(uuid));
+        candidates.insert(uuid.as_str().to_string(), c);
+        judge.insert(uuid.clone());
+    }
+    for (uuid, n) in latest {
+        let (index, a) = &new_attestations[n];
         let Some(g) = a.gpus.iter().find(|g| g.uuid.as_str() == uuid) else { continue };
-        let before_change =
-            trail.changed_from.and_then(|i| by_index.get(&i).copied().or_else(|| older.get(&i).map(|(_, a)| a)));
-        let past = chipledger_domain::fleet::Past { trail: Some(trail), before_change };
-        let c = chipledger_domain::fleet::candidate(catalog, a, g, *index, past);
-        let before = candidates.insert(uuid.clone(), c);
+        let c = chipledger_domain::fleet::candidate(catalog, a, g, *index, trails.get(&g.uuid));
+        let before = candidates.insert(uuid.to_string(), c);
         serials.extend(before.and_then(|b| b.serial));
         judge.insert(g.uuid.clone());
     }

@@ -117,7 +117,9 @@ fn a_schema_2_log_is_migrated_and_still_finds_duplicates() {
 }
 
 /// What schema 4 added: the GPU trails.
-const UNDO_SCHEMA_4: &str = "DROP TABLE gpu_hosts; ALTER TABLE gpus DROP COLUMN changed_from;
+const UNDO_SCHEMA_4: &str =
+    "DROP TABLE gpu_hosts; DROP TABLE gpu_facts; DROP TABLE gpu_settled; ALTER TABLE gpus DROP COLUMN known;
+     ALTER TABLE gpus DROP COLUMN changes;
      ALTER TABLE gpu_records DROP COLUMN host; ALTER TABLE gpu_records DROP COLUMN observed_ns;
      ALTER TABLE gpu_records DROP COLUMN digest; PRAGMA user_version = 3;";
 
@@ -135,8 +137,8 @@ fn a_schema_3_log_gets_its_gpu_trails_from_its_entries() {
     f.ledger.append(&[attestation(&two, 1, "hgx-2", &[changed], NOW)]).unwrap();
     let before = f.ledger.inventory(AsOf::Latest).unwrap();
     let u1 = before.iter().find(|g| g.uuid.as_str() == U1).unwrap();
-    assert_eq!(u1.trail.hosts.iter().map(|h| h.host.as_str()).collect::<Vec<_>>(), ["hgx-1", "hgx-2"]);
-    assert!(u1.trail.changed_from.is_some(), "{:?}", u1.trail);
+    assert_eq!(u1.trail.hosts.keys().map(String::as_str).collect::<Vec<_>>(), ["hgx-1", "hgx-2"]);
+    assert_eq!(u1.trail.changes.keys().collect::<Vec<_>>(), ["vbios"], "{:?}", u1.trail);
     sql(&f, UNDO_SCHEMA_4);
     f.reopen();
     assert_eq!(f.ledger.inventory(AsOf::Latest).unwrap(), before);
@@ -395,11 +397,34 @@ fn the_inventory_as_of_every_earlier_size_is_what_the_view_said_then() {
         f.ledger.append(&[env]).unwrap();
         seen.push((f.ledger.size(), f.ledger.inventory(AsOf::Latest).unwrap()));
     }
+    // An admin settles U1's history, and hgx-1 attests it once more.
+    f.admin_counter += 1;
+    let settle = Annotation {
+        format_version: FORMAT_VERSION,
+        counter: f.admin_counter,
+        written_at: NOW,
+        target: AnnotationTarget::Gpu { uuid: GpuUuid::parse(U1).unwrap() },
+        severity: Severity::Info,
+        text: "moved by the operator".into(),
+        resolves_serial: None,
+        settles_history: true,
+    };
+    f.ledger.append(&[sign_record(&settle, &f.admin).unwrap().to_json()]).unwrap();
+    let settled = f.ledger.inventory(AsOf::Latest).unwrap();
+    let u1 = settled.iter().find(|g| g.uuid.as_str() == U1).unwrap();
+    assert_eq!(u1.trail.hosts.keys().collect::<Vec<_>>(), ["hgx-2"], "{:?}", u1.trail);
+    assert!(u1.trail.changes.is_empty(), "{:?}", u1.trail);
+    seen.push((f.ledger.size(), settled));
+    f.ledger.append(&[attestation(&one, 4, "hgx-1", &[h800(U1, "1")], NOW)]).unwrap();
+    seen.push((f.ledger.size(), f.ledger.inventory(AsOf::Latest).unwrap()));
     for (size, then) in &seen {
         assert_eq!(&f.ledger.inventory(AsOf::Size(*size)).unwrap(), then, "as of size {size}");
     }
     let last = &seen.last().unwrap().1;
     let u1 = last.iter().find(|g| g.uuid.as_str() == U1).unwrap();
     assert_eq!(u1.trail.hosts.len(), 2);
+    // A view rebuilt from the entries is the same view.
+    f.ledger.rebuild_views().unwrap();
+    assert_eq!(&f.ledger.inventory(AsOf::Latest).unwrap(), last);
     assert_eq!(f.ledger.audit(&mut |_, _| {}).unwrap().problem, None);
 }

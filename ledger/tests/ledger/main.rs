@@ -165,6 +165,7 @@ pub fn annotation(key: &SigningKey, counter: u64, text: &str) -> Vec<u8> {
         severity: Severity::Info,
         text: text.into(),
         resolves_serial: None,
+        settles_history: false,
     };
     sign_record(&a, key).unwrap().to_json()
 }

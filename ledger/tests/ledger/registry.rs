@@ -335,6 +335,7 @@ fn plan_one(
                 severity: Severity::Info,
                 text: format!("walk note {}", rng.next_u64()),
                 resolves_serial: None,
+                settles_history: false,
             };
             (Op::Annotate, sign_record(&a, key).unwrap().to_json())
         }
@@ -372,6 +373,7 @@ fn a_record_at_the_whole_second_before_its_keys_start_is_refused_after_a_reopen_
             severity: Severity::Info,
             text: "whole seconds".into(),
             resolves_serial: None,
+            settles_history: false,
         };
         sign_record(&a, &auditor).unwrap().to_json()
     };

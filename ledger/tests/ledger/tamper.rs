@@ -227,7 +227,16 @@ fn derived_views_that_disagree_with_a_replay_are_named() {
             "UPDATE gpu_records SET host = 'elsewhere' WHERE idx = 2",
             "the gpu_records view's row for GPU GPU-34bf77d1-c686-6821-79a8-32d326c5039c at entry 2 holds another host, time or digest",
         ),
-        ("UPDATE gpus SET changed_from = 1", "fingerprint last changed after entry Some(1)"),
+        (
+            "UPDATE gpus SET changes = '{\"vbios\":{\"from\":{\"value\":\"96.00.00.00.01\",\"index\":1,\"host\":\"hgx-1\",\"since\":\"2026-11-29T09:00:00Z\"},\"to\":\"96.00.51.00.0E\",\"index\":2}}'",
+            "facts changed: vbios 96.00.00.00.01 → 96.00.51.00.0E), a replay says entry 2 on hgx-1 (H800-SXM5-80GB, none)",
+        ),
+        ("UPDATE gpus SET known = 'garbage'", "the gpus view says GPU"),
+        ("DELETE FROM gpu_facts WHERE field = 'vbios'", "holds another host, time or digest"),
+        (
+            "INSERT INTO gpu_facts (uuid, idx, field, value) VALUES ('GPU-34bf77d1-c686-6821-79a8-32d326c5039c', 99, 'vbios', 'x')",
+            "the gpu_facts view holds",
+        ),
         ("UPDATE keys SET last_counter = 99 WHERE enrolled_at = 1", "last counter 99"),
         ("UPDATE keys SET revoked_at = 5 WHERE enrolled_at = 4", "revoked at Some(5)"),
     ];

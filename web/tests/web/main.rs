@@ -139,6 +139,7 @@ pub fn note(key: &SigningKey, counter: u64) -> Vec<u8> {
         severity: Severity::Info,
         text: format!("note {counter}"),
         resolves_serial: None,
+        settles_history: false,
     };
     sign_record(&a, key).unwrap().to_json()
 }

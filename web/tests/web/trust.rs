@@ -105,6 +105,7 @@ fn h800_holds_its_serial(counter: u64) -> chipledger_domain::records::Annotation
         severity: chipledger_domain::identify::Severity::Info,
         text: "the card in hgx-h800-01 was checked by hand: its label reads 1651323018291".into(),
         resolves_serial: Some("1651323018291".into()),
+        settles_history: false,
     }
 }
 
@@ -386,4 +387,27 @@ fn a_gpus_history_anomalies_come_from_its_trail_not_from_what_its_agents_claim()
     // A attests it again: two hosts hold one UUID (Danger: placement tolerates no such GPU).
     attest_at(&w, &a, (3, NOW), "hgx-a", &reflashed, |id| id.anomalies.clear(), driver());
     assert_eq!(kinds(&w, "a second host"), ["uuid-on-two-hosts", "vbios-changed"]);
+    // Only an admin may settle a GPU's history: an auditor's settlement is refused.
+    let settlement = |counter: u64| chipledger_domain::records::Annotation {
+        format_version: FORMAT_VERSION,
+        counter,
+        written_at: NOW,
+        target: chipledger_domain::records::AnnotationTarget::Gpu {
+            uuid: chipledger_domain::fingerprint::GpuUuid::parse(U).unwrap(),
+        },
+        severity: chipledger_domain::identify::Severity::Info,
+        text: "reflash by the vendor, RMA ticket 4411; hgx-b's key was a test enrollment".into(),
+        resolves_serial: None,
+        settles_history: true,
+    };
+    let refused = w.ledger.append(&[sign_record(&settlement(900), &w.auditor_key).unwrap().to_json()]).unwrap_err();
+    assert!(refused.to_string().contains("admin"), "{refused}");
+    // The admin's settlement: the reviewed history stands down, the current host and facts stay.
+    w.counter += 1;
+    w.ledger.append(&[sign_record(&settlement(w.counter), &w.admin).unwrap().to_json()]).unwrap();
+    assert_eq!(kinds(&w, "a settlement"), Vec::<String>::new());
+    // B attests it again: two hosts once more.
+    attest_at(&w, &b, (2, NOW), "hgx-b", &reflashed, |id| id.anomalies.clear(), driver());
+    assert_eq!(kinds(&w, "a second host after the settlement"), ["uuid-on-two-hosts"]);
+    assert_eq!(w.ledger.audit(&mut |_, _| {}).unwrap().problem, None);
 }
