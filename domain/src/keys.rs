@@ -43,10 +43,12 @@ impl SigningKey {
         Ok(SigningKey { inner })
     }
 
-    /// The key as PKCS#8 PEM, in a buffer wiped on drop.
+    /// The key as PKCS#8 PEM, in a buffer wiped on drop: the v1 form of RFC 8410 §7 (the
+    /// private key alone), which OpenSSL, Python's `cryptography` and Go all read. The v2 form
+    /// with the public key beside it is still read.
     pub fn to_pkcs8_pem(&self) -> Result<Zeroizing<String>, Error> {
-        let pem = self
-            .inner
+        let bytes = ed25519_dalek::pkcs8::KeypairBytes { secret_key: self.inner.to_bytes(), public_key: None };
+        let pem = bytes
             .to_pkcs8_pem(Default::default())
             .map_err(|e| Error::PrivateKeyPem { reason: format!("cannot encode: {e}") })?;
         Ok(Zeroizing::new(pem.to_string()))

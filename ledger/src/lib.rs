@@ -25,7 +25,9 @@ mod views;
 mod views_check;
 
 pub use error::{Error, Rejection};
-pub use store::{write_private_file, InitInfo, Ledger, LedgerConfig, ADMIN_KEY_FILE, DB_FILE, LOG_KEY_FILE};
+pub use store::{
+    write_private_file, InitInfo, Ledger, LedgerConfig, ADMIN_KEY_FILE, DB_FILE, LOG_KEY_FILE, MAX_ENTRY_BYTES,
+};
 pub use tokens::TokenInfo;
 pub use views::{EntryFilter, KeyInfo};
 

@@ -26,7 +26,8 @@ pub const ADMIN_KEY_FILE: &str = "admin-key.pem";
 /// Append-time limits.
 #[derive(Debug, Clone)]
 pub struct LedgerConfig {
-    /// The largest envelope accepted, in bytes.
+    /// The largest envelope accepted, in bytes; never more than [`MAX_ENTRY_BYTES`], whatever
+    /// it is set to.
     pub max_envelope_bytes: usize,
     /// How far ahead of the log's clock a record's time may be.
     pub skew: Duration,
@@ -34,9 +35,13 @@ pub struct LedgerConfig {
     pub max_delay: Duration,
 }
 
+/// The largest envelope a log entry may be: a C2SP entry bundle gives each entry a 2-byte
+/// length, so a larger one could never be served in its tile.
+pub const MAX_ENTRY_BYTES: usize = 65_535;
+
 impl Default for LedgerConfig {
     fn default() -> Self {
-        LedgerConfig { max_envelope_bytes: 256 * 1024, skew: Duration::minutes(5), max_delay: Duration::days(7) }
+        LedgerConfig { max_envelope_bytes: MAX_ENTRY_BYTES, skew: Duration::minutes(5), max_delay: Duration::days(7) }
     }
 }
 
@@ -273,12 +278,15 @@ impl Ledger {
         if log_key.public_key() != *log_vkey.public_key() {
             return Err(Error::Corrupt(format!("{} is not the key of this log", key_path.display())));
         }
+        // Size, right edge, last checkpoint and key registry from one snapshot: another process
+        // appending meanwhile must not make a healthy log look torn.
+        let snapshot = conn.unchecked_transaction()?;
         let size: u64 =
-            conn.query_row("SELECT COALESCE(MAX(idx) + 1, 0) FROM entries", [], |r| r.get::<_, i64>(0))? as u64;
-        let frontier = Frontier::load(&DbSource(&conn), size)?;
+            snapshot.query_row("SELECT COALESCE(MAX(idx) + 1, 0) FROM entries", [], |r| r.get::<_, i64>(0))? as u64;
+        let frontier = Frontier::load(&DbSource(&snapshot), size)?;
         // Never sign a checkpoint inconsistent with the last one: the stored tree must still
         // match what the log signed.
-        if let Some((cp_size, note)) = latest_checkpoint(&conn)? {
+        if let Some((cp_size, note)) = latest_checkpoint(&snapshot)? {
             let cp = chipledger_domain::note::open_checkpoint(
                 note.as_bytes(),
                 std::slice::from_ref(&log_vkey),
@@ -290,7 +298,8 @@ impl Ledger {
                 )));
             }
         }
-        let registry = views::load_registry(&conn)?;
+        let registry = views::load_registry(&snapshot)?;
+        drop(snapshot);
         let reader = Connection::open(&db_path)?;
         crate::schema::configure(&reader)?;
         Ok(Ledger {
@@ -497,11 +506,14 @@ impl Ledger {
         let mut slots = Vec::with_capacity(envelopes.len());
         let mut mine: HashSet<Hash> = HashSet::new();
         let mut parsed_all: Vec<Option<Result<Parsed, Rejection>>> =
-            record::parse_many(envelopes, self.config.max_envelope_bytes, true).into_iter().map(Some).collect();
+            record::parse_many(envelopes, self.config.max_envelope_bytes.min(MAX_ENTRY_BYTES), true)
+                .into_iter()
+                .map(Some)
+                .collect();
         for (pos, bytes) in envelopes.iter().enumerate() {
             let parsed = parsed_all[pos]
                 .take()
-                .unwrap_or_else(|| record::parse_to_append(bytes, self.config.max_envelope_bytes));
+                .unwrap_or_else(|| record::parse_to_append(bytes, self.config.max_envelope_bytes.min(MAX_ENTRY_BYTES)));
             let leaf = match &parsed {
                 Ok(p) => p.leaf_hash,
                 Err(_) => merkle::leaf_hash(bytes),

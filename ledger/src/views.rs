@@ -378,12 +378,16 @@ impl Ledger {
             sql.push_str(" WHERE ");
             sql.push_str(&conds.join(" AND "));
         }
+        // SQLite reads a LIMIT as a signed 64-bit integer: a larger one would be an error.
+        let cap = |n: u64| n.min(i64::MAX as u64);
         match filter.last {
-            Some(n) => sql.push_str(&format!(" ORDER BY e.idx DESC LIMIT {}", n.min(filter.limit.unwrap_or(u64::MAX)))),
+            Some(n) => {
+                sql.push_str(&format!(" ORDER BY e.idx DESC LIMIT {}", cap(n.min(filter.limit.unwrap_or(u64::MAX)))))
+            }
             None => {
                 sql.push_str(" ORDER BY e.idx");
                 if let Some(l) = filter.limit {
-                    sql.push_str(&format!(" LIMIT {l}"));
+                    sql.push_str(&format!(" LIMIT {}", cap(l)));
                 }
             }
         }

@@ -22,6 +22,10 @@ pub struct Args {
     /// The certificate's private key (PEM).
     #[arg(long, value_name = "PEM", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// A proxy in front terminates TLS: session cookies are marked `Secure` and browsers are
+    /// told to keep to HTTPS (HSTS), as when serving TLS here.
+    #[arg(long, conflicts_with = "tls_cert")]
+    behind_tls_proxy: bool,
 }
 
 pub fn run(data_dir: Option<PathBuf>, args: Args) -> Result<()> {
@@ -32,7 +36,11 @@ pub fn run(data_dir: Option<PathBuf>, args: Args) -> Result<()> {
         _ => None,
     };
     let scheme = if tls.is_some() { "https" } else { "http" };
-    let config = chipledger_web::ServerConfig { tls, ..chipledger_web::ServerConfig::default() };
+    let config = chipledger_web::ServerConfig {
+        tls,
+        secure_cookies: args.behind_tls_proxy,
+        ..chipledger_web::ServerConfig::default()
+    };
     chipledger_web::serve(ledger, &args.listen, config, |addr| {
         // The first line says where, for people and for scripts that start the server. A reader
         // that stops reading (a closed pipe) must not stop the server.

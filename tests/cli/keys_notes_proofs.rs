@@ -95,3 +95,30 @@ fn proof_verify_checks_signature_and_inclusion() {
     std::fs::write(&proof_path, String::from_utf8(proof.to_bytes()).unwrap().replace("index 13", "index x")).unwrap();
     fails(&["proof", "verify", "--key", &vkey, "--leaf-hash", &leaf_hex, p], "line 2");
 }
+
+/// The key files `keys generate` writes are the PKCS#8 v1 form (RFC 8410 §7) other tools read:
+/// OpenSSL 3 takes them and derives the same public key; the v2 form (with the public key) that
+/// earlier versions wrote is still read.
+#[test]
+fn key_files_are_read_by_openssl_and_the_old_form_still_by_us() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("agent.pem");
+    let r = ok(&["keys", "generate", "--name", "hgx-1", "--out", out.to_str().unwrap()]);
+    let vkey = VerifierKey::parse(r.stdout.trim()).unwrap();
+    let der = std::process::Command::new("openssl")
+        .args(["pkey", "-in", out.to_str().unwrap(), "-pubout", "-outform", "DER"])
+        .output()
+        .expect("openssl is installed (scripts/test installs it)");
+    assert!(der.status.success(), "openssl pkey: {}", String::from_utf8_lossy(&der.stderr));
+    // SubjectPublicKeyInfo for Ed25519: a 12-byte header, then the 32 key bytes.
+    assert_eq!(der.stdout.len(), 44);
+    assert_eq!(&der.stdout[12..], &vkey.public_key().to_bytes()[..]);
+    // The v2 form: OneAsymmetricKey with the public key, as ed25519-dalek writes it by default.
+    let v2 = {
+        use ed25519_dalek::pkcs8::EncodePrivateKey;
+        let k = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
+        k.to_pkcs8_pem(Default::default()).unwrap().to_string()
+    };
+    let key = SigningKey::from_pkcs8_pem(&v2).unwrap();
+    assert_eq!(key.public_key().to_bytes(), ed25519_dalek::SigningKey::from_bytes(&[7; 32]).verifying_key().to_bytes());
+}

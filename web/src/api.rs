@@ -38,7 +38,8 @@ pub struct ServerConfig {
     pub rate_burst: f64,
     /// How long a dashboard login lasts.
     pub session_ttl: Duration,
-    /// Mark session cookies `Secure` (set when serving TLS).
+    /// Mark session cookies `Secure` and send HSTS (set when serving TLS, or behind a proxy
+    /// that terminates it).
     pub secure_cookies: bool,
     /// An attestation older than this shows as stale on the dashboard.
     pub fresh_for: time::Duration,
@@ -123,6 +124,8 @@ pub fn router(ledger: Arc<Ledger>, config: ServerConfig) -> Router {
 
 pub(crate) fn router_with(state: AppState) -> Router {
     let config = state.config.clone();
+    // Served over HTTPS, directly or behind a TLS proxy: browsers are told to keep to HTTPS.
+    let https = config.secure_cookies || config.tls.is_some();
     let limits = tower::ServiceBuilder::new()
         .layer(axum::error_handling::HandleErrorLayer::new(|e: tower::BoxError| async move {
             if e.is::<tower::timeout::error::Elapsed>() {
@@ -170,16 +173,19 @@ pub(crate) fn router_with(state: AppState) -> Router {
         .route("/assets/style.css", get(dash::style))
         .fallback(|| async { problem(StatusCode::NOT_FOUND, "no such route; the API lives under /api/v1/") })
         .layer(axum::middleware::from_fn_with_state(state.clone(), crate::auth::authenticate))
-        .layer(axum::middleware::map_response(security_headers))
+        .layer(axum::middleware::map_response(move |r: Response| async move { security_headers(r, https) }))
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
         .layer(limits)
         .with_state(state)
 }
 
-/// Headers every answer carries: no caching by default, no sniffing, no framing (the admin form cannot be clickjacked),
+/// Headers every answer carries: HSTS over HTTPS, no caching by default, no sniffing, no framing (the admin form cannot be clickjacked),
 /// and a policy that allows only this server's own stylesheet and no script at all.
-async fn security_headers(mut r: Response) -> Response {
+fn security_headers(mut r: Response, https: bool) -> Response {
     let h = r.headers_mut();
+    if https {
+        h.insert(header::STRICT_TRANSPORT_SECURITY, HeaderValue::from_static("max-age=31536000"));
+    }
     // Every read but the stylesheet needs a credential: nothing a shared cache may keep and hand
     // to the next caller, unless a handler says otherwise (and then `private`).
     if !h.contains_key(header::CACHE_CONTROL) {
@@ -243,9 +249,14 @@ impl IntoResponse for ApiError {
 pub(crate) fn ledger_error(e: LedgerError) -> ApiError {
     match e {
         LedgerError::Rejected { position, reason } => {
+            // An entry over the format's size is too large, not malformed: 413.
+            let status = match reason {
+                chipledger_ledger::Rejection::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+                _ => StatusCode::UNPROCESSABLE_ENTITY,
+            };
             let body =
                 Problem { error: format!("envelope {position} was refused: {reason}"), position: Some(position) };
-            ApiError { status: StatusCode::UNPROCESSABLE_ENTITY, body }
+            ApiError { status, body }
         }
         LedgerError::NoSuchEntry { index, size } => {
             ApiError::new(StatusCode::NOT_FOUND, format!("index {index} is not in the log (size {size})"))
@@ -461,6 +472,9 @@ struct HistoryQuery {
     latest: Option<usize>,
 }
 
+/// The most entries `?latest=` asks of a GPU's history at once.
+const MAX_HISTORY: usize = 10_000;
+
 async fn history(
     State(s): State<AppState>,
     Extension(p): Extension<Principal>,
@@ -471,6 +485,9 @@ async fn history(
         Ok(u) => u,
         Err(e) => return problem(StatusCode::BAD_REQUEST, e.to_string()),
     };
+    if q.latest.is_some_and(|n| n == 0 || n > MAX_HISTORY) {
+        return problem(StatusCode::BAD_REQUEST, format!("latest is 1 to {MAX_HISTORY} entries"));
+    }
     let scope = p.scope();
     let ledger = s.ledger.clone();
     match blocking(move || LogClient::history(ledger.as_ref(), &uuid, q.latest).map_err(domain_error)).await {

@@ -428,3 +428,32 @@ fn the_inventory_as_of_every_earlier_size_is_what_the_view_said_then() {
     assert_eq!(&f.ledger.inventory(AsOf::Latest).unwrap(), last);
     assert_eq!(f.ledger.audit(&mut |_, _| {}).unwrap().problem, None);
 }
+
+/// Opening a log reads its size, right edge, last checkpoint and key registry from one
+/// snapshot: another process appending meanwhile never makes a healthy log look torn.
+#[test]
+fn opening_a_log_while_another_process_appends_never_sees_it_torn() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let mut f = Fixture::new();
+    let auditor = f.enroll(2, Role::Auditor, None);
+    let dir = f.path().to_path_buf();
+    let done = AtomicBool::new(false);
+    let opens = std::thread::scope(|s| {
+        s.spawn(|| {
+            for c in 1..=400 {
+                f.ledger.append(&[annotation(&auditor, c, "while another process opens the log")]).unwrap();
+            }
+            done.store(true, Ordering::Release);
+        });
+        let mut opens = 0u32;
+        while !done.load(Ordering::Acquire) {
+            let clock = Arc::new(chipledger_domain::log::FixedClock(NOW));
+            if let Err(e) = chipledger_ledger::Ledger::open(&dir, chipledger_ledger::LedgerConfig::default(), clock) {
+                panic!("open {opens} during appends: {e}");
+            }
+            opens += 1;
+        }
+        opens
+    });
+    assert!(opens > 0);
+}

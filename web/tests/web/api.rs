@@ -188,3 +188,46 @@ fn tiles_beyond_the_tree_are_not_found() {
         assert!(a.status == StatusCode::NOT_FOUND || a.status == StatusCode::BAD_REQUEST, "{uri}: {}", a.status);
     }
 }
+
+/// An entry must fit a C2SP entry bundle (a 2-byte length): a larger envelope is 413 and
+/// writes nothing, one that fits is served in its bundle; `?latest=` past the bound is 400.
+#[test]
+fn entries_fit_their_bundle_and_history_reads_are_bounded() {
+    use chipledger_domain::records::{sign_record, Annotation, AnnotationTarget, FORMAT_VERSION};
+    let w = world();
+    let big = |counter: u64, text_len: usize| {
+        let a = Annotation {
+            format_version: FORMAT_VERSION,
+            counter,
+            written_at: crate::NOW,
+            target: AnnotationTarget::Gpu { uuid: chipledger_domain::fingerprint::GpuUuid::parse(H800_UUID).unwrap() },
+            severity: chipledger_domain::identify::Severity::Info,
+            text: "x".repeat(text_len),
+            resolves_serial: None,
+            settles_history: false,
+        };
+        sign_record(&a, &w.auditor_key).unwrap().to_json()
+    };
+    let app = chipledger_web::router(
+        w.ledger.clone(),
+        chipledger_web::ServerConfig { max_body_bytes: 1 << 20, ..chipledger_web::ServerConfig::default() },
+    );
+    let (too_big, fits) = (big(50, 60_000), big(51, 40_000));
+    assert!(too_big.len() > 65_535 && fits.len() <= 65_535, "{} {}", too_big.len(), fits.len());
+    let size = w.ledger.size();
+    let a = crate::send_to(app.clone(), As::Nobody, "POST", "/api/v1/entries", "application/json", too_big);
+    assert_eq!(a.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", a.text());
+    assert_eq!(w.ledger.size(), size, "nothing written");
+    let a = crate::send_to(app.clone(), As::Nobody, "POST", "/api/v1/entries", "application/json", fits);
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+    let token = w.auditor_token.clone();
+    let bundle = call(&w, As::Bearer(&token), "GET", &format!("/tile/entries/000.p/{}", size + 1), vec![]);
+    assert_eq!(bundle.status, StatusCode::OK, "{}", bundle.text());
+    for latest in ["0", "10001", "18446744073709551615"] {
+        let uri = format!("/api/v1/gpus/{H800_UUID}/history?latest={latest}");
+        let a = call(&w, As::Bearer(&token), "GET", &uri, vec![]);
+        assert_eq!(a.status, StatusCode::BAD_REQUEST, "latest={latest}: {}", a.text());
+    }
+    let a = call(&w, As::Bearer(&token), "GET", &format!("/api/v1/gpus/{H800_UUID}/history?latest=10000"), vec![]);
+    assert_eq!(a.status, StatusCode::OK);
+}

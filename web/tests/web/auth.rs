@@ -261,3 +261,21 @@ fn request_logs_name_the_principal_and_never_a_secret() {
         assert!(!log.contains(secret.rsplit('_').next().unwrap()), "a secret reached the log:\n{log}");
     }
 }
+
+/// Over HTTPS (TLS here, or a proxy that terminates it: `serve --behind-tls-proxy`) session
+/// cookies are `Secure` and every answer carries HSTS; over plain HTTP on loopback neither.
+#[test]
+fn behind_tls_sessions_are_secure_cookies_and_browsers_keep_to_https() {
+    let w = world();
+    let form_type = "application/x-www-form-urlencoded";
+    let login = format!("token={}&next=/", w.auditor_token);
+    for (secure, what) in [(true, "behind a TLS proxy"), (false, "plain loopback")] {
+        let app = router(w.ledger.clone(), ServerConfig { secure_cookies: secure, ..ServerConfig::default() });
+        let a = crate::send_to(app.clone(), As::Nobody, "POST", "/login", form_type, login.clone().into_bytes());
+        let cookie = a.headers["set-cookie"].to_str().unwrap();
+        assert_eq!(cookie.contains("; Secure"), secure, "{what}: {cookie}");
+        let page = crate::send_to(app, As::Nobody, "GET", "/login", "text/plain", vec![]);
+        let hsts = page.headers.get("strict-transport-security").map(|v| v.to_str().unwrap().to_string());
+        assert_eq!(hsts.is_some(), secure, "{what}: {hsts:?}");
+    }
+}
