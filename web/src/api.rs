@@ -48,6 +48,13 @@ pub struct ServerConfig {
     /// Serve HTTPS with this certificate chain and key (PEM files); session cookies are then
     /// marked `Secure`.
     pub tls: Option<TlsFiles>,
+    /// Connections open at once; one past it is closed at once.
+    pub max_connections: usize,
+    /// How long a new connection may stay silent before its first byte.
+    pub first_byte_timeout: Duration,
+    /// How long a request's headers may take to arrive (and an idle keep-alive connection may
+    /// wait for its next request).
+    pub header_timeout: Duration,
 }
 
 /// A PEM certificate chain and its private key.
@@ -71,6 +78,9 @@ impl Default for ServerConfig {
             fresh_for: time::Duration::hours(2),
             audit_every: Duration::from_secs(3600),
             tls: None,
+            max_connections: 1024,
+            first_byte_timeout: Duration::from_secs(10),
+            header_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -609,6 +619,7 @@ pub fn serve(
     let listen_err = |source| crate::Error::Listen { addr: addr.to_string(), source };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(listen_err)?;
     let tls = config.tls.clone();
+    let limits = config.clone();
     let config = ServerConfig { secure_cookies: config.secure_cookies || tls.is_some(), ..config };
     // Commits never stall on folding the WAL: a thread of its own does it (started once the
     // listener is bound). Set here, off the async executor: it takes the writer's lock.
@@ -652,24 +663,29 @@ pub fn serve(
                 }
             })
             .map_err(listen_err)?;
+        let edge = crate::listen::Capped::new(limits.max_connections, limits.first_byte_timeout);
         let app = router_with(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+        let handle = axum_server::Handle::new();
+        let stopper = handle.clone();
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            stopper.graceful_shutdown(Some(Duration::from_secs(30)));
+        });
+        let mut server =
+            axum_server::from_tcp(listener.into_std().map_err(listen_err)?).map_err(listen_err)?.handle(handle);
+        // Headers in time; an idle keep-alive connection waits for its next request's headers
+        // under the same timer.
+        server
+            .http_builder()
+            .http1()
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(limits.header_timeout);
         on_ready(bound);
         match rustls {
-            None => axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await.map_err(listen_err),
+            None => server.acceptor(edge).serve(app).await.map_err(listen_err),
             Some(rustls) => {
-                let handle = axum_server::Handle::new();
-                let stopper = handle.clone();
-                tokio::spawn(async move {
-                    shutdown_signal().await;
-                    stopper.graceful_shutdown(Some(Duration::from_secs(30)));
-                });
-                let std_listener = listener.into_std().map_err(listen_err)?;
-                axum_server::from_tcp_rustls(std_listener, rustls)
-                    .map_err(listen_err)?
-                    .handle(handle)
-                    .serve(app)
-                    .await
-                    .map_err(listen_err)
+                let tls = axum_server::tls_rustls::RustlsAcceptor::new(rustls).acceptor(edge);
+                server.acceptor(tls).serve(app).await.map_err(listen_err)
             }
         }
     })

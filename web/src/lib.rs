@@ -21,6 +21,7 @@ mod auth;
 pub mod client;
 mod dash;
 mod error;
+mod listen;
 mod ops;
 mod views;
 

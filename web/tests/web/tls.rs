@@ -48,3 +48,65 @@ fn a_missing_certificate_is_named() {
     let e = chipledger_web::serve(w.ledger.clone(), "127.0.0.1:0", config, |_| {}).unwrap_err().to_string();
     assert!(e.contains("/nonexistent/cert.pem"), "{e}");
 }
+
+/// Slow and silent clients hold nothing for long: a connection that sends no byte, or headers
+/// that never end, is closed after its timeout; past the connection limit a new connection is
+/// closed at once; once they are gone the server answers again. Plain HTTP and TLS alike.
+#[test]
+fn slow_and_silent_clients_are_cut_off_and_connections_are_capped() {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    use std::time::Instant;
+    let w = world();
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/tls");
+    for tls in [None, Some(TlsFiles { cert: data.join("cert.pem"), key: data.join("key.pem") })] {
+        let config = ServerConfig {
+            tls: tls.clone(),
+            max_connections: 3,
+            first_byte_timeout: Duration::from_millis(400),
+            header_timeout: Duration::from_millis(400),
+            ..ServerConfig::default()
+        };
+        let (tx, rx) = std::sync::mpsc::channel();
+        let ledger = w.ledger.clone();
+        std::thread::spawn(move || chipledger_web::serve(ledger, "127.0.0.1:0", config, |a| tx.send(a).unwrap()));
+        let addr = rx.recv_timeout(Duration::from_secs(20)).unwrap();
+        let what = if tls.is_some() { "TLS" } else { "plain" };
+        // How long until the server closes a connection that sent `first`.
+        let closed_after = |first: &[u8]| {
+            let mut c = TcpStream::connect(addr).unwrap();
+            c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            c.write_all(first).unwrap();
+            let start = Instant::now();
+            let mut buf = [0u8; 256];
+            loop {
+                match c.read(&mut buf) {
+                    Ok(0) | Err(_) => return start.elapsed(),
+                    Ok(_) => {}
+                }
+            }
+        };
+        let silent = closed_after(b"");
+        assert!(silent < Duration::from_secs(5), "{what}: a silent connection lasted {silent:?}");
+        if tls.is_none() {
+            let slow = closed_after(b"GET /healthz HTTP/1.1\r\nHost: x\r\n");
+            assert!(slow < Duration::from_secs(5), "{what}: unfinished headers lasted {slow:?}");
+        }
+        // Three silent connections fill the limit: a fourth is closed at once.
+        let held: Vec<TcpStream> = (0..3).map(|_| TcpStream::connect(addr).unwrap()).collect();
+        std::thread::sleep(Duration::from_millis(100));
+        let fourth = closed_after(b"");
+        assert!(fourth < Duration::from_millis(300), "{what}: past the limit, a connection lasted {fourth:?}");
+        // Once they time out, the server answers again.
+        std::thread::sleep(Duration::from_millis(800));
+        drop(held);
+        if tls.is_none() {
+            let mut c = TcpStream::connect(addr).unwrap();
+            c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            c.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+            let mut answer = String::new();
+            c.read_to_string(&mut answer).unwrap();
+            assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        }
+    }
+}
