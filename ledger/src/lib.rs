@@ -16,6 +16,9 @@ pub mod audit;
 pub mod bundle;
 mod client;
 mod error;
+#[doc(hidden)]
+#[allow(clippy::expect_used, clippy::panic)] // a fuzz target's failures are panics, on purpose
+pub mod fuzzing;
 mod record;
 mod schema;
 mod store;
