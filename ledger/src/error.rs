@@ -78,3 +78,22 @@ pub enum Rejection {
     #[error("invalid revocation: {0}")]
     BadRevocation(String),
 }
+
+impl Rejection {
+    /// What a caller that proved no identity is told: the whole reason where it is about the
+    /// bytes sent, only the kind of problem where it would say what the log knows of a key
+    /// (its enrolment, host, validity, last counter).
+    pub fn for_anyone(&self) -> String {
+        match self {
+            Rejection::UnknownKey { .. }
+            | Rejection::RevokedKey { .. }
+            | Rejection::KeyNotValid { .. }
+            | Rejection::WrongRole { .. }
+            | Rejection::WrongHost { .. }
+            | Rejection::ResolutionNeedsAdmin { .. }
+            | Rejection::BadSignature { .. } => "its signer may not append it".into(),
+            Rejection::CounterNotIncreasing { .. } => "its counter is not above its key's last one".into(),
+            other => other.to_string(),
+        }
+    }
+}

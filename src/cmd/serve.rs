@@ -26,6 +26,10 @@ pub struct Args {
     /// told to keep to HTTPS (HSTS), as when serving TLS here.
     #[arg(long, conflicts_with = "tls_cert")]
     behind_tls_proxy: bool,
+    /// A proxy (IP address; repeatable) whose `X-Forwarded-For` names the client for rate
+    /// limits. From any other peer the header is ignored.
+    #[arg(long = "trusted-proxy", value_name = "IP")]
+    trusted_proxies: Vec<std::net::IpAddr>,
 }
 
 pub fn run(data_dir: Option<PathBuf>, args: Args) -> Result<()> {
@@ -39,6 +43,7 @@ pub fn run(data_dir: Option<PathBuf>, args: Args) -> Result<()> {
     let config = chipledger_web::ServerConfig {
         tls,
         secure_cookies: args.behind_tls_proxy,
+        trusted_proxies: args.trusted_proxies,
         ..chipledger_web::ServerConfig::default()
     };
     chipledger_web::serve(ledger, &args.listen, config, |addr| {

@@ -48,6 +48,14 @@ pub struct ServerConfig {
     /// Serve HTTPS with this certificate chain and key (PEM files); session cookies are then
     /// marked `Secure`.
     pub tls: Option<TlsFiles>,
+    /// Requests per second (and burst) each peer address may send, whoever it says it is:
+    /// checked before any credential costs the server a hash, a signature check or a lookup.
+    /// An IPv6 peer is its /64.
+    pub peer_rate_per_second: f64,
+    pub peer_rate_burst: f64,
+    /// Proxies whose `X-Forwarded-For` names the real peer (its right-most address that is not
+    /// itself one of them); from any other peer the header is ignored.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
     /// Connections open at once; one past it is closed at once.
     pub max_connections: usize,
     /// How long a new connection may stay silent before its first byte.
@@ -78,6 +86,9 @@ impl Default for ServerConfig {
             fresh_for: time::Duration::hours(2),
             audit_every: Duration::from_secs(3600),
             tls: None,
+            peer_rate_per_second: 2000.0,
+            peer_rate_burst: 4000.0,
+            trusted_proxies: Vec::new(),
             max_connections: 1024,
             first_byte_timeout: Duration::from_secs(10),
             header_timeout: Duration::from_secs(10),
@@ -91,6 +102,10 @@ pub(crate) struct AppState {
     pub config: ServerConfig,
     pub sessions: Arc<Sessions>,
     pub limiter: Arc<RateLimiter>,
+    /// Per peer address (an IPv6 /64), charged before any credential is looked at.
+    pub peers: Arc<RateLimiter>,
+    /// The last writability check and when it ran: probes share it for a second.
+    pub ready: Arc<std::sync::Mutex<Option<(std::time::Instant, bool)>>>,
     pub fleet: Arc<FleetCache>,
     pub audit: Arc<AuditStatus>,
     /// The data directory's admin key, when it has one: signs what admins enter in forms.
@@ -108,6 +123,8 @@ impl AppState {
         AppState {
             sessions: Arc::new(Sessions::new(config.session_ttl)),
             limiter: Arc::new(RateLimiter::new(config.rate_per_second, config.rate_burst)),
+            peers: Arc::new(RateLimiter::new(config.peer_rate_per_second, config.peer_rate_burst)),
+            ready: Arc::new(std::sync::Mutex::new(None)),
             fleet: Arc::new(FleetCache::default()),
             audit: Arc::new(AuditStatus::default()),
             admin_key,
@@ -302,7 +319,7 @@ pub(crate) async fn blocking<T: Send + 'static>(
         .unwrap_or_else(|_| Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "the request's worker failed")))
 }
 
-async fn append(State(s): State<AppState>, body: Bytes) -> Response {
+async fn append(State(s): State<AppState>, Extension(p): Extension<Principal>, body: Bytes) -> Response {
     let envelopes: Vec<Box<RawValue>> = match serde_json::from_slice::<Vec<Box<RawValue>>>(&body) {
         Ok(v) => v,
         Err(e) => match serde_json::from_slice::<Box<RawValue>>(&body) {
@@ -324,8 +341,27 @@ async fn append(State(s): State<AppState>, body: Bytes) -> Response {
     // Each envelope is stored and hashed exactly as it appears in the request.
     let raw: Vec<Vec<u8>> = envelopes.iter().map(|e| e.get().as_bytes().to_vec()).collect();
     let ledger = s.ledger.clone();
-    match blocking(move || ledger.append(&raw).map_err(ledger_error)).await {
-        Ok(receipts) => Json(receipts).into_response(),
+    match blocking(move || Ok(ledger.append(&raw))).await {
+        Ok(Ok(receipts)) => Json(receipts).into_response(),
+        // Why an envelope was refused names keys, their enrolment and their last counters: a
+        // caller that proved no identity learns which envelope and what kind of problem, the
+        // server log the rest.
+        Ok(Err(LedgerError::Rejected { position, reason })) if matches!(p, Principal::Anonymous) => {
+            tracing::info!(position, %reason, "an anonymous append was refused");
+            let status = match reason {
+                chipledger_ledger::Rejection::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+                _ => StatusCode::UNPROCESSABLE_ENTITY,
+            };
+            let body = Problem {
+                error: format!(
+                    "envelope {position} was refused: {}; sign the request with an enrolled key for the details",
+                    reason.for_anyone()
+                ),
+                position: Some(position),
+            };
+            (status, Json(body)).into_response()
+        }
+        Ok(Err(e)) => ledger_error(e).into_response(),
         Err(r) => r.into_response(),
     }
 }

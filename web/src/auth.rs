@@ -17,10 +17,12 @@
 //! ¹ each envelope must be signed by an enrolled key whose role may sign its record — the ledger
 //! checks that; a signed request by a revoked key is refused before. ² pages redirect to `/login`.
 //!
-//! Each principal (anonymous callers: each peer address) has a token-bucket rate limit.
+//! Each peer address (an IPv6 /64; behind a trusted proxy, the client it names) has a token
+//! bucket charged before any credential is looked at, and each principal (anonymous callers:
+//! their peer address) a bucket of its own.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -239,11 +241,42 @@ pub(crate) fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> 
         .map(|(_, v)| v)
 }
 
-/// The bucket of a caller without a valid credential: its peer address.
-pub(crate) fn peer_bucket(extensions: &axum::http::Extensions) -> String {
-    match extensions.get::<ConnectInfo<SocketAddr>>() {
-        Some(ConnectInfo(addr)) => format!("anonymous:{}", addr.ip()),
-        None => "anonymous".to_string(),
+/// The bucket of a caller by address: its peer, or the client a trusted proxy names; an IPv6
+/// address by its /64 (one host holds a whole /64, and would otherwise get 2^64 buckets).
+pub(crate) fn peer_bucket(extensions: &axum::http::Extensions, headers: &HeaderMap, trusted: &[IpAddr]) -> String {
+    let Some(ConnectInfo(addr)) = extensions.get::<ConnectInfo<SocketAddr>>() else {
+        return "anonymous".to_string();
+    };
+    format!("anonymous:{}", bucket_of(client_address(addr.ip(), headers, trusted)))
+}
+
+/// The client behind a chain of trusted proxies: the right-most `X-Forwarded-For` address that
+/// is not one of them (the left ones are the client's own say). From an untrusted peer, the peer.
+pub(crate) fn client_address(peer: IpAddr, headers: &HeaderMap, trusted: &[IpAddr]) -> IpAddr {
+    let canonical = |ip: IpAddr| ip.to_canonical();
+    if !trusted.contains(&canonical(peer)) {
+        return peer;
+    }
+    let forwarded: Vec<IpAddr> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .map(|a| a.parse::<IpAddr>().ok())
+        .collect::<Option<Vec<_>>>()
+        .unwrap_or_default();
+    forwarded.into_iter().rev().map(canonical).find(|ip| !trusted.contains(ip)).unwrap_or(peer)
+}
+
+/// An address as a rate-limit bucket: IPv4 whole, IPv6 by its /64.
+fn bucket_of(ip: IpAddr) -> String {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+        }
     }
 }
 
@@ -254,17 +287,6 @@ fn too_many(wait: Duration) -> Response {
         r.headers_mut().insert(header::RETRY_AFTER, v);
     }
     r
-}
-
-impl RateLimiter {
-    /// A refusal for a bad credential, charged to the caller's address so that guessing and
-    /// signature checks cost the guesser, not the server: 401, or 429 once the bucket is empty.
-    pub(crate) fn refuse(&self, extensions: &axum::http::Extensions, response: Response) -> Response {
-        match self.take(&peer_bucket(extensions)) {
-            Ok(()) => response,
-            Err(wait) => too_many(wait),
-        }
-    }
 }
 
 /// Establishes the [`Principal`], applies the rate limit, and logs the request — refused ones
@@ -290,13 +312,15 @@ pub(crate) async fn authenticate(State(s): State<AppState>, req: Request, next: 
 async fn admit(s: AppState, req: Request, next: Next) -> (Response, String) {
     let refused = |r: Response| (r, "refused".to_string());
     let (mut parts, mut body) = req.into_parts();
-    let unauthorized = |parts: &axum::http::request::Parts, message: &str| -> Response {
-        s.limiter.refuse(&parts.extensions, ApiError::new(StatusCode::UNAUTHORIZED, message).into_response())
-    };
+    // The peer pays first, before its credential costs a hash, a signature check or a lookup.
+    let peer = peer_bucket(&parts.extensions, &parts.headers, &s.config.trusted_proxies);
+    if let Err(wait) = s.peers.take(&peer) {
+        return (too_many(wait), "refused".to_string());
+    }
+    let unauthorized = |message: &str| -> Response { ApiError::new(StatusCode::UNAUTHORIZED, message).into_response() };
     let principal = if let Some(h) = parts.headers.get(SIGNATURE_HEADER) {
         let Ok(sig) = h.to_str().map_err(|_| ()).and_then(|h| RequestSignature::parse(h).map_err(|_| ())) else {
             return refused(unauthorized(
-                &parts,
                 "the request signature is malformed: expected `<key id> <unix seconds> <base64>`",
             ));
         };
@@ -318,7 +342,6 @@ async fn admit(s: AppState, req: Request, next: Next) -> (Response, String) {
             Ok(Some(k)) => k,
             Ok(None) => {
                 return refused(unauthorized(
-                    &parts,
                     "the request is signed by a key that is not enrolled, or is revoked or expired: ask an admin \
                      to enroll it",
                 ))
@@ -333,19 +356,19 @@ async fn admit(s: AppState, req: Request, next: Next) -> (Response, String) {
         let path = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
         let now = s.ledger.now().unix_timestamp();
         if let Err(e) = sig.verify(vkey.public_key(), parts.method.as_str(), path, &bytes, now) {
-            return refused(unauthorized(&parts, &format!("the request signature does not verify: {e}")));
+            return refused(unauthorized(&format!("the request signature does not verify: {e}")));
         }
         body = Body::from(bytes);
         Principal::Key { key_id: key.key_id, role: key.role, host: key.host }
     } else if let Some(h) = parts.headers.get(header::AUTHORIZATION) {
         let Some(token) = h.to_str().ok().and_then(|h| h.strip_prefix("Bearer ")).and_then(|t| Token::parse(t).ok())
         else {
-            return refused(unauthorized(&parts, "the Authorization header is not `Bearer clt_<id>_<secret>`"));
+            return refused(unauthorized("the Authorization header is not `Bearer clt_<id>_<secret>`"));
         };
         let ledger = s.ledger.clone();
         match blocking(move || ledger.authenticate_token(&token).map_err(crate::api::ledger_error)).await {
             Ok(Some(t)) => Principal::Person { token_id: t.id, name: t.name, role: t.role, csrf: None },
-            Ok(None) => return refused(unauthorized(&parts, "the token is not valid: unknown, revoked, or mistyped")),
+            Ok(None) => return refused(unauthorized("the token is not valid: unknown, revoked, or mistyped")),
             Err(e) => return refused(e.into_response()),
         }
     } else if let Some(session) = cookie(&parts.headers, SESSION_COOKIE).and_then(|id| s.sessions.get(id)) {
@@ -361,7 +384,7 @@ async fn admit(s: AppState, req: Request, next: Next) -> (Response, String) {
         Principal::Anonymous
     };
     let bucket = match &principal {
-        Principal::Anonymous => peer_bucket(&parts.extensions),
+        Principal::Anonymous => peer.clone(),
         p => p.label(),
     };
     let who = principal.label();
@@ -388,5 +411,45 @@ pub(crate) fn check_csrf(principal: &Principal, submitted: Option<&str>) -> Resu
             }
         }
         _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // test code: a failure is the point
+mod peer_tests {
+    use super::*;
+
+    fn headers(xff: &[&str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for v in xff {
+            h.append("x-forwarded-for", HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn an_ipv6_peer_is_its_64_and_an_ipv4_one_itself() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:bbbb::9".parse().unwrap();
+        let c: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(bucket_of(a), bucket_of(b));
+        assert_ne!(bucket_of(a), bucket_of(c));
+        assert_eq!(bucket_of("192.0.2.7".parse().unwrap()), "192.0.2.7");
+        assert_eq!(bucket_of("::ffff:192.0.2.7".parse().unwrap()), "192.0.2.7");
+    }
+
+    #[test]
+    fn only_a_trusted_proxy_names_the_client_and_only_by_its_rightmost_untrusted_address() {
+        let proxy: IpAddr = "10.0.0.1".parse().unwrap();
+        let other: IpAddr = "203.0.113.9".parse().unwrap();
+        let trusted = [proxy];
+        // From an untrusted peer the header is the peer's own say: ignored.
+        assert_eq!(client_address(other, &headers(&["198.51.100.1"]), &trusted), other);
+        // From the proxy: the right-most address it did not add itself.
+        let h = headers(&["1.1.1.1, 198.51.100.1", "10.0.0.1"]);
+        assert_eq!(client_address(proxy, &h, &trusted), "198.51.100.1".parse::<IpAddr>().unwrap());
+        // A garbled header gives the proxy itself: one bucket for the garblers, not a free one each.
+        assert_eq!(client_address(proxy, &headers(&["nonsense, 198.51.100.1"]), &trusted), proxy);
+        assert_eq!(client_address(proxy, &HeaderMap::new(), &trusted), proxy);
     }
 }

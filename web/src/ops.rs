@@ -141,9 +141,21 @@ pub(crate) async fn metrics(State(s): State<AppState>, Extension(p): Extension<P
 }
 
 pub(crate) async fn readyz(State(s): State<AppState>) -> Response {
-    let ledger = s.ledger.clone();
-    match blocking(move || ledger.check_writable().map_err(ledger_error)).await {
-        Ok(()) => "ready\n".into_response(),
-        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "the ledger is not writable\n").into_response(),
+    // A probe takes the writer's lock: probes within a second share one check, so anonymous
+    // callers cannot queue behind appends by the thousand.
+    let recent = *s.ready.lock().unwrap_or_else(|p| p.into_inner());
+    let writable = match recent {
+        Some((at, writable)) if at.elapsed() < std::time::Duration::from_secs(1) => writable,
+        _ => {
+            let ledger = s.ledger.clone();
+            let writable = blocking(move || ledger.check_writable().map_err(ledger_error)).await.is_ok();
+            *s.ready.lock().unwrap_or_else(|p| p.into_inner()) = Some((std::time::Instant::now(), writable));
+            writable
+        }
+    };
+    if writable {
+        "ready\n".into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "the ledger is not writable\n").into_response()
     }
 }

@@ -231,3 +231,29 @@ fn entries_fit_their_bundle_and_history_reads_are_bounded() {
     let a = call(&w, As::Bearer(&token), "GET", &format!("/api/v1/gpus/{H800_UUID}/history?latest=10000"), vec![]);
     assert_eq!(a.status, StatusCode::OK);
 }
+
+/// A caller that proves no identity learns which envelope was refused and the kind of problem,
+/// never what the log knows of a key (its enrolment, host or last counter); a signed request by
+/// an enrolled key gets the whole reason.
+#[test]
+fn anonymous_appends_learn_nothing_of_the_key_registry() {
+    let w = world();
+    let stranger = SigningKey::from_seed(&[77; 32]);
+    let unknown = note(&stranger, 1);
+    let a = call(&w, As::Nobody, "POST", "/api/v1/entries", unknown.clone());
+    assert_eq!(a.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let text = a.text();
+    assert!(text.contains("envelope 0 was refused: its signer may not append it"), "{text}");
+    assert!(!text.contains(stranger.key_id().as_str()) && !text.contains("enrolled in"), "{text}");
+    // A replayed counter of an enrolled key: the kind of problem, not the key's last counter.
+    call(&w, As::Nobody, "POST", "/api/v1/entries", note(&w.auditor_key, 50));
+    let a = call(&w, As::Nobody, "POST", "/api/v1/entries", note(&w.auditor_key, 49));
+    assert!(
+        a.text().contains("its counter is not above its key's last one") && !a.text().contains("50"),
+        "{}",
+        a.text()
+    );
+    // Signed by an enrolled key: the details.
+    let a = call(&w, As::Signed(&w.auditor_key), "POST", "/api/v1/entries", unknown);
+    assert!(a.text().contains("not enrolled in this log"), "{}", a.text());
+}

@@ -208,7 +208,8 @@ fn each_principal_is_rate_limited() {
 #[test]
 fn guessing_credentials_is_charged_to_the_guesser() {
     let w = world();
-    let config = ServerConfig { rate_per_second: 0.001, rate_burst: 3.0, ..ServerConfig::default() };
+    // The guesser's address pays for every try, whatever credential it tries.
+    let config = ServerConfig { peer_rate_per_second: 0.001, peer_rate_burst: 3.0, ..ServerConfig::default() };
     let app = router(w.ledger.clone(), config);
     let wrong = w.auditor_token.replace(&w.auditor_token[20..30], "0000000000");
     let statuses: Vec<u16> = (0..4)
@@ -278,4 +279,22 @@ fn behind_tls_sessions_are_secure_cookies_and_browsers_keep_to_https() {
         let hsts = page.headers.get("strict-transport-security").map(|v| v.to_str().unwrap().to_string());
         assert_eq!(hsts.is_some(), secure, "{what}: {hsts:?}");
     }
+}
+
+/// A peer pays before its credentials cost anything: once its address's bucket is empty, even a
+/// valid token waits (429 with Retry-After), and bad signatures never reach a key lookup.
+#[test]
+fn a_flooding_peer_is_cut_off_before_its_credentials_are_checked() {
+    let w = world();
+    let config = ServerConfig { peer_rate_per_second: 0.01, peer_rate_burst: 3.0, ..ServerConfig::default() };
+    let app = router(w.ledger.clone(), config);
+    // Three forged signatures: 401, each paid from the peer's bucket.
+    let forged = chipledger_domain::keys::SigningKey::from_seed(&[99; 32]);
+    for _ in 0..3 {
+        let a = crate::send_to(app.clone(), As::Signed(&forged), "GET", "/api/v1/inventory", "text/plain", vec![]);
+        assert_eq!(a.status, StatusCode::UNAUTHORIZED, "{}", a.text());
+    }
+    let a = crate::send_to(app.clone(), As::Bearer(&w.auditor_token), "GET", "/api/v1/inventory", "text/plain", vec![]);
+    assert_eq!(a.status, StatusCode::TOO_MANY_REQUESTS, "{}", a.text());
+    assert!(a.headers.contains_key("retry-after"));
 }
