@@ -71,19 +71,25 @@ pub struct Dense {
 
 impl Dense {
     pub fn parameters(&self) -> u64 {
+        // A config file's numbers: saturate rather than overflow on absurd ones.
+        let mul = |v: &[u64]| v.iter().copied().fold(1u64, u64::saturating_mul);
         let head_dim = self.hidden / self.heads.max(1);
-        let kv = self.kv_heads * head_dim;
-        let attn =
-            self.hidden * self.hidden * 2 + self.hidden * kv * 2 + if self.qkv_bias { self.hidden + 2 * kv } else { 0 };
-        let mlp = 3 * self.hidden * self.intermediate;
-        let norms = 2 * self.hidden;
-        let embed = self.vocab * self.hidden * if self.tied_embeddings { 1 } else { 2 };
-        self.layers * (attn + mlp + norms) + embed + self.hidden
+        let kv = mul(&[self.kv_heads, head_dim]);
+        let bias = if self.qkv_bias { self.hidden.saturating_add(mul(&[2, kv])) } else { 0 };
+        let attn = mul(&[self.hidden, self.hidden, 2]).saturating_add(mul(&[self.hidden, kv, 2])).saturating_add(bias);
+        let mlp = mul(&[3, self.hidden, self.intermediate]);
+        let norms = mul(&[2, self.hidden]);
+        let embed = mul(&[self.vocab, self.hidden, if self.tied_embeddings { 1 } else { 2 }]);
+        mul(&[self.layers, attn.saturating_add(mlp).saturating_add(norms)])
+            .saturating_add(embed)
+            .saturating_add(self.hidden)
     }
 
     /// K and V for every layer, per token, at `bytes` per element.
     pub fn kv_bytes_per_token(&self, bytes: u64) -> u64 {
-        2 * self.layers * self.kv_heads * (self.hidden / self.heads.max(1)) * bytes
+        [2, self.layers, self.kv_heads, self.hidden / self.heads.max(1), bytes]
+            .into_iter()
+            .fold(1u64, u64::saturating_mul)
     }
 
     fn shape(&self, name: &str, architecture: &str, bytes_per_weight: u64, source: &str) -> ModelShape {
@@ -92,7 +98,7 @@ impl Dense {
             name: name.to_string(),
             architecture: architecture.to_string(),
             parameters,
-            weight_bytes: parameters * bytes_per_weight,
+            weight_bytes: parameters.saturating_mul(bytes_per_weight),
             kv_bytes_per_token: self.kv_bytes_per_token(2),
             max_context: self.max_context,
             source: source.to_string(),
@@ -250,7 +256,12 @@ pub fn from_gguf(path: &Path) -> Result<ModelShape, Error> {
     let layers = need("block_count")?;
     let heads = need("attention.head_count")?.max(1);
     let kv_heads = num("attention.head_count_kv").unwrap_or(heads);
-    let parameters: u64 = content.tensor_infos.values().map(|t| t.shape.elem_count() as u64).sum();
+    // The header's dimensions are the file's say: multiplied and summed without overflow.
+    let parameters: u64 = content
+        .tensor_infos
+        .values()
+        .map(|t| t.shape.dims().iter().try_fold(1u64, |n, d| n.checked_mul(*d as u64)).unwrap_or(u64::MAX))
+        .fold(0u64, u64::saturating_add);
     let name = md
         .get("general.name")
         .and_then(|v| v.to_string().ok().cloned())
@@ -261,7 +272,8 @@ pub fn from_gguf(path: &Path) -> Result<ModelShape, Error> {
         architecture: arch.clone(),
         parameters,
         weight_bytes: size,
-        kv_bytes_per_token: 2 * layers * kv_heads * (hidden / heads) * 2,
+        // Header values are the file's say: multiplied without overflow.
+        kv_bytes_per_token: [2, layers, kv_heads, hidden / heads, 2].into_iter().fold(1u64, u64::saturating_mul),
         max_context: num("context_length").unwrap_or(4096),
         source: "gguf".into(),
     })

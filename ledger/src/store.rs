@@ -35,6 +35,9 @@ pub struct LedgerConfig {
     pub max_delay: Duration,
 }
 
+/// Read connections per open ledger (besides the writer's and the credential checks').
+const READERS: usize = 4;
+
 /// The largest envelope a log entry may be: a C2SP entry bundle gives each entry a 2-byte
 /// length, so a larger one could never be served in its tile.
 pub const MAX_ENTRY_BYTES: usize = 65_535;
@@ -87,7 +90,13 @@ pub struct Ledger {
     clock: Arc<dyn Clock>,
     writer: Mutex<Writer>,
     queue: Mutex<Vec<Pending>>,
-    reader: Mutex<Connection>,
+    /// Read connections: a long read (a whole history, a bundle) holds one, not every reader.
+    pub(crate) readers: Vec<Mutex<Connection>>,
+    /// Turns among the readers when all are busy.
+    next_reader: std::sync::atomic::AtomicUsize,
+    /// The connection credential checks read through (tokens, a signed request's key): a login
+    /// never waits behind a long read.
+    credentials: Mutex<Connection>,
     /// The connection that folds the WAL when commits do not ([`Ledger::defer_wal_folding`]).
     folder: Mutex<Option<Connection>>,
     /// The committed size, published after each commit: readers (a server's async handlers)
@@ -300,8 +309,13 @@ impl Ledger {
         }
         let registry = views::load_registry(&snapshot)?;
         drop(snapshot);
-        let reader = Connection::open(&db_path)?;
-        crate::schema::configure(&reader)?;
+        let read_connection = || -> Result<Mutex<Connection>, Error> {
+            let c = Connection::open(&db_path)?;
+            crate::schema::configure(&c)?;
+            Ok(Mutex::new(c))
+        };
+        let readers = (0..READERS).map(|_| read_connection()).collect::<Result<Vec<_>, _>>()?;
+        let credentials = read_connection()?;
         Ok(Ledger {
             dir: dir.to_path_buf(),
             origin,
@@ -310,7 +324,9 @@ impl Ledger {
             clock,
             writer: Mutex::new(Writer { conn, state: State { frontier, registry }, log_key }),
             queue: Mutex::new(Vec::new()),
-            reader: Mutex::new(reader),
+            readers,
+            next_reader: std::sync::atomic::AtomicUsize::new(0),
+            credentials,
             folder: Mutex::new(None),
             size: std::sync::atomic::AtomicU64::new(size),
         })
@@ -673,13 +689,13 @@ impl Ledger {
 
     /// The latest signed checkpoint (note text) and its size.
     pub fn checkpoint(&self) -> Result<(u64, String), Error> {
-        let conn = lock(&self.reader);
+        let conn = self.reader();
         latest_checkpoint(&conn)?.ok_or_else(|| Error::Corrupt("the log has no checkpoint".into()))
     }
 
     /// Every stored checkpoint, oldest first.
     pub fn checkpoints(&self) -> Result<Vec<(u64, String)>, Error> {
-        let conn = lock(&self.reader);
+        let conn = self.reader();
         let mut st = conn.prepare("SELECT size, note FROM checkpoints ORDER BY size")?;
         let rows = st.query_map([], |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, Vec<u8>>(1)?)))?;
         let mut out = Vec::new();
@@ -699,13 +715,13 @@ impl Ledger {
     /// The number of entries the database file holds now (differs from [`Ledger::size`] only if
     /// someone else changed the file).
     pub fn stored_size(&self) -> Result<u64, Error> {
-        let conn = lock(&self.reader);
+        let conn = self.reader();
         Ok(conn.query_row("SELECT COALESCE(MAX(idx) + 1, 0) FROM entries", [], |r| r.get::<_, i64>(0))? as u64)
     }
 
     /// An inclusion proof: O(log n) reads in one read transaction.
     pub fn inclusion_proof(&self, index: u64, size: u64) -> Result<Vec<Hash>, Error> {
-        let mut conn = lock(&self.reader);
+        let mut conn = self.reader();
         let tx = conn.transaction()?;
         self.check_size(&tx, size)?;
         Ok(merkle::inclusion_proof(&DbSource(&tx), index, size)?)
@@ -713,7 +729,7 @@ impl Ledger {
 
     /// A consistency proof: O(log n) reads in one read transaction.
     pub fn consistency_proof(&self, old: u64, new: u64) -> Result<Vec<Hash>, Error> {
-        let mut conn = lock(&self.reader);
+        let mut conn = self.reader();
         let tx = conn.transaction()?;
         self.check_size(&tx, new)?;
         Ok(merkle::consistency_proof(&DbSource(&tx), old, new)?)
@@ -721,7 +737,7 @@ impl Ledger {
 
     /// The root of the first `size` entries.
     pub fn root_at(&self, size: u64) -> Result<Hash, Error> {
-        let conn = lock(&self.reader);
+        let conn = self.reader();
         self.check_size(&conn, size)?;
         Ok(merkle::subtree_root(&DbSource(&conn), 0, size)?)
     }
@@ -736,7 +752,7 @@ impl Ledger {
 
     /// The stored envelope bytes at `index`, exactly as appended.
     pub fn envelope(&self, index: u64) -> Result<Vec<u8>, Error> {
-        let conn = lock(&self.reader);
+        let conn = self.reader();
         let row: Option<(Vec<u8>, i64, String)> = conn
             .query_row(
                 "SELECT e.body, e.form, k.key_id FROM entries e JOIN keys k ON k.enrolled_at = e.signer WHERE e.idx = ?1",
@@ -750,7 +766,7 @@ impl Ledger {
 
     /// C2SP tlog-tiles: the hashes of tile `level`/`index`, `width` of them (1..=256).
     pub fn tile(&self, level: u8, index: u64, width: u16) -> Result<Vec<u8>, Error> {
-        let conn = lock(&self.reader);
+        let conn = self.reader();
         let size = self.size();
         let height = 8 * level as u32;
         let first = index.checked_mul(256).ok_or(Error::NoSuchEntry { index, size })?;
@@ -771,7 +787,7 @@ impl Ledger {
     /// C2SP tlog-tiles entry bundle: `width` entries from `index * 256`, each as a big-endian
     /// u16 length and the envelope bytes.
     pub fn entry_bundle(&self, index: u64, width: u16) -> Result<Vec<u8>, Error> {
-        let conn = lock(&self.reader);
+        let conn = self.reader();
         let first = index.checked_mul(256).ok_or(Error::NoSuchEntry { index, size: 0 })?;
         let mut st = conn.prepare_cached(
             "SELECT e.body, e.form, k.key_id FROM entries e JOIN keys k ON k.enrolled_at = e.signer
@@ -869,8 +885,20 @@ impl Ledger {
         self.clock.now().unix_timestamp()
     }
 
+    /// A free read connection, or (all busy) the next in turn.
     pub(crate) fn reader(&self) -> MutexGuard<'_, Connection> {
-        lock(&self.reader)
+        for r in &self.readers {
+            if let Ok(guard) = r.try_lock() {
+                return guard;
+            }
+        }
+        let next = self.next_reader.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % self.readers.len();
+        lock(&self.readers[next])
+    }
+
+    /// The connection credential checks read through.
+    pub(crate) fn credentials_reader(&self) -> MutexGuard<'_, Connection> {
+        lock(&self.credentials)
     }
 
     pub(crate) fn writer_lock(&self) -> MutexGuard<'_, Writer> {

@@ -89,7 +89,7 @@ impl Ledger {
 
     /// The live token `token` is, if any: unknown, revoked and wrong-secret tokens all give `None`.
     pub fn authenticate_token(&self, token: &Token) -> Result<Option<TokenInfo>, Error> {
-        let conn = self.reader();
+        let conn = self.credentials_reader();
         let found =
             conn.query_row(&format!("SELECT {COLUMNS} FROM tokens WHERE id = ?1"), [token.id()], row).optional()?;
         Ok(found.and_then(|(info, stored)| {
@@ -100,8 +100,41 @@ impl Ledger {
 
     /// A live token by id (for sessions, which remember the id only).
     pub fn live_token(&self, id: &str) -> Result<Option<TokenInfo>, Error> {
-        let conn = self.reader();
+        let conn = self.credentials_reader();
         let found = conn.query_row(&format!("SELECT {COLUMNS} FROM tokens WHERE id = ?1"), [id], row).optional()?;
         Ok(found.map(|(info, _)| info).filter(|i| i.revoked_at.is_none()))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failure is the point
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use chipledger_domain::log::FixedClock;
+    use chipledger_domain::records::Role;
+
+    use crate::Ledger;
+
+    /// Credential checks read through a connection of their own: with every read connection
+    /// held by long reads, a token is still checked at once (it once queued behind them).
+    #[test]
+    fn a_login_never_waits_behind_long_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(FixedClock(time::macros::datetime!(2026-12-01 00:00 UTC)));
+        let (ledger, _) = Ledger::init(dir.path(), "t.example/log", clock, &mut rand_core::OsRng).unwrap();
+        let (_, token) = ledger.create_token("alice", Role::Auditor, &mut rand_core::OsRng).unwrap();
+        let ledger = Arc::new(ledger);
+        let held: Vec<_> = ledger.readers.iter().map(|r| r.lock().unwrap()).collect();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let checker = ledger.clone();
+        std::thread::spawn(move || {
+            let parsed = chipledger_domain::auth::Token::parse(&token.reveal()).unwrap();
+            tx.send(checker.authenticate_token(&parsed).map(|t| t.is_some())).unwrap();
+        });
+        let answer = rx.recv_timeout(Duration::from_secs(10)).expect("the token check waited behind the readers");
+        assert!(answer.unwrap());
+        drop(held);
     }
 }

@@ -331,7 +331,7 @@ impl Ledger {
     /// server checks a signed request's key against.
     pub fn active_key(&self, key_id: &str) -> Result<Option<KeyInfo>, Error> {
         let now = self.now();
-        let conn = self.reader();
+        let conn = self.credentials_reader();
         let sql = format!("{EXACT_KEYS} WHERE k.key_id = ?1 AND k.revoked_at IS NULL");
         let found = conn.query_row(&sql, [key_id], |r| Ok(exact_key(r))).optional()?.transpose()?;
         // The validity window as the enrollment states it, to the nanosecond (as authorisation

@@ -536,7 +536,9 @@ async fn history(
     }
     let scope = p.scope();
     let ledger = s.ledger.clone();
-    match blocking(move || LogClient::history(ledger.as_ref(), &uuid, q.latest).map_err(domain_error)).await {
+    // Never a whole unbounded history in one answer: the latest MAX_HISTORY entries at most.
+    let latest = Some(q.latest.unwrap_or(MAX_HISTORY));
+    match blocking(move || LogClient::history(ledger.as_ref(), &uuid, latest).map_err(domain_error)).await {
         // An agent reads a GPU's attestations (every host's: a GPU seen on two hosts, or moved,
         // is what it compares a new one with); a node also the admin's resolutions of serials.
         // Neither reads the GPU's runs or other annotations.

@@ -668,12 +668,14 @@ pub(crate) async fn bundle(
         Err(e) => return ApiError::new(StatusCode::BAD_REQUEST, e.to_string()).into_response(),
     };
     let host = q.host.filter(|h| !h.is_empty());
-    // A bundle carries a proof per entry: the whole of a large log is a job for the CLI.
-    if gpu.is_none() && host.is_none() && s.ledger.size() > MAX_WHOLE_LOG_BUNDLE {
+    // A bundle carries a proof per entry: the whole of a large log is a job for the CLI. A
+    // host's bundle is cut from a scan of the whole log, so it is bounded alike; a GPU's by the
+    // length of its history.
+    if gpu.is_none() && s.ledger.size() > MAX_WHOLE_LOG_BUNDLE {
         return ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!(
-                "the log holds {} entries, too many for one download: bundle a GPU (?gpu=) or a host (?host=), or run \
+                "the log holds {} entries, too many for one download or one host's scan: bundle a GPU (?gpu=), or run \
                  `chipledger ledger export` on the server",
                 s.ledger.size()
             ),
@@ -688,6 +690,22 @@ pub(crate) async fn bundle(
     let sel = chipledger_ledger::bundle::Selection { gpu, host, since: None, until: None };
     let ledger = s.ledger.clone();
     match blocking(move || {
+        if let Some(g) = &sel.gpu {
+            let filter = chipledger_ledger::EntryFilter {
+                gpu: Some(g.clone()),
+                limit: Some(MAX_WHOLE_LOG_BUNDLE + 1),
+                ..Default::default()
+            };
+            if ledger.entries(&filter).map_err(ledger_error)?.len() as u64 > MAX_WHOLE_LOG_BUNDLE {
+                return Err(ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!(
+                        "this GPU's history holds more than {MAX_WHOLE_LOG_BUNDLE} entries, too many for one \
+                         download: run `chipledger ledger export --gpu … --since …` on the server"
+                    ),
+                ));
+            }
+        }
         let b = ledger.export(&sel).map_err(ledger_error)?;
         serde_json::to_vec_pretty(&b).map_err(|e| ApiError::internal(e.to_string()))
     })

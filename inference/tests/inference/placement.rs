@@ -222,3 +222,33 @@ fn malformed_policies_name_the_key() {
         assert!(matches!(&err, chipledger_inference::Error::Policy { key: k, .. } if k == key), "{text}: {err}");
     }
 }
+
+/// A GGUF header's numbers are the file's say: absurd ones (a 2^40-wide model of 2^40 layers,
+/// a tensor of 2^40 × 2^40) give saturated sizes that no GPU holds, never an overflow panic.
+#[test]
+fn absurd_gguf_header_numbers_saturate_instead_of_overflowing() {
+    use candle_core::quantized::gguf_file::{self, Value};
+    use candle_core::quantized::{GgmlDType, QTensor};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("absurd.gguf");
+    let (huge, one, arch) = (Value::U64(1 << 40), Value::U64(1), Value::String("llama".into()));
+    let metadata: Vec<(&str, &Value)> = vec![
+        ("general.architecture", &arch),
+        ("llama.embedding_length", &huge),
+        ("llama.block_count", &huge),
+        ("llama.attention.head_count", &one),
+        ("llama.attention.head_count_kv", &huge),
+    ];
+    let tensor = QTensor::quantize(
+        &candle_core::Tensor::zeros((2, 32), candle_core::DType::F32, &candle_core::Device::Cpu).unwrap(),
+        GgmlDType::F32,
+    )
+    .unwrap();
+    let mut f = std::fs::File::create(&path).unwrap();
+    gguf_file::write(&mut f, &metadata, &[("t", &tensor)]).unwrap();
+    drop(f);
+    let shape = chipledger_inference::requirements::from_gguf(&path).unwrap();
+    assert_eq!(shape.kv_bytes_per_token, u64::MAX);
+    let req = Requirements::new(shape, Some(4096));
+    assert_eq!(req.total_bytes, u64::MAX, "no GPU holds it: placement refuses, nothing panics");
+}
