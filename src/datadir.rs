@@ -78,7 +78,7 @@ impl LedgerTarget {
                         let pem = std::fs::read_to_string(path)
                             .with_context(|| format!("reading {} to sign requests to {url}", path.display()))?;
                         Credential::Key(
-                            chipledger_domain::keys::SigningKey::from_pkcs8_pem(&pem)
+                            chipledger_domain::keys::SigningKey::from_pkcs8_pem_owned(pem)
                                 .with_context(|| format!("reading {}", path.display()))?,
                         )
                     }

@@ -43,6 +43,13 @@ impl SigningKey {
         Ok(SigningKey { inner })
     }
 
+    /// [`SigningKey::from_pkcs8_pem`] on a PEM the caller read and hands over: the text is
+    /// wiped once parsed (a key file's contents do not linger in freed memory).
+    pub fn from_pkcs8_pem_owned(pem: String) -> Result<SigningKey, Error> {
+        let pem = Zeroizing::new(pem);
+        SigningKey::from_pkcs8_pem(&pem)
+    }
+
     /// The key as PKCS#8 PEM, in a buffer wiped on drop: the v1 form of RFC 8410 §7 (the
     /// private key alone), which OpenSSL, Python's `cryptography` and Go all read. The v2 form
     /// with the public key beside it is still read.

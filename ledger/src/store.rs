@@ -283,7 +283,7 @@ impl Ledger {
         let log_vkey = VerifierKey::parse(&meta("log_verifier_key")?)?;
         let key_path = dir.join(LOG_KEY_FILE);
         let pem = std::fs::read_to_string(&key_path).map_err(io_err(&key_path))?;
-        let log_key = SigningKey::from_pkcs8_pem(&pem)?;
+        let log_key = SigningKey::from_pkcs8_pem_owned(pem)?;
         if log_key.public_key() != *log_vkey.public_key() {
             return Err(Error::Corrupt(format!("{} is not the key of this log", key_path.display())));
         }

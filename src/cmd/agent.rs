@@ -207,7 +207,7 @@ fn load_key(path: &Path) -> Result<SigningKey> {
     let pem = std::fs::read_to_string(path).with_context(|| {
         format!("reading the agent key {}: run `chipledger agent enroll` first (or pass --key)", path.display())
     })?;
-    SigningKey::from_pkcs8_pem(&pem).with_context(|| format!("reading the agent key {}", path.display()))
+    SigningKey::from_pkcs8_pem_owned(pem).with_context(|| format!("reading the agent key {}", path.display()))
 }
 
 /// The attestor over the ledger (a local data directory or a server); receipts are checked

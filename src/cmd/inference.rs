@@ -363,7 +363,8 @@ fn node_key(data_dir: Option<PathBuf>, args: &RunArgs) -> Result<NodeKey> {
             path.display()
         )
     })?;
-    let key = SigningKey::from_pkcs8_pem(&pem).with_context(|| format!("reading the node key {}", path.display()))?;
+    let key =
+        SigningKey::from_pkcs8_pem_owned(pem).with_context(|| format!("reading the node key {}", path.display()))?;
     let host = args.node_name.clone().unwrap_or_else(|| chipledger_agent::host::host_facts(None).hostname);
     Ok(NodeKey { key, host, state: dir.join("node-state.json") })
 }

@@ -143,7 +143,8 @@ pub fn run(data_dir: Option<PathBuf>, cmd: Command) -> Result<()> {
 pub fn admin_signer(ledger: &Ledger, path: Option<PathBuf>) -> Result<(SigningKey, u64)> {
     let path = path.unwrap_or_else(|| ledger.dir().join(ADMIN_KEY_FILE));
     let pem = std::fs::read_to_string(&path).with_context(|| format!("reading the admin key {}", path.display()))?;
-    let key = SigningKey::from_pkcs8_pem(&pem).with_context(|| format!("reading the admin key {}", path.display()))?;
+    let key =
+        SigningKey::from_pkcs8_pem_owned(pem).with_context(|| format!("reading the admin key {}", path.display()))?;
     let id = key.key_id();
     let entry = ledger.keys()?.into_iter().find(|k| k.key_id == id.as_str());
     match entry {

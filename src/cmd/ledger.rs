@@ -365,7 +365,7 @@ fn debug_append_loop(
     use chipledger_domain::identify::Severity;
     use chipledger_domain::keys::SigningKey;
     use chipledger_domain::records::{sign_record, Annotation, AnnotationTarget};
-    let key = SigningKey::from_pkcs8_pem(&std::fs::read_to_string(key)?)?;
+    let key = SigningKey::from_pkcs8_pem_owned(std::fs::read_to_string(key)?)?;
     let id = key.key_id();
     let mut counter =
         ledger.keys()?.into_iter().find(|k| k.key_id == id.as_str()).context("the key is not enrolled")?.last_counter;

@@ -53,6 +53,10 @@ pub struct ServerConfig {
     /// An IPv6 peer is its /64.
     pub peer_rate_per_second: f64,
     pub peer_rate_burst: f64,
+    /// Envelope bytes per second (and burst; never less than one body) each peer address may
+    /// append without a credential.
+    pub anonymous_append_bytes_per_second: f64,
+    pub anonymous_append_bytes_burst: f64,
     /// Proxies whose `X-Forwarded-For` names the real peer (its right-most address that is not
     /// itself one of them); from any other peer the header is ignored.
     pub trusted_proxies: Vec<std::net::IpAddr>,
@@ -89,6 +93,8 @@ impl Default for ServerConfig {
             peer_rate_per_second: 2000.0,
             peer_rate_burst: 4000.0,
             trusted_proxies: Vec::new(),
+            anonymous_append_bytes_per_second: 4.0 * 1024.0 * 1024.0,
+            anonymous_append_bytes_burst: 16.0 * 1024.0 * 1024.0,
             max_connections: 1024,
             first_byte_timeout: Duration::from_secs(10),
             header_timeout: Duration::from_secs(10),
@@ -104,6 +110,8 @@ pub(crate) struct AppState {
     pub limiter: Arc<RateLimiter>,
     /// Per peer address (an IPv6 /64), charged before any credential is looked at.
     pub peers: Arc<RateLimiter>,
+    /// Bytes of envelopes per peer address, for appends by callers without a credential.
+    pub append_bytes: Arc<RateLimiter>,
     /// The last writability check and when it ran: probes share it for a second.
     pub ready: Arc<std::sync::Mutex<Option<(std::time::Instant, bool)>>>,
     pub fleet: Arc<FleetCache>,
@@ -118,12 +126,16 @@ impl AppState {
         let admin_path = ledger.dir().join(chipledger_ledger::ADMIN_KEY_FILE);
         let admin_key = std::fs::read_to_string(&admin_path)
             .ok()
-            .and_then(|pem| SigningKey::from_pkcs8_pem(&pem).ok())
+            .and_then(|pem| SigningKey::from_pkcs8_pem_owned(pem).ok())
             .map(Arc::new);
         AppState {
             sessions: Arc::new(Sessions::new(config.session_ttl)),
             limiter: Arc::new(RateLimiter::new(config.rate_per_second, config.rate_burst)),
             peers: Arc::new(RateLimiter::new(config.peer_rate_per_second, config.peer_rate_burst)),
+            append_bytes: Arc::new(RateLimiter::new(
+                config.anonymous_append_bytes_per_second,
+                config.anonymous_append_bytes_burst.max(config.max_body_bytes as f64),
+            )),
             ready: Arc::new(std::sync::Mutex::new(None)),
             fleet: Arc::new(FleetCache::default()),
             audit: Arc::new(AuditStatus::default()),
@@ -319,7 +331,26 @@ pub(crate) async fn blocking<T: Send + 'static>(
         .unwrap_or_else(|_| Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "the request's worker failed")))
 }
 
-async fn append(State(s): State<AppState>, Extension(p): Extension<Principal>, body: Bytes) -> Response {
+async fn append(
+    State(s): State<AppState>,
+    Extension(p): Extension<Principal>,
+    Extension(peer): Extension<crate::auth::Peer>,
+    body: Bytes,
+) -> Response {
+    // Appends need no credential (each envelope carries its signature), so a caller that proved
+    // none pays for the bytes it makes the server parse, by address.
+    if matches!(p, Principal::Anonymous) {
+        if let Err(wait) = s.append_bytes.take_n(&peer.0, body.len() as f64) {
+            let mut r = problem(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too many envelope bytes from this address; slow down, or sign the request with an enrolled key",
+            );
+            if let Ok(v) = HeaderValue::from_str(&wait.as_secs().max(1).to_string()) {
+                r.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+            return r;
+        }
+    }
     let envelopes: Vec<Box<RawValue>> = match serde_json::from_slice::<Vec<Box<RawValue>>>(&body) {
         Ok(v) => v,
         Err(e) => match serde_json::from_slice::<Box<RawValue>>(&body) {

@@ -211,6 +211,12 @@ impl RateLimiter {
 
     /// Takes one request from `key`'s bucket, or says how long to wait.
     fn take(&self, key: &str) -> Result<(), Duration> {
+        self.take_n(key, 1.0)
+    }
+
+    /// Takes `n` units (requests, bytes) from `key`'s bucket, or says how long to wait. More than
+    /// a full bucket is never available.
+    pub(crate) fn take_n(&self, key: &str, n: f64) -> Result<(), Duration> {
         let now = Instant::now();
         let mut map = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
         if map.len() > 100_000 {
@@ -221,11 +227,11 @@ impl RateLimiter {
         let (level, at) = map.entry(key.to_string()).or_insert((self.burst, now));
         *level = (*level + now.duration_since(*at).as_secs_f64() * self.per_second).min(self.burst);
         *at = now;
-        if *level >= 1.0 {
-            *level -= 1.0;
+        if *level >= n {
+            *level -= n;
             Ok(())
         } else {
-            Err(Duration::from_secs_f64((1.0 - *level) / self.per_second))
+            Err(Duration::from_secs_f64(((n - *level) / self.per_second).min(3600.0)))
         }
     }
 }
@@ -240,6 +246,10 @@ pub(crate) fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> 
         .find(|(k, _)| *k == name)
         .map(|(_, v)| v)
 }
+
+/// The caller's address as a rate-limit bucket ([`peer_bucket`]), for routes that charge it more.
+#[derive(Clone, Debug)]
+pub(crate) struct Peer(pub String);
 
 /// The bucket of a caller by address: its peer, or the client a trusted proxy names; an IPv6
 /// address by its /64 (one host holds a whole /64, and would otherwise get 2^64 buckets).
@@ -392,6 +402,7 @@ async fn admit(s: AppState, req: Request, next: Next) -> (Response, String) {
         return (too_many(wait), who);
     }
     parts.extensions.insert(principal);
+    parts.extensions.insert(Peer(peer));
     (next.run(Request::from_parts(parts, body)).await, who)
 }
 

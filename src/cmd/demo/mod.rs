@@ -49,7 +49,7 @@ pub fn run(data_dir: Option<PathBuf>, args: Args) -> Result<()> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let (ledger, info) = Ledger::init(&dir, "demo.chipledger.local/log", clock.clone(), &mut rand_core::OsRng)
         .with_context(|| format!("creating the demo ledger in {}", dir.display()))?;
-    let admin = SigningKey::from_pkcs8_pem(&std::fs::read_to_string(dir.join(ADMIN_KEY_FILE))?)?;
+    let admin = SigningKey::from_pkcs8_pem_owned(std::fs::read_to_string(dir.join(ADMIN_KEY_FILE))?)?;
     println!("   log key {}", info.log_verifier_key);
     let mut story = Story { dir, clock, ledger, info, admin, admin_counter: 1 };
 

@@ -257,3 +257,28 @@ fn anonymous_appends_learn_nothing_of_the_key_registry() {
     let a = call(&w, As::Signed(&w.auditor_key), "POST", "/api/v1/entries", unknown);
     assert!(a.text().contains("not enrolled in this log"), "{}", a.text());
 }
+
+/// Appends need no credential, so an address that proves none pays for the envelope bytes it
+/// makes the server parse; a signed request by an enrolled key is not charged for them.
+#[test]
+fn anonymous_appends_are_capped_in_bytes_per_address() {
+    let w = world();
+    let config = chipledger_web::ServerConfig {
+        max_body_bytes: 2048,
+        anonymous_append_bytes_per_second: 1.0,
+        anonymous_append_bytes_burst: 0.0,
+        ..chipledger_web::ServerConfig::default()
+    };
+    let app = chipledger_web::router(w.ledger.clone(), config);
+    let post =
+        |who: As, env: Vec<u8>| crate::send_to(app.clone(), who, "POST", "/api/v1/entries", "application/json", env);
+    let one = note(&w.auditor_key, 60);
+    assert!(one.len() > 700 && one.len() < 1024, "{}", one.len());
+    assert_eq!(post(As::Nobody, one.clone()).status, StatusCode::OK);
+    assert_eq!(post(As::Nobody, note(&w.auditor_key, 61)).status, StatusCode::OK);
+    let third = post(As::Nobody, note(&w.auditor_key, 62));
+    assert_eq!(third.status, StatusCode::TOO_MANY_REQUESTS, "{}", third.text());
+    assert!(third.headers.contains_key("retry-after"));
+    let signed = post(As::Signed(&w.auditor_key), note(&w.auditor_key, 63));
+    assert_eq!(signed.status, StatusCode::OK, "{}", signed.text());
+}
