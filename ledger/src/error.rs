@@ -81,7 +81,7 @@ pub enum Rejection {
 
 impl Rejection {
     /// What a caller that proved no identity is told: the whole reason where it is about the
-    /// bytes sent, only the kind of problem where it would say what the log knows of a key
+    /// bytes sent alone, one generic reason wherever it would say what the log knows of a key
     /// (its enrolment, host, validity, last counter).
     pub fn for_anyone(&self) -> String {
         match self {
@@ -91,8 +91,13 @@ impl Rejection {
             | Rejection::WrongRole { .. }
             | Rejection::WrongHost { .. }
             | Rejection::ResolutionNeedsAdmin { .. }
-            | Rejection::BadSignature { .. } => "its signer may not append it".into(),
-            Rejection::CounterNotIncreasing { .. } => "its counter is not above its key's last one".into(),
+            | Rejection::BadSignature { .. }
+            // Authorisation runs before the signature is checked: a forged envelope must learn
+            // from it neither that a key is enrolled nor its last counter.
+            | Rejection::CounterNotIncreasing { .. }
+            | Rejection::BadEnrollment(_)
+            | Rejection::BadRevocation(_)
+            | Rejection::NeedsSelfEnrollment => "its signer may not append it".into(),
             other => other.to_string(),
         }
     }

@@ -114,6 +114,8 @@ pub(crate) struct AppState {
     pub append_bytes: Arc<RateLimiter>,
     /// The last writability check and when it ran: probes share it for a second.
     pub ready: Arc<std::sync::Mutex<Option<(std::time::Instant, bool)>>>,
+    /// A writability check is running.
+    pub ready_checking: Arc<std::sync::atomic::AtomicBool>,
     pub fleet: Arc<FleetCache>,
     pub audit: Arc<AuditStatus>,
     /// The data directory's admin key, when it has one: signs what admins enter in forms.
@@ -137,6 +139,7 @@ impl AppState {
                 config.anonymous_append_bytes_burst.max(config.max_body_bytes as f64),
             )),
             ready: Arc::new(std::sync::Mutex::new(None)),
+            ready_checking: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             fleet: Arc::new(FleetCache::default()),
             audit: Arc::new(AuditStatus::default()),
             admin_key,
@@ -567,8 +570,9 @@ async fn history(
     }
     let scope = p.scope();
     let ledger = s.ledger.clone();
-    // Never a whole unbounded history in one answer: the latest MAX_HISTORY entries at most.
-    let latest = Some(q.latest.unwrap_or(MAX_HISTORY));
+    // Without `latest`, the whole history: readers decide on it (an admin's resolution of a
+    // serial may be older than any window), so it is never silently cut.
+    let latest = q.latest;
     match blocking(move || LogClient::history(ledger.as_ref(), &uuid, latest).map_err(domain_error)).await {
         // An agent reads a GPU's attestations (every host's: a GPU seen on two hosts, or moved,
         // is what it compares a new one with); a node also the admin's resolutions of serials.
@@ -740,8 +744,14 @@ pub fn serve(
             shutdown_signal().await;
             stopper.graceful_shutdown(Some(Duration::from_secs(30)));
         });
-        let mut server =
-            axum_server::from_tcp(listener.into_std().map_err(listen_err)?).map_err(listen_err)?.handle(handle);
+        let mut server = axum_server::from_tcp(listener.into_std().map_err(listen_err)?)
+            .map_err(listen_err)?
+            .handle(handle)
+            // HTTP/1 only (every client here speaks it; an HTTP/2 connection would have no idle
+            // timeout), and a whole first request in time: protocol detection and a TLS session
+            // gone silent after its handshake are otherwise untimed.
+            .http1_only()
+            .first_request_timeout(limits.header_timeout);
         // Headers in time; an idle keep-alive connection waits for its next request's headers
         // under the same timer.
         server

@@ -263,20 +263,30 @@ pub(crate) fn peer_bucket(extensions: &axum::http::Extensions, headers: &HeaderM
 /// The client behind a chain of trusted proxies: the right-most `X-Forwarded-For` address that
 /// is not one of them (the left ones are the client's own say). From an untrusted peer, the peer.
 pub(crate) fn client_address(peer: IpAddr, headers: &HeaderMap, trusted: &[IpAddr]) -> IpAddr {
-    let canonical = |ip: IpAddr| ip.to_canonical();
-    if !trusted.contains(&canonical(peer)) {
+    let trusted: Vec<IpAddr> = trusted.iter().map(|ip| ip.to_canonical()).collect();
+    if !trusted.contains(&peer.to_canonical()) {
         return peer;
     }
-    let forwarded: Vec<IpAddr> = headers
+    // From the right: each trusted hop vouches for the address left of it. The walk stops at
+    // the first untrusted address (the client) or at an entry it cannot read (then the nearest
+    // trusted hop stands: nothing further left is vouched for).
+    let entries: Vec<&str> = headers
         .get_all("x-forwarded-for")
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .map(str::trim)
-        .map(|a| a.parse::<IpAddr>().ok())
-        .collect::<Option<Vec<_>>>()
-        .unwrap_or_default();
-    forwarded.into_iter().rev().map(canonical).find(|ip| !trusted.contains(ip)).unwrap_or(peer)
+        .collect();
+    let mut nearest = peer;
+    for entry in entries.into_iter().rev() {
+        let Ok(ip) = entry.parse::<IpAddr>() else { return nearest };
+        let ip = ip.to_canonical();
+        if !trusted.contains(&ip) {
+            return ip;
+        }
+        nearest = ip;
+    }
+    nearest
 }
 
 /// An address as a rate-limit bucket: IPv4 whole, IPv6 by its /64.
@@ -459,8 +469,14 @@ mod peer_tests {
         // From the proxy: the right-most address it did not add itself.
         let h = headers(&["1.1.1.1, 198.51.100.1", "10.0.0.1"]);
         assert_eq!(client_address(proxy, &h, &trusted), "198.51.100.1".parse::<IpAddr>().unwrap());
-        // A garbled header gives the proxy itself: one bucket for the garblers, not a free one each.
-        assert_eq!(client_address(proxy, &headers(&["nonsense, 198.51.100.1"]), &trusted), proxy);
+        // Garbage the client put left of what the proxy appended changes nothing; an entry the
+        // proxy's hop cannot vouch for leaves the nearest trusted hop.
+        let client: IpAddr = "198.51.100.1".parse().unwrap();
+        assert_eq!(client_address(proxy, &headers(&["nonsense, 198.51.100.1"]), &trusted), client);
+        assert_eq!(client_address(proxy, &headers(&["198.51.100.1, nonsense"]), &trusted), proxy);
+        // A trusted proxy written as an IPv4-mapped IPv6 address is the same proxy.
+        let mapped = ["::ffff:10.0.0.1".parse::<IpAddr>().unwrap()];
+        assert_eq!(client_address(proxy, &headers(&["198.51.100.1"]), &mapped), client);
         assert_eq!(client_address(proxy, &HeaderMap::new(), &trusted), proxy);
     }
 }

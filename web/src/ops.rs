@@ -143,13 +143,20 @@ pub(crate) async fn metrics(State(s): State<AppState>, Extension(p): Extension<P
 pub(crate) async fn readyz(State(s): State<AppState>) -> Response {
     // A probe takes the writer's lock: probes within a second share one check, so anonymous
     // callers cannot queue behind appends by the thousand.
+    // One check in flight at most: a probe arriving meanwhile answers with the last result
+    // (a slow commit must not pile probes up on the writer's lock).
     let recent = *s.ready.lock().unwrap_or_else(|p| p.into_inner());
-    let writable = match recent {
-        Some((at, writable)) if at.elapsed() < std::time::Duration::from_secs(1) => writable,
-        _ => {
+    let fresh = recent.filter(|(at, _)| at.elapsed() < std::time::Duration::from_secs(1));
+    let writable = match fresh {
+        Some((_, writable)) => writable,
+        None if s.ready_checking.swap(true, std::sync::atomic::Ordering::AcqRel) => {
+            recent.is_some_and(|(_, writable)| writable)
+        }
+        None => {
             let ledger = s.ledger.clone();
             let writable = blocking(move || ledger.check_writable().map_err(ledger_error)).await.is_ok();
             *s.ready.lock().unwrap_or_else(|p| p.into_inner()) = Some((std::time::Instant::now(), writable));
+            s.ready_checking.store(false, std::sync::atomic::Ordering::Release);
             writable
         }
     };

@@ -91,6 +91,11 @@ fn slow_and_silent_clients_are_cut_off_and_connections_are_capped() {
         if tls.is_none() {
             let slow = closed_after(b"GET /healthz HTTP/1.1\r\nHost: x\r\n");
             assert!(slow < Duration::from_secs(5), "{what}: unfinished headers lasted {slow:?}");
+            // One byte of an HTTP/2 preface, or all of it: protocol detection holds nothing either.
+            let p = closed_after(b"P");
+            assert!(p < Duration::from_secs(5), "{what}: a lone preface byte lasted {p:?}");
+            let preface = closed_after(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+            assert!(preface < Duration::from_secs(5), "{what}: an HTTP/2 preface lasted {preface:?}");
         }
         // Three silent connections fill the limit: a fourth is closed at once.
         let held: Vec<TcpStream> = (0..3).map(|_| TcpStream::connect(addr).unwrap()).collect();
