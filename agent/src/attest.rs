@@ -179,8 +179,14 @@ impl Attestor {
 
     /// Signs a record and stores it in the spool; it is sent by [`Attestor::flush`].
     pub fn sign_and_spool(&mut self, attestation: &GpuAttestation) -> Result<Spooled, Error> {
-        let envelope = sign_record(attestation, &self.key)?;
-        self.spool.put(attestation.counter, &envelope.to_json())
+        let envelope = sign_record(attestation, &self.key)?.to_json();
+        // The log refuses a larger entry for good: say so now rather than spool it to be
+        // moved aside at the next flush.
+        let limit = chipledger_domain::records::MAX_ENTRY_BYTES;
+        if envelope.len() > limit {
+            return Err(Error::TooLarge { size: envelope.len(), limit });
+        }
+        self.spool.put(attestation.counter, &envelope)
     }
 
     /// Sends every spooled record, oldest first, and checks each receipt. Stops at the first

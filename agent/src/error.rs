@@ -33,6 +33,12 @@ pub enum Error {
         "the log forked or rolled back: checkpoint {new_size} is not consistent with {old_size} seen earlier: {reason}"
     )]
     Inconsistent { old_size: u64, new_size: u64, reason: String },
+    /// A signed attestation larger than a log entry may be: it would be refused for good.
+    #[error(
+        "the signed attestation is {size} bytes; a log entry is at most {limit} (a C2SP entry bundle's 2-byte \
+         length): attest fewer GPUs per record, or keep vendor evidence beside the record"
+    )]
+    TooLarge { size: usize, limit: usize },
     /// The spool holds a file that is not an envelope written by this agent.
     #[error("spool file {path} is damaged: {reason}")]
     Spool { path: PathBuf, reason: String },

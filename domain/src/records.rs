@@ -23,6 +23,10 @@ pub const PREDICATE_NAMESPACE: &str = "https://chipledger.dev/predicates/";
 /// The format version every predicate written by this build carries.
 pub const FORMAT_VERSION: u32 = 1;
 
+/// The largest signed envelope a log entry may be, in bytes: a C2SP entry bundle gives each
+/// entry a 2-byte length. Signers check it before spooling; the log refuses anything larger.
+pub const MAX_ENTRY_BYTES: usize = 65_535;
+
 /// in-toto Statement v1.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Statement {

@@ -40,7 +40,7 @@ const READERS: usize = 4;
 
 /// The largest envelope a log entry may be: a C2SP entry bundle gives each entry a 2-byte
 /// length, so a larger one could never be served in its tile.
-pub const MAX_ENTRY_BYTES: usize = 65_535;
+pub const MAX_ENTRY_BYTES: usize = chipledger_domain::records::MAX_ENTRY_BYTES;
 
 impl Default for LedgerConfig {
     fn default() -> Self {

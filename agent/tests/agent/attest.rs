@@ -131,3 +131,32 @@ fn counters_keep_increasing_across_restarts_even_without_the_state_file() {
     let c = agent.build(&probe_files(&[H800_TXT]), host("hgx-01")).unwrap();
     assert!(c.counter > b.counter, "time-based counters survive a lost state file");
 }
+
+/// An attestation larger than a log entry may be (an 8-GPU host's confidential-computing
+/// evidence can be) is refused before it is spooled, with the reason, instead of being spooled
+/// and then refused by the log for good.
+#[test]
+fn an_attestation_over_the_entry_size_is_refused_before_the_spool() {
+    let clock = TestClock::at(datetime!(2026-11-29 09:00 UTC));
+    let mut fleet = Fleet::new(clock.clone());
+    let key = fleet.agent_key(1, "hgx-01");
+    let mut agent = fleet.attestor(key, "agent-1");
+    let report = parse(&[("hgx.txt", &eight_gpu_text(8))]);
+    let mut att = agent.build(&report, host("hgx-01")).unwrap();
+    let blob = "A".repeat(8 * 1024);
+    att.vendor_evidence = att
+        .gpus
+        .iter()
+        .map(|g| chipledger_domain::records::VendorEvidence {
+            gpu: g.uuid.clone(),
+            kind: "nvml-cc-attestation-report".into(),
+            digest: merkle::Hash::sha256(blob.as_bytes()),
+            blob: blob.clone(),
+            nonce: None,
+        })
+        .collect();
+    let err = agent.sign_and_spool(&att).unwrap_err();
+    assert!(matches!(err, Error::TooLarge { limit: 65_535, .. }), "{err}");
+    assert!(err.to_string().contains("at most 65535"), "{err}");
+    assert!(agent.spool().pending().unwrap().is_empty(), "nothing spooled");
+}
