@@ -344,18 +344,6 @@ async fn admit(s: AppState, req: Request, next: Next) -> (Response, String) {
                 "the request signature is malformed: expected `<key id> <unix seconds> <base64>`",
             ));
         };
-        let bytes = match axum::body::to_bytes(body, s.config.max_body_bytes).await {
-            Ok(b) => b,
-            Err(_) => {
-                return refused(
-                    ApiError::new(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        format!("the body is over the {}-byte limit", s.config.max_body_bytes),
-                    )
-                    .into_response(),
-                )
-            }
-        };
         let ledger = s.ledger.clone();
         let key_id = sig.key_id.as_str().to_string();
         let key = match blocking(move || ledger.active_key(&key_id).map_err(crate::api::ledger_error)).await {
@@ -372,6 +360,20 @@ async fn admit(s: AppState, req: Request, next: Next) -> (Response, String) {
             return refused(
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "the key registry is damaged").into_response(),
             );
+        };
+        // The body is read only for a key the log knows: a made-up key id costs a lookup, not
+        // the server reading (and hashing) a body of up to the limit.
+        let bytes = match axum::body::to_bytes(body, s.config.max_body_bytes).await {
+            Ok(b) => b,
+            Err(_) => {
+                return refused(
+                    ApiError::new(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        format!("the body is over the {}-byte limit", s.config.max_body_bytes),
+                    )
+                    .into_response(),
+                )
+            }
         };
         let path = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
         let now = s.ledger.now().unix_timestamp();

@@ -298,3 +298,15 @@ fn a_flooding_peer_is_cut_off_before_its_credentials_are_checked() {
     assert_eq!(a.status, StatusCode::TOO_MANY_REQUESTS, "{}", a.text());
     assert!(a.headers.contains_key("retry-after"));
 }
+
+/// A signed request's body is read only once its key is known to the log: a made-up key id
+/// with a body past the limit is refused as unknown (401), never read (once: 413 after reading).
+#[test]
+fn a_signed_request_by_an_unknown_key_is_refused_before_its_body_is_read() {
+    let w = world();
+    let stranger = chipledger_domain::keys::SigningKey::from_seed(&[98; 32]);
+    let big = vec![b'x'; 70 * 1024];
+    let a = send(&w, As::Signed(&stranger), "POST", "/api/v1/entries", "application/json", big);
+    assert_eq!(a.status, StatusCode::UNAUTHORIZED, "{}", a.text());
+    assert!(a.text().contains("not enrolled"), "{}", a.text());
+}

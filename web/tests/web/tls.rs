@@ -63,8 +63,8 @@ fn slow_and_silent_clients_are_cut_off_and_connections_are_capped() {
         let config = ServerConfig {
             tls: tls.clone(),
             max_connections: 3,
-            first_byte_timeout: Duration::from_millis(400),
-            header_timeout: Duration::from_millis(400),
+            first_byte_timeout: Duration::from_millis(1500),
+            header_timeout: Duration::from_millis(1500),
             ..ServerConfig::default()
         };
         let (tx, rx) = std::sync::mpsc::channel();
@@ -97,13 +97,14 @@ fn slow_and_silent_clients_are_cut_off_and_connections_are_capped() {
             let preface = closed_after(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
             assert!(preface < Duration::from_secs(5), "{what}: an HTTP/2 preface lasted {preface:?}");
         }
-        // Three silent connections fill the limit: a fourth is closed at once.
+        // Three silent connections fill the limit (given time to be taken in, on a busy
+        // machine): a fourth is closed at once, well before its own first-byte timeout.
         let held: Vec<TcpStream> = (0..3).map(|_| TcpStream::connect(addr).unwrap()).collect();
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(Duration::from_millis(500));
         let fourth = closed_after(b"");
-        assert!(fourth < Duration::from_millis(300), "{what}: past the limit, a connection lasted {fourth:?}");
+        assert!(fourth < Duration::from_millis(900), "{what}: past the limit, a connection lasted {fourth:?}");
         // Once they time out, the server answers again.
-        std::thread::sleep(Duration::from_millis(800));
+        std::thread::sleep(Duration::from_millis(2000));
         drop(held);
         if tls.is_none() {
             let mut c = TcpStream::connect(addr).unwrap();
