@@ -52,11 +52,35 @@ fn a_missing_certificate_is_named() {
 /// Slow and silent clients hold nothing for long: a connection that sends no byte, or headers
 /// that never end, is closed after its timeout; past the connection limit a new connection is
 /// closed at once; once they are gone the server answers again. Plain HTTP and TLS alike.
+/// Starts `serve` on a free loopback port with `config`; returns its address.
+fn start(w: &crate::World, config: ServerConfig) -> std::net::SocketAddr {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let ledger = w.ledger.clone();
+    std::thread::spawn(move || chipledger_web::serve(ledger, "127.0.0.1:0", config, |a| tx.send(a).unwrap()));
+    rx.recv_timeout(Duration::from_secs(20)).unwrap()
+}
+
+/// How long until the server at `addr` closes a connection that sent `first` (reads wait at
+/// most `patience`).
+fn lifetime(addr: std::net::SocketAddr, first: &[u8], patience: Duration) -> Duration {
+    use std::io::{Read, Write};
+    let mut c = std::net::TcpStream::connect(addr).unwrap();
+    c.set_read_timeout(Some(patience)).unwrap();
+    c.write_all(first).unwrap();
+    let start = std::time::Instant::now();
+    let mut buf = [0u8; 256];
+    loop {
+        match c.read(&mut buf) {
+            Ok(0) | Err(_) => return start.elapsed(),
+            Ok(_) => {}
+        }
+    }
+}
+
 #[test]
 fn slow_and_silent_clients_are_cut_off_and_connections_are_capped() {
     use std::io::{Read, Write};
     use std::net::TcpStream;
-    use std::time::Instant;
     let w = world();
     let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/tls");
     for tls in [None, Some(TlsFiles { cert: data.join("cert.pem"), key: data.join("key.pem") })] {
@@ -67,25 +91,9 @@ fn slow_and_silent_clients_are_cut_off_and_connections_are_capped() {
             header_timeout: Duration::from_millis(1500),
             ..ServerConfig::default()
         };
-        let (tx, rx) = std::sync::mpsc::channel();
-        let ledger = w.ledger.clone();
-        std::thread::spawn(move || chipledger_web::serve(ledger, "127.0.0.1:0", config, |a| tx.send(a).unwrap()));
-        let addr = rx.recv_timeout(Duration::from_secs(20)).unwrap();
+        let addr = start(&w, config);
         let what = if tls.is_some() { "TLS" } else { "plain" };
-        // How long until the server closes a connection that sent `first`.
-        let closed_after = |first: &[u8]| {
-            let mut c = TcpStream::connect(addr).unwrap();
-            c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-            c.write_all(first).unwrap();
-            let start = Instant::now();
-            let mut buf = [0u8; 256];
-            loop {
-                match c.read(&mut buf) {
-                    Ok(0) | Err(_) => return start.elapsed(),
-                    Ok(_) => {}
-                }
-            }
-        };
+        let closed_after = |first: &[u8]| lifetime(addr, first, Duration::from_secs(10));
         let silent = closed_after(b"");
         assert!(silent < Duration::from_secs(5), "{what}: a silent connection lasted {silent:?}");
         if tls.is_none() {
@@ -107,27 +115,11 @@ fn slow_and_silent_clients_are_cut_off_and_connections_are_capped() {
             header_timeout: Duration::from_secs(10),
             ..ServerConfig::default()
         };
-        let (tx, rx) = std::sync::mpsc::channel();
-        let ledger = w.ledger.clone();
-        std::thread::spawn(move || chipledger_web::serve(ledger, "127.0.0.1:0", capped, |a| tx.send(a).unwrap()));
-        let addr = rx.recv_timeout(Duration::from_secs(20)).unwrap();
-        let lifetime = |first: &[u8]| {
-            let mut c = TcpStream::connect(addr).unwrap();
-            c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-            c.write_all(first).unwrap();
-            let start = Instant::now();
-            let mut buf = [0u8; 256];
-            loop {
-                match c.read(&mut buf) {
-                    Ok(0) | Err(_) => return start.elapsed(),
-                    Ok(_) => {}
-                }
-            }
-        };
+        let addr = start(&w, capped);
         let held: Vec<TcpStream> = (0..3).map(|_| TcpStream::connect(addr).unwrap()).collect();
         let closed_at_once = (0..5).any(|_| {
             std::thread::sleep(Duration::from_millis(300));
-            lifetime(b"") < Duration::from_secs(2)
+            lifetime(addr, b"", Duration::from_secs(5)) < Duration::from_secs(2)
         });
         assert!(closed_at_once, "{what}: past the limit, a connection stayed open");
         // Once they are gone, the server answers again.
