@@ -290,21 +290,6 @@ pub struct Sighting {
     pub observed_at: OffsetDateTime,
 }
 
-impl Sighting {
-    /// GPU `gpu` as attestation `att` saw it.
-    pub fn of(att: &crate::records::GpuAttestation, gpu: &crate::records::AttestedGpu) -> Sighting {
-        Sighting {
-            uuid: gpu.uuid.clone(),
-            serial: gpu.facts.serial.clone(),
-            host: att.host.hostname.clone(),
-            vbios_version: gpu.facts.vbios_version.clone(),
-            fingerprint_digest: gpu.fingerprint_digest,
-            fingerprint: Some(gpu.fingerprint.clone()),
-            observed_at: att.observed_at,
-        }
-    }
-}
-
 /// Settings for history checks.
 #[derive(Clone, Copy, Debug)]
 pub struct HistoryRules {
