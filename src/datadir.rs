@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
+use chipledger_client::Credential;
 use chipledger_ledger::{Ledger, LedgerConfig, SystemClock};
-use chipledger_web::client::Credential;
 
 pub fn resolve(flag: Option<PathBuf>) -> Result<PathBuf> {
     if let Some(p) = flag {
@@ -87,7 +87,7 @@ impl LedgerTarget {
                          --node-key) or set CHIPLEDGER_TOKEN to a token from `chipledger tokens create`"
                     ),
                 };
-                let mut client = chipledger_web::HttpLogClient::new(url).with_credential(credential);
+                let mut client = chipledger_client::HttpLogClient::new(url).with_credential(credential);
                 // A server whose certificate comes from a private CA: trust that CA only.
                 if let Some(ca) = std::env::var_os("CHIPLEDGER_CA_CERT").filter(|v| !v.is_empty()) {
                     let pem = std::fs::read(&ca)

@@ -6,12 +6,13 @@ use std::path::Path;
 
 /// Allowed edges between workspace crates, `from → to`, by folder name; "" is the binary.
 const ALLOWED: &[(&str, &[&str])] = &[
-    ("", &["domain", "agent", "ledger", "inference", "web"]),
+    ("", &["domain", "agent", "ledger", "inference", "client", "web"]),
     ("domain", &[]),
     ("agent", &["domain"]),
     ("ledger", &["domain"]),
     ("inference", &["domain"]),
-    ("web", &["domain", "ledger"]),
+    ("client", &["domain"]),
+    ("web", &["domain", "ledger", "client"]),
 ];
 
 fn workspace_deps(manifest: &Path) -> BTreeSet<String> {
@@ -97,7 +98,7 @@ pub(crate) fn rust_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
 fn only_the_agents_nvml_module_touches_nvml_or_unsafe_code() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut files = Vec::new();
-    for dir in ["src", "domain/src", "ledger/src", "agent/src", "inference/src", "web/src"] {
+    for dir in ["src", "domain/src", "ledger/src", "agent/src", "inference/src", "client/src", "web/src"] {
         rust_files(&root.join(dir), &mut files);
     }
     let nvml = root.join("agent/src/nvml.rs");
@@ -124,11 +125,11 @@ fn each_outside_world_library_belongs_to_one_crate() {
         ("nvml-wrapper", "agent"),
         ("candle-", "inference"),
         ("axum", "web"),
-        ("ureq", "web"),
+        ("ureq", "client"),
         ("askama", "web"),
     ];
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    for member in ["", "domain", "ledger", "agent", "inference", "web"] {
+    for member in ["", "domain", "ledger", "agent", "inference", "client", "web"] {
         let manifest = if member.is_empty() { root.join("Cargo.toml") } else { root.join(member).join("Cargo.toml") };
         let doc: toml::Table = std::fs::read_to_string(&manifest).unwrap().parse().unwrap();
         let Some(deps) = doc.get("dependencies").and_then(|d| d.as_table()) else { continue };
@@ -146,16 +147,120 @@ fn each_outside_world_library_belongs_to_one_crate() {
 /// crate anywhere in its dependency tree (as `cargo tree` resolves it from the lock file).
 #[test]
 fn the_server_links_no_candle_crate() {
+    let packages = linked("chipledger-web");
+    assert!(packages.len() > 20, "{packages:?}");
+    let candle: Vec<&String> =
+        packages.iter().filter(|p| p.starts_with("candle") || *p == "chipledger-inference").collect();
+    assert!(candle.is_empty(), "chipledger-web links {candle:?}");
+}
+
+/// The packages `cargo tree` resolves for `package`'s normal dependencies (names only).
+fn linked(package: &str) -> Vec<String> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let out = std::process::Command::new(env!("CARGO"))
-        .args(["tree", "-p", "chipledger-web", "-e", "normal", "--prefix", "none", "--locked"])
+        .args(["tree", "-p", package, "-e", "normal", "--prefix", "none", "--locked"])
         .current_dir(root)
         .output()
         .expect("running cargo tree");
     assert!(out.status.success(), "cargo tree failed: {}", String::from_utf8_lossy(&out.stderr));
-    let tree = String::from_utf8_lossy(&out.stdout);
-    assert!(tree.lines().count() > 20, "{tree}");
-    let linked: Vec<&str> =
-        tree.lines().filter(|l| l.starts_with("candle") || l.starts_with("chipledger-inference")).collect();
-    assert!(linked.is_empty(), "chipledger-web links {linked:?}");
+    String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| l.split_whitespace().next()).map(String::from).collect()
+}
+
+/// What agents and nodes use to reach a remote ledger carries no server: no axum, no templates, no
+/// SQLite, no chipledger server crate.
+#[test]
+fn the_http_client_links_no_server_code() {
+    let packages = linked("chipledger-client");
+    assert!(packages.iter().any(|p| p == "ureq"), "{packages:?}");
+    for server in ["axum", "axum-server", "askama", "rusqlite", "chipledger-web", "chipledger-ledger", "tower"] {
+        assert!(!packages.iter().any(|p| p == server), "chipledger-client links {server}");
+    }
+}
+
+/// The server's modules in layers, lowest first:
+/// a module imports only modules before it, so nothing imports in a circle and the foundation
+/// (errors, configuration, state) never depends on a page or the router. A new module gets its
+/// place here.
+const WEB_LAYERS: &[&str] = &[
+    "error",
+    "config",
+    "listen",
+    "views",
+    "audit",
+    "identity",
+    "limits",
+    "state",
+    "auth",
+    "api",
+    "ops",
+    "pages",
+    "pages::acquisition",
+    "pages::bundle",
+    "pages::fleet",
+    "pages::gpu",
+    "pages::log",
+    "pages::login",
+    "pages::runs",
+    "router",
+    "server",
+];
+
+/// The modules of this crate that `text` (a file of module `module`) names: every `crate::a[::b]`
+/// path, and `super::x` in a submodule. Comments are skipped; a grouped `use crate::{…}` is
+/// refused, so that every import is visible to this check.
+fn web_imports(module: &str, text: &str) -> Vec<String> {
+    let code: String = text.lines().filter(|l| !l.trim_start().starts_with("//")).collect::<Vec<_>>().join("\n");
+    assert!(!code.contains("crate::{"), "{module}: name the modules one `use` at a time (no `use crate::{{…}}`)");
+    let mut out = Vec::new();
+    let ident = |s: &str| -> String { s.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect() };
+    for (at, _) in code.match_indices("crate::") {
+        let rest = &code[at + "crate::".len()..];
+        let first = ident(rest);
+        let after = &rest[first.len()..];
+        let second = after.strip_prefix("::").map(ident).unwrap_or_default();
+        let candidate = format!("{first}::{second}");
+        out.push(if WEB_LAYERS.contains(&candidate.as_str()) { candidate } else { first });
+    }
+    if let Some((parent, _)) = module.rsplit_once("::") {
+        for (at, _) in code.match_indices("super::") {
+            let name = ident(&code[at + "super::".len()..]);
+            let sibling = format!("{parent}::{name}");
+            out.push(if WEB_LAYERS.contains(&sibling.as_str()) { sibling } else { parent.to_string() });
+        }
+    }
+    out
+}
+
+#[test]
+fn no_web_module_imports_one_above_it() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("web/src");
+    let mut files = Vec::new();
+    rust_files(&root, &mut files);
+    let mut seen = BTreeSet::new();
+    for path in files {
+        let relative = path.strip_prefix(&root).unwrap().with_extension("");
+        let mut module = relative.to_string_lossy().replace('/', "::");
+        if let Some(parent) = module.strip_suffix("::mod") {
+            module = parent.to_string();
+        }
+        if module == "lib" {
+            continue;
+        }
+        let rank = WEB_LAYERS
+            .iter()
+            .position(|m| *m == module)
+            .unwrap_or_else(|| panic!("web module {module} has no place in WEB_LAYERS"));
+        seen.insert(module.clone());
+        for imported in web_imports(&module, &std::fs::read_to_string(&path).unwrap()) {
+            if imported == module {
+                continue;
+            }
+            let below = WEB_LAYERS.iter().position(|m| *m == imported);
+            assert!(
+                below.is_some_and(|b| b < rank),
+                "web module {module} imports {imported}, which is not below it in WEB_LAYERS"
+            );
+        }
+    }
+    assert_eq!(seen.len(), WEB_LAYERS.len(), "WEB_LAYERS names a module that does not exist");
 }

@@ -201,12 +201,12 @@ fn the_demo_serves_its_dashboard_to_the_auditor_token_it_prints() {
         }
     }
     let (url, token) = (url.expect("the dashboard's URL"), token.expect("an auditor token"));
-    let client =
-        chipledger_web::HttpLogClient::new(&url).with_credential(chipledger_web::Credential::Token(token.clone()));
+    let client = chipledger_client::HttpLogClient::new(&url)
+        .with_credential(chipledger_client::Credential::Token(token.clone()));
     let fleet = client.inventory(AsOf::Latest).unwrap();
     assert!(fleet.len() >= 4, "{fleet:?}");
     // Without the token the same read is refused.
-    let anonymous = chipledger_web::HttpLogClient::new(&url);
+    let anonymous = chipledger_client::HttpLogClient::new(&url);
     let e = anonymous.inventory(AsOf::Latest).unwrap_err().to_string();
     assert!(e.contains("401") && e.contains("needs a credential"), "{e}");
     // `chipledger fleet` gives the dashboard's export, row for row, from the server and from the

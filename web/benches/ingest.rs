@@ -15,13 +15,14 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use chipledger_client::{Credential, HttpLogClient};
 use chipledger_domain::fingerprint::GpuUuid;
 use chipledger_domain::identify::Severity;
 use chipledger_domain::keys::{SigningKey, VerifierKey};
 use chipledger_domain::log::{Clock, LogClient};
 use chipledger_domain::records::{sign_record, Annotation, AnnotationTarget, KeyEnrollment, Role, FORMAT_VERSION};
 use chipledger_ledger::{Ledger, SystemClock};
-use chipledger_web::{Credential, HttpLogClient, ServerConfig};
+use chipledger_web::ServerConfig;
 
 fn main() {
     if !std::env::args().any(|a| a == "--bench") {

@@ -6,8 +6,7 @@
 //! (`/checkpoint`, `/tile/<L>/<N>[.p/<W>]`, `/tile/entries/<N>[.p/<W>]`) with cache headers.
 //! SQLite work runs on the blocking pool (`spawn_blocking`), never on the async executor; request
 //! bodies are size-limited, requests time out, and past a concurrency limit the server answers
-//! 503. [`client::HttpLogClient`] is the blocking `LogClient` agents and nodes use with
-//! `--ledger http(s)://…`.
+//! 503. The client agents and nodes use is `chipledger-client`, which links none of this.
 //!
 //! The same router serves the auditor dashboard (server-rendered askama pages, CSV/JSON exports,
 //! evidence bundles, the admin's acquisition form) and `/metrics`, `/healthz`, `/readyz`. Every
@@ -16,15 +15,25 @@
 //! authorised by the envelopes' own signatures. [`serve`] adds TLS, a WAL-folding thread, the
 //! periodic audit and graceful shutdown. The auth matrix is in `web/API.md`.
 
+// Layered: each module imports only the layers below it — error, config, listen, views,
+// audit, identity, limits, state, auth, api, ops, pages, router, server (lowest first;
+// `WEB_LAYERS` in tests/cli/architecture.rs, which checks every import).
 mod api;
+mod audit;
 mod auth;
-pub mod client;
-mod dash;
+mod config;
 mod error;
+mod identity;
+mod limits;
 mod listen;
 mod ops;
+mod pages;
+mod router;
+mod server;
+mod state;
 mod views;
 
-pub use api::{router, serve, ServerConfig, TlsFiles};
-pub use client::{Credential, HttpLogClient};
+pub use config::{ServerConfig, TlsFiles};
 pub use error::Error;
+pub use router::router;
+pub use server::serve;

@@ -44,10 +44,10 @@ pub(crate) fn source_label(source: chipledger_domain::records::ProbeSource) -> S
     source.as_str().to_string()
 }
 
-fn internal<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> crate::api::ApiError + '_ {
+fn internal<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> crate::error::ApiError + '_ {
     move |e| {
         tracing::error!(error = %e, "{what}");
-        crate::api::ApiError::internal(format!("{what} failed; the server log has details"))
+        crate::error::ApiError::internal(format!("{what} failed; the server log has details"))
     }
 }
 
@@ -66,7 +66,7 @@ fn add_acquisition(acquisitions: &mut HashMap<String, Vec<(u64, Acquisition)>>, 
 }
 
 impl FleetCache {
-    pub(crate) fn get(&self, ledger: &Ledger) -> Result<Arc<FleetSnapshot>, crate::api::ApiError> {
+    pub(crate) fn get(&self, ledger: &Ledger) -> Result<Arc<FleetSnapshot>, crate::error::ApiError> {
         // Held while computing, so concurrent pages wait for one computation instead of racing.
         let mut cached = self.0.lock().unwrap_or_else(|p| p.into_inner());
         let size = ledger.size();
@@ -82,10 +82,10 @@ impl FleetCache {
 }
 
 /// The fleet from scratch, at the current checkpoint.
-fn full(ledger: &Ledger) -> Result<FleetSnapshot, crate::api::ApiError> {
+fn full(ledger: &Ledger) -> Result<FleetSnapshot, crate::error::ApiError> {
     let mut acquisitions: HashMap<String, Vec<(u64, Acquisition)>> = HashMap::new();
     let filter = EntryFilter { kind: Some(RecordKind::Acquisition), ..EntryFilter::default() };
-    for e in ledger.entries(&filter).map_err(crate::api::ledger_error)? {
+    for e in ledger.entries(&filter).map_err(crate::error::ledger_error)? {
         if let Some(Record::Acquisition(a)) = record_of(&e) {
             add_acquisition(&mut acquisitions, e.index, a);
         }
@@ -106,8 +106,8 @@ fn full(ledger: &Ledger) -> Result<FleetSnapshot, crate::api::ApiError> {
 }
 
 /// `old` brought up to the current checkpoint by reading only the entries after it.
-fn update(ledger: &Ledger, old: &FleetSnapshot) -> Result<FleetSnapshot, crate::api::ApiError> {
-    let (_, note) = ledger.checkpoint().map_err(crate::api::ledger_error)?;
+fn update(ledger: &Ledger, old: &FleetSnapshot) -> Result<FleetSnapshot, crate::error::ApiError> {
+    let (_, note) = ledger.checkpoint().map_err(crate::error::ledger_error)?;
     let size = open_checkpoint(note.as_bytes(), std::slice::from_ref(ledger.verifier_key()), None)
         .map_err(internal("checking the checkpoint"))?
         .checkpoint
@@ -122,7 +122,7 @@ fn update(ledger: &Ledger, old: &FleetSnapshot) -> Result<FleetSnapshot, crate::
     // Serials whose GPUs' verdicts may change: of new acquisitions and resolutions, and the old
     // and new serials of re-attested GPUs.
     let mut serials: std::collections::HashSet<String> = std::collections::HashSet::new();
-    for e in ledger.entries(&filter).map_err(crate::api::ledger_error)?.into_iter().filter(|e| e.index < size) {
+    for e in ledger.entries(&filter).map_err(crate::error::ledger_error)?.into_iter().filter(|e| e.index < size) {
         match record_of(&e) {
             Some(Record::GpuAttestation(a)) => new_attestations.push((e.index, a)),
             Some(Record::Acquisition(a)) => {
@@ -161,7 +161,7 @@ fn update(ledger: &Ledger, old: &FleetSnapshot) -> Result<FleetSnapshot, crate::
         .collect::<std::collections::BTreeSet<_>>()
         .into_iter()
         .collect();
-    let trails = ledger.trails(&uuids, size).map_err(crate::api::ledger_error)?;
+    let trails = ledger.trails(&uuids, size).map_err(crate::error::ledger_error)?;
     // A settled GPU that was not attested again: judged again on its latest attestation.
     let unchanged: Vec<u64> = settled
         .iter()
@@ -170,7 +170,7 @@ fn update(ledger: &Ledger, old: &FleetSnapshot) -> Result<FleetSnapshot, crate::
         .collect::<std::collections::BTreeSet<_>>()
         .into_iter()
         .collect();
-    let payloads = ledger.payloads(&unchanged).map_err(crate::api::ledger_error)?;
+    let payloads = ledger.payloads(&unchanged).map_err(crate::error::ledger_error)?;
     let unchanged = chipledger_domain::fleet::decode_in_parallel(&payloads, |(index, leaf, payload)| {
         Ok((*index, *leaf, Record::from_payload(payload)?))
     })

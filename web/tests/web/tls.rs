@@ -3,8 +3,9 @@
 use std::path::Path;
 use std::time::Duration;
 
+use chipledger_client::{Credential, HttpLogClient};
 use chipledger_domain::log::{AsOf, LogClient};
-use chipledger_web::{Credential, HttpLogClient, ServerConfig, TlsFiles};
+use chipledger_web::{ServerConfig, TlsFiles};
 
 use crate::world;
 

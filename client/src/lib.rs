@@ -1,6 +1,10 @@
-//! The HTTP `LogClient`: what agents and nodes use with `--ledger http://…`. Blocking (ureq),
-//! with timeouts and retries on connection failures and 503; it returns the server's receipts,
-//! which callers verify against the log's key (the agent and the node both do).
+//! `chipledger-client`: the HTTP `LogClient` agents and nodes use with `--ledger http(s)://…`.
+//! Blocking (ureq), with timeouts and retries on connection failures and 503; it returns the
+//! server's receipts, which callers verify against the log's key (the agent and the node both do).
+//! [`wire`] holds the JSON bodies it shares with the server; this crate links no server code, so
+//! an agent or a node built from it carries no HTTP server.
+
+pub mod wire;
 
 use std::time::Duration;
 
@@ -12,7 +16,7 @@ use chipledger_domain::merkle::Hash;
 use chipledger_domain::Error as DomainError;
 use serde::de::DeserializeOwned;
 
-use crate::api::{Hashes, Problem};
+use crate::wire::{Hashes, Problem};
 
 /// How a client proves who it is to the server.
 pub enum Credential {

@@ -1,0 +1,72 @@
+//! What every handler shares ([`AppState`]: the ledger, the configuration, sessions, rate
+//! limiters, caches) and [`blocking`], which runs ledger work off the async executor.
+
+use std::sync::Arc;
+
+use axum::http::StatusCode;
+use chipledger_domain::keys::SigningKey;
+use chipledger_ledger::Ledger;
+
+use crate::audit::AuditStatus;
+use crate::config::ServerConfig;
+use crate::error::ApiError;
+use crate::identity::Sessions;
+use crate::limits::RateLimiter;
+use crate::views::FleetCache;
+
+#[derive(Clone)]
+pub(crate) struct AppState {
+    pub ledger: Arc<Ledger>,
+    pub config: ServerConfig,
+    pub sessions: Arc<Sessions>,
+    pub limiter: Arc<RateLimiter>,
+    /// Per peer address (an IPv6 /64), charged before any credential is looked at.
+    pub peers: Arc<RateLimiter>,
+    /// Bytes of envelopes per peer address, for appends by callers without a credential.
+    pub append_bytes: Arc<RateLimiter>,
+    /// The last writability check and when it ran: probes share it for a second.
+    pub ready: Arc<std::sync::Mutex<Option<(std::time::Instant, bool)>>>,
+    /// A writability check is running.
+    pub ready_checking: Arc<std::sync::atomic::AtomicBool>,
+    pub fleet: Arc<FleetCache>,
+    pub audit: Arc<AuditStatus>,
+    /// The data directory's admin key, when it has one: signs what admins enter in forms.
+    pub admin_key: Option<Arc<SigningKey>>,
+    pub admin_lock: Arc<std::sync::Mutex<()>>,
+}
+
+impl AppState {
+    pub(crate) fn new(ledger: Arc<Ledger>, config: ServerConfig) -> AppState {
+        let admin_path = ledger.dir().join(chipledger_ledger::ADMIN_KEY_FILE);
+        let admin_key = std::fs::read_to_string(&admin_path)
+            .ok()
+            .and_then(|pem| SigningKey::from_pkcs8_pem_owned(pem).ok())
+            .map(Arc::new);
+        AppState {
+            sessions: Arc::new(Sessions::new(config.session_ttl)),
+            limiter: Arc::new(RateLimiter::new(config.rate_per_second, config.rate_burst)),
+            peers: Arc::new(RateLimiter::new(config.peer_rate_per_second, config.peer_rate_burst)),
+            append_bytes: Arc::new(RateLimiter::new(
+                config.anonymous_append_bytes_per_second,
+                config.anonymous_append_bytes_burst.max(config.max_body_bytes as f64),
+            )),
+            ready: Arc::new(std::sync::Mutex::new(None)),
+            ready_checking: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            fleet: Arc::new(FleetCache::default()),
+            audit: Arc::new(AuditStatus::default()),
+            admin_key,
+            admin_lock: Arc::new(std::sync::Mutex::new(())),
+            ledger,
+            config,
+        }
+    }
+}
+
+/// Runs ledger work on the blocking pool.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|_| Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "the request's worker failed")))
+}
