@@ -115,6 +115,16 @@ impl HttpLogClient {
         send: &dyn Fn() -> Result<ureq::http::Response<ureq::Body>, ureq::Error>,
         url: &str,
     ) -> Result<T, DomainError> {
+        self.call_with(send, url, |_| ()).map(|(t, ())| t)
+    }
+
+    /// [`HttpLogClient::call`], also reading what `headers` takes from a successful answer.
+    fn call_with<T: DeserializeOwned, H>(
+        &self,
+        send: &dyn Fn() -> Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+        url: &str,
+        headers: impl Fn(&ureq::http::HeaderMap) -> H,
+    ) -> Result<(T, H), DomainError> {
         let mut delay = Duration::from_millis(200);
         let mut attempt = 0;
         loop {
@@ -124,14 +134,17 @@ impl HttpLogClient {
                     let status = resp.status().as_u16();
                     let body = resp
                         .body_mut()
+                        .with_config()
+                        .limit(MAX_ANSWER_BYTES)
                         .read_to_vec()
                         .map_err(|e| DomainError::Log(format!("{url}: reading the answer: {e}")))?;
                     if (200..300).contains(&status) {
-                        return serde_json::from_slice(&body).map_err(|e| {
+                        let value = serde_json::from_slice(&body).map_err(|e| {
                             DomainError::Log(format!(
                                 "{url}: the server's answer is not what a chipledger server sends: {e}"
                             ))
-                        });
+                        })?;
+                        return Ok((value, headers(resp.headers())));
                     }
                     let message = serde_json::from_slice::<Problem>(&body)
                         .map(|p| p.error)
@@ -208,8 +221,30 @@ impl LogClient for HttpLogClient {
     }
 
     fn history(&self, uuid: &GpuUuid, latest: Option<usize>) -> Result<Vec<EntrySummary>, DomainError> {
-        let q = latest.map(|n| format!("?latest={n}")).unwrap_or_default();
-        self.get(&format!("/api/v1/gpus/{uuid}/history{q}"))
+        if let Some(n) = latest {
+            return self.get(&format!("/api/v1/gpus/{uuid}/history?latest={n}"));
+        }
+        // The whole history, page by page: each page but the last names the next.
+        let mut all = Vec::new();
+        let mut after: Option<u64> = None;
+        loop {
+            let path = match after {
+                None => format!("/api/v1/gpus/{uuid}/history"),
+                Some(a) => format!("/api/v1/gpus/{uuid}/history?after={a}"),
+            };
+            let url = self.url(&path);
+            let (page, next): (Vec<EntrySummary>, Option<u64>) =
+                self.call_with(&|| self.send("GET", &path, b""), &url, next_after)?;
+            all.extend(page);
+            match next {
+                None => return Ok(all),
+                // The cursor only moves forward: a server cannot keep a reader in a loop.
+                Some(n) if after.is_none_or(|a| n > a) => after = Some(n),
+                Some(n) => {
+                    return Err(DomainError::Log(format!("{url}: the next page (after {n}) does not move forward")))
+                }
+            }
+        }
     }
 
     fn entry(&self, index: u64) -> Result<EntrySummary, DomainError> {
@@ -223,6 +258,21 @@ impl LogClient for HttpLogClient {
     fn acquisitions(&self, serial: &str) -> Result<Vec<EntrySummary>, DomainError> {
         self.get(&format!("/api/v1/acquisitions?serial={}", query_value(serial)))
     }
+}
+
+/// The largest answer read: a page of a history (8 MiB of envelopes, escaped in JSON) fits.
+const MAX_ANSWER_BYTES: u64 = 32 << 20;
+
+/// The `after` cursor of a `Link: <…?after=N>; rel="next"` header, if the answer has one.
+fn next_after(headers: &ureq::http::HeaderMap) -> Option<u64> {
+    headers.get_all("link").iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).find_map(|link| {
+        let (target, params) = link.trim().split_once(';')?;
+        if !params.split(';').any(|p| p.trim() == "rel=\"next\"") {
+            return None;
+        }
+        let target = target.trim().strip_prefix('<')?.strip_suffix('>')?;
+        target.rsplit_once("after=")?.1.parse().ok()
+    })
 }
 
 /// A blocking HTTP(S) agent: 5 s to connect, 30 s per request, statuses answered as values.

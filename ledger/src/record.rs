@@ -33,8 +33,11 @@ pub(crate) struct Parsed {
     pub payload_start: usize,
     pub signature: Vec<u8>,
     /// How to store the envelope when it is in canonical form: `(form, body)` (see [`compact`]);
-    /// worked out by full parses, which appends run on every core.
+    /// worked out for an append once the signature is known good, never for unauthenticated bytes.
     pub compact: Option<(i64, Vec<u8>)>,
+    /// The key the signature was already checked under, before the writer's lock (a key id
+    /// names one public key for good, so the verdict stands); `None`: not yet checked.
+    pub verified: Option<PublicKey>,
 }
 
 /// What the registry knows about one enrolled key.
@@ -156,6 +159,7 @@ pub(crate) fn parse(bytes: &[u8], limit: usize, full: bool) -> Result<Parsed, Re
         message,
         signature,
         compact: None,
+        verified: None,
     })
 }
 
@@ -188,7 +192,7 @@ const MAX_PACKED_PAYLOAD: usize = 16 << 20;
 /// How to store `bytes` when it is exactly the canonical envelope for its signature and payload
 /// (as `Envelope::to_json` writes it, signed by `key_id`): packed when that is smaller, else
 /// compact. `None` otherwise: stored as received.
-fn compact(bytes: &[u8], p: &Parsed) -> Option<(i64, Vec<u8>)> {
+pub(crate) fn compact(bytes: &[u8], p: &Parsed) -> Option<(i64, Vec<u8>)> {
     let payload = p.message.get(p.payload_start..)?;
     let mut body = Vec::with_capacity(64 + payload.len());
     body.extend_from_slice(&p.signature);
@@ -299,34 +303,37 @@ pub(crate) fn cores() -> usize {
     *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()).max(1))
 }
 
-/// Parses many envelopes on every core, in order: lightly (the audit) or to append them.
-pub(crate) fn parse_many<T: AsRef<[u8]> + Sync>(
-    envelopes: &[T],
-    limit: usize,
-    to_append: bool,
-) -> Vec<Result<Parsed, Rejection>> {
-    let one = |e: &[u8]| if to_append { parse_to_append(e, limit) } else { parse(e, limit, false) };
+/// Runs `f` on every item, on every core (in chunks; below 16 items, on this thread).
+pub(crate) fn par_map<T: Sync, U: Send>(items: &[T], f: impl Fn(&T) -> U + Sync, failed: impl Fn() -> U) -> Vec<U> {
     let threads = cores();
-    if envelopes.len() < 16 || threads == 1 {
-        return envelopes.iter().map(|e| one(e.as_ref())).collect();
+    if items.len() < 16 || threads == 1 {
+        return items.iter().map(f).collect();
     }
-    let per = envelopes.len().div_ceil(threads);
+    let per = items.len().div_ceil(threads);
+    let f = &f;
     std::thread::scope(|s| {
-        let handles: Vec<_> = envelopes
-            .chunks(per)
-            .map(|part| s.spawn(move || part.iter().map(|e| one(e.as_ref())).collect::<Vec<_>>()))
-            .collect();
-        let mut out = Vec::with_capacity(envelopes.len());
-        for (h, part) in handles.into_iter().zip(envelopes.chunks(per)) {
+        let handles: Vec<_> =
+            items.chunks(per).map(|part| s.spawn(move || part.iter().map(f).collect::<Vec<_>>())).collect();
+        let mut out = Vec::with_capacity(items.len());
+        for (h, part) in handles.into_iter().zip(items.chunks(per)) {
             match h.join() {
                 Ok(v) => out.extend(v),
-                // A parser thread cannot panic on input (nothing panics on input); if it did,
-                // refuse its envelopes rather than guess.
-                Err(_) => out.extend(part.iter().map(|_| Err(Rejection::MalformedEnvelope("parser failed".into())))),
+                // A worker cannot panic on input (nothing panics on input); if one did, its
+                // items get `failed` rather than a guess.
+                Err(_) => out.extend(part.iter().map(|_| failed())),
             }
         }
         out
     })
+}
+
+/// Parses many envelopes on every core, in order: lightly (the audit) or in full (an append).
+pub(crate) fn parse_many<T: AsRef<[u8]> + Sync>(
+    envelopes: &[T],
+    limit: usize,
+    full: bool,
+) -> Vec<Result<Parsed, Rejection>> {
+    par_map(envelopes, |e| parse(e.as_ref(), limit, full), || Err(Rejection::MalformedEnvelope("parser failed".into())))
 }
 
 /// Checks that the signer may append this record at `index`, given the registry before it.

@@ -78,6 +78,12 @@ impl Writer {
 
 struct Pending {
     envelopes: Vec<Vec<u8>>,
+    /// Each envelope as [`Ledger::prepare`] left it, taken by the first validation (a group
+    /// committed again parses anew, under the lock).
+    parsed: Vec<Option<Result<Parsed, Rejection>>>,
+    /// For each envelope over the size limit: its signer's key id and counter (a light parse
+    /// outside the lock), so that one stored before the limit was lowered is still a duplicate.
+    oversize: HashMap<usize, (String, u64)>,
     reply: mpsc::Sender<Result<Vec<Receipt>, Error>>,
 }
 
@@ -102,6 +108,9 @@ pub struct Ledger {
     /// The committed size, published after each commit: readers (a server's async handlers)
     /// learn it without the writer's lock or SQLite.
     size: std::sync::atomic::AtomicU64,
+    /// Every enrolled key's public key by key id, published after each commit that enrolls one:
+    /// appends check signatures against it before they queue for the writer.
+    known_keys: std::sync::RwLock<Arc<HashMap<String, PublicKey>>>,
 }
 
 impl std::fmt::Debug for Ledger {
@@ -309,6 +318,7 @@ impl Ledger {
         }
         let registry = views::load_registry(&snapshot)?;
         drop(snapshot);
+        let known_keys = std::sync::RwLock::new(Arc::new(public_keys(&registry)));
         let read_connection = || -> Result<Mutex<Connection>, Error> {
             let c = Connection::open(&db_path)?;
             crate::schema::configure(&c)?;
@@ -329,6 +339,7 @@ impl Ledger {
             credentials,
             folder: Mutex::new(None),
             size: std::sync::atomic::AtomicU64::new(size),
+            known_keys,
         })
     }
 
@@ -352,8 +363,9 @@ impl Ledger {
     /// transaction (group commit), each with its own all-or-nothing validation, and each
     /// committed group gets one signed checkpoint in the same transaction.
     pub fn append(&self, envelopes: &[Vec<u8>]) -> Result<Vec<Receipt>, Error> {
+        let (parsed, oversize) = self.prepare(envelopes)?;
         let (tx, rx) = mpsc::channel();
-        lock(&self.queue).push(Pending { envelopes: envelopes.to_vec(), reply: tx });
+        lock(&self.queue).push(Pending { envelopes: envelopes.to_vec(), parsed, oversize, reply: tx });
         loop {
             if let Ok(result) = rx.try_recv() {
                 return result;
@@ -364,6 +376,79 @@ impl Ledger {
             }
             let group = std::mem::take(&mut *lock(&self.queue));
             self.commit_group(&mut writer, group);
+        }
+    }
+
+    /// The part of an append that needs no lock, on the caller's thread (and its cores): every
+    /// envelope parsed in full, within the size bound; where its key was enrolled before, its
+    /// signature checked — a key id names one public key for good, so the verdict stands under
+    /// the lock — and only then its storage form packed. A malformed or badly signed envelope is
+    /// refused here and costs the writer nothing; what needs the log's state (enrolment,
+    /// revocation, role, counters, duplicates, keys enrolled since) is checked under the lock.
+    #[allow(clippy::type_complexity)]
+    fn prepare(
+        &self,
+        envelopes: &[Vec<u8>],
+    ) -> Result<(Vec<Option<Result<Parsed, Rejection>>>, HashMap<usize, (String, u64)>), Error> {
+        let limit = self.config.max_envelope_bytes.min(MAX_ENTRY_BYTES);
+        let mut parsed = record::parse_many(envelopes, limit, true);
+        let keys = Arc::clone(&self.known_keys.read().unwrap_or_else(|p| p.into_inner()));
+        let known: Vec<usize> =
+            (0..parsed.len()).filter(|i| parsed[*i].as_ref().is_ok_and(|p| keys.contains_key(&p.key_id))).collect();
+        let items: Vec<(&[u8], &[u8], PublicKey)> = known
+            .iter()
+            .filter_map(|i| {
+                let p = parsed[*i].as_ref().ok()?;
+                Some((p.message.as_slice(), p.signature.as_slice(), *keys.get(&p.key_id)?))
+            })
+            .collect();
+        let badly_signed = record::first_bad_signature(&items).map(|b| known[b]);
+        // Refused for good: the first envelope that does not parse (one over the size limit may
+        // still be a stored duplicate) or whose signature does not verify.
+        let malformed = parsed.iter().position(|r| matches!(r, Err(e) if !matches!(e, Rejection::TooLarge { .. })));
+        match (malformed, badly_signed) {
+            (Some(m), b) if b.is_none_or(|b| m < b) => {
+                let reason = match std::mem::replace(&mut parsed[m], Err(Rejection::NeedsSelfEnrollment)) {
+                    Err(r) => r,
+                    Ok(_) => Rejection::MalformedEnvelope("(unreachable)".into()),
+                };
+                return Err(Error::Rejected { position: m, reason });
+            }
+            (_, Some(b)) => {
+                let key_id = parsed[b].as_ref().map(|p| p.key_id.clone()).unwrap_or_default();
+                return Err(Error::Rejected { position: b, reason: Rejection::BadSignature { key_id } });
+            }
+            _ => {}
+        }
+        // Signed by an enrolled key: now worth packing.
+        let packed = record::par_map(
+            &known,
+            |i| parsed[*i].as_ref().ok().and_then(|p| record::compact(&envelopes[*i], p)),
+            || None,
+        );
+        for (i, compact) in known.iter().zip(packed) {
+            if let Ok(p) = &mut parsed[*i] {
+                p.verified = keys.get(&p.key_id).copied();
+                p.compact = compact;
+            }
+        }
+        let oversize = parsed
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| matches!(r, Err(Rejection::TooLarge { .. })))
+            .filter_map(|(i, _)| {
+                let light = record::parse(&envelopes[i], usize::MAX, false).ok()?;
+                keys.contains_key(&light.key_id).then_some((i, (light.key_id, light.counter)))
+            })
+            .collect();
+        Ok((parsed.into_iter().map(Some).collect(), oversize))
+    }
+
+    /// Publishes the registry's public keys to [`Ledger::prepare`] when keys were enrolled.
+    fn publish_keys(&self, registry: &Registry) {
+        let mut known = self.known_keys.write().unwrap_or_else(|p| p.into_inner());
+        if known.len() != registry.len() {
+            *known = Arc::new(public_keys(registry));
         }
     }
 
@@ -383,13 +468,14 @@ impl Ledger {
         if let Err(e) = refresh(&tx, committed) {
             return fail_all(group, &e);
         }
+        self.publish_keys(&committed.registry);
         self.size.store(committed.frontier.size, std::sync::atomic::Ordering::Release);
         let now = self.clock.now();
         let mut state = committed.clone();
         let mut accepted: Vec<(Pending, Vec<Slot>)> = Vec::new();
         let mut fresh_leaves: HashMap<Hash, u64> = HashMap::new();
-        for p in group {
-            match self.validate(&tx, &state, &mut fresh_leaves, &p.envelopes, now) {
+        for mut p in group {
+            match self.validate(&tx, &state, &mut fresh_leaves, &mut p, now) {
                 Ok((slots, next)) => {
                     state = next;
                     accepted.push((p, slots));
@@ -496,6 +582,7 @@ impl Ledger {
             Ok(receipts) => {
                 *committed = state;
                 self.size.store(committed.frontier.size, std::sync::atomic::Ordering::Release);
+                self.publish_keys(&committed.registry);
                 for ((p, _), r) in accepted.into_iter().zip(receipts) {
                     let _ = p.reply.send(Ok(r));
                 }
@@ -513,23 +600,19 @@ impl Ledger {
         conn: &Connection,
         state: &State,
         fresh_leaves: &mut HashMap<Hash, u64>,
-        envelopes: &[Vec<u8>],
+        pending: &mut Pending,
         now: OffsetDateTime,
     ) -> Result<(Vec<Slot>, State), Error> {
+        let envelopes = &pending.envelopes;
+        let limit = self.config.max_envelope_bytes.min(MAX_ENTRY_BYTES);
         let reject = |position: usize, reason: Rejection| Error::Rejected { position, reason };
         let mut next_registry = state.registry.clone();
         let mut next_index = state.frontier.size;
         let mut slots = Vec::with_capacity(envelopes.len());
         let mut mine: HashSet<Hash> = HashSet::new();
-        let mut parsed_all: Vec<Option<Result<Parsed, Rejection>>> =
-            record::parse_many(envelopes, self.config.max_envelope_bytes.min(MAX_ENTRY_BYTES), true)
-                .into_iter()
-                .map(Some)
-                .collect();
         for (pos, bytes) in envelopes.iter().enumerate() {
-            let parsed = parsed_all[pos]
-                .take()
-                .unwrap_or_else(|| record::parse_to_append(bytes, self.config.max_envelope_bytes.min(MAX_ENTRY_BYTES)));
+            let parsed =
+                pending.parsed.get_mut(pos).and_then(Option::take).unwrap_or_else(|| record::parse(bytes, limit, true));
             let leaf = match &parsed {
                 Ok(p) => p.leaf_hash,
                 Err(_) => merkle::leaf_hash(bytes),
@@ -543,9 +626,10 @@ impl Ledger {
                     .filter(|k| p.counter <= k.last_counter)
                     .map(|k| (k.enrolled_at, p.counter)),
                 // A stored envelope over a since-lowered size limit is still a duplicate.
-                Err(Rejection::TooLarge { .. }) => record::parse(bytes, usize::MAX, false)
-                    .ok()
-                    .and_then(|p| next_registry.get(&p.key_id).map(|k| (k.enrolled_at, p.counter))),
+                Err(Rejection::TooLarge { .. }) => pending
+                    .oversize
+                    .get(&pos)
+                    .and_then(|(key_id, counter)| next_registry.get(key_id).map(|k| (k.enrolled_at, *counter))),
                 Err(_) => None,
             };
             let seen = match fresh_leaves.get(&leaf) {
@@ -572,7 +656,7 @@ impl Ledger {
                 });
                 continue;
             }
-            let p = parsed.map_err(|r| reject(pos, r))?;
+            let mut p = parsed.map_err(|r| reject(pos, r))?;
             if p.made_at > now + self.config.skew {
                 return Err(reject(
                     pos,
@@ -594,6 +678,12 @@ impl Ledger {
                 ));
             }
             let (public, signer) = record::authorize(&p, &next_registry, next_index).map_err(|r| reject(pos, r))?;
+            if p.verified != Some(public) {
+                // A key enrolled since `prepare` (or a group committed again): its signature is
+                // checked during the write; authorised, the envelope is worth packing.
+                p.verified = None;
+                p.compact = record::compact(bytes, &p);
+            }
             record::apply(&p, &mut next_registry, next_index);
             slots.push(Slot {
                 index: next_index,
@@ -932,9 +1022,12 @@ struct Slot {
     public: Option<PublicKey>,
 }
 
-/// The first envelope whose signature does not verify: its position and signer.
+/// The first envelope whose signature does not verify: its position and signer. Signatures
+/// [`Ledger::prepare`] verified under the same key are not checked again.
 fn bad_signature(slots: &[Slot]) -> Option<(usize, String)> {
-    let positions: Vec<usize> = (0..slots.len()).filter(|i| slots[*i].parsed.is_some()).collect();
+    let positions: Vec<usize> = (0..slots.len())
+        .filter(|i| slots[*i].parsed.as_ref().is_some_and(|p| p.verified.is_none() || p.verified != slots[*i].public))
+        .collect();
     let items: Vec<(&[u8], &[u8], PublicKey)> = positions
         .iter()
         .filter_map(|i| {
@@ -949,6 +1042,11 @@ fn bad_signature(slots: &[Slot]) -> Option<(usize, String)> {
         let pos = positions[b];
         (pos, slots[pos].parsed.as_ref().map_or_else(String::new, |p| p.key_id.clone()))
     })
+}
+
+/// Every key's public key by key id.
+fn public_keys(registry: &Registry) -> HashMap<String, PublicKey> {
+    registry.iter().map(|(id, k)| (id.clone(), k.public)).collect()
 }
 
 /// The index of the stored entry by `signer` with `counter`, if it is exactly `leaf`.

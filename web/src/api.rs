@@ -25,19 +25,19 @@ pub(crate) async fn append(
     Extension(peer): Extension<Peer>,
     body: Bytes,
 ) -> Response {
-    // Appends need no credential (each envelope carries its signature), so a caller that proved
-    // none pays for the bytes it makes the server parse, by address.
-    if matches!(p, Principal::Anonymous) {
-        if let Err(wait) = s.append_bytes.take_n(&peer.0, body.len() as f64) {
-            let mut r = problem(
-                StatusCode::TOO_MANY_REQUESTS,
-                "too many envelope bytes from this address; slow down, or sign the request with an enrolled key",
-            );
-            if let Ok(v) = HeaderValue::from_str(&wait.as_secs().max(1).to_string()) {
-                r.headers_mut().insert(header::RETRY_AFTER, v);
-            }
-            return r;
+    // Each envelope carries its own signature, so the caller's credential vouches for none of
+    // them: every caller pays for the bytes it makes the server parse — by principal, and a
+    // caller that proved none by address.
+    let bucket = match &p {
+        Principal::Anonymous => peer.0.clone(),
+        other => other.label(),
+    };
+    if let Err(wait) = s.append_bytes.take_n(&bucket, body.len() as f64) {
+        let mut r = problem(StatusCode::TOO_MANY_REQUESTS, "too many envelope bytes from this caller; slow down");
+        if let Ok(v) = HeaderValue::from_str(&wait.as_secs().max(1).to_string()) {
+            r.headers_mut().insert(header::RETRY_AFTER, v);
         }
+        return r;
     }
     let envelopes: Vec<Box<RawValue>> = match serde_json::from_slice::<Vec<Box<RawValue>>>(&body) {
         Ok(v) => v,
@@ -237,10 +237,15 @@ pub(crate) async fn consistency(State(s): State<AppState>, Query(q): Query<Consi
 #[derive(Deserialize)]
 pub(crate) struct HistoryQuery {
     latest: Option<usize>,
+    after: Option<u64>,
 }
 
 /// The most entries `?latest=` asks of a GPU's history at once.
 const MAX_HISTORY: usize = 10_000;
+/// A page of a whole history: at most this many entries…
+const HISTORY_PAGE: u64 = 1_000;
+/// …and no more envelope bytes than this past its first entry (entries are up to 64 KiB each).
+const HISTORY_PAGE_BYTES: usize = 8 << 20;
 
 pub(crate) async fn history(
     State(s): State<AppState>,
@@ -255,23 +260,61 @@ pub(crate) async fn history(
     if q.latest.is_some_and(|n| n == 0 || n > MAX_HISTORY) {
         return problem(StatusCode::BAD_REQUEST, format!("latest is 1 to {MAX_HISTORY} entries"));
     }
+    if q.latest.is_some() && q.after.is_some() {
+        return problem(StatusCode::BAD_REQUEST, "ask for the latest entries or for those after an index, not both");
+    }
     let scope = p.scope();
     let ledger = s.ledger.clone();
-    // Without `latest`, the whole history: readers decide on it (an admin's resolution of a
-    // serial may be older than any window), so it is never silently cut.
-    let latest = q.latest;
-    match blocking(move || LogClient::history(ledger.as_ref(), &uuid, latest).map_err(domain_error)).await {
-        // An agent reads a GPU's attestations (every host's: a GPU seen on two hosts, or moved,
-        // is what it compares a new one with); a node also the admin's resolutions of serials.
-        // Neither reads the GPU's runs or other annotations.
-        Ok(v) => match scope {
-            Scope::Agent { .. } => Json(v.into_iter().filter(is_attestation).collect::<Vec<_>>()).into_response(),
-            Scope::Node => Json(v.into_iter().filter(|e| is_attestation(e) || is_resolution(e)).collect::<Vec<_>>())
-                .into_response(),
-            Scope::Everything => Json(v).into_response(),
-        },
-        Err(r) => r.into_response(),
+    let path_uuid = uuid.clone();
+    // Without `latest`, the whole history, in pages: readers decide on all of it (an admin's
+    // resolution of a serial may be older than any window), so it is never silently cut — a
+    // page that is not the last names the next in a `Link: <…?after=N>; rel="next"` header.
+    let (latest, after) = (q.latest, q.after);
+    let page = blocking(move || match latest {
+        Some(n) => LogClient::history(ledger.as_ref(), &uuid, Some(n)).map(|v| (v, None)).map_err(domain_error),
+        None => {
+            let filter = chipledger_ledger::EntryFilter {
+                gpu: Some(uuid),
+                from: Some(after.map_or(0, |a| a.saturating_add(1))),
+                limit: Some(HISTORY_PAGE + 1),
+                ..Default::default()
+            };
+            let mut v = ledger.entries(&filter).map_err(ledger_error)?;
+            let mut bytes = 0;
+            let cut = v
+                .iter()
+                .position(|e| {
+                    bytes += e.envelope.len();
+                    bytes > HISTORY_PAGE_BYTES
+                })
+                .map_or(HISTORY_PAGE as usize, |at| at.max(1))
+                .min(HISTORY_PAGE as usize);
+            let next = (v.len() > cut).then(|| v[cut - 1].index);
+            v.truncate(cut);
+            Ok((v, next))
+        }
+    })
+    .await;
+    let (v, next) = match page {
+        Ok(page) => page,
+        Err(r) => return r.into_response(),
+    };
+    // An agent reads a GPU's attestations (every host's: a GPU seen on two hosts, or moved, is
+    // what it compares a new one with); a node also the admin's resolutions of serials. Neither
+    // reads the GPU's runs or other annotations.
+    let v: Vec<_> = match scope {
+        Scope::Agent { .. } => v.into_iter().filter(is_attestation).collect(),
+        Scope::Node => v.into_iter().filter(|e| is_attestation(e) || is_resolution(e)).collect(),
+        Scope::Everything => v,
+    };
+    let mut r = Json(v).into_response();
+    if let Some(last) = next {
+        let link = format!("</api/v1/gpus/{path_uuid}/history?after={last}>; rel=\"next\"");
+        if let Ok(v) = HeaderValue::from_str(&link) {
+            r.headers_mut().insert(header::LINK, v);
+        }
     }
+    r
 }
 
 fn is_attestation(e: &chipledger_domain::log::EntrySummary) -> bool {

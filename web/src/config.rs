@@ -33,10 +33,12 @@ pub struct ServerConfig {
     /// An IPv6 peer is its /64.
     pub peer_rate_per_second: f64,
     pub peer_rate_burst: f64,
-    /// Envelope bytes per second (and burst; never less than one body) each peer address may
-    /// append without a credential.
-    pub anonymous_append_bytes_per_second: f64,
-    pub anonymous_append_bytes_burst: f64,
+    /// Envelope bytes per second (and burst; never less than one body) each caller may append:
+    /// each key, token or session by its own bucket, callers without a credential by peer
+    /// address. Appends are authorised by the envelopes' signatures, not the caller's, so no
+    /// credential buys unmetered parsing.
+    pub append_bytes_per_second: f64,
+    pub append_bytes_burst: f64,
     /// Proxies whose `X-Forwarded-For` names the real peer (its right-most address that is not
     /// itself one of them); from any other peer the header is ignored.
     pub trusted_proxies: Vec<std::net::IpAddr>,
@@ -73,8 +75,8 @@ impl Default for ServerConfig {
             peer_rate_per_second: 2000.0,
             peer_rate_burst: 4000.0,
             trusted_proxies: Vec::new(),
-            anonymous_append_bytes_per_second: 4.0 * 1024.0 * 1024.0,
-            anonymous_append_bytes_burst: 16.0 * 1024.0 * 1024.0,
+            append_bytes_per_second: 4.0 * 1024.0 * 1024.0,
+            append_bytes_burst: 16.0 * 1024.0 * 1024.0,
             max_connections: 1024,
             first_byte_timeout: Duration::from_secs(10),
             header_timeout: Duration::from_secs(10),

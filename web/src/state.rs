@@ -22,7 +22,8 @@ pub(crate) struct AppState {
     pub limiter: Arc<RateLimiter>,
     /// Per peer address (an IPv6 /64), charged before any credential is looked at.
     pub peers: Arc<RateLimiter>,
-    /// Bytes of envelopes per peer address, for appends by callers without a credential.
+    /// Bytes of envelopes appended, per principal (callers without a credential: per peer
+    /// address).
     pub append_bytes: Arc<RateLimiter>,
     /// The last writability check and when it ran: probes share it for a second.
     pub ready: Arc<std::sync::Mutex<Option<(std::time::Instant, bool)>>>,
@@ -47,8 +48,8 @@ impl AppState {
             limiter: Arc::new(RateLimiter::new(config.rate_per_second, config.rate_burst)),
             peers: Arc::new(RateLimiter::new(config.peer_rate_per_second, config.peer_rate_burst)),
             append_bytes: Arc::new(RateLimiter::new(
-                config.anonymous_append_bytes_per_second,
-                config.anonymous_append_bytes_burst.max(config.max_body_bytes as f64),
+                config.append_bytes_per_second,
+                config.append_bytes_burst.max(config.max_body_bytes as f64),
             )),
             ready: Arc::new(std::sync::Mutex::new(None)),
             ready_checking: Arc::new(std::sync::atomic::AtomicBool::new(false)),

@@ -10,9 +10,10 @@ mod text;
 mod tree;
 mod xml;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use chipledger_domain::fingerprint::GpuFacts;
+use chipledger_domain::fingerprint::{GpuFacts, GpuUuid, NvLink};
 use chipledger_domain::records::{DriverFacts, ProbeSource};
 
 use crate::probe::{GpuProbe, ProbeReport};
@@ -20,6 +21,10 @@ use crate::Error;
 
 /// The largest dump the import probe reads (a 64-GPU `-q -x` dump is well under 2 MiB).
 pub const MAX_DUMP_BYTES: u64 = 16 * 1024 * 1024;
+
+/// The most GPUs one host's dumps may describe (the largest single systems hold tens; a dump
+/// with more is not one host's).
+pub const MAX_GPUS: usize = 1024;
 
 /// A probe over recorded nvidia-smi output files, re-read on every [`GpuProbe::probe`] call
 /// (so a daemon over files sees the files change).
@@ -157,6 +162,12 @@ pub fn parse_dumps(files: &[(&str, &str)]) -> Result<ProbeReport, Error> {
             driver = drv;
         }
         gpus.extend(found);
+        if gpus.len() > MAX_GPUS {
+            return Err(Error::UnknownDump {
+                path: name.to_string(),
+                reason: format!("the dumps describe {} GPUs, more than the {MAX_GPUS} one host can hold", gpus.len()),
+            });
+        }
         tracing::debug!(file = %name, gpus = gpus.len() - before, "parsed nvidia-smi dump");
     }
     let source = source.ok_or_else(|| Error::UnknownDump {
@@ -168,21 +179,31 @@ pub fn parse_dumps(files: &[(&str, &str)]) -> Result<ProbeReport, Error> {
             .entry("nvlinks".to_string())
             .or_insert_with(|| "nvidia-smi -q does not list NVLinks; add `nvidia-smi nvlink -s` output".into());
     }
+    // Which GPUs carry each UUID, in order: one pass, so matching statuses is linear.
+    let mut by_uuid: HashMap<&GpuUuid, Vec<usize>> = HashMap::new();
+    for (i, g) in gpus.iter().enumerate() {
+        if let Some(u) = &g.uuid {
+            by_uuid.entry(u).or_default().push(i);
+        }
+    }
+    let mut links: Vec<(usize, Vec<NvLink>)> = Vec::new();
     for (name, list) in statuses {
+        if list.len() > MAX_GPUS {
+            return Err(Error::UnknownDump {
+                path: name.to_string(),
+                reason: format!("NVLink status for {} GPUs, more than the {MAX_GPUS} one host can hold", list.len()),
+            });
+        }
         for status in list {
             let by_index = Some(status.gpu_index as usize).filter(|i| *i < gpus.len());
             let i = match &status.uuid {
                 // A UUID that names no GPU means the files are from different hosts; several
                 // matches happen when a capture tool masked the UUIDs, and then order decides.
-                Some(u) => {
-                    let same: Vec<usize> =
-                        gpus.iter().enumerate().filter(|(_, g)| g.uuid.as_ref() == Some(u)).map(|(i, _)| i).collect();
-                    match same.as_slice() {
-                        [one] => Some(*one),
-                        [] => None,
-                        _ => by_index.filter(|i| same.contains(i)),
-                    }
-                }
+                Some(u) => match by_uuid.get(u).map(Vec::as_slice).unwrap_or_default() {
+                    [one] => Some(*one),
+                    [] => None,
+                    same => by_index.filter(|i| same.binary_search(i).is_ok()),
+                },
                 None => by_index,
             };
             let Some(i) = i else {
@@ -191,9 +212,12 @@ pub fn parse_dumps(files: &[(&str, &str)]) -> Result<ProbeReport, Error> {
                     reason: format!("NVLink status for GPU {} matches no GPU in the dumps", status.gpu_index),
                 });
             };
-            gpus[i].nvlinks = Some(status.links);
-            gpus[i].absent.remove("nvlinks");
+            links.push((i, status.links));
         }
+    }
+    for (i, l) in links {
+        gpus[i].nvlinks = Some(l);
+        gpus[i].absent.remove("nvlinks");
     }
     Ok(ProbeReport { source, driver, gpus, vendor_evidence: Vec::new() })
 }

@@ -449,3 +449,31 @@ fn dumps_nested_absurdly_deep_are_refused_not_a_stack_overflow() {
     // A real dump stays well inside the bound.
     parse_dumps(&[("h800.txt", &read(H800_TXT))]).unwrap();
 }
+
+/// One host's dumps describe at most `MAX_GPUS` GPUs (and NVLink status for as many): more is
+/// refused with the reason, and matching NVLink status to GPUs costs one pass, not one scan of
+/// every GPU per status (a 16 MiB dump could otherwise hold hundreds of thousands of each).
+#[test]
+fn dumps_describing_more_gpus_than_a_host_holds_are_refused() {
+    use chipledger_agent::smi::MAX_GPUS;
+    let xml = read(A100_XML);
+    let (start, end) = (xml.find("<gpu id=").unwrap(), xml.rfind("</gpu>").unwrap() + "</gpu>".len());
+    let one = &xml[start..end];
+    let many = |n: usize| format!("{}{}{}", &xml[..start], one.repeat(n), &xml[end..]);
+    let at_bound = many(MAX_GPUS);
+    assert_eq!(parse_dumps(&[("a.xml", &at_bound)]).unwrap().gpus.len(), MAX_GPUS);
+    let over = many(MAX_GPUS + 1);
+    match parse_dumps(&[("a.xml", &over)]) {
+        Err(Error::UnknownDump { reason, .. }) => assert!(reason.contains("more than the 1024"), "{reason}"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    // NVLink status for more GPUs than a host holds, beside a real dump.
+    let status = read(H100_NVLINK);
+    let first = status.split("GPU 1:").next().unwrap();
+    let statuses: String =
+        (0..=MAX_GPUS).map(|i| first.replacen("GPU 0:", &format!("GPU {i}:"), 1)).collect::<Vec<_>>().concat();
+    match parse_dumps(&[("q.xml", &at_bound), ("nvlink.txt", &statuses)]) {
+        Err(Error::UnknownDump { reason, .. }) => assert!(reason.contains("NVLink status for 1025 GPUs"), "{reason}"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}

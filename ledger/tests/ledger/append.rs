@@ -321,15 +321,60 @@ impl CloneForTest for SigningKey {
     }
 }
 
+/// An envelope whose payload was swapped for another's: its signature no longer verifies.
+fn bent(envelope: &[u8], other: &[u8]) -> Vec<u8> {
+    let mut bent: serde_json::Value = serde_json::from_slice(envelope).unwrap();
+    let other: serde_json::Value = serde_json::from_slice(other).unwrap();
+    bent["payload"] = other["payload"].clone();
+    serde_json::to_vec(&bent).unwrap()
+}
+
+/// What an append refuses for its own bytes — malformed, or badly signed by an enrolled key — it
+/// refuses before it queues for the writer: while another process holds the database's write
+/// lock, the refusal still comes at once, with its reason (the writer would wait for the lock
+/// and then answer "not committed").
 #[test]
-fn a_bad_signature_in_a_large_batch_is_found_while_writing_and_rolls_everything_back() {
+fn malformed_and_badly_signed_appends_are_refused_without_the_writer() {
+    let mut f = Fixture::new();
+    let auditor = f.enroll(4, Role::Auditor, None);
+    let good = annotation(&auditor, 1, "fine");
+    let badly_signed = bent(&annotation(&auditor, 2, "original"), &annotation(&auditor, 2, "swapped"));
+    let size = f.ledger.size();
+    let other = rusqlite::Connection::open(f.path().join(chipledger_ledger::DB_FILE)).unwrap();
+    other.execute_batch("BEGIN IMMEDIATE").unwrap();
+    match f.ledger.append(&[good.clone(), badly_signed]) {
+        Err(Error::Rejected { position: 1, reason: Rejection::BadSignature { .. } }) => {}
+        other => panic!("expected a bad signature at 1, got {other:?}"),
+    }
+    match f.ledger.append(&[good.clone(), b"{not json".to_vec()]) {
+        Err(Error::Rejected { position: 1, reason: Rejection::MalformedEnvelope(_) }) => {}
+        other => panic!("expected a malformed envelope at 1, got {other:?}"),
+    }
+    other.execute_batch("ROLLBACK").unwrap();
+    assert_eq!(f.ledger.size(), size);
+    assert_eq!(f.ledger.append(&[good]).unwrap()[0].index, size);
+}
+
+/// A key enrolled in the same batch is not known before the lock: its signature is checked
+/// under it, and a bad one still refuses the whole batch.
+#[test]
+fn a_bad_signature_by_a_key_enrolled_in_the_same_batch_is_refused() {
+    let mut f = Fixture::new();
+    let agent = SigningKey::from_seed(&[5; 32]);
+    let enroll = f.enrollment(&agent, Role::Agent, Some("hgx-5"));
+    let att = attestation(&agent, 1, "hgx-5", &[h800(U1, "1")], NOW);
+    let other = attestation(&agent, 1, "hgx-5", &[h800(U2, "2")], NOW);
+    check_refused(&mut f, &[enroll.clone(), bent(&att, &other)], 1, |r| matches!(r, Rejection::BadSignature { .. }));
+    assert_eq!(f.ledger.append(&[enroll, att]).unwrap().len(), 2);
+    assert_eq!(f.ledger.audit(&mut |_, _| {}).unwrap().problem, None);
+}
+
+#[test]
+fn a_bad_signature_in_a_large_batch_is_refused_and_writes_nothing() {
     let mut f = Fixture::new();
     let auditor = f.enroll(4, Role::Auditor, None);
     let mut envs: Vec<Vec<u8>> = (1..=100).map(|c| annotation(&auditor, c, &format!("note {c}"))).collect();
-    let mut bent: serde_json::Value = serde_json::from_slice(&envs[57]).unwrap();
-    let other: serde_json::Value = serde_json::from_slice(&annotation(&auditor, 58, "another text")).unwrap();
-    bent["payload"] = other["payload"].clone();
-    envs[57] = serde_json::to_vec(&bent).unwrap();
+    envs[57] = bent(&envs[57], &annotation(&auditor, 58, "another text"));
     check_refused(&mut f, &envs, 57, |r| matches!(r, Rejection::BadSignature { .. }));
     envs[57] = annotation(&auditor, 58, "note 58");
     let receipts = f.ledger.append(&envs).unwrap();

@@ -255,15 +255,16 @@ fn anonymous_appends_learn_nothing_of_the_key_registry() {
     assert!(a.text().contains("not enrolled in this log"), "{}", a.text());
 }
 
-/// Appends need no credential, so an address that proves none pays for the envelope bytes it
-/// makes the server parse; a signed request by an enrolled key is not charged for them.
+/// Appends need no credential, and a credential vouches for none of the envelopes: every caller
+/// pays for the envelope bytes it makes the server parse — an address that proves nothing by
+/// address, a key or a token (a read-only auditor's too) by its own bucket.
 #[test]
-fn anonymous_appends_are_capped_in_bytes_per_address() {
+fn appends_are_capped_in_bytes_per_caller() {
     let w = world();
     let config = chipledger_web::ServerConfig {
         max_body_bytes: 2048,
-        anonymous_append_bytes_per_second: 1.0,
-        anonymous_append_bytes_burst: 0.0,
+        append_bytes_per_second: 1.0,
+        append_bytes_burst: 0.0,
         ..chipledger_web::ServerConfig::default()
     };
     let app = chipledger_web::router(w.ledger.clone(), config);
@@ -276,6 +277,68 @@ fn anonymous_appends_are_capped_in_bytes_per_address() {
     let third = post(As::Nobody, note(&w.auditor_key, 62));
     assert_eq!(third.status, StatusCode::TOO_MANY_REQUESTS, "{}", third.text());
     assert!(third.headers.contains_key("retry-after"));
-    let signed = post(As::Signed(&w.auditor_key), note(&w.auditor_key, 63));
-    assert_eq!(signed.status, StatusCode::OK, "{}", signed.text());
+    // A key and a token each have a bucket of their own, and it runs dry the same way.
+    let signed = |c| post(As::Signed(&w.auditor_key), note(&w.auditor_key, c));
+    assert_eq!(signed(63).status, StatusCode::OK);
+    assert_eq!(signed(64).status, StatusCode::OK);
+    assert_eq!(signed(65).status, StatusCode::TOO_MANY_REQUESTS);
+    let token = w.auditor_token.clone();
+    let by_token = |c| post(As::Bearer(&token), note(&w.auditor_key, c));
+    assert_eq!(by_token(66).status, StatusCode::OK);
+    assert_eq!(by_token(67).status, StatusCode::OK);
+    let third = by_token(68);
+    assert_eq!(third.status, StatusCode::TOO_MANY_REQUESTS, "{}", third.text());
+}
+
+/// A whole history is never cut and never one unbounded answer: it comes in pages of at most
+/// 1,000 entries, each but the last naming the next (`Link: <…?after=N>; rel="next"`), and the
+/// HTTP client follows them to the end.
+#[test]
+fn a_whole_history_comes_in_pages_that_the_client_follows() {
+    use chipledger_domain::fingerprint::GpuUuid;
+    use chipledger_domain::log::LogClient;
+    let w = world();
+    let notes: Vec<Vec<u8>> = (1..=2_100).map(|c| note(&w.auditor_key, c)).collect();
+    w.ledger.append(&notes).unwrap();
+    let uuid = GpuUuid::parse(H800_UUID).unwrap();
+    let whole = LogClient::history(w.ledger.as_ref(), &uuid, None).unwrap();
+    assert!(whole.len() > 2_100);
+    let token = w.auditor_token.clone();
+    let mut uri = format!("/api/v1/gpus/{H800_UUID}/history");
+    let mut pages: Vec<Vec<u64>> = Vec::new();
+    loop {
+        let a = call(&w, As::Bearer(&token), "GET", &uri, vec![]);
+        assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+        let page: Vec<u64> = a.json().as_array().unwrap().iter().map(|e| e["index"].as_u64().unwrap()).collect();
+        assert!(page.len() <= 1_000);
+        let last = *page.last().unwrap();
+        pages.push(page);
+        match a.headers.get("link") {
+            None => break,
+            Some(link) => {
+                assert_eq!(
+                    link.to_str().unwrap(),
+                    format!("</api/v1/gpus/{H800_UUID}/history?after={last}>; rel=\"next\"")
+                );
+                uri = format!("/api/v1/gpus/{H800_UUID}/history?after={last}");
+            }
+        }
+    }
+    assert_eq!(pages.len(), whole.len().div_ceil(1_000));
+    let indexes: Vec<u64> = pages.concat();
+    assert_eq!(indexes, whole.iter().map(|e| e.index).collect::<Vec<_>>());
+    let both = format!("/api/v1/gpus/{H800_UUID}/history?latest=5&after=3");
+    assert_eq!(call(&w, As::Bearer(&token), "GET", &both, vec![]).status, StatusCode::BAD_REQUEST);
+
+    // The client, over a real socket, reads all of it.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let ledger = w.ledger.clone();
+    let config = chipledger_web::ServerConfig::default();
+    std::thread::spawn(move || chipledger_web::serve(ledger, "127.0.0.1:0", config, |a| tx.send(a).unwrap()));
+    let addr = rx.recv_timeout(std::time::Duration::from_secs(20)).unwrap();
+    let client = chipledger_client::HttpLogClient::new(&format!("http://{addr}"))
+        .with_credential(chipledger_client::Credential::Token(token));
+    let read = client.history(&uuid, None).unwrap();
+    assert_eq!(read.iter().map(|e| e.index).collect::<Vec<_>>(), whole.iter().map(|e| e.index).collect::<Vec<_>>());
+    assert_eq!(client.history(&uuid, Some(3)).unwrap().len(), 3);
 }
