@@ -83,7 +83,10 @@ impl HttpLogClient {
             Some(Credential::Token(t)) => Some(("authorization", format!("Bearer {t}"))),
             Some(Credential::Key(k)) => {
                 let now = time::OffsetDateTime::now_utc().unix_timestamp();
-                Some((SIGNATURE_HEADER, sign_request(k, method, path, now, body)))
+                // A fresh nonce: a retry is a new request, never a replay the server refuses.
+                let mut nonce = [0u8; 16];
+                rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut nonce);
+                Some((SIGNATURE_HEADER, sign_request(k, method, path, now, nonce, body)))
             }
         };
         if method == "POST" {

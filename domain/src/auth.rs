@@ -88,38 +88,81 @@ pub const SIGNATURE_HEADER: &str = "x-chipledger-signature";
 /// How far a signed request's time may be from the server's clock.
 pub const MAX_SKEW_SECS: i64 = 300;
 
-/// A parsed request signature: `<key id> <unix seconds> <base64 signature>`.
+/// A parsed request signature: `<key id> <unix seconds> <nonce> <base64 signature>` (v2, the
+/// nonce 32 lowercase hex digits, fresh per request, so that no two requests — a retry of the
+/// same one included — carry the same signature and a server can refuse a replayed one), or
+/// `<key id> <unix seconds> <base64 signature>` (v1, from earlier clients).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestSignature {
     pub key_id: KeyId,
     pub time: i64,
+    pub nonce: Option<String>,
     pub signature: Vec<u8>,
 }
 
-fn request_message(method: &str, path_and_query: &str, time: i64, body: &[u8]) -> Vec<u8> {
+/// Hex digits in a request nonce (128 bits).
+const NONCE_HEX: usize = 32;
+
+fn request_message(method: &str, path_and_query: &str, time: i64, nonce: Option<&str>, body: &[u8]) -> Vec<u8> {
     let body_hash = hex::encode(Sha256::digest(body));
-    format!("chipledger-request/v1\n{}\n{path_and_query}\n{time}\n{body_hash}\n", method.to_ascii_uppercase())
-        .into_bytes()
+    let method = method.to_ascii_uppercase();
+    match nonce {
+        Some(n) => format!("chipledger-request/v2\n{method}\n{path_and_query}\n{time}\n{n}\n{body_hash}\n"),
+        None => format!("chipledger-request/v1\n{method}\n{path_and_query}\n{time}\n{body_hash}\n"),
+    }
+    .into_bytes()
 }
 
-/// The header value that signs this request with `key` at `time` (unix seconds).
-pub fn sign_request(key: &SigningKey, method: &str, path_and_query: &str, time: i64, body: &[u8]) -> String {
-    let sig = key.sign(&request_message(method, path_and_query, time, body));
+/// The header value that signs this request with `key` at `time` (unix seconds), with a nonce
+/// the caller draws fresh for every request (this crate does no IO, randomness included).
+pub fn sign_request(
+    key: &SigningKey,
+    method: &str,
+    path_and_query: &str,
+    time: i64,
+    nonce: [u8; 16],
+    body: &[u8],
+) -> String {
+    let nonce = hex::encode(nonce);
+    let sig = key.sign(&request_message(method, path_and_query, time, Some(&nonce), body));
+    format!("{} {time} {nonce} {}", key.key_id().as_str(), crate::encoding::b64_encode(&sig))
+}
+
+/// A v1 header (no nonce), as clients before v2 signed: two identical requests in one second
+/// carry the same signature, and a server that refuses replays refuses the second.
+pub fn sign_request_v1(key: &SigningKey, method: &str, path_and_query: &str, time: i64, body: &[u8]) -> String {
+    let sig = key.sign(&request_message(method, path_and_query, time, None, body));
     format!("{} {time} {}", key.key_id().as_str(), crate::encoding::b64_encode(&sig))
 }
 
 impl RequestSignature {
     pub fn parse(header: &str) -> Result<RequestSignature, Error> {
         let bad = |reason: &'static str| Error::RequestSignature { reason };
-        let mut parts = header.split(' ');
-        let (Some(key_id), Some(time), Some(sig), None) = (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
-            return Err(bad("it is not `<key id> <unix seconds> <base64 signature>`"));
+        let parts: Vec<&str> = header.splitn(5, ' ').collect();
+        let (key_id, time, nonce, sig) = match parts.as_slice() {
+            [k, t, n, s] => (*k, *t, Some(*n), *s),
+            [k, t, s] => (*k, *t, None, *s),
+            _ => return Err(bad("it is not `<key id> <unix seconds> <nonce> <base64 signature>`")),
         };
         let key_id = KeyId::parse(key_id).map_err(|_| bad("its key id is malformed"))?;
         let time = time.parse::<i64>().map_err(|_| bad("its time is not unix seconds"))?;
+        if nonce.is_some_and(|n| {
+            n.len() != NONCE_HEX || !n.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        }) {
+            return Err(bad("its nonce is not 32 lowercase hex digits"));
+        }
         let signature = crate::encoding::b64_decode(sig, "request signature")?;
-        Ok(RequestSignature { key_id, time, signature })
+        Ok(RequestSignature { key_id, time, nonce: nonce.map(str::to_string), signature })
+    }
+
+    /// What identifies this signature among others over the same window: its first 16 bytes
+    /// (of Ed25519's R, which the signed message determines), for a server's replay cache.
+    pub fn replay_id(&self) -> [u8; 16] {
+        let mut id = [0u8; 16];
+        for (d, s) in id.iter_mut().zip(&self.signature) {
+            *d = *s;
+        }
+        id
     }
 
     /// Checks the signature by `key` over this request, and its time against `now`.
@@ -137,7 +180,7 @@ impl RequestSignature {
                 reason: "its time is more than 5 minutes from the server's clock (check the host's clock)",
             });
         }
-        key.verify(&request_message(method, path_and_query, self.time, body), &self.signature)
+        key.verify(&request_message(method, path_and_query, self.time, self.nonce.as_deref(), body), &self.signature)
     }
 }
 
@@ -193,7 +236,7 @@ mod tests {
     #[test]
     fn request_signatures_bind_every_part() {
         let key = SigningKey::from_seed(&[9; 32]);
-        let h = sign_request(&key, "get", "/api/v1/inventory?serial=1", 1_000, b"");
+        let h = sign_request(&key, "get", "/api/v1/inventory?serial=1", 1_000, [3; 16], b"");
         let sig = RequestSignature::parse(&h).unwrap();
         let pk = key.public_key();
         sig.verify(&pk, "GET", "/api/v1/inventory?serial=1", b"", 1_100).unwrap();
@@ -203,9 +246,26 @@ mod tests {
         assert!(sig.verify(&pk, "GET", "/api/v1/inventory?serial=1", b"", 1_000 + 301).is_err());
         let other = SigningKey::from_seed(&[8; 32]).public_key();
         assert!(sig.verify(&other, "GET", "/api/v1/inventory?serial=1", b"", 1_100).is_err());
-        for bad in ["", "a b", "a 1 c d", &h.replace(' ', "  ")] {
+        for bad in ["", "a b", "a 1 c d e", &h.replace(' ', "  ")] {
             assert!(RequestSignature::parse(bad).is_err(), "{bad}");
         }
+        // The nonce is signed: another one does not verify.
+        let (head, tail) = h.split_at(h.find(&hex::encode([3u8; 16])).unwrap());
+        let moved = format!("{head}{}{}", hex::encode([4u8; 16]), &tail[32..]);
+        let moved = RequestSignature::parse(&moved).unwrap();
+        assert!(moved.verify(&pk, "GET", "/api/v1/inventory?serial=1", b"", 1_100).is_err());
+        for nonce in ["0", &"A".repeat(32), &"g".repeat(32), &"0".repeat(33)] {
+            let bad = h.replacen(&hex::encode([3u8; 16]), nonce, 1);
+            assert!(RequestSignature::parse(&bad).is_err(), "{bad}");
+        }
+        // Two requests alike but for their nonce carry different signatures; a v1 header (no
+        // nonce) still verifies, and repeats itself exactly.
+        let again = RequestSignature::parse(&sign_request(&key, "GET", "/", 1_000, [5; 16], b"")).unwrap();
+        let other = RequestSignature::parse(&sign_request(&key, "GET", "/", 1_000, [6; 16], b"")).unwrap();
+        assert_ne!(again.replay_id(), other.replay_id());
+        let v1 = sign_request_v1(&key, "GET", "/", 1_000, b"");
+        assert_eq!(v1, sign_request_v1(&key, "GET", "/", 1_000, b""));
+        RequestSignature::parse(&v1).unwrap().verify(&pk, "GET", "/", b"", 1_000).unwrap();
     }
 
     /// A request time at either end of i64 is too far from the clock, not an overflow.
@@ -213,7 +273,7 @@ mod tests {
     fn request_times_at_the_ends_of_the_range_are_refused_without_overflow() {
         let key = SigningKey::from_seed(&[9; 32]);
         for time in [i64::MIN, i64::MIN + 1, i64::MAX] {
-            let sig = RequestSignature::parse(&sign_request(&key, "GET", "/", time, b"")).unwrap();
+            let sig = RequestSignature::parse(&sign_request(&key, "GET", "/", time, [0; 16], b"")).unwrap();
             for now in [0, i64::MAX, i64::MIN] {
                 let e = sig.verify(&key.public_key(), "GET", "/", b"", now);
                 assert!(now.abs_diff(time) <= 300 || e.is_err(), "{time} at {now}");

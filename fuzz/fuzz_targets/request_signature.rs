@@ -8,6 +8,7 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(sig) = chipledger_domain::auth::RequestSignature::parse(text) {
         let key = chipledger_domain::keys::SigningKey::from_seed(&[7; 32]).public_key();
         let _ = sig.verify(&key, "GET", "/api/v1/inventory", b"", 1_800_000_000);
+        let _ = sig.replay_id();
     }
     let _ = chipledger_domain::auth::Token::parse(text);
 });

@@ -17,6 +17,8 @@
 mod error;
 
 pub mod fleet;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod node;
 pub mod placement;
 pub mod policy;

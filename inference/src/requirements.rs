@@ -202,8 +202,24 @@ struct HfConfig {
 pub fn from_model_dir(dir: &Path) -> Result<ModelShape, Error> {
     let path = dir.join("config.json");
     let text = std::fs::read_to_string(&path).map_err(Error::io(&path))?;
-    let cfg: HfConfig = serde_json::from_str(&text)
-        .map_err(|e| Error::Model { path: path.clone(), message: format!("config.json: {e}") })?;
+    let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into());
+    let mut shape = from_config_json(&text, &name, &path)?;
+    let on_disk: u64 = std::fs::read_dir(dir)
+        .map_err(Error::io(dir))?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().extension().is_some_and(|x| x == "safetensors"))
+        .filter_map(|e| e.metadata().ok().map(|m| m.len()))
+        .sum();
+    if on_disk > 0 {
+        shape.weight_bytes = on_disk;
+    }
+    Ok(shape)
+}
+
+/// The shape a `config.json` (`text`, read from `path`) describes, for a model called `name`.
+pub fn from_config_json(text: &str, name: &str, path: &Path) -> Result<ModelShape, Error> {
+    let cfg: HfConfig = serde_json::from_str(text)
+        .map_err(|e| Error::Model { path: path.to_path_buf(), message: format!("config.json: {e}") })?;
     let architecture = cfg.model_type.clone().unwrap_or_else(|| "llama".into());
     let dense = Dense {
         hidden: cfg.hidden_size,
@@ -220,25 +236,23 @@ pub fn from_model_dir(dir: &Path) -> Result<ModelShape, Error> {
         Some("float32") => 4,
         _ => 2,
     };
-    let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into());
-    let mut shape = dense.shape(&name, &architecture, bytes, "config.json");
-    let on_disk: u64 = std::fs::read_dir(dir)
-        .map_err(Error::io(dir))?
-        .filter_map(|e| e.ok())
-        .filter(|e| e.path().extension().is_some_and(|x| x == "safetensors"))
-        .filter_map(|e| e.metadata().ok().map(|m| m.len()))
-        .sum();
-    if on_disk > 0 {
-        shape.weight_bytes = on_disk;
-    }
-    Ok(shape)
+    Ok(dense.shape(name, &architecture, bytes, "config.json"))
 }
 
 /// From a GGUF file: the header's metadata for the shape, the file's size for the weights.
 pub fn from_gguf(path: &Path) -> Result<ModelShape, Error> {
     let mut file = std::fs::File::open(path).map_err(Error::io(path))?;
-    let content = candle_core::quantized::gguf_file::Content::read(&mut file)
-        .map_err(|e| Error::Model { path: path.to_path_buf(), message: format!("not a readable GGUF file: {e}") })?;
+    let size = file.metadata().map_err(Error::io(path))?.len();
+    from_gguf_reader(&mut file, size, path)
+}
+
+/// [`from_gguf`] over any reader of a GGUF file of `size` bytes (read from `path`).
+pub fn from_gguf_reader<R: std::io::Read + std::io::Seek>(
+    reader: &mut R,
+    size: u64,
+    path: &Path,
+) -> Result<ModelShape, Error> {
+    let content = crate::runner::read_gguf(reader, size, path)?;
     let md = &content.metadata;
     let arch = md.get("general.architecture").and_then(|v| v.to_string().ok().cloned()).ok_or_else(|| {
         Error::Model { path: path.to_path_buf(), message: "GGUF without general.architecture".into() }
@@ -266,7 +280,6 @@ pub fn from_gguf(path: &Path) -> Result<ModelShape, Error> {
         .get("general.name")
         .and_then(|v| v.to_string().ok().cloned())
         .unwrap_or_else(|| path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default());
-    let size = std::fs::metadata(path).map_err(Error::io(path))?.len();
     Ok(ModelShape {
         name,
         architecture: arch.clone(),

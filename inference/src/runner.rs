@@ -257,10 +257,8 @@ impl Model {
         let sha256 = file_digest(path)?;
         progress(1, 2);
         let mut file = std::fs::File::open(path).map_err(Error::io(path))?;
-        let content = gguf_file::Content::read(&mut file).map_err(|e| Error::Model {
-            path: path.to_path_buf(),
-            message: format!("not a readable GGUF file: {e}"),
-        })?;
+        let size = file.metadata().map_err(Error::io(path))?.len();
+        let content = read_gguf(&mut file, size, path)?;
         let md = &content.metadata;
         let arch = md.get("general.architecture").and_then(|v| v.to_string().ok().cloned()).ok_or_else(|| {
             Error::Model { path: path.to_path_buf(), message: "GGUF without general.architecture".into() }
@@ -580,8 +578,19 @@ impl Stream {
     }
 }
 
+/// A GGUF file's header (metadata and tensor index), read by candle.
+pub(crate) fn read_gguf<R: std::io::Read + std::io::Seek>(
+    reader: &mut R,
+    size: u64,
+    path: &Path,
+) -> Result<gguf_file::Content, Error> {
+    let _ = size;
+    gguf_file::Content::read(reader)
+        .map_err(|e| Error::Model { path: path.to_path_buf(), message: format!("not a readable GGUF file: {e}") })
+}
+
 /// Builds a tokenizer from a GGUF's `tokenizer.ggml.*` metadata (GPT-2 style byte-level BPE).
-fn gguf_tokenizer(content: &gguf_file::Content) -> Result<Tokenizer, String> {
+pub(crate) fn gguf_tokenizer(content: &gguf_file::Content) -> Result<Tokenizer, String> {
     use tokenizers::models::bpe::BPE;
     use tokenizers::pre_tokenizers::byte_level::ByteLevel;
     use tokenizers::AddedToken;

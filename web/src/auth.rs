@@ -33,7 +33,7 @@ use chipledger_domain::keys::VerifierKey;
 
 use crate::error::{ledger_error, ApiError};
 use crate::identity::{cookie, Principal, SESSION_COOKIE};
-use crate::limits::{peer_bucket, too_many, Peer};
+use crate::limits::{peer_bucket, too_many, Peer, Use};
 use crate::state::{blocking, AppState};
 
 /// Establishes the [`Principal`], applies the rate limit, and logs the request — refused ones
@@ -68,7 +68,7 @@ async fn admit(s: AppState, req: Request, next: Next) -> (Response, String) {
     let principal = if let Some(h) = parts.headers.get(SIGNATURE_HEADER) {
         let Ok(sig) = h.to_str().map_err(|_| ()).and_then(|h| RequestSignature::parse(h).map_err(|_| ())) else {
             return refused(unauthorized(
-                "the request signature is malformed: expected `<key id> <unix seconds> <base64>`",
+                "the request signature is malformed: expected `<key id> <unix seconds> <nonce> <base64>`",
             ));
         };
         let ledger = s.ledger.clone();
@@ -106,6 +106,19 @@ async fn admit(s: AppState, req: Request, next: Next) -> (Response, String) {
         let now = s.ledger.now().unix_timestamp();
         if let Err(e) = sig.verify(vkey.public_key(), parts.method.as_str(), path, &bytes, now) {
             return refused(unauthorized(&format!("the request signature does not verify: {e}")));
+        }
+        match s.replays.first_use(sig.replay_id(), sig.time, now) {
+            Use::First => {}
+            Use::Replayed => {
+                return refused(unauthorized(
+                    "this signed request was already served: each request is signed afresh, with a new nonce",
+                ))
+            }
+            Use::Full => {
+                return refused(
+                    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the server is busy; retry shortly").into_response(),
+                )
+            }
         }
         body = Body::from(bytes);
         Principal::Key { key_id: key.key_id, role: key.role, host: key.host }

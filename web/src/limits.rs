@@ -52,6 +52,52 @@ impl RateLimiter {
     }
 }
 
+/// Signed requests already served, by [`RequestSignature::replay_id`], kept for as long as
+/// their time is within the allowed skew of the clock: the same signed request twice is
+/// refused (a replay by whoever saw it on the way). Bounded: past `capacity` live entries,
+/// signed requests are refused as busy rather than let through unchecked.
+///
+/// [`RequestSignature::replay_id`]: chipledger_domain::auth::RequestSignature::replay_id
+#[derive(Debug)]
+pub(crate) struct Replays {
+    capacity: usize,
+    /// Replay ids by the second their request says it was signed.
+    by_second: Mutex<std::collections::BTreeMap<i64, std::collections::HashSet<[u8; 16]>>>,
+}
+
+/// What [`Replays::first_use`] says of a signed request.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Use {
+    First,
+    Replayed,
+    Full,
+}
+
+impl Replays {
+    pub(crate) fn new(capacity: usize) -> Replays {
+        Replays { capacity, by_second: Mutex::new(std::collections::BTreeMap::new()) }
+    }
+
+    /// Records a verified signature's first use at `now`; `time` is when it says it was made
+    /// (within the skew of `now`, or it would not have verified).
+    pub(crate) fn first_use(&self, id: [u8; 16], time: i64, now: i64) -> Use {
+        let mut map = self.by_second.lock().unwrap_or_else(|p| p.into_inner());
+        // A signature older than the skew no longer verifies: forget it.
+        let oldest = now.saturating_sub(chipledger_domain::auth::MAX_SKEW_SECS);
+        while map.first_key_value().is_some_and(|(t, _)| *t < oldest) {
+            map.pop_first();
+        }
+        if map.get(&time).is_some_and(|ids| ids.contains(&id)) {
+            return Use::Replayed;
+        }
+        if map.values().map(std::collections::HashSet::len).sum::<usize>() >= self.capacity {
+            return Use::Full;
+        }
+        map.entry(time).or_default().insert(id);
+        Use::First
+    }
+}
+
 /// The caller's address as a rate-limit bucket ([`peer_bucket`]), for routes that charge it more.
 #[derive(Clone, Debug)]
 pub(crate) struct Peer(pub String);
@@ -157,5 +203,18 @@ mod peer_tests {
         let mapped = ["::ffff:10.0.0.1".parse::<IpAddr>().unwrap()];
         assert_eq!(client_address(proxy, &headers(&["198.51.100.1"]), &mapped), client);
         assert_eq!(client_address(proxy, &HeaderMap::new(), &trusted), proxy);
+    }
+
+    #[test]
+    fn a_signature_is_remembered_while_it_verifies_and_the_memory_is_bounded() {
+        let r = Replays::new(2);
+        assert_eq!(r.first_use([1; 16], 1_000, 1_000), Use::First);
+        assert_eq!(r.first_use([1; 16], 1_000, 1_200), Use::Replayed);
+        assert_eq!(r.first_use([2; 16], 1_000, 1_200), Use::First);
+        // Full: a third live signature is refused, not let through unremembered.
+        assert_eq!(r.first_use([3; 16], 1_100, 1_200), Use::Full);
+        // Past the skew the first two no longer verify anywhere, and are forgotten.
+        assert_eq!(r.first_use([3; 16], 1_301, 1_301), Use::First);
+        assert_eq!(r.first_use([1; 16], 1_301, 1_301), Use::First);
     }
 }

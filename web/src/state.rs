@@ -11,8 +11,12 @@ use crate::audit::AuditStatus;
 use crate::config::ServerConfig;
 use crate::error::ApiError;
 use crate::identity::Sessions;
-use crate::limits::RateLimiter;
+use crate::limits::{RateLimiter, Replays};
 use crate::views::FleetCache;
+
+/// The most signed requests remembered at once (~32 MiB): over ten minutes of skew, ~1,700
+/// signed requests a second.
+const MAX_LIVE_SIGNATURES: usize = 1_000_000;
 
 #[derive(Clone)]
 pub(crate) struct AppState {
@@ -22,6 +26,8 @@ pub(crate) struct AppState {
     pub limiter: Arc<RateLimiter>,
     /// Per peer address (an IPv6 /64), charged before any credential is looked at.
     pub peers: Arc<RateLimiter>,
+    /// Signed requests already served (within the clock skew), to refuse replays.
+    pub replays: Arc<Replays>,
     /// Bytes of envelopes appended, per principal (callers without a credential: per peer
     /// address).
     pub append_bytes: Arc<RateLimiter>,
@@ -47,6 +53,7 @@ impl AppState {
             sessions: Arc::new(Sessions::new(config.session_ttl)),
             limiter: Arc::new(RateLimiter::new(config.rate_per_second, config.rate_burst)),
             peers: Arc::new(RateLimiter::new(config.peer_rate_per_second, config.peer_rate_burst)),
+            replays: Arc::new(Replays::new(MAX_LIVE_SIGNATURES)),
             append_bytes: Arc::new(RateLimiter::new(
                 config.append_bytes_per_second,
                 config.append_bytes_burst.max(config.max_body_bytes as f64),

@@ -176,7 +176,7 @@ fn signed_requests_are_bound_to_their_path_and_time() {
         ("/api/v1/inventory", "/api/v1/inventory", NOW.unix_timestamp() - 600, "5 minutes"),
     ];
     for (signed, sent, time, why) in cases {
-        let header = sign_request(&w.agent, "GET", signed, time, b"");
+        let header = sign_request(&w.agent, "GET", signed, time, crate::fresh_nonce(), b"");
         let req = Request::builder().uri(sent).header(SIGNATURE_HEADER, header).body(Body::empty()).unwrap();
         let (status, body) = rt.block_on(async {
             let r = app.clone().oneshot(req).await.unwrap();
@@ -309,4 +309,34 @@ fn a_signed_request_by_an_unknown_key_is_refused_before_its_body_is_read() {
     let a = send(&w, As::Signed(&stranger), "POST", "/api/v1/entries", "application/json", big);
     assert_eq!(a.status, StatusCode::UNAUTHORIZED, "{}", a.text());
     assert!(a.text().contains("not enrolled"), "{}", a.text());
+}
+
+/// A signed request is served once: the same header again (a replay by whoever saw it) is
+/// refused, while a new request alike but for its nonce is served; a v1 header (no nonce, from
+/// an earlier client) is served once too.
+#[test]
+fn a_signed_request_is_served_once() {
+    use chipledger_domain::auth::sign_request_v1;
+    let w = world();
+    let app = router(w.ledger.clone(), ServerConfig::default());
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let send = |header: &str| {
+        let req =
+            Request::builder().uri("/api/v1/inventory").header(SIGNATURE_HEADER, header).body(Body::empty()).unwrap();
+        rt.block_on(async {
+            let r = app.clone().oneshot(req).await.unwrap();
+            (r.status(), String::from_utf8_lossy(&r.into_body().collect().await.unwrap().to_bytes()).into_owned())
+        })
+    };
+    let now = NOW.unix_timestamp();
+    let first = sign_request(&w.auditor_key, "GET", "/api/v1/inventory", now, crate::fresh_nonce(), b"");
+    assert_eq!(send(&first).0, StatusCode::OK);
+    let (status, text) = send(&first);
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{text}");
+    assert!(text.contains("already served"), "{text}");
+    let again = sign_request(&w.auditor_key, "GET", "/api/v1/inventory", now, crate::fresh_nonce(), b"");
+    assert_eq!(send(&again).0, StatusCode::OK);
+    let v1 = sign_request_v1(&w.auditor_key, "GET", "/api/v1/inventory", now, b"");
+    assert_eq!(send(&v1).0, StatusCode::OK);
+    assert_eq!(send(&v1).0, StatusCode::UNAUTHORIZED);
 }

@@ -190,7 +190,7 @@ pub fn send_to(app: axum::Router, who: As, method: &str, uri: &str, content_type
             As::Signed(k) => {
                 req = req.header(
                     chipledger_domain::auth::SIGNATURE_HEADER,
-                    sign_request(k, method, uri, NOW.unix_timestamp(), &body),
+                    sign_request(k, method, uri, NOW.unix_timestamp(), fresh_nonce(), &body),
                 )
             }
         }
@@ -199,6 +199,13 @@ pub fn send_to(app: axum::Router, who: As, method: &str, uri: &str, content_type
         let headers = resp.headers().clone();
         Answer { status, headers, body: resp.into_body().collect().await.unwrap().to_bytes().to_vec() }
     })
+}
+
+/// A nonce for a signed request, never the same twice.
+pub fn fresh_nonce() -> [u8; 16] {
+    let mut n = [0u8; 16];
+    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut n);
+    n
 }
 
 /// GET or POST JSON as someone.

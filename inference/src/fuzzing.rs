@@ -1,0 +1,27 @@
+//! Entry points for the fuzz targets in `fuzz/` (coverage-guided, `cargo fuzz`): the model
+//! and policy files a node reads, from bytes. Not an API: the names and shapes follow the fuzz
+//! targets.
+
+use std::path::Path;
+
+/// A GGUF file as `--model x.gguf` reads it: the header, the shape it describes, and the
+/// tokenizer its metadata builds.
+pub fn gguf(bytes: &[u8]) {
+    let path = Path::new("fuzz.gguf");
+    let mut reader = std::io::Cursor::new(bytes);
+    if let Ok(content) = crate::runner::read_gguf(&mut reader, bytes.len() as u64, path) {
+        let _ = crate::runner::gguf_tokenizer(&content);
+    }
+    let mut reader = std::io::Cursor::new(bytes);
+    let _ = crate::requirements::from_gguf_reader(&mut reader, bytes.len() as u64, path);
+}
+
+/// A model directory's `config.json`.
+pub fn config_json(text: &str) {
+    let _ = crate::requirements::from_config_json(text, "fuzz", Path::new("config.json"));
+}
+
+/// A placement policy file.
+pub fn policy(text: &str) {
+    let _ = crate::policy::Policy::parse(text, "fuzz.toml");
+}
