@@ -93,7 +93,7 @@ pub(crate) async fn checkpoint(State(s): State<AppState>) -> Response {
     let ledger = s.ledger.clone();
     match blocking(move || ledger.checkpoint().map_err(ledger_error)).await {
         Ok((_, note)) => {
-            ([(header::CONTENT_TYPE, "text/plain; charset=utf-8"), (header::CACHE_CONTROL, "private, no-cache")], note)
+            ([(header::CONTENT_TYPE, "text/plain; charset=utf-8"), (header::CACHE_CONTROL, "public, no-cache")], note)
                 .into_response()
         }
         Err(r) => r.into_response(),
@@ -112,10 +112,15 @@ fn tile_index(index: &str, width: Option<&str>) -> Option<(u64, u16)> {
     }
 }
 
-fn tile_response(bytes: Vec<u8>, full: bool) -> Response {
-    // Full tiles never change; partial ones grow until they are full. Both need a credential, so
-    // only the caller's own cache may keep them.
-    let cache = if full { "private, max-age=31536000, immutable" } else { "private, no-cache" };
+fn tile_response(bytes: Vec<u8>, full: bool, public: bool) -> Response {
+    // Full tiles never change; partial ones grow until they are full. Hash tiles are public: any
+    // cache may keep them. Entry bundles need a credential: only the caller's own cache may.
+    let cache = match (public, full) {
+        (true, true) => "public, max-age=31536000, immutable",
+        (true, false) => "public, no-cache",
+        (false, true) => "private, max-age=31536000, immutable",
+        (false, false) => "private, no-cache",
+    };
     let mut r = bytes.into_response();
     r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
     r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
@@ -138,7 +143,7 @@ pub(crate) async fn serve_tile(s: AppState, level: Option<u8>, index: String, wi
     })
     .await;
     match result {
-        Ok(b) => tile_response(b, width == 256),
+        Ok(b) => tile_response(b, width == 256, level.is_some()),
         Err(r) => r.into_response(),
     }
 }

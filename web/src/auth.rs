@@ -10,7 +10,8 @@
 //! |----------------------------------------|-----------|---------|-------|------------------|
 //! | `/healthz`, `/readyz`, `/login`        | yes       | yes     | yes   | yes              |
 //! | `POST /api/v1/entries`                 | yes¹      | yes¹    | yes¹  | yes¹             |
-//! | log reads (tiles, proofs, inventory…)  | no (401)  | yes     | yes   | yes              |
+//! | `/checkpoint`, hash tiles              | yes       | yes     | yes   | yes              |
+//! | log reads (proofs, entries, inventory…)| no (401)  | yes     | yes   | yes              |
 //! | dashboard pages, exports, `/metrics`   | no²       | yes     | yes   | no (403)         |
 //! | acquisition form                       | no²       | no (403)| yes   | no (403)         |
 //!

@@ -9,9 +9,10 @@
 //! 503. The client agents and nodes use is `chipledger-client`, which links none of this.
 //!
 //! The same router serves the auditor dashboard (server-rendered askama pages, CSV/JSON exports,
-//! evidence bundles, the admin's acquisition form) and `/metrics`, `/healthz`, `/readyz`. Every
-//! read needs a credential — a request signed by an enrolled key, a person's token, or a session
-//! made from one — and a wrong credential is refused, never treated as anonymous; writes are
+//! evidence bundles, the admin's acquisition form) and `/metrics`, `/healthz`, `/readyz`. The
+//! checkpoint and hash tiles are public (sizes and hashes: witnesses and mirrors follow the log
+//! without an account); every other read needs a credential — a request signed by an enrolled
+//! key, a person's token, or a session made from one — and a wrong credential is refused, never treated as anonymous; writes are
 //! authorised by the envelopes' own signatures. [`serve`] adds TLS, a WAL-folding thread, the
 //! periodic audit and graceful shutdown. The auth matrix is in `web/API.md`.
 

@@ -49,11 +49,8 @@ pub(crate) fn router_with(state: AppState) -> Router {
         .concurrency_limit(config.concurrency)
         .timeout(config.request_timeout);
     let reads = Router::new()
-        .route("/checkpoint", get(api::checkpoint))
         .route("/tile/entries/{index}", get(api::entry_bundle))
         .route("/tile/entries/{index}/{width}", get(api::partial_entry_bundle))
-        .route("/tile/{level}/{index}", get(api::tile))
-        .route("/tile/{level}/{index}/{width}", get(api::partial_tile))
         .route("/api/v1/entries/{index}", get(api::entry))
         .route("/api/v1/proof/inclusion", get(api::inclusion))
         .route("/api/v1/proof/consistency", get(api::consistency))
@@ -62,7 +59,15 @@ pub(crate) fn router_with(state: AppState) -> Router {
         .route("/api/v1/inventory", get(api::inventory))
         .route("/api/v1/runs", get(api::runs))
         .route_layer(axum::middleware::from_fn(require_reader));
+    // The checkpoint and the hash tiles are sizes and hashes only: anyone may follow the log —
+    // witnesses, mirrors, auditors without an account — and a split view shows. Entries
+    // (entry bundles, every API that returns records) keep needing a credential.
+    let public = Router::new()
+        .route("/checkpoint", get(api::checkpoint))
+        .route("/tile/{level}/{index}", get(api::tile))
+        .route("/tile/{level}/{index}/{width}", get(api::partial_tile));
     Router::new()
+        .merge(public)
         .merge(reads)
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ops::readyz))
@@ -97,7 +102,8 @@ fn security_headers(mut r: Response, https: bool) -> Response {
     if https {
         h.insert(header::STRICT_TRANSPORT_SECURITY, HeaderValue::from_static("max-age=31536000"));
     }
-    // Every read but the stylesheet needs a credential: nothing a shared cache may keep and hand
+    // Every read but the stylesheet, the checkpoint and hash tiles (which say `public`
+    // themselves) needs a credential: nothing a shared cache may keep and hand
     // to the next caller, unless a handler says otherwise (and then `private`).
     if !h.contains_key(header::CACHE_CONTROL) {
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));

@@ -132,8 +132,8 @@ fn bad_requests_get_the_right_status_and_change_nothing() {
 }
 
 /// Nothing that needs a credential may be kept by a shared cache and handed to the next caller:
-/// tiles and entry bundles (acquisition records, invoices) are `private`, everything else read
-/// with a credential `no-store` unless it says `private`.
+/// entry bundles (acquisition records, invoices) are `private`, everything else read with a
+/// credential `no-store` unless it says `private`; the checkpoint and hash tiles are public.
 #[test]
 fn credentialed_answers_are_never_cacheable_by_a_shared_cache() {
     let w = world();
@@ -143,8 +143,6 @@ fn credentialed_answers_are_never_cacheable_by_a_shared_cache() {
     w.ledger.append(&notes).unwrap();
     let token = w.auditor_token.clone();
     let uris = [
-        "/checkpoint",
-        "/tile/0/000",
         "/tile/entries/000",
         "/api/v1/inventory",
         "/api/v1/entries/1",
@@ -162,6 +160,17 @@ fn credentialed_answers_are_never_cacheable_by_a_shared_cache() {
             !cache.contains("public") && (cache.contains("private") || cache.contains("no-store")),
             "{uri}: cache-control {cache:?}"
         );
+    }
+    // What is public — the checkpoint, hash tiles — any cache may keep: full tiles for good, the
+    // checkpoint and partial tiles only while still current.
+    for (uri, want) in [
+        ("/checkpoint", "public, no-cache"),
+        ("/tile/0/000", "public, max-age=31536000, immutable"),
+        ("/tile/0/000.p/2", "public, no-cache"),
+    ] {
+        let a = call(&w, As::Nobody, "GET", uri, vec![]);
+        assert!(a.status.is_success(), "{uri}: {} {}", a.status, a.text());
+        assert_eq!(a.headers.get("cache-control").unwrap(), want, "{uri}");
     }
 }
 

@@ -31,7 +31,9 @@ fn each_principal_gets_exactly_what_its_role_allows() {
     let matrix: &[(&str, [u16; 6])] = &[
         ("/healthz", [OK, OK, OK, OK, UNAUTHORIZED, UNAUTHORIZED]),
         ("/readyz", [OK, OK, OK, OK, UNAUTHORIZED, UNAUTHORIZED]),
-        ("/checkpoint", [UNAUTHORIZED, OK, OK, OK, UNAUTHORIZED, UNAUTHORIZED]),
+        // Sizes and hashes: public (a wrong credential is still refused, never read as none).
+        ("/checkpoint", [OK, OK, OK, OK, UNAUTHORIZED, UNAUTHORIZED]),
+        ("/tile/0/000.p/2", [OK, OK, OK, OK, UNAUTHORIZED, UNAUTHORIZED]),
         ("/api/v1/inventory", [UNAUTHORIZED, OK, OK, FORBIDDEN, UNAUTHORIZED, UNAUTHORIZED]),
         ("/api/v1/inventory?serial=1651323018291", [UNAUTHORIZED, OK, OK, OK, UNAUTHORIZED, UNAUTHORIZED]),
         ("/api/v1/acquisitions?serial=1651323018291", [UNAUTHORIZED, OK, OK, FORBIDDEN, UNAUTHORIZED, UNAUTHORIZED]),
