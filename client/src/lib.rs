@@ -230,6 +230,7 @@ impl LogClient for HttpLogClient {
         // The whole history, page by page: each page but the last names the next.
         let mut all = Vec::new();
         let mut after: Option<u64> = None;
+        let mut pages = 0u64;
         loop {
             let path = match after {
                 None => format!("/api/v1/gpus/{uuid}/history"),
@@ -238,7 +239,15 @@ impl LogClient for HttpLogClient {
             let url = self.url(&path);
             let (page, next): (Vec<EntrySummary>, Option<u64>) =
                 self.call_with(&|| self.send("GET", &path, b""), &url, next_after)?;
+            // Each page lies past the cursor that asked for it and up to the one it names.
+            if page.iter().any(|e| after.is_some_and(|a| e.index <= a) || next.is_some_and(|n| e.index > n)) {
+                return Err(DomainError::Log(format!("{url}: a page holds entries outside its range")));
+            }
             all.extend(page);
+            pages += 1;
+            if pages > MAX_PAGES {
+                return Err(DomainError::Log(format!("{url}: more than {MAX_PAGES} pages of one history")));
+            }
             match next {
                 None => return Ok(all),
                 // The cursor only moves forward: a server cannot keep a reader in a loop.
@@ -262,6 +271,9 @@ impl LogClient for HttpLogClient {
         self.get(&format!("/api/v1/acquisitions?serial={}", query_value(serial)))
     }
 }
+
+/// The most pages of one history a client follows (a billion entries at the server's page size).
+const MAX_PAGES: u64 = 1_000_000;
 
 /// The largest answer read: a page of a history (8 MiB of envelopes, escaped in JSON) fits.
 const MAX_ANSWER_BYTES: u64 = 32 << 20;

@@ -9,7 +9,7 @@ use std::path::Path;
 pub fn gguf(bytes: &[u8]) {
     let path = Path::new("fuzz.gguf");
     let mut reader = std::io::Cursor::new(bytes);
-    if let Ok(content) = crate::runner::read_gguf(&mut reader, bytes.len() as u64, path) {
+    if let Ok(content) = crate::runner::read_gguf(&mut reader, path) {
         let _ = crate::runner::gguf_tokenizer(&content);
     }
     let mut reader = std::io::Cursor::new(bytes);

@@ -252,7 +252,7 @@ pub fn from_gguf_reader<R: std::io::Read + std::io::Seek>(
     size: u64,
     path: &Path,
 ) -> Result<ModelShape, Error> {
-    let content = crate::runner::read_gguf(reader, size, path)?;
+    let content = crate::runner::read_gguf(reader, path)?;
     let md = &content.metadata;
     let arch = md.get("general.architecture").and_then(|v| v.to_string().ok().cloned()).ok_or_else(|| {
         Error::Model { path: path.to_path_buf(), message: "GGUF without general.architecture".into() }

@@ -257,8 +257,7 @@ impl Model {
         let sha256 = file_digest(path)?;
         progress(1, 2);
         let mut file = std::fs::File::open(path).map_err(Error::io(path))?;
-        let size = file.metadata().map_err(Error::io(path))?.len();
-        let content = read_gguf(&mut file, size, path)?;
+        let content = read_gguf(&mut file, path)?;
         let md = &content.metadata;
         let arch = md.get("general.architecture").and_then(|v| v.to_string().ok().cloned()).ok_or_else(|| {
             Error::Model { path: path.to_path_buf(), message: "GGUF without general.architecture".into() }
@@ -578,13 +577,12 @@ impl Stream {
     }
 }
 
-/// A GGUF file's header (metadata and tensor index), read by candle.
+/// A GGUF file's header (metadata and tensor index), read by candle (which bounds every count
+/// and length by what the file has left, and nesting depth).
 pub(crate) fn read_gguf<R: std::io::Read + std::io::Seek>(
     reader: &mut R,
-    size: u64,
     path: &Path,
 ) -> Result<gguf_file::Content, Error> {
-    let _ = size;
     gguf_file::Content::read(reader)
         .map_err(|e| Error::Model { path: path.to_path_buf(), message: format!("not a readable GGUF file: {e}") })
 }

@@ -312,15 +312,21 @@ pub(crate) fn par_map<T: Sync, U: Send>(items: &[T], f: impl Fn(&T) -> U + Sync,
     let per = items.len().div_ceil(threads);
     let f = &f;
     std::thread::scope(|s| {
-        let handles: Vec<_> =
-            items.chunks(per).map(|part| s.spawn(move || part.iter().map(f).collect::<Vec<_>>())).collect();
+        // A thread the system will not start is work done on this one, not a panic.
+        let handles: Vec<_> = items
+            .chunks(per)
+            .map(|part| {
+                (part, std::thread::Builder::new().spawn_scoped(s, move || part.iter().map(f).collect::<Vec<_>>()))
+            })
+            .collect();
         let mut out = Vec::with_capacity(items.len());
-        for (h, part) in handles.into_iter().zip(items.chunks(per)) {
-            match h.join() {
-                Ok(v) => out.extend(v),
+        for (part, h) in handles {
+            match h.map(|h| h.join()) {
+                Ok(Ok(v)) => out.extend(v),
                 // A worker cannot panic on input (nothing panics on input); if one did, its
                 // items get `failed` rather than a guess.
-                Err(_) => out.extend(part.iter().map(|_| failed())),
+                Ok(Err(_)) => out.extend(part.iter().map(|_| failed())),
+                Err(_) => out.extend(part.iter().map(f)),
             }
         }
         out
@@ -484,10 +490,20 @@ pub(crate) fn first_bad_signature(items: &[(&[u8], &[u8], PublicKey)]) -> Option
         let handles: Vec<_> = items
             .chunks(per)
             .enumerate()
-            .map(|(t, part)| s.spawn(move || keys::first_bad_signature(part, prepared).map(|b| t * per + b)))
+            .map(|(t, part)| {
+                let check = move || keys::first_bad_signature(part, prepared).map(|b| t * per + b);
+                (t, part, std::thread::Builder::new().spawn_scoped(s, check))
+            })
             .collect();
-        // A checker thread cannot panic on input; if one did, its part is not called valid.
-        handles.into_iter().enumerate().filter_map(|(t, h)| h.join().unwrap_or(Some(t * per))).min()
+        // A checker thread cannot panic on input; if one did, its part is not called valid. A
+        // thread the system will not start is checked on this one.
+        handles
+            .into_iter()
+            .filter_map(|(t, part, h)| match h {
+                Ok(h) => h.join().unwrap_or(Some(t * per)),
+                Err(_) => keys::first_bad_signature(part, prepared).map(|b| t * per + b),
+            })
+            .min()
     })
 }
 

@@ -444,12 +444,9 @@ impl Ledger {
         Ok((parsed.into_iter().map(Some).collect(), oversize))
     }
 
-    /// Publishes the registry's public keys to [`Ledger::prepare`] when keys were enrolled.
+    /// Publishes the registry's usable public keys to [`Ledger::prepare`].
     fn publish_keys(&self, registry: &Registry) {
-        let mut known = self.known_keys.write().unwrap_or_else(|p| p.into_inner());
-        if known.len() != registry.len() {
-            *known = Arc::new(public_keys(registry));
-        }
+        *self.known_keys.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(public_keys(registry));
     }
 
     fn commit_group(&self, w: &mut Writer, group: Vec<Pending>) {
@@ -465,10 +462,11 @@ impl Ledger {
             Ok(tx) => tx,
             Err(e) => return fail_all(group, &e.into()),
         };
-        if let Err(e) = refresh(&tx, committed) {
-            return fail_all(group, &e);
+        match refresh(&tx, committed) {
+            Ok(true) => self.publish_keys(&committed.registry),
+            Ok(false) => {}
+            Err(e) => return fail_all(group, &e),
         }
-        self.publish_keys(&committed.registry);
         self.size.store(committed.frontier.size, std::sync::atomic::Ordering::Release);
         let now = self.clock.now();
         let mut state = committed.clone();
@@ -519,11 +517,15 @@ impl Ledger {
                 (fresh, checked)
             } else {
                 std::thread::scope(|scope| {
-                    let helper = scope.spawn(check);
+                    let helper = std::thread::Builder::new().spawn_scoped(scope, check);
                     let fresh = self.write(&tx, committed, &mut state, &accepted);
-                    let checked = helper
-                        .join()
-                        .unwrap_or_else(|_| (vec![Some((0, "(verifier failed)".to_string())); accepted.len()], None));
+                    let checked = match helper {
+                        Ok(h) => h.join().unwrap_or_else(|_| {
+                            (vec![Some((0, "(verifier failed)".to_string())); accepted.len()], None)
+                        }),
+                        // No thread to be had: the same check, on this one.
+                        Err(_) => check(),
+                    };
                     (fresh, checked)
                 })
             };
@@ -582,7 +584,15 @@ impl Ledger {
             Ok(receipts) => {
                 *committed = state;
                 self.size.store(committed.frontier.size, std::sync::atomic::Ordering::Release);
-                self.publish_keys(&committed.registry);
+                // Enrolments and revocations change which keys `prepare` may check against.
+                let keys_changed = accepted.iter().flat_map(|(_, slots)| slots).any(|s| {
+                    s.parsed
+                        .as_ref()
+                        .is_some_and(|p| matches!(p.kind, RecordKind::KeyEnrollment | RecordKind::KeyRevocation))
+                });
+                if keys_changed {
+                    self.publish_keys(&committed.registry);
+                }
                 for ((p, _), r) in accepted.into_iter().zip(receipts) {
                     let _ = p.reply.send(Ok(r));
                 }
@@ -603,8 +613,12 @@ impl Ledger {
         pending: &mut Pending,
         now: OffsetDateTime,
     ) -> Result<(Vec<Slot>, State), Error> {
-        let envelopes = &pending.envelopes;
         let limit = self.config.max_envelope_bytes.min(MAX_ENTRY_BYTES);
+        if pending.parsed.iter().all(Option::is_none) {
+            // A group committed again: its parses were spent; redone on every core.
+            pending.parsed = record::parse_many(&pending.envelopes, limit, true).into_iter().map(Some).collect();
+        }
+        let envelopes = &pending.envelopes;
         let reject = |position: usize, reason: Rejection| Error::Rejected { position, reason };
         let mut next_registry = state.registry.clone();
         let mut next_index = state.frontier.size;
@@ -996,8 +1010,9 @@ impl Ledger {
     }
 }
 
-/// Reloads the writer's state if the file grew behind its back (another process appended).
-fn refresh(conn: &Connection, state: &mut State) -> Result<(), Error> {
+/// Reloads the writer's state if the file grew behind its back (another process appended);
+/// says whether it did.
+fn refresh(conn: &Connection, state: &mut State) -> Result<bool, Error> {
     let stored = conn
         .prepare_cached("SELECT COALESCE(MAX(idx) + 1, 0) FROM entries")?
         .query_row([], |r| r.get::<_, i64>(0))? as u64;
@@ -1005,8 +1020,9 @@ fn refresh(conn: &Connection, state: &mut State) -> Result<(), Error> {
         tracing::info!(stored, known = state.frontier.size, "the log grew in another process; reloading");
         state.frontier = Frontier::load(&DbSource(conn), stored)?;
         state.registry = views::load_registry(conn)?;
+        return Ok(true);
     }
-    Ok(())
+    Ok(false)
 }
 
 /// One envelope's place in an append.
@@ -1044,9 +1060,10 @@ fn bad_signature(slots: &[Slot]) -> Option<(usize, String)> {
     })
 }
 
-/// Every key's public key by key id.
+/// Every unrevoked key's public key by key id (a revoked key's envelopes are refused under the
+/// lock, and not worth a signature check and packing first).
 fn public_keys(registry: &Registry) -> HashMap<String, PublicKey> {
-    registry.iter().map(|(id, k)| (id.clone(), k.public)).collect()
+    registry.iter().filter(|(_, k)| k.revoked_at.is_none()).map(|(id, k)| (id.clone(), k.public)).collect()
 }
 
 /// The index of the stored entry by `signer` with `counter`, if it is exactly `leaf`.

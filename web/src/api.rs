@@ -14,7 +14,7 @@ use chipledger_ledger::Error as LedgerError;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::error::{domain_error, ledger_error, problem};
+use crate::error::{domain_error, ledger_error, problem, ApiError};
 use crate::identity::{Principal, Scope};
 use crate::limits::Peer;
 use crate::state::{blocking, AppState};
@@ -245,8 +245,8 @@ pub(crate) struct HistoryQuery {
     after: Option<u64>,
 }
 
-/// The most entries `?latest=` asks of a GPU's history at once.
-const MAX_HISTORY: usize = 10_000;
+/// The most entries `?latest=` asks of a GPU's history at once (as many as a page).
+const MAX_HISTORY: usize = 1_000;
 /// A page of a whole history: at most this many entries…
 const HISTORY_PAGE: u64 = 1_000;
 /// …and no more envelope bytes than this past its first entry (entries are up to 64 KiB each).
@@ -271,46 +271,11 @@ pub(crate) async fn history(
     let scope = p.scope();
     let ledger = s.ledger.clone();
     let path_uuid = uuid.clone();
-    // Without `latest`, the whole history, in pages: readers decide on all of it (an admin's
-    // resolution of a serial may be older than any window), so it is never silently cut — a
-    // page that is not the last names the next in a `Link: <…?after=N>; rel="next"` header.
     let (latest, after) = (q.latest, q.after);
-    let page = blocking(move || match latest {
-        Some(n) => LogClient::history(ledger.as_ref(), &uuid, Some(n)).map(|v| (v, None)).map_err(domain_error),
-        None => {
-            let filter = chipledger_ledger::EntryFilter {
-                gpu: Some(uuid),
-                from: Some(after.map_or(0, |a| a.saturating_add(1))),
-                limit: Some(HISTORY_PAGE + 1),
-                ..Default::default()
-            };
-            let mut v = ledger.entries(&filter).map_err(ledger_error)?;
-            let mut bytes = 0;
-            let cut = v
-                .iter()
-                .position(|e| {
-                    bytes += e.envelope.len();
-                    bytes > HISTORY_PAGE_BYTES
-                })
-                .map_or(HISTORY_PAGE as usize, |at| at.max(1))
-                .min(HISTORY_PAGE as usize);
-            let next = (v.len() > cut).then(|| v[cut - 1].index);
-            v.truncate(cut);
-            Ok((v, next))
-        }
-    })
-    .await;
+    let page = blocking(move || scoped_history(&ledger, &uuid, &scope, latest, after)).await;
     let (v, next) = match page {
         Ok(page) => page,
         Err(r) => return r.into_response(),
-    };
-    // An agent reads a GPU's attestations (every host's: a GPU seen on two hosts, or moved, is
-    // what it compares a new one with); a node also the admin's resolutions of serials. Neither
-    // reads the GPU's runs or other annotations.
-    let v: Vec<_> = match scope {
-        Scope::Agent { .. } => v.into_iter().filter(is_attestation).collect(),
-        Scope::Node => v.into_iter().filter(|e| is_attestation(e) || is_resolution(e)).collect(),
-        Scope::Everything => v,
     };
     let mut r = Json(v).into_response();
     if let Some(last) = next {
@@ -320,6 +285,81 @@ pub(crate) async fn history(
         }
     }
     r
+}
+
+/// What `scope` reads of a GPU's history — the newest `latest` entries, or a page after the
+/// index `after` — and the cursor of the next page, if any. An agent reads the GPU's
+/// attestations (every host's: a GPU seen on two hosts, or moved, is what it compares a new
+/// one with); a node also the admin's resolutions of serials; neither its runs or other notes.
+/// Each kind is selected in the query, before any limit: entries a caller may not read (a
+/// flood of runs naming the GPU) can neither push the ones it may out of its window nor show
+/// through a page's cursor. Without `latest`, the whole history in pages, never silently cut.
+#[allow(clippy::type_complexity)]
+fn scoped_history(
+    ledger: &chipledger_ledger::Ledger,
+    uuid: &GpuUuid,
+    scope: &Scope,
+    latest: Option<usize>,
+    after: Option<u64>,
+) -> Result<(Vec<chipledger_domain::log::EntrySummary>, Option<u64>), ApiError> {
+    let kinds: &[Option<RecordKind>] = match scope {
+        Scope::Everything => &[None],
+        Scope::Agent { .. } => &[Some(RecordKind::GpuAttestation)],
+        Scope::Node => &[Some(RecordKind::GpuAttestation), Some(RecordKind::Annotation)],
+    };
+    let readable = |e: &chipledger_domain::log::EntrySummary| match scope {
+        Scope::Node => is_attestation(e) || is_resolution(e),
+        _ => true,
+    };
+    let filter = |kind: Option<RecordKind>| chipledger_ledger::EntryFilter {
+        gpu: Some(uuid.clone()),
+        kind,
+        ..Default::default()
+    };
+    if let Some(n) = latest {
+        let mut rows = Vec::new();
+        for kind in kinds {
+            let f = chipledger_ledger::EntryFilter { last: Some(n as u64), ..filter(*kind) };
+            rows.extend(ledger.entries(&f).map_err(ledger_error)?.into_iter().filter(readable));
+        }
+        rows.sort_by_key(|e| e.index);
+        let surplus = rows.len().saturating_sub(n);
+        rows.drain(..surplus);
+        return Ok((rows, None));
+    }
+    // Indexes past i64 are past any log: clamped, not wrapped.
+    let from = after.map_or(0, |a| a.saturating_add(1)).min(i64::MAX as u64);
+    let mut rows = Vec::new();
+    // Where every kind's rows are known complete: below the last of any kind that filled a page.
+    let mut complete_to: Option<u64> = None;
+    for kind in kinds {
+        let f = chipledger_ledger::EntryFilter { from: Some(from), limit: Some(HISTORY_PAGE + 1), ..filter(*kind) };
+        let mut v = ledger.entries(&f).map_err(ledger_error)?;
+        if v.len() as u64 > HISTORY_PAGE {
+            v.truncate(HISTORY_PAGE as usize);
+            let last = v.last().map_or(from, |e| e.index);
+            complete_to = Some(complete_to.map_or(last, |c| c.min(last)));
+        }
+        rows.extend(v);
+    }
+    rows.sort_by_key(|e| e.index);
+    if let Some(c) = complete_to {
+        rows.retain(|e| e.index <= c);
+    }
+    rows.retain(readable);
+    let mut bytes = 0;
+    let cut = rows.iter().position(|e| {
+        bytes += e.envelope.len();
+        bytes > HISTORY_PAGE_BYTES
+    });
+    let next = match cut.map(|at| at.max(1)) {
+        Some(at) if at < rows.len() => {
+            rows.truncate(at);
+            rows.last().map(|e| e.index)
+        }
+        _ => complete_to,
+    };
+    Ok((rows, next))
 }
 
 fn is_attestation(e: &chipledger_domain::log::EntrySummary) -> bool {

@@ -66,6 +66,9 @@ async fn admit(s: AppState, req: Request, next: Next) -> (Response, String) {
         return (too_many(wait), "refused".to_string());
     }
     let unauthorized = |message: &str| -> Response { ApiError::new(StatusCode::UNAUTHORIZED, message).into_response() };
+    // Whether the principal's bucket was charged already (a signed request's, before the
+    // replay check).
+    let mut charged = false;
     let principal = if let Some(h) = parts.headers.get(SIGNATURE_HEADER) {
         let Ok(sig) = h.to_str().map_err(|_| ()).and_then(|h| RequestSignature::parse(h).map_err(|_| ())) else {
             return refused(unauthorized(
@@ -108,6 +111,12 @@ async fn admit(s: AppState, req: Request, next: Next) -> (Response, String) {
         if let Err(e) = sig.verify(vkey.public_key(), parts.method.as_str(), path, &bytes, now) {
             return refused(unauthorized(&format!("the request signature does not verify: {e}")));
         }
+        let principal = Principal::Key { key_id: key.key_id, role: key.role, host: key.host };
+        // The key's own bucket first: a key that floods the replay memory is slowed by its rate
+        // limit (≤ ~120,000 live signatures each), never fills it for everyone alone.
+        if let Err(wait) = s.limiter.take(&principal.label()) {
+            return (too_many(wait), principal.label());
+        }
         match s.replays.first_use(sig.replay_id(), sig.time, now) {
             Use::First => {}
             Use::Replayed => {
@@ -122,7 +131,8 @@ async fn admit(s: AppState, req: Request, next: Next) -> (Response, String) {
             }
         }
         body = Body::from(bytes);
-        Principal::Key { key_id: key.key_id, role: key.role, host: key.host }
+        charged = true;
+        principal
     } else if let Some(h) = parts.headers.get(header::AUTHORIZATION) {
         let Some(token) = h.to_str().ok().and_then(|h| h.strip_prefix("Bearer ")).and_then(|t| Token::parse(t).ok())
         else {
@@ -151,8 +161,10 @@ async fn admit(s: AppState, req: Request, next: Next) -> (Response, String) {
         p => p.label(),
     };
     let who = principal.label();
-    if let Err(wait) = s.limiter.take(&bucket) {
-        return (too_many(wait), who);
+    if !charged {
+        if let Err(wait) = s.limiter.take(&bucket) {
+            return (too_many(wait), who);
+        }
     }
     parts.extensions.insert(principal);
     parts.extensions.insert(Peer(peer));

@@ -232,12 +232,12 @@ fn entries_fit_their_bundle_and_history_reads_are_bounded() {
     let token = w.auditor_token.clone();
     let bundle = call(&w, As::Bearer(&token), "GET", &format!("/tile/entries/000.p/{}", size + 1), vec![]);
     assert_eq!(bundle.status, StatusCode::OK, "{}", bundle.text());
-    for latest in ["0", "10001", "18446744073709551615"] {
+    for latest in ["0", "1001", "18446744073709551615"] {
         let uri = format!("/api/v1/gpus/{H800_UUID}/history?latest={latest}");
         let a = call(&w, As::Bearer(&token), "GET", &uri, vec![]);
         assert_eq!(a.status, StatusCode::BAD_REQUEST, "latest={latest}: {}", a.text());
     }
-    let a = call(&w, As::Bearer(&token), "GET", &format!("/api/v1/gpus/{H800_UUID}/history?latest=10000"), vec![]);
+    let a = call(&w, As::Bearer(&token), "GET", &format!("/api/v1/gpus/{H800_UUID}/history?latest=1000"), vec![]);
     assert_eq!(a.status, StatusCode::OK);
 }
 
@@ -350,4 +350,24 @@ fn a_whole_history_comes_in_pages_that_the_client_follows() {
     let read = client.history(&uuid, None).unwrap();
     assert_eq!(read.iter().map(|e| e.index).collect::<Vec<_>>(), whole.iter().map(|e| e.index).collect::<Vec<_>>());
     assert_eq!(client.history(&uuid, Some(3)).unwrap().len(), 3);
+}
+
+/// What a key may not read of a GPU's history (here: notes about it) cannot push what it may
+/// read out of its window: an agent asking for the latest attestations gets them however many
+/// other entries follow, and its pages' cursors point only at entries it may read.
+#[test]
+fn entries_a_key_may_not_read_do_not_crowd_out_those_it_may() {
+    let w = world();
+    let notes: Vec<Vec<u8>> = (1..=40).map(|c| note(&w.auditor_key, c)).collect();
+    w.ledger.append(&notes).unwrap();
+    let agent = SigningKey::from_seed(&[5; 32]);
+    let a = call(&w, As::Signed(&agent), "GET", &format!("/api/v1/gpus/{H800_UUID}/history?latest=1"), vec![]);
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text());
+    let v = a.json();
+    let rows = v.as_array().unwrap();
+    assert_eq!(rows.len(), 1, "{v}");
+    assert_eq!(rows[0]["kind"], "gpu-attestation", "{v}");
+    let a = call(&w, As::Signed(&agent), "GET", &format!("/api/v1/gpus/{H800_UUID}/history"), vec![]);
+    assert!(a.headers.get("link").is_none());
+    assert!(a.json().as_array().unwrap().iter().all(|e| e["kind"] == "gpu-attestation"));
 }
