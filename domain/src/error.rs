@@ -40,6 +40,10 @@ pub enum Error {
     NoteUnverified { signers: String },
     #[error("signed note signature by {key} does not verify")]
     NoteBadSignature { key: String },
+    #[error("the checkpoint has {have} of the {need} witness cosignatures required (missing: {missing})")]
+    QuorumNotMet { have: usize, need: usize, missing: String },
+    #[error("witness policy: {reason}")]
+    WitnessPolicy { reason: String },
     #[error("checkpoint is malformed at line {line}: {reason}")]
     Checkpoint { line: usize, reason: &'static str },
     #[error("checkpoint origin is {found:?}, expected {expected:?}")]

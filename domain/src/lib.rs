@@ -16,6 +16,7 @@
 
 pub mod auth;
 pub mod catalog;
+pub mod cosignature;
 pub mod country;
 pub mod dsse;
 pub mod encoding;
@@ -31,5 +32,6 @@ pub mod records;
 pub mod rules;
 pub mod standing;
 pub mod trail;
+pub mod witness;
 
 pub use error::Error;

@@ -26,6 +26,7 @@ mod tokens;
 mod tree;
 mod views;
 mod views_check;
+pub mod witness;
 
 pub use error::{Error, Rejection};
 pub use store::{

@@ -203,6 +203,7 @@ const WEB_LAYERS: &[&str] = &[
     "pages::runs",
     "router",
     "server",
+    "witness",
 ];
 
 /// The modules of this crate that `text` (a file of module `module`) names: every `crate::a[::b]`

@@ -65,38 +65,45 @@ pub fn serve(
                 }
             })
             .map_err(listen_err)?;
-        let edge = crate::listen::Capped::new(limits.max_connections, limits.first_byte_timeout);
         let app = router_with(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
-        let handle = axum_server::Handle::new();
-        let stopper = handle.clone();
-        tokio::spawn(async move {
-            shutdown_signal().await;
-            stopper.graceful_shutdown(Some(Duration::from_secs(30)));
-        });
-        let mut server = axum_server::from_tcp(listener.into_std().map_err(listen_err)?)
-            .map_err(listen_err)?
-            .handle(handle)
-            // HTTP/1 only (every client here speaks it; an HTTP/2 connection would have no idle
-            // timeout), and a whole first request in time: protocol detection and a TLS session
-            // gone silent after its handshake are otherwise untimed.
-            .http1_only()
-            .first_request_timeout(limits.header_timeout);
-        // Headers in time; an idle keep-alive connection waits for its next request's headers
-        // under the same timer.
-        server
-            .http_builder()
-            .http1()
-            .timer(hyper_util::rt::TokioTimer::new())
-            .header_read_timeout(limits.header_timeout);
         on_ready(bound);
-        match rustls {
-            None => server.acceptor(edge).serve(app).await.map_err(listen_err),
-            Some(rustls) => {
-                let tls = axum_server::tls_rustls::RustlsAcceptor::new(rustls).acceptor(edge);
-                server.acceptor(tls).serve(app).await.map_err(listen_err)
-            }
-        }
+        edge(listener, app, &limits, rustls).await.map_err(listen_err)
     })
+}
+
+/// Serves `app` on `listener` behind the connection edge every chipledger listener has — a
+/// connection cap, a first-byte timeout, HTTP/1 with header-read and first-request timeouts,
+/// TLS when given — until SIGINT or SIGTERM, finishing requests in flight.
+pub(crate) async fn edge(
+    listener: tokio::net::TcpListener,
+    app: axum::extract::connect_info::IntoMakeServiceWithConnectInfo<axum::Router, std::net::SocketAddr>,
+    limits: &ServerConfig,
+    rustls: Option<axum_server::tls_rustls::RustlsConfig>,
+) -> std::io::Result<()> {
+    let edge = crate::listen::Capped::new(limits.max_connections, limits.first_byte_timeout);
+    let handle = axum_server::Handle::new();
+    let stopper = handle.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        stopper.graceful_shutdown(Some(Duration::from_secs(30)));
+    });
+    let mut server = axum_server::from_tcp(listener.into_std()?)?
+        .handle(handle)
+        // HTTP/1 only (every client here speaks it; an HTTP/2 connection would have no idle
+        // timeout), and a whole first request in time: protocol detection and a TLS session
+        // gone silent after its handshake are otherwise untimed.
+        .http1_only()
+        .first_request_timeout(limits.header_timeout);
+    // Headers in time; an idle keep-alive connection waits for its next request's headers
+    // under the same timer.
+    server.http_builder().http1().timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(limits.header_timeout);
+    match rustls {
+        None => server.acceptor(edge).serve(app).await,
+        Some(rustls) => {
+            let tls = axum_server::tls_rustls::RustlsAcceptor::new(rustls).acceptor(edge);
+            server.acceptor(tls).serve(app).await
+        }
+    }
 }
 
 async fn shutdown_signal() {

@@ -9,6 +9,7 @@ mod browser;
 mod dash;
 mod tls;
 mod trust;
+mod witness;
 
 use std::sync::Arc;
 
