@@ -77,11 +77,20 @@ enum Command {
     /// Transparency-log proofs.
     #[command(subcommand)]
     Proof(cmd::proof::Command),
+    /// A C2SP tlog-witness: cosign each checkpoint of the logs it follows that is consistent
+    /// with the last it cosigned.
+    #[command(subcommand)]
+    Witness(cmd::witness::Command),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(matches!(cli.command, Command::Agent(cmd::agent::Command::Run { .. }) | Command::Serve(_)));
+    init_tracing(matches!(
+        cli.command,
+        Command::Agent(cmd::agent::Command::Run { .. })
+            | Command::Serve(_)
+            | Command::Witness(cmd::witness::Command::Serve { .. })
+    ));
     let result = match cli.command {
         Command::Agent(c) => cmd::agent::run(cli.data_dir, c),
         Command::Demo(a) => cmd::demo::run(cli.data_dir, a),
@@ -101,6 +110,7 @@ fn main() -> ExitCode {
         Command::Ledger(c) => cmd::ledger::run(cli.data_dir, c),
         Command::Note(c) => cmd::note::run(c),
         Command::Proof(c) => cmd::proof::run(c),
+        Command::Witness(c) => cmd::witness::run(c),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -16,3 +16,4 @@ pub mod note;
 pub mod proof;
 pub mod serve;
 pub mod tokens;
+pub mod witness;

@@ -11,6 +11,7 @@ mod inference;
 mod keys_notes_proofs;
 mod ledger;
 mod web;
+mod witness;
 
 use std::process::Command;
 

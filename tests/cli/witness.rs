@@ -1,0 +1,167 @@
+//! `chipledger witness serve` as a process: killed with SIGKILL at random moments while a log and
+//! a fork of it (a second database with the same key) race to be cosigned, it never cosigns
+//! both branches, and after each restart it remembers what it cosigned.
+
+use std::io::BufRead;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+
+use chipledger_domain::cosignature::WitnessKey;
+use chipledger_domain::keys::SigningKey;
+use chipledger_domain::note::Note;
+use chipledger_domain::records::{sign_record, Annotation, AnnotationTarget, FORMAT_VERSION};
+use chipledger_domain::witness::AddCheckpoint;
+use chipledger_ledger::{Ledger, LedgerConfig};
+
+struct WitnessProcess {
+    child: Child,
+    url: String,
+}
+
+fn start(args: &[String]) -> WitnessProcess {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_chipledger"))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let url = lines.next().unwrap().unwrap().strip_prefix("listening on ").unwrap().to_string();
+    WitnessProcess { child, url }
+}
+
+fn note(key: &SigningKey, counter: u64, text: &str) -> Vec<u8> {
+    let a = Annotation {
+        format_version: FORMAT_VERSION,
+        counter,
+        written_at: time::OffsetDateTime::now_utc(),
+        target: AnnotationTarget::Gpu {
+            uuid: chipledger_domain::fingerprint::GpuUuid::parse("GPU-00000000-1111-2222-3333-444444444444").unwrap(),
+        },
+        severity: chipledger_domain::identify::Severity::Info,
+        text: text.into(),
+        resolves_serial: None,
+        settles_history: false,
+    };
+    sign_record(&a, key).unwrap().to_json()
+}
+
+/// One add-checkpoint from `log`'s latest checkpoint with a proof from `old`: the status and
+/// body, or `None` when the connection broke (the witness was killed).
+fn submit(url: &str, log: &Ledger, old: u64) -> Option<(u16, String, String)> {
+    let (size, checkpoint) = log.checkpoint().unwrap();
+    let proof = if old == 0 || old > size { vec![] } else { log.consistency_proof(old, size).unwrap() };
+    let body = AddCheckpoint { old, proof, checkpoint: checkpoint.clone().into_bytes() }.to_bytes();
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let mut r = agent.post(&format!("{url}/add-checkpoint")).send(&body).ok()?;
+    let status = r.status().as_u16();
+    let text = r.body_mut().read_to_string().ok()?;
+    Some((status, text, checkpoint))
+}
+
+/// Checks a cosignature line on `checkpoint` and notes what it cosigned.
+fn record(vkey: &WitnessKey, cosigned: &mut Vec<(char, u64, String)>, branch: char, line: &str, checkpoint: &str) {
+    let mut note = Note::parse(checkpoint.as_bytes()).unwrap();
+    note.signatures.extend(Note::parse(format!("x\n\n{line}").as_bytes()).unwrap().signatures);
+    vkey.cosignature_time(&note).unwrap().unwrap();
+    let cp = chipledger_domain::note::Checkpoint::parse(&note.text).unwrap();
+    cosigned.push((branch, cp.size, cp.root.to_base64()));
+}
+
+#[test]
+fn a_killed_witness_never_cosigns_two_branches_of_a_forked_log() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a_dir = tmp.path().join("a");
+    let clock = Arc::new(chipledger_ledger::SystemClock);
+    let (a, info) = Ledger::init(&a_dir, "fork.example/log", clock.clone(), &mut rand_core::OsRng).unwrap();
+    let admin = SigningKey::from_pkcs8_pem(&std::fs::read_to_string(&info.admin_key_path).unwrap()).unwrap();
+    a.append(&(2..12).map(|c| note(&admin, c, "shared")).collect::<Vec<_>>()).unwrap();
+    let fork_at = a.size();
+    drop(a);
+    let b_dir = tmp.path().join("b");
+    std::fs::create_dir(&b_dir).unwrap();
+    for f in std::fs::read_dir(&a_dir).unwrap() {
+        let f = f.unwrap();
+        std::fs::copy(f.path(), b_dir.join(f.file_name())).unwrap();
+    }
+    let a = Ledger::open(&a_dir, LedgerConfig::default(), clock.clone()).unwrap();
+    let b = Ledger::open(&b_dir, LedgerConfig::default(), clock).unwrap();
+    let key_file = tmp.path().join("witness.pem");
+    crate::ok(&["keys", "generate", "--name", "w.example/1", "--out", key_file.to_str().unwrap()]);
+    let vkey = crate::ok(&["witness", "vkey", "--key", key_file.to_str().unwrap(), "--name", "w.example/1"]).stdout;
+    let vkey = WitnessKey::parse(vkey.trim()).unwrap();
+    let args: Vec<String> = [
+        "witness",
+        "serve",
+        "--key",
+        key_file.to_str().unwrap(),
+        "--name",
+        "w.example/1",
+        "--log",
+        &format!("fork.example/log={}", a.verifier_key()),
+        "--state",
+        tmp.path().join("witness.db").to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let mut witness = start(&args);
+    // Every cosignature the witness gave: (branch, size, root).
+    let mut cosigned: Vec<(char, u64, String)> = Vec::new();
+    let mut kills = 0;
+    let mut counter = 100;
+    for round in 0..60u64 {
+        // Each branch grows by its own entries.
+        counter += 1;
+        a.append(&[note(&admin, counter, &format!("a {round}"))]).unwrap();
+        b.append(&[note(&admin, counter, &format!("b {round}"))]).unwrap();
+        for (branch, log) in [('a', &a), ('b', &b)] {
+            // Where the witness stands (a 409 to old size 0 says; the first contact is cosigned
+            // outright), then the checkpoint from there.
+            let latest = match submit(&witness.url, log, 0) {
+                Some((409, latest, _)) => latest,
+                Some((200, line, checkpoint)) => {
+                    record(&vkey, &mut cosigned, branch, &line, &checkpoint);
+                    continue;
+                }
+                Some(other) => panic!("{other:?}"),
+                None => {
+                    witness = start(&args);
+                    continue;
+                }
+            };
+            let old: u64 = latest.trim().parse().unwrap();
+            // Kill it at a random moment around the cosigning.
+            let killer = (round % 3 == 0).then(|| {
+                let pid = witness.child.id();
+                let wait =
+                    std::time::Duration::from_micros(rand_core::RngCore::next_u32(&mut rand_core::OsRng) as u64 % 3000);
+                std::thread::spawn(move || {
+                    std::thread::sleep(wait);
+                    let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+                })
+            });
+            let answer = submit(&witness.url, log, old);
+            if let Some(k) = killer {
+                k.join().unwrap();
+                let _ = witness.child.wait();
+                kills += 1;
+                witness = start(&args);
+            }
+            if let Some((200, line, checkpoint)) = answer {
+                record(&vkey, &mut cosigned, branch, &line, &checkpoint);
+            }
+        }
+    }
+    let _ = witness.child.kill();
+    assert!(kills >= 15, "{kills} kills");
+    assert!(cosigned.len() >= 20, "{cosigned:?}");
+    // Past the fork point, every cosigned checkpoint is of one branch.
+    let branches: std::collections::BTreeSet<char> =
+        cosigned.iter().filter(|(_, size, _)| *size > fork_at).map(|(b, _, _)| *b).collect();
+    assert_eq!(branches.len(), 1, "cosigned both branches: {cosigned:?}");
+    // And sizes never went back.
+    assert!(cosigned.windows(2).all(|w| w[0].1 <= w[1].1), "{cosigned:?}");
+}
