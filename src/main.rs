@@ -13,6 +13,7 @@ use clap::{Parser, Subcommand};
 mod cmd;
 mod datadir;
 mod output;
+mod witnesses;
 
 /// Auditable GPU provenance: which chips, where they came from, and whether they were lawful.
 #[derive(Debug, Parser)]

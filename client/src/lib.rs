@@ -5,6 +5,7 @@
 //! an agent or a node built from it carries no HTTP server.
 
 pub mod wire;
+pub mod witness;
 
 use std::time::Duration;
 

@@ -583,8 +583,129 @@ pub(crate) fn read_gguf<R: std::io::Read + std::io::Seek>(
     reader: &mut R,
     path: &Path,
 ) -> Result<gguf_file::Content, Error> {
-    gguf_file::Content::read(reader)
-        .map_err(|e| Error::Model { path: path.to_path_buf(), message: format!("not a readable GGUF file: {e}") })
+    let bad = |e: String| Error::Model { path: path.to_path_buf(), message: format!("not a readable GGUF file: {e}") };
+    // candle divides by `general.alignment` unchecked (0 panics): checked here first.
+    if let Some(alignment) = gguf_alignment(reader).map_err(bad)? {
+        if !alignment.is_power_of_two() {
+            return Err(bad(format!("general.alignment is {alignment}, not a power of two")));
+        }
+    }
+    reader.seek(std::io::SeekFrom::Start(0)).map_err(|e| bad(e.to_string()))?;
+    gguf_file::Content::read(reader).map_err(|e| bad(e.to_string()))
+}
+
+/// The non-negative integer value of `general.alignment` in a GGUF header, if it has one (what
+/// candle would use): a walk over the metadata that reads only that value, every count and
+/// length checked against what is left of the file.
+fn gguf_alignment<R: std::io::Read + std::io::Seek>(reader: &mut R) -> Result<Option<u64>, String> {
+    let size = reader.seek(std::io::SeekFrom::End(0)).map_err(|e| e.to_string())?;
+    reader.seek(std::io::SeekFrom::Start(0)).map_err(|e| e.to_string())?;
+    let mut w = GgufWalk { r: reader, size, wide: 8 };
+    if w.int(4)? != u64::from(u32::from_le_bytes(*b"GGUF")) {
+        return Ok(None); // not GGUF: candle says so
+    }
+    if w.int(4)? == 1 {
+        w.wide = 4; // version 1 counts and lengths are 32-bit
+    }
+    let _tensors = w.int(w.wide)?;
+    let kvs = w.int(w.wide)?;
+    for _ in 0..kvs {
+        let len = w.length()?;
+        let mut key = vec![0u8; len.min(65_536) as usize];
+        if len > 65_536 {
+            return Err("a metadata key is longer than 64 KiB".into());
+        }
+        w.r.read_exact(&mut key).map_err(|_| "the header ends early".to_string())?;
+        let ty = w.int(4)?;
+        if key == b"general.alignment" {
+            let (bytes, signed) = match ty {
+                0 => (1, false),
+                1 => (1, true),
+                2 => (2, false),
+                3 => (2, true),
+                4 => (4, false),
+                5 => (4, true),
+                10 => (8, false),
+                11 => (8, true),
+                _ => return Ok(None), // not an integer: candle uses its default
+            };
+            let v = w.int(bytes)?;
+            let negative = signed && (v >> (8 * bytes - 1)) & 1 == 1;
+            return Ok((!negative).then_some(v));
+        }
+        w.skip(ty, 0)?;
+    }
+    Ok(None)
+}
+
+/// A bounded walk over a GGUF header.
+struct GgufWalk<'r, R> {
+    r: &'r mut R,
+    size: u64,
+    /// Bytes in a count or length (4 in version 1, else 8).
+    wide: usize,
+}
+
+impl<R: std::io::Read + std::io::Seek> GgufWalk<'_, R> {
+    fn int(&mut self, n: usize) -> Result<u64, String> {
+        let mut b = [0u8; 8];
+        self.r.read_exact(&mut b[..n]).map_err(|_| "the header ends early".to_string())?;
+        Ok(u64::from_le_bytes(b))
+    }
+
+    fn left(&mut self) -> Result<u64, String> {
+        Ok(self.size.saturating_sub(self.r.stream_position().map_err(|e| e.to_string())?))
+    }
+
+    /// A length or count, no larger than what is left of the file.
+    fn length(&mut self) -> Result<u64, String> {
+        let n = self.int(self.wide)?;
+        if n > self.left()? {
+            return Err("a length runs past the end of the file".into());
+        }
+        Ok(n)
+    }
+
+    fn advance(&mut self, n: u64) -> Result<(), String> {
+        if n > self.left()? {
+            return Err("the header ends early".into());
+        }
+        self.r.seek(std::io::SeekFrom::Current(n as i64)).map_err(|e| e.to_string())?;
+        Ok(())
+    }
+
+    /// Skips one value of type `ty`; arrays nest at most 4 deep.
+    fn skip(&mut self, ty: u64, depth: u32) -> Result<(), String> {
+        match ty {
+            0 | 1 | 7 => self.advance(1),
+            2 | 3 => self.advance(2),
+            4..=6 => self.advance(4),
+            10..=12 => self.advance(8),
+            8 => {
+                let len = self.length()?;
+                self.advance(len)
+            }
+            9 if depth < 4 => {
+                let elem = self.int(4)?;
+                let count = self.length()?;
+                let fixed = match elem {
+                    0 | 1 | 7 => Some(1u64),
+                    2 | 3 => Some(2),
+                    4..=6 => Some(4),
+                    10..=12 => Some(8),
+                    _ => None,
+                };
+                match fixed {
+                    // Fixed-size elements: skipped at once.
+                    Some(n) => self.advance(count.saturating_mul(n)),
+                    // Each other element takes at least a byte: the loop is bounded by the file.
+                    None => (0..count).try_for_each(|_| self.skip(elem, depth + 1)),
+                }
+            }
+            9 => Err("arrays nest too deep".into()),
+            _ => Err(format!("unknown metadata value type {ty}")),
+        }
+    }
 }
 
 /// Builds a tokenizer from a GGUF's `tokenizer.ggml.*` metadata (GPT-2 style byte-level BPE).

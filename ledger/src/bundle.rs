@@ -67,9 +67,10 @@ pub struct BundleReport {
 }
 
 impl Ledger {
-    /// Builds a bundle of the selected records against the latest checkpoint.
+    /// Builds a bundle of the selected records against the latest checkpoint, with the
+    /// witnesses' cosignatures it has (readers with a witness policy check a quorum).
     pub fn export(&self, sel: &Selection) -> Result<Bundle, Error> {
-        let (size, checkpoint) = self.checkpoint()?;
+        let (size, checkpoint) = self.cosigned_checkpoint()?;
         let all = self.entries(&EntryFilter { gpu: sel.gpu.clone(), since: sel.since, ..Default::default() })?;
         let mut entries = Vec::new();
         for e in all {

@@ -15,6 +15,7 @@
 pub mod audit;
 pub mod bundle;
 mod client;
+mod cosignatures;
 mod error;
 #[doc(hidden)]
 #[allow(clippy::expect_used, clippy::panic)] // a fuzz target's failures are panics, on purpose

@@ -128,10 +128,25 @@ const MIGRATIONS: &[(i64, &str)] = &[
     ALTER TABLE gpu_records ADD COLUMN digest BLOB;
     ",
     ),
+    (
+        5,
+        "
+    -- Witnesses' cosignatures (C2SP cosignature/v1 note signature lines) of the log's
+    -- checkpoints, by checkpoint size and witness name, each checked against the witness's key
+    -- before it is kept. Not part of the log: a checkpoint is served with those it has.
+    CREATE TABLE cosignatures (
+        size INTEGER NOT NULL,
+        witness TEXT NOT NULL,
+        line TEXT NOT NULL,
+        received_at INTEGER NOT NULL,
+        PRIMARY KEY (size, witness)
+    ) WITHOUT ROWID;
+    ",
+    ),
 ];
 
 /// The newest schema this build writes.
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 
 /// Applies every migration the database lacks; refuses a database from a newer build.
 pub fn migrate(conn: &mut Connection) -> Result<(), Error> {

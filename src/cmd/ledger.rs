@@ -54,9 +54,12 @@ pub enum Command {
     Proof(ProofCommand),
     /// Audit the whole log; exit non-zero and name the first bad index if anything is wrong.
     Verify {
-        /// Also check that the log still contains this earlier saved checkpoint.
+        /// Also check that the log still contains this earlier saved checkpoint (and, with
+        /// --witness, that enough witnesses cosigned it).
         #[arg(long)]
         checkpoint: Option<PathBuf>,
+        #[command(flatten)]
+        witnesses: crate::witnesses::PolicyArgs,
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
@@ -79,6 +82,8 @@ pub enum Command {
         /// The log's verifier key; without it the key named in the bundle is trusted.
         #[arg(long)]
         key: Option<String>,
+        #[command(flatten)]
+        witnesses: crate::witnesses::PolicyArgs,
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
@@ -133,11 +138,22 @@ fn parse_time(s: &str, flag: &str) -> Result<OffsetDateTime> {
 
 pub fn run(data_dir: Option<PathBuf>, cmd: Command) -> Result<()> {
     match cmd {
-        Command::VerifyBundle { file, key, format } => {
+        Command::VerifyBundle { file, key, witnesses, format } => {
             let pinned = key.as_deref().map(VerifierKey::parse).transpose()?;
+            let policy = witnesses.policy()?;
             let bytes = read_bounded(&file, MAX_BUNDLE_BYTES)?;
             let report =
                 verify_bundle(&bytes, pinned.as_ref()).with_context(|| format!("verifying {}", file.display()))?;
+            if let Some(policy) = &policy {
+                // The bundle verified: its checkpoint is the log's; now its witnesses.
+                let bundle: chipledger_ledger::bundle::Bundle = serde_json::from_slice(&bytes)?;
+                let cosigned = crate::witnesses::check(policy, bundle.checkpoint.as_bytes())
+                    .with_context(|| format!("verifying {}", file.display()))?;
+                if format != Format::Json {
+                    let names: Vec<&str> = cosigned.iter().map(|(n, _)| n.as_str()).collect();
+                    println!("witnessed by {} of {} required: {}", cosigned.len(), policy.quorum, names.join(", "));
+                }
+            }
             if format == Format::Json {
                 return output::print_json(&report);
             }
@@ -298,7 +314,11 @@ fn run_local(data_dir: Option<PathBuf>, cmd: Command) -> Result<()> {
             }
             Ok(())
         }
-        Command::Verify { checkpoint, format } => {
+        Command::Verify { checkpoint, witnesses, format } => {
+            let policy = witnesses.policy()?;
+            if policy.is_some() && checkpoint.is_none() {
+                bail!("--witness applies to a saved checkpoint: give it with --checkpoint");
+            }
             let bar = output::progress_bar("entries", ledger.size());
             let report = ledger.audit(&mut |done, total| {
                 if let Some(b) = &bar {
@@ -310,7 +330,23 @@ fn run_local(data_dir: Option<PathBuf>, cmd: Command) -> Result<()> {
                 b.finish_and_clear();
             }
             let against = match &checkpoint {
-                Some(p) => ledger.check_against(&read_bounded(p, 1 << 20)?)?,
+                Some(p) => {
+                    let saved = read_bounded(p, 1 << 20)?;
+                    if let Some(policy) = &policy {
+                        let cosigned = crate::witnesses::check(policy, &saved)
+                            .with_context(|| format!("the saved checkpoint {}", p.display()))?;
+                        if format != Format::Json {
+                            let names: Vec<&str> = cosigned.iter().map(|(n, _)| n.as_str()).collect();
+                            println!(
+                                "witnessed by {} of {} required: {}",
+                                cosigned.len(),
+                                policy.quorum,
+                                names.join(", ")
+                            );
+                        }
+                    }
+                    ledger.check_against(&saved)?
+                }
                 None => None,
             };
             if format == Format::Json {

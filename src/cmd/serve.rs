@@ -30,6 +30,10 @@ pub struct Args {
     /// limits. From any other peer the header is ignored.
     #[arg(long = "trusted-proxy", value_name = "IP")]
     trusted_proxies: Vec<std::net::IpAddr>,
+    /// A C2SP witness to submit each new checkpoint to, `[NAME=]VKEY@URL` (its cosignature/v1
+    /// verifier key and URL); repeatable. `/checkpoint` carries the cosignatures they give.
+    #[arg(long = "witness", value_name = "VKEY@URL")]
+    witnesses: Vec<String>,
 }
 
 pub fn run(data_dir: Option<PathBuf>, args: Args) -> Result<()> {
@@ -40,7 +44,9 @@ pub fn run(data_dir: Option<PathBuf>, args: Args) -> Result<()> {
         _ => None,
     };
     let scheme = if tls.is_some() { "https" } else { "http" };
+    let witnesses = args.witnesses.iter().map(|w| crate::witnesses::target(w)).collect::<Result<Vec<_>>>()?;
     let config = chipledger_web::ServerConfig {
+        witnesses,
         tls,
         secure_cookies: args.behind_tls_proxy,
         trusted_proxies: args.trusted_proxies,

@@ -189,6 +189,7 @@ const WEB_LAYERS: &[&str] = &[
     "audit",
     "identity",
     "limits",
+    "witnessing",
     "state",
     "auth",
     "api",

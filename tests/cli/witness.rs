@@ -165,3 +165,115 @@ fn a_killed_witness_never_cosigns_two_branches_of_a_forked_log() {
     // And sizes never went back.
     assert!(cosigned.windows(2).all(|w| w[0].1 <= w[1].1), "{cosigned:?}");
 }
+
+/// Three witnesses and a log server that submits to them: `/checkpoint` (public) comes back
+/// cosigned by all three; a reader asking for 2 of 3 accepts it and a bundle exported from the
+/// log; with two witnesses stopped, a new checkpoint has one cosignature and the same reader
+/// refuses it, naming the witnesses missing.
+#[test]
+fn a_quorum_of_witnesses_cosigns_the_logs_checkpoints() {
+    use crate::ledger::ok_in;
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    ok_in(&data, &["init"]);
+    let mut witnesses = Vec::new();
+    let mut vkeys = Vec::new();
+    let info: serde_json::Value =
+        serde_json::from_str(&ok_in(&data, &["ledger", "info", "--format", "json"]).stdout).unwrap();
+    let log_vkey = info["log_verifier_key"].as_str().unwrap().to_string();
+    let origin = info["origin"].as_str().unwrap().to_string();
+    for i in 1..=3 {
+        let key = tmp.path().join(format!("w{i}.pem"));
+        let name = format!("w{i}.example");
+        crate::ok(&["keys", "generate", "--name", &name, "--out", key.to_str().unwrap()]);
+        let vkey = crate::ok(&["witness", "vkey", "--key", key.to_str().unwrap(), "--name", &name]).stdout;
+        let args: Vec<String> = [
+            "witness",
+            "serve",
+            "--key",
+            key.to_str().unwrap(),
+            "--name",
+            &name,
+            "--log",
+            &format!("{origin}={log_vkey}"),
+            "--state",
+            tmp.path().join(format!("w{i}.db")).to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        witnesses.push(start(&args));
+        vkeys.push(vkey.trim().to_string());
+    }
+    let mut serve = vec!["--data-dir".to_string(), data.to_str().unwrap().into(), "serve".into()];
+    serve.extend(["--listen".into(), "127.0.0.1:0".into()]);
+    for (w, v) in witnesses.iter().zip(&vkeys) {
+        serve.extend(["--witness".to_string(), format!("{v}@{}", w.url)]);
+    }
+    let mut server = start(&serve);
+    let admin_key = data.join(chipledger_ledger::ADMIN_KEY_FILE);
+    let append = |n: &str| {
+        ok_in(&data, &["ledger", "debug-append-loop", "--key", admin_key.to_str().unwrap(), "--count", n]);
+    };
+    append("3");
+    let fetch = |url: &str| -> String {
+        let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+        agent.get(&format!("{url}/checkpoint")).call().unwrap().body_mut().read_to_string().unwrap()
+    };
+    // Wait for the three cosignatures of the latest checkpoint.
+    let wait_for = |cosignatures: usize, size: &str| -> String {
+        for _ in 0..200 {
+            let cp = fetch(&server.url);
+            let lines = cp.lines().filter(|l| l.starts_with("\u{2014} w")).count();
+            if cp.lines().nth(1) == Some(size) && lines >= cosignatures {
+                return cp;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        panic!("no checkpoint of size {size} with {cosignatures} cosignatures: {}", fetch(&server.url));
+    };
+    let size = ok_in(&data, &["ledger", "checkpoint"]).stdout.lines().nth(1).unwrap().to_string();
+    let cp = wait_for(3, &size);
+    let saved = tmp.path().join("checkpoint.txt");
+    std::fs::write(&saved, &cp).unwrap();
+    let policy: Vec<String> = vkeys.iter().flat_map(|v| ["--witness".to_string(), v.clone()]).collect();
+    let mut verify: Vec<String> =
+        vec!["ledger".into(), "verify".into(), "--checkpoint".into(), saved.to_str().unwrap().into()];
+    verify.extend(policy.iter().cloned());
+    verify.extend(["--quorum".into(), "2".into()]);
+    let verify_args: Vec<&str> = verify.iter().map(String::as_str).collect();
+    let r = ok_in(&data, &verify_args);
+    assert!(r.stdout.contains("witnessed by 3 of 2 required"), "{}", r.stdout);
+    // A bundle carries the cosigned checkpoint.
+    let bundle = tmp.path().join("bundle.json");
+    ok_in(&data, &["ledger", "export", "--out", bundle.to_str().unwrap()]);
+    let mut vb: Vec<String> = vec!["ledger".into(), "verify-bundle".into(), bundle.to_str().unwrap().into()];
+    vb.extend(policy.iter().cloned());
+    vb.extend(["--quorum".into(), "2".into()]);
+    let r = crate::ok(&vb.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(r.stdout.contains("witnessed by 3 of 2 required"), "{}", r.stdout);
+    // Two witnesses stop; the log goes on; its new checkpoint has one cosignature.
+    for w in witnesses.iter_mut().skip(1) {
+        let _ = w.child.kill();
+        let _ = w.child.wait();
+    }
+    append("2");
+    let size = ok_in(&data, &["ledger", "checkpoint"]).stdout.lines().nth(1).unwrap().to_string();
+    let cp = wait_for(1, &size);
+    std::fs::write(&saved, &cp).unwrap();
+    let r = crate::chipledger(&with(&data, &verify_args).iter().map(String::as_str).collect::<Vec<_>>());
+    assert_ne!(r.code, 0, "{}", r.stdout);
+    assert!(
+        r.stderr.contains("1 of the 2 witness cosignatures required (missing: w2.example, w3.example)"),
+        "{}",
+        r.stderr
+    );
+    let _ = server.child.kill();
+    let _ = witnesses[0].child.kill();
+}
+
+fn with(dir: &std::path::Path, args: &[&str]) -> Vec<String> {
+    crate::ledger::with(dir, args)
+}

@@ -49,6 +49,19 @@ pub struct ServerConfig {
     /// How long a request's headers may take to arrive (and an idle keep-alive connection may
     /// wait for its next request).
     pub header_timeout: Duration,
+    /// Witnesses to submit each new checkpoint to (C2SP tlog-witness); their cosignatures are
+    /// served with the checkpoint.
+    pub witnesses: Vec<WitnessTarget>,
+    /// How often the witnessing thread looks for a new checkpoint.
+    pub witness_every: Duration,
+}
+
+/// A witness the log submits its checkpoints to: its key (name and cosignature/v1 public key)
+/// and its URL (submission prefix).
+#[derive(Clone, Debug)]
+pub struct WitnessTarget {
+    pub key: chipledger_domain::cosignature::WitnessKey,
+    pub url: String,
 }
 
 /// A PEM certificate chain and its private key.
@@ -80,6 +93,8 @@ impl Default for ServerConfig {
             max_connections: 1024,
             first_byte_timeout: Duration::from_secs(10),
             header_timeout: Duration::from_secs(10),
+            witnesses: Vec::new(),
+            witness_every: Duration::from_secs(1),
         }
     }
 }

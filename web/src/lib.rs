@@ -17,7 +17,7 @@
 //! periodic audit and graceful shutdown. The auth matrix is in `web/API.md`.
 
 // Layered: each module imports only the layers below it — error, config, listen, views,
-// audit, identity, limits, state, auth, api, ops, pages, router, server, witness (lowest first;
+// audit, identity, limits, witnessing, state, auth, api, ops, pages, router, server, witness (lowest first;
 // `WEB_LAYERS` in tests/cli/architecture.rs, which checks every import).
 mod api;
 mod audit;
@@ -34,8 +34,9 @@ mod server;
 mod state;
 mod views;
 mod witness;
+mod witnessing;
 
-pub use config::{ServerConfig, TlsFiles};
+pub use config::{ServerConfig, TlsFiles, WitnessTarget};
 pub use error::Error;
 pub use router::router;
 pub use server::serve;

@@ -65,6 +65,38 @@ pub(crate) fn metrics_text(s: &AppState) -> Result<String, ApiError> {
         "# HELP chipledger_log_last_append_timestamp_seconds When the latest checkpoint was signed.\n# TYPE chipledger_log_last_append_timestamp_seconds gauge"
     );
     let _ = writeln!(out, "chipledger_log_last_append_timestamp_seconds {}", last_append.unwrap_or(0));
+    let witnesses = s.witnessing.snapshot();
+    if !witnesses.is_empty() {
+        let size = s.ledger.size();
+        let _ = writeln!(
+            out,
+            "# HELP chipledger_witness_cosigned_size The size of the latest checkpoint each witness cosigned.\n# TYPE chipledger_witness_cosigned_size gauge"
+        );
+        for (name, p) in &witnesses {
+            let _ = writeln!(
+                out,
+                "chipledger_witness_cosigned_size{{witness=\"{}\"}} {}",
+                label(name),
+                p.cosigned.unwrap_or(0)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP chipledger_witness_lag_entries Entries the log holds past each witness's latest cosigned checkpoint.\n# TYPE chipledger_witness_lag_entries gauge"
+        );
+        for (name, p) in &witnesses {
+            let lag = size.saturating_sub(p.cosigned.unwrap_or(0));
+            let _ = writeln!(out, "chipledger_witness_lag_entries{{witness=\"{}\"}} {lag}", label(name));
+        }
+        let _ = writeln!(
+            out,
+            "# HELP chipledger_witness_up 1 when the last submission to the witness succeeded.\n# TYPE chipledger_witness_up gauge"
+        );
+        for (name, p) in &witnesses {
+            let _ =
+                writeln!(out, "chipledger_witness_up{{witness=\"{}\"}} {}", label(name), u8::from(p.error.is_none()));
+        }
+    }
     if let Some(a) = s.audit.snapshot() {
         let _ = writeln!(
             out,

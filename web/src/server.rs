@@ -65,6 +65,18 @@ pub fn serve(
                 }
             })
             .map_err(listen_err)?;
+        if !state.config.witnesses.is_empty() {
+            let (ledger, targets, progress, every) = (
+                state.ledger.clone(),
+                state.config.witnesses.clone(),
+                state.witnessing.clone(),
+                state.config.witness_every,
+            );
+            std::thread::Builder::new()
+                .name("witnessing".into())
+                .spawn(move || crate::witnessing::run(ledger, targets, progress, every))
+                .map_err(listen_err)?;
+        }
         let app = router_with(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
         on_ready(bound);
         edge(listener, app, &limits, rustls).await.map_err(listen_err)

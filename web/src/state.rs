@@ -13,6 +13,7 @@ use crate::error::ApiError;
 use crate::identity::Sessions;
 use crate::limits::{RateLimiter, Replays};
 use crate::views::FleetCache;
+use crate::witnessing::Witnessing;
 
 /// The most signed requests remembered at once (~32 MiB): over ten minutes of skew, ~1,700
 /// signed requests a second.
@@ -37,6 +38,8 @@ pub(crate) struct AppState {
     pub ready_checking: Arc<std::sync::atomic::AtomicBool>,
     pub fleet: Arc<FleetCache>,
     pub audit: Arc<AuditStatus>,
+    /// Each witness's progress (the witnessing thread's, when `serve` runs one).
+    pub witnessing: Arc<Witnessing>,
     /// The data directory's admin key, when it has one: signs what admins enter in forms.
     pub admin_key: Option<Arc<SigningKey>>,
     pub admin_lock: Arc<std::sync::Mutex<()>>,
@@ -62,6 +65,7 @@ impl AppState {
             ready_checking: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             fleet: Arc::new(FleetCache::default()),
             audit: Arc::new(AuditStatus::default()),
+            witnessing: Arc::new(Witnessing::default()),
             admin_key,
             admin_lock: Arc::new(std::sync::Mutex::new(())),
             ledger,

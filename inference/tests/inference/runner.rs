@@ -147,3 +147,44 @@ fn quantized_gguf_models_load_with_their_tokenizer_and_run_reproducibly() {
     let err = tiny::write_gguf(&dir.path().join("x.gguf"), Arch::Qwen2, TinyShape::default(), 7, "q3_z").unwrap_err();
     assert!(err.to_string().contains("unknown quantization"), "{err}");
 }
+
+/// Fuzzing regression: a GGUF header whose `general.alignment` is 0 made candle's reader divide
+/// by zero (a panic); it is now refused with the reason, as is any alignment that is not a power
+/// of two. The seed header (a valid one) still reads.
+#[test]
+fn a_gguf_with_a_zero_alignment_is_refused_not_a_panic() {
+    use chipledger_inference::requirements::from_gguf_reader;
+    let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/gguf");
+    let crash = std::fs::read(data.join("alignment-zero.gguf")).unwrap();
+    let e = from_gguf_reader(&mut std::io::Cursor::new(&crash), crash.len() as u64, std::path::Path::new("x.gguf"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("general.alignment is 0"), "{e}");
+    let seed =
+        std::fs::read(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/gguf/qwen2-header.gguf"))
+            .unwrap();
+    let shape =
+        from_gguf_reader(&mut std::io::Cursor::new(&seed), seed.len() as u64, std::path::Path::new("x.gguf")).unwrap();
+    assert_eq!((shape.architecture.as_str(), shape.name.as_str()), ("qwen2", "fuzz-seed"));
+    // Every other alignment that is not a power of two, in every integer type, is refused too.
+    let with_alignment = |ty: u32, value: &[u8]| {
+        let mut g = b"GGUF".to_vec();
+        g.extend(3u32.to_le_bytes());
+        g.extend(0u64.to_le_bytes());
+        g.extend(1u64.to_le_bytes());
+        g.extend(17u64.to_le_bytes());
+        g.extend(b"general.alignment");
+        g.extend(ty.to_le_bytes());
+        g.extend(value);
+        g
+    };
+    for (ty, value) in [(4u32, 0u32.to_le_bytes().to_vec()), (4, 24u32.to_le_bytes().to_vec()), (0, vec![0u8])] {
+        let g = with_alignment(ty, &value);
+        let e = from_gguf_reader(&mut std::io::Cursor::new(&g), g.len() as u64, std::path::Path::new("x.gguf"));
+        assert!(e.unwrap_err().to_string().contains("not a power of two"), "type {ty}");
+    }
+    // A negative signed alignment is candle's default: not refused for that.
+    let g = with_alignment(5, &(-1i32).to_le_bytes());
+    let e = from_gguf_reader(&mut std::io::Cursor::new(&g), g.len() as u64, std::path::Path::new("x.gguf"));
+    assert!(!e.unwrap_err().to_string().contains("power of two"));
+}

@@ -1,4 +1,5 @@
-//! The log page: size, key, checkpoint, the last audit and the enrolled keys.
+//! The log page: size, key, the checkpoint with its cosignatures, the last audit, the witnesses
+//! and how far behind each is, and the enrolled keys.
 
 use askama::Template;
 use axum::extract::State;
@@ -21,6 +22,8 @@ struct LogPage {
     audit: String,
     checkpoint: String,
     keys: Vec<(String, String, String, u64, String)>,
+    /// Witnesses: name, URL, latest cosigned size, lag in entries, status.
+    witnesses: Vec<(String, String, String, u64, String)>,
 }
 
 pub(crate) async fn log_status(State(s): State<AppState>, Extension(p): Extension<Principal>, uri: Uri) -> Response {
@@ -30,7 +33,18 @@ pub(crate) async fn log_status(State(s): State<AppState>, Extension(p): Extensio
     };
     let st = s.clone();
     let result = blocking(move || {
-        let (size, checkpoint) = st.ledger.checkpoint().map_err(ledger_error)?;
+        let (size, checkpoint) = st.ledger.cosigned_checkpoint().map_err(ledger_error)?;
+        let witnesses = st
+            .witnessing
+            .snapshot()
+            .into_iter()
+            .map(|(name, p)| {
+                let cosigned = p.cosigned.map_or_else(|| "nothing yet".to_string(), |c| c.to_string());
+                let lag = size.saturating_sub(p.cosigned.unwrap_or(0));
+                let status = p.error.map_or_else(|| "ok".to_string(), |e| format!("failing: {e}"));
+                (name, p.url, cosigned, lag, status)
+            })
+            .collect();
         let keys = st
             .ledger
             .keys()
@@ -52,6 +66,7 @@ pub(crate) async fn log_status(State(s): State<AppState>, Extension(p): Extensio
             audit: st.audit.describe(),
             checkpoint,
             keys,
+            witnesses,
         })
     })
     .await;
