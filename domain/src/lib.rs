@@ -31,6 +31,7 @@ pub mod note;
 pub mod records;
 pub mod rules;
 pub mod standing;
+pub mod tiles;
 pub mod trail;
 pub mod witness;
 

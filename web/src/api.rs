@@ -101,18 +101,6 @@ pub(crate) async fn checkpoint(State(s): State<AppState>) -> Response {
     }
 }
 
-/// `N` (a full tile) or `N.p` + `W` (a partial tile of width W < 256) → (index, width).
-fn tile_index(index: &str, width: Option<&str>) -> Option<(u64, u16)> {
-    match width {
-        None => Some((index.parse().ok()?, 256)),
-        Some(w) => {
-            let n = index.strip_suffix(".p")?.parse().ok()?;
-            let w = w.parse::<u16>().ok().filter(|w| (1..256).contains(w))?;
-            Some((n, w))
-        }
-    }
-}
-
 fn tile_response(bytes: Vec<u8>, full: bool, public: bool) -> Response {
     // Full tiles never change; partial ones grow until they are full. Hash tiles are public: any
     // cache may keep them. Entry bundles need a credential: only the caller's own cache may.
@@ -128,10 +116,11 @@ fn tile_response(bytes: Vec<u8>, full: bool, public: bool) -> Response {
     r
 }
 
-const BAD_TILE: &str = "a tile is /tile/<L>/<N> or /tile/<L>/<N>.p/<W> with 1 ≤ W ≤ 255";
+const BAD_TILE: &str = "a tile is /tile/<L>/<N> or /tile/<L>/<N>.p/<W> with 1 ≤ W ≤ 255, N in the C2SP form \
+                        (x001/x234/067) or plain decimal";
 
-pub(crate) async fn serve_tile(s: AppState, level: Option<u8>, index: String, width: Option<String>) -> Response {
-    let Some((index, width)) = tile_index(&index, width.as_deref()) else {
+pub(crate) async fn serve_tile(s: AppState, level: Option<u8>, path: String) -> Response {
+    let Some((index, width)) = chipledger_domain::tiles::parse_tile_index_path(&path) else {
         return problem(StatusCode::BAD_REQUEST, BAD_TILE);
     };
     let ledger = s.ledger.clone();
@@ -149,37 +138,19 @@ pub(crate) async fn serve_tile(s: AppState, level: Option<u8>, index: String, wi
     }
 }
 
-pub(crate) async fn tile(State(s): State<AppState>, Path((level, index)): Path<(u8, String)>) -> Response {
-    serve_tile(s, Some(level), index, None).await
-}
-
-pub(crate) async fn partial_tile(
-    State(s): State<AppState>,
-    Path((level, index, width)): Path<(u8, String, String)>,
-) -> Response {
-    serve_tile(s, Some(level), index, Some(width)).await
+pub(crate) async fn tile(State(s): State<AppState>, Path((level, path)): Path<(u8, String)>) -> Response {
+    serve_tile(s, Some(level), path).await
 }
 
 pub(crate) async fn entry_bundle(
     State(s): State<AppState>,
     Extension(p): Extension<Principal>,
-    Path(index): Path<String>,
+    Path(path): Path<String>,
 ) -> Response {
     if let Err(e) = p.may_read_all("entry bundles (every record)") {
         return e.into_response();
     }
-    serve_tile(s, None, index, None).await
-}
-
-pub(crate) async fn partial_entry_bundle(
-    State(s): State<AppState>,
-    Extension(p): Extension<Principal>,
-    Path((index, width)): Path<(String, String)>,
-) -> Response {
-    if let Err(e) = p.may_read_all("entry bundles (every record)") {
-        return e.into_response();
-    }
-    serve_tile(s, None, index, Some(width)).await
+    serve_tile(s, None, path).await
 }
 
 pub(crate) async fn entry(

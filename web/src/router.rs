@@ -49,8 +49,7 @@ pub(crate) fn router_with(state: AppState) -> Router {
         .concurrency_limit(config.concurrency)
         .timeout(config.request_timeout);
     let reads = Router::new()
-        .route("/tile/entries/{index}", get(api::entry_bundle))
-        .route("/tile/entries/{index}/{width}", get(api::partial_entry_bundle))
+        .route("/tile/entries/{*path}", get(api::entry_bundle))
         .route("/api/v1/entries/{index}", get(api::entry))
         .route("/api/v1/proof/inclusion", get(api::inclusion))
         .route("/api/v1/proof/consistency", get(api::consistency))
@@ -62,10 +61,8 @@ pub(crate) fn router_with(state: AppState) -> Router {
     // The checkpoint and the hash tiles are sizes and hashes only: anyone may follow the log —
     // witnesses, mirrors, auditors without an account — and a split view shows. Entries
     // (entry bundles, every API that returns records) keep needing a credential.
-    let public = Router::new()
-        .route("/checkpoint", get(api::checkpoint))
-        .route("/tile/{level}/{index}", get(api::tile))
-        .route("/tile/{level}/{index}/{width}", get(api::partial_tile));
+    let public =
+        Router::new().route("/checkpoint", get(api::checkpoint)).route("/tile/{level}/{*path}", get(api::tile));
     Router::new()
         .merge(public)
         .merge(reads)
