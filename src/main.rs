@@ -78,6 +78,9 @@ enum Command {
     /// Transparency-log proofs.
     #[command(subcommand)]
     Proof(cmd::proof::Command),
+    /// Follow a log's public checkpoint and tiles into a directory, verifying every step; with
+    /// --listen, serve what it holds (checkpoint, tiles, proofs) while the log is away.
+    Mirror(cmd::mirror::Args),
     /// A C2SP tlog-witness: cosign each checkpoint of the logs it follows that is consistent
     /// with the last it cosigned.
     #[command(subcommand)]
@@ -91,6 +94,7 @@ fn main() -> ExitCode {
         Command::Agent(cmd::agent::Command::Run { .. })
             | Command::Serve(_)
             | Command::Witness(cmd::witness::Command::Serve { .. })
+            | Command::Mirror(_)
     ));
     let result = match cli.command {
         Command::Agent(c) => cmd::agent::run(cli.data_dir, c),
@@ -112,6 +116,7 @@ fn main() -> ExitCode {
         Command::Note(c) => cmd::note::run(c),
         Command::Proof(c) => cmd::proof::run(c),
         Command::Witness(c) => cmd::witness::run(c),
+        Command::Mirror(a) => cmd::mirror::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -2,6 +2,8 @@
 //! last prefixed with `x` (`1234067` → `x001/x234/067`), and a partial tile of width `W` ends
 //! in `.p/W`. Parsing also takes the plain decimal index earlier chipledger servers wrote.
 
+use crate::Error;
+
 /// The path of a tile under `/tile/<level>/` (or `/tile/entries/`): index `n`, `width` 1–256
 /// (256: a full tile).
 pub fn tile_index_path(n: u64, width: u16) -> String {
@@ -65,10 +67,61 @@ pub fn parse_tile_index_path(path: &str) -> Option<(u64, u16)> {
     Some((digits.parse().ok()?, width))
 }
 
+/// Every tile a tree of `size` leaves has: `(level, index, width)`, width 256 for a full tile,
+/// lowest level first. Level `L` holds the hashes at height `8·L`.
+pub fn tiles_of(size: u64) -> Vec<(u8, u64, u16)> {
+    let mut out = Vec::new();
+    for level in 0u8..8 {
+        let hashes = size >> (8 * u32::from(level));
+        if hashes == 0 {
+            break;
+        }
+        for index in 0..hashes / 256 {
+            out.push((level, index, 256));
+        }
+        if hashes % 256 > 0 {
+            out.push((level, hashes / 256, (hashes % 256) as u16));
+        }
+    }
+    out
+}
+
+/// Checks a tile's bytes against a tree that holds every hash: `width` hashes of height `8·level`
+/// from `index · 256`. The error says which hash differs.
+pub fn check_tile(
+    tree: &impl crate::merkle::HashSource,
+    level: u8,
+    index: u64,
+    width: u16,
+    bytes: &[u8],
+) -> Result<(), Error> {
+    let bad = |reason: String| Error::Tile { level, index, reason };
+    if bytes.len() != usize::from(width) * 32 {
+        return Err(bad(format!("{} bytes, a tile of width {width} has {}", bytes.len(), usize::from(width) * 32)));
+    }
+    for (i, chunk) in bytes.chunks(32).enumerate() {
+        let at = index * 256 + i as u64;
+        let want = tree.subtree(8 * level, at).map_err(|e| bad(e.to_string()))?;
+        if want.0[..] != chunk[..] {
+            return Err(bad(format!("hash {i} is not the tree's")));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)] // test code: a failure is the point
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tree_has_the_tiles_the_spec_says() {
+        assert_eq!(tiles_of(0), vec![]);
+        assert_eq!(tiles_of(5), vec![(0, 0, 5)]);
+        assert_eq!(tiles_of(256), vec![(0, 0, 256), (1, 0, 1)]);
+        assert_eq!(tiles_of(70_000).len(), 274 + 2 + 1);
+        assert_eq!(tiles_of(70_000).last(), Some(&(2, 0, 1)));
+    }
 
     #[test]
     fn paths_follow_the_spec_and_round_trip() {

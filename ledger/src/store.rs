@@ -871,7 +871,13 @@ impl Ledger {
     /// C2SP tlog-tiles: the hashes of tile `level`/`index`, `width` of them (1..=256).
     pub fn tile(&self, level: u8, index: u64, width: u16) -> Result<Vec<u8>, Error> {
         let conn = self.reader();
-        let size = self.size();
+        // What this process committed, or — for a tile past it — what is signed now (another
+        // process may have appended: a server must serve what its checkpoint covers).
+        let mut size = self.size();
+        if (u128::from(index) * 256 + u128::from(width)) << (8 * u32::from(level.min(8))) > u128::from(size) {
+            let signed: i64 = conn.query_row("SELECT COALESCE(MAX(size), 0) FROM checkpoints", [], |r| r.get(0))?;
+            size = size.max(signed as u64);
+        }
         let height = 8 * level as u32;
         let first = index.checked_mul(256).ok_or(Error::NoSuchEntry { index, size })?;
         // Hash `i` of a tile at height `height` covers leaves up to (i + 1) << height: a tile

@@ -12,6 +12,7 @@ pub mod inference;
 pub mod init;
 pub mod keys;
 pub mod ledger;
+pub mod mirror;
 pub mod note;
 pub mod proof;
 pub mod serve;

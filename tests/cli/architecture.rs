@@ -205,6 +205,7 @@ const WEB_LAYERS: &[&str] = &[
     "router",
     "server",
     "witness",
+    "mirror",
 ];
 
 /// The modules of this crate that `text` (a file of module `module`) names: every `crate::a[::b]`

@@ -10,6 +10,7 @@ mod docs;
 mod inference;
 mod keys_notes_proofs;
 mod ledger;
+mod mirror;
 mod tlog_interop;
 mod web;
 mod witness;

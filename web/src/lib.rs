@@ -17,7 +17,7 @@
 //! periodic audit and graceful shutdown. The auth matrix is in `web/API.md`.
 
 // Layered: each module imports only the layers below it — error, config, listen, views,
-// audit, identity, limits, witnessing, state, auth, api, ops, pages, router, server, witness (lowest first;
+// audit, identity, limits, witnessing, state, auth, api, ops, pages, router, server, witness, mirror (lowest first;
 // `WEB_LAYERS` in tests/cli/architecture.rs, which checks every import).
 mod api;
 mod audit;
@@ -27,6 +27,7 @@ mod error;
 mod identity;
 mod limits;
 mod listen;
+mod mirror;
 mod ops;
 mod pages;
 mod router;
@@ -38,6 +39,7 @@ mod witnessing;
 
 pub use config::{ServerConfig, TlsFiles, WitnessTarget};
 pub use error::Error;
+pub use mirror::{mirror_router, serve_mirror};
 pub use router::router;
 pub use server::serve;
 pub use witness::{serve_witness, witness_router, Witness, WitnessError};
