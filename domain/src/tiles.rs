@@ -79,7 +79,7 @@ pub fn tiles_of(size: u64) -> Vec<(u8, u64, u16)> {
         for index in 0..hashes / 256 {
             out.push((level, index, 256));
         }
-        if hashes % 256 > 0 {
+        if !hashes.is_multiple_of(256) {
             out.push((level, hashes / 256, (hashes % 256) as u16));
         }
     }
