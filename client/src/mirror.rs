@@ -260,7 +260,7 @@ impl Mirror {
         }
         // Higher tiles, checked against the tree.
         for (level, index, width) in tiles_of(size).into_iter().filter(|t| t.0 > 0) {
-            if width == 256 && (u128::from(index) + 1) * 256 << (8 * u32::from(level)) <= u128::from(from) {
+            if width == 256 && ((u128::from(index) + 1) * 256) << (8 * u32::from(level)) <= u128::from(from) {
                 continue; // full before this sync: already stored
             }
             let bytes = self.get(&format!("/tile/{level}/{}", tile_index_path(index, width)), false)?;
