@@ -167,15 +167,34 @@ impl Mirror {
         &self.tree
     }
 
+    /// One GET; a 429 or 503 is waited out (its `Retry-After`, at most 10 s each, 60 times at
+    /// most): a mirror catching up is a patient reader of a rate-limited log.
     fn get(&self, path: &str, credential: bool) -> Result<Vec<u8>, MirrorError> {
         let url = format!("{}{path}", self.base);
-        let mut req = self.agent.get(&url);
-        if credential {
-            if let Some(t) = &self.token {
-                req = req.header("authorization", &format!("Bearer {t}"));
+        let mut waits = 0;
+        let mut r = loop {
+            let mut req = self.agent.get(&url);
+            if credential {
+                if let Some(t) = &self.token {
+                    req = req.header("authorization", &format!("Bearer {t}"));
+                }
             }
-        }
-        let mut r = req.call().map_err(|e| MirrorError::Fetch(format!("{url}: {e}")))?;
+            let r = req.call().map_err(|e| MirrorError::Fetch(format!("{url}: {e}")))?;
+            let status = r.status().as_u16();
+            if (status == 429 || status == 503) && waits < 60 {
+                let secs = r
+                    .headers()
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(1)
+                    .clamp(1, 10);
+                waits += 1;
+                std::thread::sleep(Duration::from_secs(secs));
+                continue;
+            }
+            break r;
+        };
         let status = r.status().as_u16();
         let body = r
             .body_mut()
