@@ -609,33 +609,45 @@ fn gguf_alignment<R: std::io::Read + std::io::Seek>(reader: &mut R) -> Result<Op
     }
     let _tensors = w.int(w.wide)?;
     let kvs = w.int(w.wide)?;
+    // As candle reads them: trailing NULs dropped from keys, and a later key replacing an
+    // earlier one of the same name.
+    let mut alignment = None;
     for _ in 0..kvs {
         let len = w.length()?;
-        let mut key = vec![0u8; len.min(65_536) as usize];
         if len > 65_536 {
             return Err("a metadata key is longer than 64 KiB".into());
         }
+        let mut key = vec![0u8; len as usize];
         w.r.read_exact(&mut key).map_err(|_| "the header ends early".to_string())?;
-        let ty = w.int(4)?;
-        if key == b"general.alignment" {
-            let (bytes, signed) = match ty {
-                0 => (1, false),
-                1 => (1, true),
-                2 => (2, false),
-                3 => (2, true),
-                4 => (4, false),
-                5 => (4, true),
-                10 => (8, false),
-                11 => (8, true),
-                _ => return Ok(None), // not an integer: candle uses its default
-            };
-            let v = w.int(bytes)?;
-            let negative = signed && (v >> (8 * bytes - 1)) & 1 == 1;
-            return Ok((!negative).then_some(v));
+        while key.last() == Some(&0) {
+            key.pop();
         }
-        w.skip(ty, 0)?;
+        let ty = w.int(4)?;
+        if key != b"general.alignment" {
+            w.skip(ty, 0)?;
+            continue;
+        }
+        let (bytes, signed) = match ty {
+            0 => (1, false),
+            1 => (1, true),
+            2 => (2, false),
+            3 => (2, true),
+            4 => (4, false),
+            5 => (4, true),
+            10 => (8, false),
+            11 => (8, true),
+            _ => {
+                // Not an integer: candle uses its default.
+                alignment = None;
+                w.skip(ty, 0)?;
+                continue;
+            }
+        };
+        let v = w.int(bytes)?;
+        let negative = signed && (v >> (8 * bytes - 1)) & 1 == 1;
+        alignment = (!negative).then_some(v);
     }
-    Ok(None)
+    Ok(alignment)
 }
 
 /// A bounded walk over a GGUF header.

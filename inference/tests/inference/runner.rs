@@ -155,11 +155,14 @@ fn quantized_gguf_models_load_with_their_tokenizer_and_run_reproducibly() {
 fn a_gguf_with_a_zero_alignment_is_refused_not_a_panic() {
     use chipledger_inference::requirements::from_gguf_reader;
     let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/gguf");
-    let crash = std::fs::read(data.join("alignment-zero.gguf")).unwrap();
-    let e = from_gguf_reader(&mut std::io::Cursor::new(&crash), crash.len() as u64, std::path::Path::new("x.gguf"))
-        .unwrap_err()
-        .to_string();
-    assert!(e.contains("general.alignment is 0"), "{e}");
+    // Both crashes the fuzzer found: the key plain, and with trailing NULs (which candle drops).
+    for crash in ["alignment-zero.gguf", "alignment-zero-nul-key.gguf"] {
+        let crash = std::fs::read(data.join(crash)).unwrap();
+        let e = from_gguf_reader(&mut std::io::Cursor::new(&crash), crash.len() as u64, std::path::Path::new("x.gguf"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("general.alignment is 0"), "{e}");
+    }
     let seed =
         std::fs::read(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/gguf/qwen2-header.gguf"))
             .unwrap();
@@ -183,6 +186,15 @@ fn a_gguf_with_a_zero_alignment_is_refused_not_a_panic() {
         let e = from_gguf_reader(&mut std::io::Cursor::new(&g), g.len() as u64, std::path::Path::new("x.gguf"));
         assert!(e.unwrap_err().to_string().contains("not a power of two"), "type {ty}");
     }
+    // A later key replaces an earlier one, as in candle: a good alignment first, 0 after.
+    let mut twice = with_alignment(4, &32u32.to_le_bytes());
+    twice[16..24].copy_from_slice(&2u64.to_le_bytes());
+    twice.extend(17u64.to_le_bytes());
+    twice.extend(b"general.alignment");
+    twice.extend(4u32.to_le_bytes());
+    twice.extend(0u32.to_le_bytes());
+    let e = from_gguf_reader(&mut std::io::Cursor::new(&twice), twice.len() as u64, std::path::Path::new("x.gguf"));
+    assert!(e.unwrap_err().to_string().contains("general.alignment is 0"));
     // A negative signed alignment is candle's default: not refused for that.
     let g = with_alignment(5, &(-1i32).to_le_bytes());
     let e = from_gguf_reader(&mut std::io::Cursor::new(&g), g.len() as u64, std::path::Path::new("x.gguf"));
