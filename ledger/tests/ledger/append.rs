@@ -116,9 +116,9 @@ fn a_schema_2_log_is_migrated_and_still_finds_duplicates() {
     assert_eq!(f.ledger.audit(&mut |_, _| {}).unwrap().problem, None);
 }
 
-/// What schema 4 added: the GPU trails.
+/// What schemas 5 and 4 added: witnesses' cosignatures, the GPU trails.
 const UNDO_SCHEMA_4: &str =
-    "DROP TABLE gpu_hosts; DROP TABLE gpu_facts; DROP TABLE gpu_settled; ALTER TABLE gpus DROP COLUMN known;
+    "DROP TABLE cosignatures; DROP TABLE gpu_hosts; DROP TABLE gpu_facts; DROP TABLE gpu_settled; ALTER TABLE gpus DROP COLUMN known;
      ALTER TABLE gpus DROP COLUMN changes;
      ALTER TABLE gpu_records DROP COLUMN host; ALTER TABLE gpu_records DROP COLUMN observed_ns;
      ALTER TABLE gpu_records DROP COLUMN digest; PRAGMA user_version = 3;";
@@ -501,4 +501,23 @@ fn opening_a_log_while_another_process_appends_never_sees_it_torn() {
         opens
     });
     assert!(opens > 0);
+}
+
+/// A schema-4 log opens as schema 5 (a table for witnesses' cosignatures beside the log), and a
+/// cosignature kept for a checkpoint is served with it; one for a size never signed is refused.
+#[test]
+fn a_schema_4_log_gains_cosignatures_served_with_its_checkpoint() {
+    let mut f = Fixture::new();
+    f.enroll(2, Role::Agent, Some("hgx-1"));
+    sql(&f, "DROP TABLE cosignatures; PRAGMA user_version = 4;");
+    f.reopen();
+    let (size, note) = f.ledger.checkpoint().unwrap();
+    let line = "\u{2014} w.example AAAAAQ==\n";
+    f.ledger.add_cosignature(size, "w.example", line).unwrap();
+    let (s, cosigned) = f.ledger.cosigned_checkpoint().unwrap();
+    assert_eq!((s, cosigned), (size, format!("{note}{line}")));
+    assert_eq!(f.ledger.witnessed_sizes().unwrap(), vec![("w.example".to_string(), size)]);
+    assert!(f.ledger.add_cosignature(size + 7, "w.example", line).is_err());
+    assert!(f.ledger.add_cosignature(size, "w.example", "not a signature line").is_err());
+    assert_eq!(f.ledger.audit(&mut |_, _| {}).unwrap().problem, None);
 }
