@@ -591,7 +591,11 @@ pub(crate) fn read_gguf<R: std::io::Read + std::io::Seek>(
         }
     }
     reader.seek(std::io::SeekFrom::Start(0)).map_err(|e| bad(e.to_string()))?;
-    gguf_file::Content::read(reader).map_err(|e| bad(e.to_string()))
+    // And should candle still panic on some header, the file is refused, not the process ended.
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| gguf_file::Content::read(reader))) {
+        Ok(read) => read.map_err(|e| bad(e.to_string())),
+        Err(_) => Err(bad("candle's GGUF reader failed on this header".into())),
+    }
 }
 
 /// The non-negative integer value of `general.alignment` in a GGUF header, if it has one (what
@@ -601,7 +605,9 @@ fn gguf_alignment<R: std::io::Read + std::io::Seek>(reader: &mut R) -> Result<Op
     let size = reader.seek(std::io::SeekFrom::End(0)).map_err(|e| e.to_string())?;
     reader.seek(std::io::SeekFrom::Start(0)).map_err(|e| e.to_string())?;
     let mut w = GgufWalk { r: reader, size, wide: 8 };
-    if w.int(4)? != u64::from(u32::from_le_bytes(*b"GGUF")) {
+    // Both byte orders of the magic, as candle takes them (everything after is little-endian).
+    let magic = w.int(4)?;
+    if magic != u64::from(u32::from_le_bytes(*b"GGUF")) && magic != u64::from(u32::from_be_bytes(*b"GGUF")) {
         return Ok(None); // not GGUF: candle says so
     }
     if w.int(4)? == 1 {

@@ -155,8 +155,9 @@ fn quantized_gguf_models_load_with_their_tokenizer_and_run_reproducibly() {
 fn a_gguf_with_a_zero_alignment_is_refused_not_a_panic() {
     use chipledger_inference::requirements::from_gguf_reader;
     let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/gguf");
-    // Both crashes the fuzzer found: the key plain, and with trailing NULs (which candle drops).
-    for crash in ["alignment-zero.gguf", "alignment-zero-nul-key.gguf"] {
+    // The crashes the fuzzer found: the key plain, with trailing NULs (which candle drops), and
+    // behind the magic's other byte order (which candle takes too).
+    for crash in ["alignment-zero.gguf", "alignment-zero-nul-key.gguf", "alignment-zero-swapped-magic.gguf"] {
         let crash = std::fs::read(data.join(crash)).unwrap();
         let e = from_gguf_reader(&mut std::io::Cursor::new(&crash), crash.len() as u64, std::path::Path::new("x.gguf"))
             .unwrap_err()
