@@ -20,8 +20,9 @@ impl LogClient for Ledger {
         self.append(envelopes).map_err(to_domain)
     }
 
+    /// The latest checkpoint with the witnesses' cosignatures kept for it, as a server serves it.
     fn checkpoint(&self) -> Result<String, DomainError> {
-        Ledger::checkpoint(self).map(|(_, note)| note).map_err(to_domain)
+        Ledger::cosigned_checkpoint(self).map(|(_, note)| note).map_err(to_domain)
     }
 
     fn inclusion_proof(&self, index: u64, size: u64) -> Result<Vec<Hash>, DomainError> {

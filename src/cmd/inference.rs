@@ -44,6 +44,9 @@ struct Target {
     /// The log's verifier key (required with a URL; checked against a local ledger's).
     #[arg(long, value_name = "VKEY")]
     log_key: Option<String>,
+    /// Read the fleet only at a checkpoint this quorum of witnesses cosigned.
+    #[command(flatten)]
+    witnesses: crate::witnesses::PolicyArgs,
     #[arg(long, value_enum, default_value_t = Format::Table)]
     format: Format,
 }
@@ -97,6 +100,9 @@ pub enum ReportCommand {
         /// Re-digest the model files (the directory or .gguf the run used).
         #[arg(long)]
         model: Option<PathBuf>,
+        /// Require the placement's checkpoint to carry this quorum of witness cosignatures.
+        #[command(flatten)]
+        witnesses: crate::witnesses::PolicyArgs,
     },
 }
 
@@ -151,6 +157,11 @@ fn make_plan(data_dir: Option<PathBuf>, t: &Target, node_key: Option<PathBuf>) -
     let node_key = node_key.or_else(|| datadir::resolve(data_dir.clone()).ok().map(|d| d.join("node-key.pem")));
     let (log, log_key) = target.open(pinned, node_key.as_deref())?;
     let plan = node::plan(log.as_ref(), &log_key, &policy, req, SystemClock.now())?;
+    if let Some(witnesses) = t.witnesses.policy()? {
+        // The fleet was read at this checkpoint: it must be one the witnesses saw.
+        crate::witnesses::check(&witnesses, plan.fleet.checkpoint_text.as_bytes())
+            .context("the checkpoint the fleet was read at")?;
+    }
     Ok((log, log_key, plan))
 }
 
@@ -371,10 +382,23 @@ fn node_key(data_dir: Option<PathBuf>, args: &RunArgs) -> Result<NodeKey> {
 
 pub fn report(cmd: ReportCommand) -> Result<()> {
     match cmd {
-        ReportCommand::Verify { file, log_key, model } => {
+        ReportCommand::Verify { file, log_key, model, witnesses } => {
             let f = node::read_report(&file)?;
             let key = log_key.as_deref().map(VerifierKey::parse).transpose().context("--log-key")?;
             let v = report::verify(&f, key.as_ref(), model.as_deref())?;
+            if let Some(policy) = witnesses.policy()? {
+                // The placement's checkpoint, as the node signed it into its record (verified above).
+                let env = chipledger_domain::dsse::Envelope::from_json(f.envelope.as_bytes())?;
+                let chipledger_domain::records::Record::RunProvenance(r) =
+                    chipledger_domain::records::Record::from_payload(&env.payload_bytes()?)?
+                else {
+                    bail!("the report's record is not a run-provenance record");
+                };
+                let cosigned = crate::witnesses::check(&policy, r.checkpoint.as_bytes())
+                    .context("the report's placement checkpoint")?;
+                let names: Vec<&str> = cosigned.iter().map(|(n, _)| n.as_str()).collect();
+                println!("witnessed by {} of {} required: {}", cosigned.len(), policy.quorum, names.join(", "));
+            }
             println!(
                 "valid: run {} by node {} ({}), log {:?} index {} in its checkpoint of size {}",
                 v.report.run_id, v.report.node_host, v.report.backend, v.origin, v.log_index, v.tree_size

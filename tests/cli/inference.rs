@@ -104,6 +104,18 @@ fn a_run_is_placed_on_the_qualifying_gpu_and_its_report_verifies_offline() {
         "{}",
         ok_verify.stdout
     );
+    // No witness cosigned the checkpoint this run was placed at: a reader that asks for one
+    // refuses the report, naming the witness.
+    let witness = chipledger_domain::cosignature::WitnessKey::new(
+        "w.example",
+        chipledger_domain::keys::SigningKey::from_seed(&[9; 32]).public_key(),
+    )
+    .unwrap()
+    .to_string();
+    fails(
+        &["report", "verify", report.to_str().unwrap(), "--log-key", &vkey, "--witness", &witness],
+        "0 of the 1 witness cosignatures required (missing: w.example)",
+    );
     // The same seed gives the same output.
     let again = tmp.path().join("again.json");
     ok_in(

@@ -246,6 +246,13 @@ fn a_quorum_of_witnesses_cosigns_the_logs_checkpoints() {
     let verify_args: Vec<&str> = verify.iter().map(String::as_str).collect();
     let r = ok_in(&data, &verify_args);
     assert!(r.stdout.contains("witnessed by 3 of 2 required"), "{}", r.stdout);
+    // A node reads the fleet only at a checkpoint the witnesses saw (here: the data directory's,
+    // with the cosignatures the server kept).
+    let mut plan: Vec<String> = vec!["plan".into(), "--model".into(), "r1-distill-qwen-1.5b".into()];
+    plan.extend(policy.iter().cloned());
+    plan.extend(["--quorum".into(), "2".into()]);
+    let plan_args: Vec<&str> = plan.iter().map(String::as_str).collect();
+    ok_in(&data, &plan_args);
     // A bundle carries the cosigned checkpoint.
     let bundle = tmp.path().join("bundle.json");
     ok_in(&data, &["ledger", "export", "--out", bundle.to_str().unwrap()]);
@@ -270,6 +277,9 @@ fn a_quorum_of_witnesses_cosigns_the_logs_checkpoints() {
         "{}",
         r.stderr
     );
+    let r = crate::chipledger(&with(&data, &plan_args).iter().map(String::as_str).collect::<Vec<_>>());
+    assert_ne!(r.code, 0, "{}", r.stdout);
+    assert!(r.stderr.contains("missing: w2.example, w3.example"), "{}", r.stderr);
     let _ = server.child.kill();
     let _ = witnesses[0].child.kill();
 }
