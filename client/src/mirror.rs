@@ -35,15 +35,21 @@ impl std::fmt::Display for MirrorError {
         match self {
             MirrorError::Fetch(e) => write!(f, "fetching from the log: {e}"),
             MirrorError::Io(e) => write!(f, "the mirror's directory: {e}"),
-            MirrorError::Fork { reason, evidence } => {
-                write!(f, "FORK: {reason}; both checkpoints are kept in {}", evidence.display())
-            }
+            MirrorError::Fork { reason, evidence } => write!(
+                f,
+                "FORK: {reason} — the log's history is not the one mirrored, or it serves tiles that do not match its \
+                 own signed checkpoints (both are kept in {}: ask the log for a consistency proof between them)",
+                evidence.display()
+            ),
             MirrorError::Invalid(e) => write!(f, "the log's answer does not verify: {e}"),
         }
     }
 }
 
 impl std::error::Error for MirrorError {}
+
+/// The most entries a mirror holds (every hash of the tree is in memory: ~64 bytes each).
+pub const MAX_MIRRORED: u64 = 1 << 32;
 
 /// What one sync did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -210,13 +216,14 @@ impl Mirror {
 
     /// Keeps both checkpoints and says so.
     fn fork(&self, theirs: &[u8], reason: String) -> MirrorError {
-        let evidence = self.dir.join(format!("fork-{}.txt", time::OffsetDateTime::now_utc().unix_timestamp()));
         let ours = self.checkpoint_note().unwrap_or("");
         let text = format!(
             "{reason}\n\nThe checkpoint this mirror had verified:\n{ours}\nThe checkpoint the log served at {}:\n{}",
             self.base,
             String::from_utf8_lossy(theirs)
         );
+        // Named by its content: the same evidence found again is the same file.
+        let evidence = self.dir.join(format!("fork-{}.txt", &Hash::sha256(text.as_bytes()).to_hex()[..16]));
         let _ = write_atomic(&evidence, text.as_bytes());
         tracing::error!(%reason, evidence = %evidence.display(), "fork detected");
         MirrorError::Fork { reason, evidence }
@@ -229,6 +236,12 @@ impl Mirror {
             .map_err(|e| MirrorError::Invalid(format!("the log's checkpoint: {e}")))?
             .checkpoint;
         let (from, size) = (self.size(), cp.size);
+        // Every hash of the tree is held in memory: a size past that is refused, not attempted.
+        if size > MAX_MIRRORED {
+            return Err(MirrorError::Invalid(format!(
+                "the log's size {size} is past the {MAX_MIRRORED} entries a mirror holds"
+            )));
+        }
         if let Some((_, ours)) = &self.checkpoint {
             if ours.origin != cp.origin {
                 return Err(MirrorError::Invalid(format!(
@@ -244,6 +257,11 @@ impl Mirror {
             if size == from {
                 if cp.root != ours.root {
                     return Err(self.fork(&note, format!("the log signed another root for size {size}")));
+                }
+                // The same checkpoint, perhaps with more witnesses' cosignatures since: keep them.
+                if self.checkpoint_note() != Some(String::from_utf8_lossy(&note).as_ref()) {
+                    write_atomic(&self.dir.join("checkpoint"), &note)?;
+                    self.checkpoint = Some((String::from_utf8_lossy(&note).into_owned(), cp));
                 }
                 return Ok(SyncReport { from, to: size, tiles: 0, bundles: 0 });
             }

@@ -165,6 +165,14 @@ impl WitnessPolicy {
         if names.len() != witnesses.len() {
             return Err(Error::WitnessPolicy { reason: "a witness is named twice".into() });
         }
+        let mut keys: Vec<[u8; 32]> = witnesses.iter().map(|w| w.public.to_bytes()).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        if keys.len() != witnesses.len() {
+            return Err(Error::WitnessPolicy {
+                reason: "one key is given under two witness names: it counts once".into(),
+            });
+        }
         if quorum == 0 || quorum > witnesses.len() {
             return Err(Error::WitnessPolicy {
                 reason: format!(
@@ -269,5 +277,7 @@ mod tests {
         assert!(WitnessPolicy::new(witnesses.clone(), 0).is_err());
         assert!(WitnessPolicy::new(witnesses.clone(), 4).is_err());
         assert!(WitnessPolicy::new(vec![witnesses[0].clone(), witnesses[0].clone()], 1).is_err());
+        let alias = WitnessKey::new("alias.example", keys[0].public_key()).unwrap();
+        assert!(WitnessPolicy::new(vec![witnesses[0].clone(), alias], 2).is_err());
     }
 }

@@ -111,16 +111,9 @@ pub struct Accepted {
     pub text: String,
 }
 
-/// The checkpoint's origin, read before anything is verified (to find the log and its head).
-pub fn origin_of(req: &AddCheckpoint) -> Result<String, Refusal> {
-    let note = Note::parse(&req.checkpoint).map_err(|e| Refusal::Malformed(e.to_string()))?;
-    let cp = Checkpoint::parse(&note.text).map_err(|e| Refusal::Malformed(e.to_string()))?;
-    Ok(cp.origin)
-}
-
-/// Decides on `req` for a witness that follows `logs` and last cosigned `latest` (size, root)
-/// of the request's log (`None`: never).
-pub fn decide(req: &AddCheckpoint, logs: &[FollowedLog], latest: Option<(u64, Hash)>) -> Result<Accepted, Refusal> {
+/// The stateless half of a decision: the request's checkpoint parsed, of a followed log, and
+/// signed by a key the witness trusts for it (no head needed: run before any lock).
+pub fn check_signed(req: &AddCheckpoint, logs: &[FollowedLog]) -> Result<Accepted, Refusal> {
     let note = Note::parse(&req.checkpoint).map_err(|e| Refusal::Malformed(e.to_string()))?;
     let cp = Checkpoint::parse(&note.text).map_err(|e| Refusal::Malformed(e.to_string()))?;
     let log = logs.iter().find(|l| l.origin == cp.origin).ok_or_else(|| Refusal::UnknownLog(cp.origin.clone()))?;
@@ -129,6 +122,13 @@ pub fn decide(req: &AddCheckpoint, logs: &[FollowedLog], latest: Option<(u64, Ha
     if req.old > cp.size {
         return Err(Refusal::OldTooLarge { old: req.old, size: cp.size });
     }
+    Ok(Accepted { text: note.text, checkpoint: cp })
+}
+
+/// The half that needs the head: `signed` (from [`check_signed`] on `req`) against what the
+/// witness last cosigned of that log, `latest` (size, root; `None`: never).
+pub fn check_head(req: &AddCheckpoint, signed: Accepted, latest: Option<(u64, Hash)>) -> Result<Accepted, Refusal> {
+    let cp = &signed.checkpoint;
     let (latest_size, latest_root) = match latest {
         Some((size, root)) => (size, Some(root)),
         None => (0, None),
@@ -136,29 +136,35 @@ pub fn decide(req: &AddCheckpoint, logs: &[FollowedLog], latest: Option<(u64, Ha
     if req.old != latest_size {
         return Err(Refusal::Conflict { latest: latest_size });
     }
-    match latest_root {
-        // Never cosigned this log: nothing to be consistent with, and the proof must be empty.
-        None if req.old == 0 => {
-            if !req.proof.is_empty() {
-                return Err(Refusal::BadProof { old: 0, size: cp.size });
-            }
+    let no_proof = |ok: bool| {
+        if ok && req.proof.is_empty() {
+            Ok(())
+        } else {
+            Err(Refusal::BadProof { old: req.old, size: cp.size })
         }
-        None => return Err(Refusal::Conflict { latest: 0 }),
+    };
+    match latest_root {
+        // Never cosigned this log: nothing to be consistent with, and the proof must be empty;
+        // an empty tree has the empty root.
+        None => no_proof(cp.size > 0 || cp.root == merkle::empty_root())?,
         Some(root) if req.old == cp.size => {
             if root != cp.root {
                 return Err(Refusal::Conflict { latest: latest_size });
             }
+            no_proof(true)?;
         }
-        Some(root) if req.old == 0 => {
-            // A head of size 0 is the empty tree; any checkpoint extends it.
-            if root != merkle::empty_root() || !req.proof.is_empty() {
-                return Err(Refusal::BadProof { old: 0, size: cp.size });
-            }
-        }
+        // A head of size 0 is the empty tree; any checkpoint extends it.
+        Some(root) if req.old == 0 => no_proof(root == merkle::empty_root())?,
         Some(root) => merkle::verify_consistency(req.old, cp.size, &root, &cp.root, &req.proof)
             .map_err(|_| Refusal::BadProof { old: req.old, size: cp.size })?,
     }
-    Ok(Accepted { text: note.text, checkpoint: cp })
+    Ok(signed)
+}
+
+/// Decides on `req` for a witness that follows `logs` and last cosigned `latest` (size, root)
+/// of the request's log (`None`: never): [`check_signed`], then [`check_head`].
+pub fn decide(req: &AddCheckpoint, logs: &[FollowedLog], latest: Option<(u64, Hash)>) -> Result<Accepted, Refusal> {
+    check_head(req, check_signed(req, logs)?, latest)
 }
 
 #[cfg(test)]
@@ -215,6 +221,17 @@ mod tests {
         assert_eq!(decide(&first, &[other], None).unwrap_err().status(), 404);
         let stranger = SigningKey::from_seed(&[9; 32]);
         assert_eq!(decide(&request(&t, &stranger, 10, 30), &logs, head).unwrap_err().status(), 403);
+        // The same size again with a proof: 422. A first size-0 checkpoint must be the empty tree.
+        let mut again = request(&t, &key, 10, 10);
+        again.proof = vec![leaf_hash(b"x")];
+        assert_eq!(decide(&again, &logs, head).unwrap_err().status(), 422);
+        let empty = Checkpoint { origin: "example.com/log".into(), size: 0, root: leaf_hash(b"x"), extensions: vec![] };
+        let bogus = AddCheckpoint {
+            old: 0,
+            proof: vec![],
+            checkpoint: empty.sign("example.com/log", &key).unwrap().to_bytes(),
+        };
+        assert_eq!(decide(&bogus, &logs, None).unwrap_err().status(), 422);
         // A first request must start from 0 with no proof.
         let mut with_proof = request(&t, &key, 0, 10);
         with_proof.proof = vec![leaf_hash(b"x")];

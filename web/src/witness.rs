@@ -18,7 +18,7 @@ use axum::routing::post;
 use axum::Router;
 use chipledger_domain::cosignature::{Cosigner, WitnessKey};
 use chipledger_domain::keys::SigningKey;
-use chipledger_domain::witness::{decide, origin_of, AddCheckpoint, FollowedLog, Refusal, MAX_PROOF_LINES};
+use chipledger_domain::witness::{check_head, check_signed, AddCheckpoint, FollowedLog, Refusal, MAX_PROOF_LINES};
 use chipledger_ledger::witness::WitnessState;
 
 use crate::config::ServerConfig;
@@ -48,11 +48,13 @@ impl Witness {
     /// not. Blocking (a durable commit).
     pub fn add_checkpoint(&self, body: &[u8], now: u64) -> Result<String, WitnessError> {
         let req = AddCheckpoint::parse(body)?;
-        let origin = origin_of(&req)?;
+        // Parsing and the log's signature need no lock; only the head comparison does.
+        let signed = check_signed(&req, &self.logs)?;
+        let origin = signed.checkpoint.origin.clone();
         let accepted = self
             .state
             .advance(&origin, |head| {
-                decide(&req, &self.logs, head).map(|a| (a.text, a.checkpoint.size, a.checkpoint.root))
+                check_head(&req, signed, head).map(|a| (a.text, a.checkpoint.size, a.checkpoint.root))
             })
             .map_err(|e| WitnessError::State(e.to_string()))??;
         // The head is on disk: now, and only now, the cosignature.

@@ -44,8 +44,10 @@ impl Witnessing {
 struct Follower {
     target: WitnessTarget,
     client: WitnessClient,
-    /// The witness's latest cosigned size of this log, once known.
+    /// The witness's latest cosigned size of this log, as it last said.
     known: Option<u64>,
+    /// The size of the latest checkpoint whose cosignature by this witness the log keeps.
+    stored: Option<u64>,
     /// Not before this instant (back-off after a failure).
     next_try: Instant,
     backoff: Duration,
@@ -61,6 +63,7 @@ pub(crate) fn run(ledger: Arc<Ledger>, targets: Vec<WitnessTarget>, progress: Ar
                 client: WitnessClient::new(&t.url),
                 target: t,
                 known: None,
+                stored: None,
                 next_try: Instant::now(),
                 backoff: every,
             }
@@ -69,8 +72,9 @@ pub(crate) fn run(ledger: Arc<Ledger>, targets: Vec<WitnessTarget>, progress: Ar
     // Where each witness stood, as far as this log kept its cosignatures.
     if let Ok(sizes) = ledger.witnessed_sizes() {
         for f in &mut followers {
-            f.known = sizes.iter().find(|(n, _)| n == f.target.key.name()).map(|(_, s)| *s);
-            progress.set(f.target.key.name(), |p| p.cosigned = f.known);
+            f.stored = sizes.iter().find(|(n, _)| n == f.target.key.name()).map(|(_, s)| *s);
+            f.known = f.stored;
+            progress.set(f.target.key.name(), |p| p.cosigned = f.stored);
         }
     }
     loop {
@@ -82,7 +86,7 @@ pub(crate) fn run(ledger: Arc<Ledger>, targets: Vec<WitnessTarget>, progress: Ar
                 Ok(()) => {
                     f.backoff = every;
                     progress.set(f.target.key.name(), |p| {
-                        p.cosigned = f.known;
+                        p.cosigned = f.stored;
                         p.error = None;
                     });
                 }
@@ -91,7 +95,7 @@ pub(crate) fn run(ledger: Arc<Ledger>, targets: Vec<WitnessTarget>, progress: Ar
                     f.backoff = (f.backoff * 2).min(Duration::from_secs(60));
                     f.next_try = Instant::now() + f.backoff;
                     progress.set(f.target.key.name(), |p| {
-                        p.cosigned = f.known;
+                        p.cosigned = f.stored;
                         p.error = Some(e);
                     });
                 }
@@ -102,11 +106,13 @@ pub(crate) fn run(ledger: Arc<Ledger>, targets: Vec<WitnessTarget>, progress: Ar
 }
 
 /// Brings one witness up to the latest checkpoint (a few requests at most: a 409 says where it
-/// stands, and the next request starts from there).
+/// stands, and the next request starts from there). Done only once the log keeps its
+/// cosignature of that checkpoint: a witness that already holds the size (someone else
+/// submitted it first) is asked again from that size, which it answers with a cosignature.
 fn step(ledger: &Ledger, f: &mut Follower) -> Result<(), String> {
     for _ in 0..3 {
         let (size, note) = ledger.checkpoint().map_err(|e| e.to_string())?;
-        if f.known == Some(size) {
+        if f.stored == Some(size) {
             return Ok(());
         }
         let old = f.known.unwrap_or(0);
@@ -138,6 +144,7 @@ fn step(ledger: &Ledger, f: &mut Follower) -> Result<(), String> {
                     .ok_or("its answer holds no cosignature by its key")?;
                 ledger.add_cosignature(size, f.target.key.name(), &line).map_err(|e| e.to_string())?;
                 f.known = Some(size);
+                f.stored = Some(size);
                 return Ok(());
             }
             WitnessAnswer::Conflict(theirs) => f.known = Some(theirs),

@@ -111,3 +111,41 @@ fn unknown_logs_foreign_signatures_and_bad_bodies_get_the_spec_statuses() {
     // None of it moved the witness: first contact still works.
     assert_eq!(submit(&app, &w.ledger, 0).status, StatusCode::OK);
 }
+
+/// Anyone may submit the log's public checkpoint to its witness first; the log still gets, and
+/// serves, the witness's cosignature of it (a witness that already holds the size is asked again
+/// from that size).
+#[test]
+fn a_checkpoint_someone_else_submitted_first_is_still_cosigned_for_the_log() {
+    let w = world();
+    let state_dir = tempfile::tempdir().unwrap();
+    let wit = witness(&w.ledger, state_dir.path());
+    let vkey = wit.vkey().unwrap();
+    // Someone else, first.
+    let app = witness_router(wit.clone(), &ServerConfig::default());
+    assert_eq!(submit(&app, &w.ledger, 0).status, StatusCode::OK);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        chipledger_web::serve_witness(wit, "127.0.0.1:0", ServerConfig::default(), |a| tx.send(a).unwrap())
+    });
+    let witness_addr = rx.recv_timeout(std::time::Duration::from_secs(20)).unwrap();
+    let config = ServerConfig {
+        witnesses: vec![chipledger_web::WitnessTarget { key: vkey.clone(), url: format!("http://{witness_addr}") }],
+        witness_every: std::time::Duration::from_millis(50),
+        ..ServerConfig::default()
+    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    let ledger = w.ledger.clone();
+    std::thread::spawn(move || chipledger_web::serve(ledger, "127.0.0.1:0", config, |a| tx.send(a).unwrap()));
+    rx.recv_timeout(std::time::Duration::from_secs(20)).unwrap();
+    for _ in 0..200 {
+        let (_, note) = w.ledger.cosigned_checkpoint().unwrap();
+        let note = Note::parse(note.as_bytes()).unwrap();
+        if let Some(t) = vkey.cosignature_time(&note) {
+            t.unwrap();
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("the log never kept the witness's cosignature");
+}
