@@ -9,8 +9,8 @@
 
 use sha2::{Digest, Sha256};
 
-use crate::encoding::{b64_decode, b64_encode};
-use crate::keys::{check_key_name, PublicKey, SigningKey};
+use crate::encoding::b64_encode;
+use crate::keys::{check_key_name, parse_vkey, PublicKey, SigningKey};
 use crate::note::{Note, NoteSignature};
 use crate::Error;
 
@@ -63,33 +63,13 @@ impl WitnessKey {
 
     /// Parses `name+hash+base64(0x04 ‖ pubkey)`, checking the hash against name and key.
     pub fn parse(vkey: &str) -> Result<WitnessKey, Error> {
-        let bad = |reason: &'static str| Error::VerifierKey { key: vkey.to_string(), reason };
-        let mut parts = vkey.splitn(3, '+');
-        let (Some(name), Some(hash_hex), Some(key_b64)) = (parts.next(), parts.next(), parts.next()) else {
-            return Err(bad("expected name+hash+key"));
-        };
-        check_key_name(name).map_err(|_| bad("the name is empty or has spaces or '+'"))?;
-        if hash_hex.len() != 8 || !hash_hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(bad("the key hash must be 8 hex digits"));
-        }
-        let key_hash = u32::from_str_radix(hash_hex, 16).map_err(|_| bad("the key hash must be 8 hex digits"))?;
-        let raw = b64_decode(key_b64, "witness key").map_err(|_| bad("the key is not standard base64"))?;
-        match raw.first() {
-            Some(&ALG_COSIGNATURE_V1) => {}
-            Some(_) => return Err(bad("not a cosignature/v1 witness key (signature type 0x04)")),
-            None => return Err(bad("the key is empty")),
-        }
-        if raw.len() != 33 {
-            return Err(bad("an Ed25519 key is 32 bytes after the type byte"));
-        }
-        let public = PublicKey::from_bytes(&raw[1..]).map_err(|e| match e {
-            Error::WeakPublicKey => bad("the public key is weak (small order)"),
-            _ => bad("the public key is not a valid Ed25519 point"),
-        })?;
-        if cosignature_key_hash(name, &public) != key_hash {
-            return Err(bad("the key hash does not match the name and key"));
-        }
-        Ok(WitnessKey { name: name.to_string(), key_hash, public })
+        let (name, key_hash, public) = parse_vkey(
+            vkey,
+            ALG_COSIGNATURE_V1,
+            "not a cosignature/v1 witness key (signature type 0x04)",
+            cosignature_key_hash,
+        )?;
+        Ok(WitnessKey { name, key_hash, public })
     }
 
     pub fn name(&self) -> &str {

@@ -444,31 +444,9 @@ impl VerifierKey {
 
     /// Parses `name+hash+base64(0x01 ‖ pubkey)`, checking the hash against name and key.
     pub fn parse(vkey: &str) -> Result<VerifierKey, Error> {
-        let bad = |reason: &'static str| Error::VerifierKey { key: vkey.to_string(), reason };
-        let (name, rest) = vkey.split_once('+').ok_or_else(|| bad("expected name+hash+key"))?;
-        let (hash_hex, key_b64) = rest.split_once('+').ok_or_else(|| bad("expected name+hash+key"))?;
-        check_key_name(name).map_err(|_| bad("the name is empty or has spaces or '+'"))?;
-        if hash_hex.len() != 8 || !hash_hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(bad("the key hash must be 8 hex digits"));
-        }
-        let key_hash = u32::from_str_radix(hash_hex, 16).map_err(|_| bad("the key hash must be 8 hex digits"))?;
-        let raw = b64_decode(key_b64, "verifier key").map_err(|_| bad("the key is not standard base64"))?;
-        match raw.first() {
-            Some(&ALG_ED25519) => {}
-            Some(_) => return Err(bad("unknown key algorithm (only Ed25519, 0x01, is supported)")),
-            None => return Err(bad("the key is empty")),
-        }
-        if raw.len() != 33 {
-            return Err(bad("an Ed25519 key is 32 bytes after the algorithm byte"));
-        }
-        let public = PublicKey::from_bytes(&raw[1..]).map_err(|e| match e {
-            Error::WeakPublicKey => bad("the public key is weak (small order)"),
-            _ => bad("the public key is not a valid Ed25519 point"),
-        })?;
-        if note_key_hash(name, &public) != key_hash {
-            return Err(bad("the key hash does not match the name and key"));
-        }
-        Ok(VerifierKey { name: name.to_string(), key_hash, public })
+        let (name, key_hash, public) =
+            parse_vkey(vkey, ALG_ED25519, "unknown key algorithm (only Ed25519, 0x01, is supported)", note_key_hash)?;
+        Ok(VerifierKey { name, key_hash, public })
     }
 
     pub fn name(&self) -> &str {
@@ -497,6 +475,43 @@ impl fmt::Debug for VerifierKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "VerifierKey({self})")
     }
+}
+
+/// A C2SP verifier key `name+hash+base64(alg ‖ Ed25519 key)` of signature type `alg`, taken
+/// apart and checked: the name, the key hash — which must be what `key_hash` computes from the
+/// name and key (the hash differs by type) — and the key. `other_type` says why another type is
+/// refused.
+pub fn parse_vkey(
+    vkey: &str,
+    alg: u8,
+    other_type: &'static str,
+    key_hash: fn(&str, &PublicKey) -> u32,
+) -> Result<(String, u32, PublicKey), Error> {
+    let bad = |reason: &'static str| Error::VerifierKey { key: vkey.to_string(), reason };
+    let (name, rest) = vkey.split_once('+').ok_or_else(|| bad("expected name+hash+key"))?;
+    let (hash_hex, key_b64) = rest.split_once('+').ok_or_else(|| bad("expected name+hash+key"))?;
+    check_key_name(name).map_err(|_| bad("the name is empty or has spaces or '+'"))?;
+    if hash_hex.len() != 8 || !hash_hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(bad("the key hash must be 8 hex digits"));
+    }
+    let hash = u32::from_str_radix(hash_hex, 16).map_err(|_| bad("the key hash must be 8 hex digits"))?;
+    let raw = b64_decode(key_b64, "verifier key").map_err(|_| bad("the key is not standard base64"))?;
+    match raw.first() {
+        Some(&t) if t == alg => {}
+        Some(_) => return Err(bad(other_type)),
+        None => return Err(bad("the key is empty")),
+    }
+    if raw.len() != 33 {
+        return Err(bad("an Ed25519 key is 32 bytes after the algorithm byte"));
+    }
+    let public = PublicKey::from_bytes(&raw[1..]).map_err(|e| match e {
+        Error::WeakPublicKey => bad("the public key is weak (small order)"),
+        _ => bad("the public key is not a valid Ed25519 point"),
+    })?;
+    if key_hash(name, &public) != hash {
+        return Err(bad("the key hash does not match the name and key"));
+    }
+    Ok((name.to_string(), hash, public))
 }
 
 /// `SHA-256(name ‖ 0x0A ‖ 0x01 ‖ pubkey)[0..4]`, big-endian.

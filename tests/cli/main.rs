@@ -53,3 +53,21 @@ pub fn fails(args: &[&str], part: &str) -> Run {
     assert!(!r.stderr.contains("panicked"), "chipledger {args:?} panicked:\n{}", r.stderr);
     r
 }
+
+/// Starts `chipledger ARGS…` as a server and waits for its first line, `listening on URL`:
+/// the child and the URL. Whatever it prints after is read and dropped, so that it never blocks
+/// on a full pipe.
+pub fn spawn_listening(args: &[String]) -> (std::process::Child, String) {
+    use std::io::BufRead;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_chipledger"))
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("starting chipledger");
+    let mut lines = std::io::BufReader::new(child.stdout.take().expect("its stdout")).lines();
+    let first = lines.next().expect("a first line").expect("a readable first line");
+    let url = first.strip_prefix("listening on ").unwrap_or_else(|| panic!("not `listening on`: {first}")).to_string();
+    std::thread::spawn(move || for _ in lines.by_ref() {});
+    (child, url)
+}

@@ -2,9 +2,8 @@
 //! a fork of it — another database with the same key — and keeps the evidence, and serves an
 //! inclusion proof that verifies while the log server is stopped.
 
-use std::io::BufRead;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 
 use chipledger_domain::keys::VerifierKey;
 use chipledger_domain::merkle::{leaf_hash, verify_inclusion};
@@ -12,26 +11,12 @@ use chipledger_domain::note::open_checkpoint;
 
 use crate::ledger::ok_in;
 
-fn spawn(args: &[String]) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_chipledger"))
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    let url = lines.next().unwrap().unwrap().strip_prefix("listening on ").unwrap().to_string();
-    // Keep reading (and dropping) what it prints, so that it never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines.by_ref() {});
-    (child, url)
-}
-
 fn serve(data: &Path, port: u16) -> Child {
     let args: Vec<String> = ["--data-dir", data.to_str().unwrap(), "serve", "--listen", &format!("127.0.0.1:{port}")]
         .iter()
         .map(|s| s.to_string())
         .collect();
-    spawn(&args).0
+    crate::spawn_listening(&args).0
 }
 
 fn stop(mut c: Child) {
@@ -102,7 +87,7 @@ fn a_mirror_follows_the_log_refuses_a_fork_and_proves_inclusion_while_the_log_is
     .iter()
     .map(|s| s.to_string())
     .collect();
-    let (mut mirror, mirror_url) = spawn(&args);
+    let (mut mirror, mirror_url) = crate::spawn_listening(&args);
     // 10,000 appends, in ten batches.
     append(&data, "1000", "10");
     let size = size_of(&data);

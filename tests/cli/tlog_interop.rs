@@ -31,18 +31,7 @@ fn go_sumdb_note_and_tlog_read_the_log_and_its_tiles() {
     let wkey = tmp.path().join("w.pem");
     crate::ok(&["keys", "generate", "--name", "w.example", "--out", wkey.to_str().unwrap()]);
     let wvkey = crate::ok(&["witness", "vkey", "--key", wkey.to_str().unwrap(), "--name", "w.example"]).stdout;
-    let spawn = |args: Vec<String>| -> (std::process::Child, String) {
-        use std::io::BufRead;
-        let mut child = Command::new(env!("CARGO_BIN_EXE_chipledger"))
-            .args(&args)
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
-        let url = lines.next().unwrap().unwrap().strip_prefix("listening on ").unwrap().to_string();
-        (child, url)
-    };
+    let spawn = |args: Vec<String>| crate::spawn_listening(&args);
     let s = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
     let state = tmp.path().join("w.db");
     let log_arg = format!("{origin}={log_vkey}");

@@ -2,8 +2,7 @@
 //! a fork of it (a second database with the same key) race to be cosigned, it never cosigns
 //! both branches, and after each restart it remembers what it cosigned.
 
-use std::io::BufRead;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::Arc;
 
 use chipledger_domain::cosignature::WitnessKey;
@@ -19,14 +18,7 @@ struct WitnessProcess {
 }
 
 fn start(args: &[String]) -> WitnessProcess {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_chipledger"))
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    let url = lines.next().unwrap().unwrap().strip_prefix("listening on ").unwrap().to_string();
+    let (child, url) = crate::spawn_listening(args);
     WitnessProcess { child, url }
 }
 

@@ -83,6 +83,26 @@ pub fn serve(
     })
 }
 
+/// Serves a router built by `app` (plain HTTP, behind [`edge`]) on `addr` until SIGINT or
+/// SIGTERM: its own runtime, blocking; `on_ready` gets the bound address. For the witness and
+/// the mirror, which need none of `serve`'s threads.
+pub(crate) fn serve_plain(
+    addr: &str,
+    config: ServerConfig,
+    app: axum::Router,
+    on_ready: impl FnOnce(std::net::SocketAddr),
+) -> Result<(), crate::error::Error> {
+    let listen_err = |source| crate::error::Error::Listen { addr: addr.to_string(), source };
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(listen_err)?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(addr).await.map_err(listen_err)?;
+        let bound = listener.local_addr().map_err(listen_err)?;
+        on_ready(bound);
+        let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
+        edge(listener, app, &config, None).await.map_err(listen_err)
+    })
+}
+
 /// Serves `app` on `listener` behind the connection edge every chipledger listener has — a
 /// connection cap, a first-byte timeout, HTTP/1 with header-read and first-request timeouts,
 /// TLS when given — until SIGINT or SIGTERM, finishing requests in flight.

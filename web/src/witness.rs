@@ -138,14 +138,7 @@ pub fn serve_witness(
     config: ServerConfig,
     on_ready: impl FnOnce(std::net::SocketAddr),
 ) -> Result<(), crate::error::Error> {
-    let listen_err = |source| crate::error::Error::Listen { addr: addr.to_string(), source };
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(listen_err)?;
-    runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(addr).await.map_err(listen_err)?;
-        let bound = listener.local_addr().map_err(listen_err)?;
-        tracing::info!(%bound, name = %witness.name, logs = witness.logs.len(), "serving the witness");
-        let app = witness_router(witness, &config).into_make_service_with_connect_info::<std::net::SocketAddr>();
-        on_ready(bound);
-        crate::server::edge(listener, app, &config, None).await.map_err(listen_err)
-    })
+    tracing::info!(%addr, name = %witness.name, logs = witness.logs.len(), "serving the witness");
+    let app = witness_router(witness, &config);
+    crate::server::serve_plain(addr, config, app, on_ready)
 }
