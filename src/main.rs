@@ -66,6 +66,9 @@ enum Command {
     /// An admin's calls about one GPU: settle its history after review, resolve a shared serial.
     #[command(subcommand)]
     Gpu(cmd::gpu::Command),
+    /// NVIDIA GPU attestation evidence: verify a report and its certificate chain offline.
+    #[command(subcommand)]
+    Evidence(cmd::evidence::Command),
     /// Key management: generate, enroll, revoke, list.
     #[command(subcommand)]
     Keys(cmd::keys::Command),
@@ -116,6 +119,7 @@ fn main() -> ExitCode {
         Command::Note(c) => cmd::note::run(c),
         Command::Proof(c) => cmd::proof::run(c),
         Command::Witness(c) => cmd::witness::run(c),
+        Command::Evidence(c) => cmd::evidence::run(c),
         Command::Mirror(a) => cmd::mirror::run(a),
     };
     match result {

@@ -29,3 +29,8 @@ pub fn config_error_key(text: &str, message: &str, span: Option<std::ops::Range<
     let key = line.split('=').next()?.trim().trim_matches('"');
     (!key.is_empty() && line.contains('=')).then(|| key.to_string())
 }
+
+/// Serializes bytes as lower-case hex (for serde's `serialize_with`).
+pub fn serialize_hex<S: serde::Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&hex::encode(bytes))
+}

@@ -42,6 +42,8 @@ pub enum Error {
     NoteBadSignature { key: String },
     #[error("the checkpoint has {have} of the {need} witness cosignatures required (missing: {missing})")]
     QuorumNotMet { have: usize, need: usize, missing: String },
+    #[error("GPU attestation evidence: {reason}")]
+    Evidence { reason: String },
     #[error("tile {level}/{index}: {reason}")]
     Tile { level: u8, index: u64, reason: String },
     #[error("witness policy: {reason}")]

@@ -21,6 +21,7 @@ pub mod country;
 pub mod dsse;
 pub mod encoding;
 mod error;
+pub mod evidence;
 pub mod fingerprint;
 pub mod fleet;
 pub mod identify;

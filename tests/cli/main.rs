@@ -7,6 +7,7 @@ mod agent;
 mod architecture;
 mod catalog;
 mod docs;
+mod evidence;
 mod inference;
 mod keys_notes_proofs;
 mod ledger;

@@ -5,6 +5,7 @@
 
 mod catalog;
 mod dsse_records;
+mod evidence;
 mod fingerprint;
 mod identify;
 mod keys;

@@ -1,0 +1,38 @@
+//! NVIDIA attestation evidence verification per report, on the real Hopper sample:
+//! - uncached: parse, the report's signature, all five certificates of the chain, FWID;
+//! - chain cached: parse and the report's signature only (a verifier that has already verified
+//!   this leaf's chain, keyed by the leaf certificate, skips it).
+//!
+//! Run: `cargo bench -p chipledger-domain --bench evidence`.
+
+#![allow(clippy::unwrap_used, missing_debug_implementations)]
+
+use chipledger_domain::evidence::{decode_report, parse_chain, parse_root, verify, verify_signature, Report};
+use criterion::{criterion_group, criterion_main, Criterion};
+
+fn data(name: &str) -> Vec<u8> {
+    std::fs::read(format!("{}/tests/data/nvidia-attestation/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+}
+
+fn bench(c: &mut Criterion) {
+    let bytes = decode_report(&data("hopperAttestationReport.txt")).unwrap();
+    let chain = parse_chain(&data("hopperCertChain.txt")).unwrap();
+    let root = parse_root(None).unwrap();
+    let nonce: [u8; 32] =
+        hex::decode("931d8dd0add203ac3d8b4fbde75e115278eefcdceac5b87671a748f32364dfcb").unwrap().try_into().unwrap();
+    c.bench_function("evidence: verify a report, chain uncached", |b| {
+        b.iter(|| {
+            let r = Report::parse(&bytes).unwrap();
+            verify(&r, &chain, &root, &nonce, 1_800_000_000).unwrap()
+        })
+    });
+    c.bench_function("evidence: verify a report, chain cached", |b| {
+        b.iter(|| {
+            let r = Report::parse(&bytes).unwrap();
+            verify_signature(&r, &chain[0]).unwrap()
+        })
+    });
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
