@@ -9,10 +9,9 @@
 //! DMTF, size (2, LE), then value type (1), value size (2, LE), value), nonce (32), opaque length
 //! (2, LE), opaque data (fields of type (2, LE), size (2, LE), value), signature (96: r ‖ s).
 //! The signature is ECDSA P-384 with SHA-384 over request ‖ response without the signature.
-//! Only this layout is hand-written; the curve and the certificates are RustCrypto's.
+//! Only this layout is hand-written; the curve is ring's, the certificates RustCrypto's x509-cert.
 
-use p384::ecdsa::signature::Verifier;
-use p384::ecdsa::{Signature, VerifyingKey};
+use ring::signature::{UnparsedPublicKey, ECDSA_P384_SHA384_ASN1, ECDSA_P384_SHA384_FIXED};
 use x509_cert::der::{Decode, DecodePem, Encode};
 use x509_cert::Certificate;
 
@@ -226,10 +225,21 @@ pub fn parse_chain(pem: &[u8]) -> Result<Vec<Certificate>, Error> {
     Ok(certs)
 }
 
-fn p384_key(cert: &Certificate) -> Result<VerifyingKey, Error> {
+/// A certificate's public key: an uncompressed P-384 point (what ring checks signatures with).
+fn p384_key(cert: &Certificate) -> Result<&[u8], Error> {
+    const EC_PUBLIC_KEY: &str = "1.2.840.10045.2.1";
+    const SECP384R1: &str = "1.3.132.0.34";
     let spki = &cert.tbs_certificate.subject_public_key_info;
+    let curve =
+        spki.algorithm.parameters.as_ref().and_then(|p| p.decode_as::<x509_cert::der::asn1::ObjectIdentifier>().ok());
+    if spki.algorithm.oid.to_string() != EC_PUBLIC_KEY || curve.map(|c| c.to_string()).as_deref() != Some(SECP384R1) {
+        return Err(bad(format!("{:?}'s key is not a P-384 public key", subject(cert))));
+    }
     let raw = spki.subject_public_key.as_bytes().ok_or_else(|| bad("a certificate's public key is not whole bytes"))?;
-    VerifyingKey::from_sec1_bytes(raw).map_err(|_| bad("a certificate's key is not a P-384 public key"))
+    if raw.len() != 97 || raw[0] != 0x04 {
+        return Err(bad(format!("{:?}'s key is not an uncompressed P-384 point", subject(cert))));
+    }
+    Ok(raw)
 }
 
 const ECDSA_WITH_SHA384: &str = "1.2.840.10045.4.3.3";
@@ -257,8 +267,11 @@ pub fn verify_chain(chain: &[Certificate], root: &Certificate, at: i64) -> Resul
     if last_der != root_der {
         return Err(bad(format!("the chain ends in {:?}, not the pinned root {:?}", subject(last), subject(root))));
     }
+    // The last certificate is the pinned root itself (compared byte for byte above): its
+    // self-signature proves nothing more; its validity still counts.
     for (i, cert) in chain.iter().enumerate() {
         let issuer = chain.get(i + 1).unwrap_or(root);
+        let is_root = i + 1 == chain.len();
         if cert.tbs_certificate.issuer != issuer.tbs_certificate.subject {
             return Err(bad(format!(
                 "certificate {} ({:?}) is not issued by the next one ({:?})",
@@ -272,11 +285,11 @@ pub fn verify_chain(chain: &[Certificate], root: &Certificate, at: i64) -> Resul
         }
         let tbs = cert.tbs_certificate.to_der().map_err(|e| bad(e.to_string()))?;
         let sig_der = cert.signature.as_bytes().ok_or_else(|| bad("a certificate's signature is not whole bytes"))?;
-        let sig =
-            Signature::from_der(sig_der).map_err(|_| bad(format!("certificate {}'s signature is malformed", i + 1)))?;
-        p384_key(issuer)?.verify(&tbs, &sig).map_err(|_| {
-            bad(format!("certificate {} ({:?}) is not signed by {:?}", i + 1, subject(cert), subject(issuer)))
-        })?;
+        if !is_root {
+            UnparsedPublicKey::new(&ECDSA_P384_SHA384_ASN1, p384_key(issuer)?).verify(&tbs, sig_der).map_err(|_| {
+                bad(format!("certificate {} ({:?}) is not signed by {:?}", i + 1, subject(cert), subject(issuer)))
+            })?;
+        }
         let v = &cert.tbs_certificate.validity;
         let (from, until) =
             (v.not_before.to_unix_duration().as_secs() as i64, v.not_after.to_unix_duration().as_secs() as i64);
@@ -289,6 +302,48 @@ pub fn verify_chain(chain: &[Certificate], root: &Certificate, at: i64) -> Resul
         }
     }
     Ok(())
+}
+
+/// Chains already verified — keyed by the SHA-256 of every certificate's DER and the root's —
+/// with the window in which all their certificates are valid: a verifier of many reports (one
+/// GPU's, or a fleet sharing intermediates) checks each chain's signatures once. Bounded: past
+/// 10,000 chains it starts over.
+#[derive(Debug, Default)]
+pub struct ChainCache(std::sync::Mutex<std::collections::HashMap<[u8; 32], (i64, i64)>>);
+
+impl ChainCache {
+    /// [`verify_chain`], remembered.
+    pub fn verify(&self, chain: &[Certificate], root: &Certificate, at: i64) -> Result<(), Error> {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        for cert in chain.iter().chain(std::iter::once(root)) {
+            let der = cert.to_der().map_err(|e| bad(e.to_string()))?;
+            h.update((der.len() as u64).to_be_bytes());
+            h.update(der);
+        }
+        let key: [u8; 32] = h.finalize().into();
+        let known = self.0.lock().unwrap_or_else(|p| p.into_inner()).get(&key).copied();
+        if let Some((from, until)) = known {
+            if at >= from && at <= until {
+                return Ok(());
+            }
+            // Outside the window: the full check says which certificate.
+        }
+        verify_chain(chain, root, at)?;
+        let window = chain.iter().fold((i64::MIN, i64::MAX), |(from, until), c| {
+            let v = &c.tbs_certificate.validity;
+            (
+                from.max(v.not_before.to_unix_duration().as_secs() as i64),
+                until.min(v.not_after.to_unix_duration().as_secs() as i64),
+            )
+        });
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= 10_000 {
+            map.clear();
+        }
+        map.insert(key, window);
+        Ok(())
+    }
 }
 
 /// The FWID digests (SHA-384) in a certificate's TCG DICE TcbInfo extension.
@@ -357,10 +412,8 @@ pub struct Verified {
 /// Checks the report's signature over request ‖ response with `leaf`'s key (ECDSA P-384,
 /// SHA-384).
 pub fn verify_signature(report: &Report, leaf: &Certificate) -> Result<(), Error> {
-    let sig =
-        Signature::from_slice(&report.signature).map_err(|_| bad("the report's signature is not a P-384 signature"))?;
-    p384_key(leaf)?
-        .verify(&report.signed, &sig)
+    UnparsedPublicKey::new(&ECDSA_P384_SHA384_FIXED, p384_key(leaf)?)
+        .verify(&report.signed, &report.signature)
         .map_err(|_| bad("the report's signature does not verify under the leaf certificate's key"))
 }
 
@@ -374,12 +427,27 @@ pub fn verify(
     expected_nonce: &[u8; 32],
     at: i64,
 ) -> Result<Verified, Error> {
+    verify_cached(report, chain, root, expected_nonce, at, None)
+}
+
+/// [`verify`], with the chain's verdict from (and into) `cache` when given.
+pub fn verify_cached(
+    report: &Report,
+    chain: &[Certificate],
+    root: &Certificate,
+    expected_nonce: &[u8; 32],
+    at: i64,
+    cache: Option<&ChainCache>,
+) -> Result<Verified, Error> {
     if !crate::auth::constant_time_eq(&report.nonce, expected_nonce) {
         return Err(bad(format!("the report's nonce {} is not the one expected", hex::encode(report.nonce))));
     }
     let leaf = chain.first().ok_or_else(|| bad("the certificate chain is empty"))?;
     verify_signature(report, leaf)?;
-    verify_chain(chain, root, at)?;
+    match cache {
+        Some(c) => c.verify(chain, root, at)?,
+        None => verify_chain(chain, root, at)?,
+    }
     let fwid = report.field(field::FWID).ok_or_else(|| bad("the report carries no FWID"))?.to_vec();
     let in_cert = fwids(leaf);
     if !in_cert.contains(&fwid) {

@@ -104,3 +104,21 @@ fn truncated_and_random_input_is_an_error_never_a_panic() {
         .to_string()
         .contains("certificate 1"));
 }
+
+/// A chain verified once is remembered with its validity window: the same chain again costs no
+/// signature checks, a time outside the window is still refused, and a bent chain is not taken
+/// for the one remembered.
+#[test]
+fn a_chain_cache_remembers_verified_chains_and_their_window() {
+    use chipledger_domain::evidence::{verify_cached, ChainCache};
+    let (bytes, chain, root, nonce) = sample();
+    let report = Report::parse(&bytes).unwrap();
+    let cache = ChainCache::default();
+    verify_cached(&report, &chain, &root, &nonce, AT, Some(&cache)).unwrap();
+    verify_cached(&report, &chain, &root, &nonce, AT + 1, Some(&cache)).unwrap();
+    let e = verify_cached(&report, &chain, &root, &nonce, 1_550_000_000, Some(&cache)).unwrap_err().to_string();
+    assert!(e.contains("not valid at the report's time"), "{e}");
+    let mut swapped = chain.clone();
+    swapped.swap(1, 2);
+    assert!(verify_cached(&report, &swapped, &root, &nonce, AT, Some(&cache)).is_err());
+}
