@@ -60,6 +60,8 @@ pub enum Anomaly {
     ClaimDisagrees { field: String, claimed: String, recomputed: String },
     /// The serial's acquisition record names another SKU than the GPU's PCI ids give.
     AcquisitionSkuDiffers { serial: String, acquired: String, recomputed: String },
+    /// The record carries the GPU's NVIDIA attestation evidence, and it does not verify.
+    EvidenceInvalid { reason: String },
 }
 
 impl Anomaly {
@@ -127,6 +129,9 @@ impl Anomaly {
             }
             Anomaly::AcquisitionSkuDiffers { serial, acquired, recomputed } => {
                 format!("serial {serial} was acquired as a {acquired}, but this GPU's PCI ids say {recomputed}")
+            }
+            Anomaly::EvidenceInvalid { reason } => {
+                format!("the GPU's NVIDIA attestation evidence does not verify: {reason}")
             }
         }
     }

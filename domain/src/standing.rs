@@ -26,6 +26,11 @@ pub enum Evidence {
     Imported,
     /// A live probe, signed by the agent key of the host: the host's word.
     SelfReported,
+    /// The record carries the GPU's own NVIDIA attestation report, and it verifies: signed by
+    /// the GPU's attestation key, whose certificate chains to NVIDIA's device root, over the
+    /// nonce recorded with it, with the FWID its certificate names. The GPU is a genuine NVIDIA
+    /// part with that `ueid`; how fresh the report is depends on where its nonce came from.
+    HardwareSigned,
 }
 
 impl Evidence {
@@ -41,6 +46,7 @@ impl Evidence {
         match self {
             Evidence::Imported => "imported",
             Evidence::SelfReported => "self-reported",
+            Evidence::HardwareSigned => "hardware-signed",
         }
     }
 }
@@ -141,7 +147,52 @@ pub fn of_facts(catalog: &Catalog, att: &GpuAttestation, gpu: &AttestedGpu) -> F
         });
         evidence = Evidence::Imported;
     }
+    match hardware_evidence(att, &gpu.uuid) {
+        Some(Ok(_)) => evidence = Evidence::HardwareSigned,
+        Some(Err(reason)) => anomalies.push(Anomaly::EvidenceInvalid { reason }),
+        None => {}
+    }
     FactStanding { sku: recomputed.sku, anomalies, evidence }
+}
+
+/// The kinds of vendor evidence blobs that hold a GPU's attestation report, and its key's
+/// certificate chain (NVML's names; `nvidia-…` for evidence imported with a dump).
+const REPORT_KINDS: &[&str] = &["nvml-cc-attestation-report", "nvidia-attestation-report"];
+const CHAIN_KINDS: &[&str] = &["nvml-cc-attestation-certificate-chain", "nvidia-attestation-certificate-chain"];
+
+/// The GPU's NVIDIA attestation evidence in the record, verified against the shipped NVIDIA
+/// device root at the record's time, over the nonce recorded with the report: `Some(Ok(ueid))`
+/// when it verifies, `Some(Err(why))` when it is there and does not, `None` when there is none.
+/// Chains are checked once per process (a cache of verified chains).
+pub fn hardware_evidence(att: &GpuAttestation, uuid: &GpuUuid) -> Option<Result<String, String>> {
+    use crate::encoding::b64_decode;
+    use crate::evidence::{self, ChainCache};
+    static CHAINS: std::sync::OnceLock<ChainCache> = std::sync::OnceLock::new();
+    let blob = |kinds: &[&str]| att.vendor_evidence.iter().find(|e| e.gpu == *uuid && kinds.contains(&e.kind.as_str()));
+    let report = blob(REPORT_KINDS)?;
+    let check = || -> Result<String, String> {
+        let chain = blob(CHAIN_KINDS).ok_or("the report comes without its certificate chain")?;
+        let bytes = b64_decode(&report.blob, "attestation report").map_err(|e| e.to_string())?;
+        if crate::merkle::Hash::sha256(&bytes) != report.digest {
+            return Err("the report's bytes are not the ones its digest names".into());
+        }
+        let nonce: [u8; 32] = report
+            .nonce
+            .as_deref()
+            .and_then(|n| hex::decode(n).ok())
+            .and_then(|n| n.try_into().ok())
+            .ok_or("no nonce was recorded with the report")?;
+        let parsed = evidence::Report::parse(&evidence::decode_report(&bytes).map_err(|e| e.to_string())?)
+            .map_err(|e| e.to_string())?;
+        let pem = b64_decode(&chain.blob, "certificate chain").map_err(|e| e.to_string())?;
+        let certs = evidence::parse_chain(&pem).map_err(|e| e.to_string())?;
+        let root = evidence::parse_root(None).map_err(|e| e.to_string())?;
+        let cache = CHAINS.get_or_init(ChainCache::default);
+        evidence::verify_cached(&parsed, &certs, &root, &nonce, att.observed_at.unix_timestamp(), Some(cache))
+            .map(|v| v.ueid)
+            .map_err(|e| e.to_string())
+    };
+    Some(check())
 }
 
 /// The part the fleet around the GPU decides: its acquisition verdict, and the anomalies of its

@@ -29,6 +29,9 @@ pub enum Reason {
     ImportedOnly {
         source: ProbeSource,
     },
+    /// The policy requires NVIDIA attestation evidence that verifies; the GPU's record has none
+    /// (or it did not verify: then an `evidence-invalid` anomaly says why).
+    NoHardwareEvidence,
     Anomaly {
         kind: String,
         detail: String,
@@ -71,6 +74,9 @@ impl Reason {
                     "facts imported from {} (evidence, not a live attestation); the policy requires a live probe",
                     source_label(*source)
                 )
+            }
+            Reason::NoHardwareEvidence => {
+                "no NVIDIA attestation evidence that verifies; the policy requires hardware-signed evidence".into()
             }
             Reason::Anomaly { kind, detail } => format!("anomaly {kind}: {detail}"),
             Reason::Verdict { verdict } => format!("acquisition verdict {verdict} is not allowed by the policy"),
@@ -272,6 +278,9 @@ pub fn disqualify(policy: &Policy, c: &Candidate, now: OffsetDateTime) -> Vec<Re
     }
     if policy.require_live_probe && !c.source.is_live() {
         out.push(Reason::ImportedOnly { source: c.source });
+    }
+    if policy.require_hardware_evidence && c.evidence != chipledger_domain::standing::Evidence::HardwareSigned {
+        out.push(Reason::NoHardwareEvidence);
     }
     for a in &c.anomalies {
         let kind = anomaly_kind(a);

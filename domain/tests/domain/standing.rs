@@ -159,3 +159,55 @@ fn a_probe_source_is_named_as_records_spell_it() {
         assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
     }
 }
+
+/// A record carrying the GPU's NVIDIA attestation evidence (here NVIDIA's real Hopper sample,
+/// with the nonce recorded beside it) stands as `hardware-signed`; the same evidence with one
+/// byte flipped, or without its nonce, is a Danger `evidence-invalid` anomaly instead.
+#[test]
+fn nvidia_attestation_evidence_in_a_record_makes_it_hardware_signed_or_invalid() {
+    use chipledger_domain::merkle::Hash;
+    use chipledger_domain::records::VendorEvidence;
+    let dir = format!("{}/tests/data/nvidia-attestation", env!("CARGO_MANIFEST_DIR"));
+    let report = std::fs::read(format!("{dir}/hopperAttestationReport.txt")).unwrap();
+    let chain = std::fs::read(format!("{dir}/hopperCertChain.txt")).unwrap();
+    let nonce = "931d8dd0add203ac3d8b4fbde75e115278eefcdceac5b87671a748f32364dfcb";
+    let with = |report: &[u8], nonce: Option<&str>| {
+        let mut att = attestation(ProbeSource::Nvml, |_| {});
+        let uuid = att.gpus[0].uuid.clone();
+        let blob = |kind: &str, bytes: &[u8], nonce: Option<&str>| VendorEvidence {
+            gpu: uuid.clone(),
+            kind: kind.into(),
+            blob: chipledger_domain::encoding::b64_encode(bytes),
+            digest: Hash::sha256(bytes),
+            nonce: nonce.map(str::to_string),
+        };
+        att.vendor_evidence = vec![
+            blob("nvml-cc-attestation-report", report, nonce),
+            blob("nvml-cc-attestation-certificate-chain", &chain, None),
+        ];
+        att
+    };
+    let stand = |att: &GpuAttestation| {
+        let gpu = &att.gpus[0];
+        let uuids = [gpu.uuid.clone()];
+        standing(
+            Catalog::embedded().unwrap(),
+            att,
+            gpu,
+            Surroundings { uuids_with_serial: &uuids, acquisition: None, owner: None },
+        )
+    };
+    let good = stand(&with(&report, Some(nonce)));
+    assert_eq!(good.evidence, Evidence::HardwareSigned);
+    assert!(good.anomalies.is_empty(), "{:?}", good.anomalies);
+    // One hex digit of the signed part changed (a byte of the response's opaque data).
+    let mut bent = report.clone();
+    let at = bent.len() / 2;
+    bent[at] = if bent[at] == b'0' { b'1' } else { b'0' };
+    for att in [with(&bent, Some(nonce)), with(&report, None)] {
+        let s = stand(&att);
+        assert_eq!(s.evidence, Evidence::SelfReported);
+        assert_eq!(kinds(&s.anomalies), ["evidence-invalid"], "{:?}", s.anomalies);
+        assert_eq!(s.anomalies[0].severity(), chipledger_domain::identify::Severity::Danger);
+    }
+}

@@ -130,6 +130,27 @@ fn policy_lists_restrict_hosts_skus_and_classes() {
     assert_eq!(fate(&p, &c.uuid), ["class", "sku", "host"]);
 }
 
+/// A policy that requires hardware evidence takes only GPUs whose NVIDIA attestation evidence
+/// verified (`hardware-signed`); one whose evidence did not verify also carries its Danger
+/// `evidence-invalid` anomaly, which no policy tolerates.
+#[test]
+fn a_policy_can_require_hardware_signed_evidence() {
+    use chipledger_domain::standing::Evidence;
+    let policy = Policy::parse("require_hardware_evidence = true\n", "hw.toml").unwrap();
+    let mut signed = gpu("hgx-01", 1);
+    signed.evidence = Evidence::HardwareSigned;
+    let plain = gpu("hgx-01", 2);
+    let mut invalid = gpu("hgx-01", 3);
+    invalid.anomalies = vec![Anomaly::EvidenceInvalid { reason: "the report's signature does not verify".into() }];
+    let p = place(&policy, &[signed.clone(), plain.clone(), invalid.clone()], &model(10.0), NOW);
+    assert_eq!(p.chosen, vec![signed.uuid.clone()]);
+    assert!(fate(&p, &plain.uuid).contains(&"no-hardware-evidence".to_string()), "{:?}", fate(&p, &plain.uuid));
+    assert_eq!(fate(&p, &invalid.uuid), ["no-hardware-evidence", "anomaly"]);
+    let reasons = &p.not_chosen.iter().find(|n| n.uuid == invalid.uuid).unwrap().reasons;
+    assert!(reasons.iter().any(|r| r.explain().contains("evidence-invalid")), "{reasons:?}");
+    assert!(Policy::parse("tolerated_anomalies = [\"evidence-invalid\"]\n", "t.toml").is_err());
+}
+
 #[test]
 fn a_model_larger_than_one_gpu_takes_several_on_one_host_and_never_spans_hosts() {
     let policy = Policy::builtin();
