@@ -22,6 +22,9 @@ pub enum Error {
     UnknownDump { path: String, reason: String },
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
+    /// A file of NVIDIA attestation evidence that is not one.
+    #[error("{path}: not NVIDIA attestation evidence: {reason}")]
+    Evidence { path: String, reason: String },
     /// The configuration is malformed; `key` names the setting.
     #[error("configuration {origin}: {key}: {message}")]
     Config { origin: String, key: String, message: String },

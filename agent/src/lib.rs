@@ -18,6 +18,7 @@ mod error;
 pub mod attest;
 pub mod config;
 pub mod daemon;
+pub mod evidence;
 pub mod host;
 pub mod nvml;
 pub mod probe;

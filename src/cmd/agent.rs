@@ -34,6 +34,17 @@ pub enum Command {
         source: SourceArgs,
         #[command(flatten)]
         agent: AgentArgs,
+        /// NVIDIA attestation evidence captured elsewhere for one GPU: its SPDM report (hex text
+        /// or raw) — with --cert-chain. Readers verify it; its nonce is the report's own, so its
+        /// freshness is unknown.
+        #[arg(long, value_name = "FILE", requires = "cert_chain")]
+        evidence: Option<PathBuf>,
+        /// The GPU attestation key's certificate chain (PEM, leaf first) for --evidence.
+        #[arg(long, value_name = "FILE", requires = "evidence")]
+        cert_chain: Option<PathBuf>,
+        /// Which GPU the evidence is for (default: the only one).
+        #[arg(long, value_name = "UUID", requires = "evidence")]
+        evidence_gpu: Option<String>,
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
@@ -129,13 +140,29 @@ pub fn run(data_dir: Option<PathBuf>, cmd: Command) -> Result<()> {
             let report = probe.probe()?;
             print_probe(&report, format)
         }
-        Command::Attest { source, agent, format } => {
+        Command::Attest { source, agent, evidence, cert_chain, evidence_gpu, format } => {
             let s = settings(data_dir.clone(), &agent, Some(&source))?;
             let (mut attestor, ledger) = attestor(data_dir, &s)?;
             let mut probe = make_probe(&s.config.from_files, s.config.nvml_library.as_deref())?;
             let mut report = probe.probe()?;
             let uuids: Vec<GpuUuid> = report.gpus.iter().filter_map(|g| g.uuid.clone()).collect();
             report.vendor_evidence = probe.vendor_evidence(&uuids);
+            if let (Some(evidence), Some(chain)) = (&evidence, &cert_chain) {
+                let gpu = match evidence_gpu.as_deref() {
+                    Some(u) => GpuUuid::parse(u).context("--evidence-gpu")?,
+                    None => match uuids.as_slice() {
+                        [one] => one.clone(),
+                        _ => bail!(
+                            "the host has {} GPUs: say which one the evidence is for (--evidence-gpu)",
+                            uuids.len()
+                        ),
+                    },
+                };
+                if !uuids.contains(&gpu) {
+                    bail!("--evidence-gpu {gpu} is not one of this host's GPUs");
+                }
+                report.vendor_evidence.extend(chipledger_agent::evidence::imported(&gpu, evidence, chain)?);
+            }
             let att = attestor.build(&report, host::host_facts(s.config.hostname.as_deref()))?;
             let spooled = attestor.sign_and_spool(&att)?;
             let flush = attestor.flush()?;

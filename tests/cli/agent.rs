@@ -266,3 +266,68 @@ fn a_reflash_shows_in_the_fleet_until_an_admin_settles_it() {
     assert_eq!(fleet()[0]["anomalies"], serde_json::json!([]));
     ok_in(&data, &["ledger", "verify"]);
 }
+
+/// Evidence captured elsewhere goes into an attestation with the dump (`--evidence`,
+/// `--cert-chain`): the fleet shows the GPU `hardware-signed`; the same evidence with one byte
+/// of its signed part changed shows `evidence-invalid`, and a policy that requires hardware
+/// evidence places only the first.
+#[test]
+fn imported_nvidia_evidence_makes_a_gpu_hardware_signed_or_invalid_in_the_fleet() {
+    let (tmp, data) = enrolled("hgx-01");
+    // A second host: its own agent key and state.
+    let state2 = tmp.path().join("hgx-02");
+    let vkey = ok_in(&data, &["agent", "enroll", "--hostname", "hgx-02", "--state-dir", state2.to_str().unwrap()]);
+    ok_in(&data, &["keys", "enroll", "--role", "agent", "--name", "hgx-02", "--key", vkey.stdout.trim()]);
+    let evidence_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("domain/tests/data/nvidia-attestation");
+    let report = evidence_dir.join("hopperAttestationReport.txt");
+    let chain = evidence_dir.join("hopperCertChain.txt");
+    let attest = |host: &str, state: Option<&Path>, dump_name: &str, report: &Path| {
+        let mut args = vec![
+            "agent".to_string(),
+            "attest".into(),
+            "--hostname".into(),
+            host.into(),
+            "--from-file".into(),
+            dump(dump_name),
+            "--evidence".into(),
+            report.display().to_string(),
+            "--cert-chain".into(),
+            chain.display().to_string(),
+        ];
+        if let Some(s) = state {
+            args.extend(["--state-dir".into(), s.display().to_string()]);
+        }
+        ok_in(&data, &args.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    attest("hgx-01", None, H100, &report);
+    // One hex digit of the response's opaque data (the driver version's), changed.
+    let text = std::fs::read_to_string(&report).unwrap();
+    let bent = tmp.path().join("bent.txt");
+    let at = text.len() - 400;
+    let flipped = if &text[at..at + 1] == "0" { "1" } else { "0" };
+    std::fs::write(&bent, format!("{}{flipped}{}", &text[..at], &text[at + 1..])).unwrap();
+    attest("hgx-02", Some(&state2), H800, &bent);
+    let fleet = ok_in(&data, &["fleet", "--format", "json"]).stdout;
+    let rows: serde_json::Value = serde_json::from_str(&fleet).unwrap();
+    let row = |host: &str| rows.as_array().unwrap().iter().find(|r| r["host"] == host).unwrap().clone();
+    assert_eq!(row("hgx-01")["evidence"], "hardware-signed", "{}", row("hgx-01"));
+    let invalid = row("hgx-02");
+    assert!(invalid.to_string().contains("NVIDIA attestation evidence does not verify"), "{invalid}");
+    assert_eq!(invalid["evidence"], "imported", "{invalid}");
+    // Placement under a policy that takes imported facts but requires hardware evidence.
+    let policy = tmp.path().join("hw.toml");
+    std::fs::write(
+        &policy,
+        "name = \"hw\"\nrequire_live_probe = false\nrequire_hardware_evidence = true\nallowed_verdicts = [\"lawful\", \
+         \"lawful-under-licence\", \"licence-required-none-recorded\", \"no-acquisition-record\", \"needs-review\"]\n\
+         tolerated_anomalies = [\"nvlink-fewer\", \"unknown-subsystem\"]\n",
+    )
+    .unwrap();
+    let plan = ok_in(
+        &data,
+        &["plan", "--model", "r1-distill-qwen-1.5b", "--policy", policy.to_str().unwrap(), "--format", "json"],
+    );
+    let plan: serde_json::Value = serde_json::from_str(&plan.stdout).unwrap();
+    assert_eq!(plan["placement"]["host"], "hgx-01", "{plan}");
+    assert!(plan.to_string().contains("no-hardware-evidence"), "{plan}");
+}
