@@ -257,6 +257,75 @@ pub fn parse_root(pem: Option<&[u8]>) -> Result<Certificate, Error> {
         .map_err(|e| bad(format!("the device root is not a PEM certificate: {e}")))
 }
 
+/// Extensions this verifier understands; a critical one it does not is a refusal.
+const KNOWN_EXTENSIONS: &[&str] = &[
+    "2.5.29.14",      // subject key identifier
+    "2.5.29.15",      // key usage
+    "2.5.29.17",      // subject alternative name
+    "2.5.29.19",      // basic constraints
+    "2.5.29.35",      // authority key identifier
+    "2.5.29.37",      // extended key usage
+    "2.23.133.5.4.1", // TCG DICE TcbInfo
+    "2.23.133.5.4.4", // TCG DICE UEID
+    "2.23.133.5.4.5", // TCG DICE MultiTcbInfo
+];
+
+/// What a certificate's position asks of it: an issuer is a CA allowed to sign certificates
+/// (basic constraints CA, key usage keyCertSign, within its path length); the leaf may sign
+/// (digitalSignature) and is no CA; no certificate has a critical extension this verifier does
+/// not know. `position` is 0 for the leaf.
+fn check_extensions(cert: &Certificate, position: usize, leaf: bool) -> Result<(), Error> {
+    use x509_cert::der::Decode;
+    use x509_cert::ext::pkix::{BasicConstraints, KeyUsage, KeyUsages};
+    let name = || format!("certificate {} ({:?})", position + 1, subject(cert));
+    let mut ca: Option<BasicConstraints> = None;
+    let mut usage: Option<KeyUsage> = None;
+    for ext in cert.tbs_certificate.extensions.iter().flatten() {
+        let oid = ext.extn_id.to_string();
+        match oid.as_str() {
+            "2.5.29.19" => {
+                ca = Some(
+                    BasicConstraints::from_der(ext.extn_value.as_bytes())
+                        .map_err(|_| bad(format!("{}: malformed basic constraints", name())))?,
+                )
+            }
+            "2.5.29.15" => {
+                usage = Some(
+                    KeyUsage::from_der(ext.extn_value.as_bytes())
+                        .map_err(|_| bad(format!("{}: malformed key usage", name())))?,
+                )
+            }
+            other if ext.critical && !KNOWN_EXTENSIONS.contains(&other) => {
+                return Err(bad(format!("{}: an unknown critical extension {other}", name())));
+            }
+            _ => {}
+        }
+    }
+    let is_ca = ca.as_ref().is_some_and(|c| c.ca);
+    if leaf {
+        if is_ca {
+            return Err(bad(format!("{}: the attestation key's certificate is a CA", name())));
+        }
+        if usage.as_ref().is_some_and(|u| !u.0.contains(KeyUsages::DigitalSignature)) {
+            return Err(bad(format!("{}: its key may not sign (no digitalSignature)", name())));
+        }
+        return Ok(());
+    }
+    if !is_ca {
+        return Err(bad(format!("{}: it issues a certificate but is not a CA (basic constraints)", name())));
+    }
+    if !usage.as_ref().is_some_and(|u| u.0.contains(KeyUsages::KeyCertSign)) {
+        return Err(bad(format!("{}: it issues a certificate but may not (no keyCertSign)", name())));
+    }
+    // Issuers below it in the chain (the leaf excepted): at most its path length.
+    if let Some(len) = ca.and_then(|c| c.path_len_constraint) {
+        if position.saturating_sub(1) > usize::from(len) {
+            return Err(bad(format!("{}: {} CAs below it, over its path length {len}", name(), position - 1)));
+        }
+    }
+    Ok(())
+}
+
 /// Checks that each certificate is signed by the next (ECDSA P-384 / SHA-384), that the chain
 /// ends in `root` (the same certificate), and that every certificate is valid at `at` (unix
 /// seconds: the report's time, never the verifier's clock).
@@ -283,6 +352,7 @@ pub fn verify_chain(chain: &[Certificate], root: &Certificate, at: i64) -> Resul
         if cert.signature_algorithm.oid.to_string() != ECDSA_WITH_SHA384 {
             return Err(bad(format!("certificate {} is not signed with ECDSA P-384 / SHA-384", i + 1)));
         }
+        check_extensions(cert, i, i == 0)?;
         let tbs = cert.tbs_certificate.to_der().map_err(|e| bad(e.to_string()))?;
         let sig_der = cert.signature.as_bytes().ok_or_else(|| bad("a certificate's signature is not whole bytes"))?;
         if !is_root {

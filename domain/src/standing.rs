@@ -26,11 +26,13 @@ pub enum Evidence {
     Imported,
     /// A live probe, signed by the agent key of the host: the host's word.
     SelfReported,
-    /// The record carries the GPU's own NVIDIA attestation report, and it verifies: signed by
-    /// the GPU's attestation key, whose certificate chains to NVIDIA's device root, over the
-    /// nonce recorded with it, with the FWID its certificate names. The GPU is a genuine NVIDIA
-    /// part with that `ueid`; how fresh the report is depends on where its nonce came from.
-    HardwareSigned,
+    /// A live probe whose record carries an NVIDIA attestation report that verifies — signed by
+    /// a GPU attestation key whose certificate chains to NVIDIA's device root, over the nonce
+    /// recorded with it, with the FWID its certificate names — and whose driver and VBIOS
+    /// versions are the record's. It shows a genuine NVIDIA GPU signed that report; it does not
+    /// yet bind the report to this UUID or to a time (the nonce is the agent's, and a `ueid`
+    /// seen under two GPUs is not yet flagged): not `hardware-signed`.
+    VendorSigned,
 }
 
 impl Evidence {
@@ -46,7 +48,7 @@ impl Evidence {
         match self {
             Evidence::Imported => "imported",
             Evidence::SelfReported => "self-reported",
-            Evidence::HardwareSigned => "hardware-signed",
+            Evidence::VendorSigned => "vendor-signed",
         }
     }
 }
@@ -147,8 +149,10 @@ pub fn of_facts(catalog: &Catalog, att: &GpuAttestation, gpu: &AttestedGpu) -> F
         });
         evidence = Evidence::Imported;
     }
-    match hardware_evidence(att, &gpu.uuid) {
-        Some(Ok(_)) => evidence = Evidence::HardwareSigned,
+    match vendor_evidence(att, gpu) {
+        // Facts imported from a dump stay imported, whatever evidence comes with them.
+        Some(Ok(_)) if evidence == Evidence::SelfReported => evidence = Evidence::VendorSigned,
+        Some(Ok(_)) => {}
         Some(Err(reason)) => anomalies.push(Anomaly::EvidenceInvalid { reason }),
         None => {}
     }
@@ -161,10 +165,12 @@ const REPORT_KINDS: &[&str] = &["nvml-cc-attestation-report", "nvidia-attestatio
 const CHAIN_KINDS: &[&str] = &["nvml-cc-attestation-certificate-chain", "nvidia-attestation-certificate-chain"];
 
 /// The GPU's NVIDIA attestation evidence in the record, verified against the shipped NVIDIA
-/// device root at the record's time, over the nonce recorded with the report: `Some(Ok(ueid))`
-/// when it verifies, `Some(Err(why))` when it is there and does not, `None` when there is none.
-/// Chains are checked once per process (a cache of verified chains).
-pub fn hardware_evidence(att: &GpuAttestation, uuid: &GpuUuid) -> Option<Result<String, String>> {
+/// device root at the record's time, over the nonce recorded with the report, and held to the
+/// record: the report's driver and VBIOS versions must be the ones the record states.
+/// `Some(Ok(ueid))` when it verifies, `Some(Err(why))` when it is there and does not, `None` when
+/// there is none. Chains are checked once per process (a cache of verified chains).
+pub fn vendor_evidence(att: &GpuAttestation, gpu: &AttestedGpu) -> Option<Result<String, String>> {
+    let uuid = &gpu.uuid;
     use crate::encoding::b64_decode;
     use crate::evidence::{self, ChainCache};
     static CHAINS: std::sync::OnceLock<ChainCache> = std::sync::OnceLock::new();
@@ -188,9 +194,17 @@ pub fn hardware_evidence(att: &GpuAttestation, uuid: &GpuUuid) -> Option<Result<
         let certs = evidence::parse_chain(&pem).map_err(|e| e.to_string())?;
         let root = evidence::parse_root(None).map_err(|e| e.to_string())?;
         let cache = CHAINS.get_or_init(ChainCache::default);
-        evidence::verify_cached(&parsed, &certs, &root, &nonce, att.observed_at.unix_timestamp(), Some(cache))
-            .map(|v| v.ueid)
-            .map_err(|e| e.to_string())
+        let v = evidence::verify_cached(&parsed, &certs, &root, &nonce, att.observed_at.unix_timestamp(), Some(cache))
+            .map_err(|e| e.to_string())?;
+        let differs = |what: &str, report: Option<&str>, record: Option<&str>| match (report, record) {
+            (Some(a), Some(b)) if !a.eq_ignore_ascii_case(b) => {
+                Err(format!("the report's {what} is {a}, the record's {b}: the report is not this GPU's"))
+            }
+            _ => Ok(()),
+        };
+        differs("driver version", v.driver_version.as_deref(), att.driver.driver_version.as_deref())?;
+        differs("VBIOS version", v.vbios_version.as_deref(), gpu.facts.vbios_version.as_deref())?;
+        Ok(v.ueid)
     };
     Some(check())
 }

@@ -29,9 +29,10 @@ pub enum Reason {
     ImportedOnly {
         source: ProbeSource,
     },
-    /// The policy requires NVIDIA attestation evidence that verifies; the GPU's record has none
-    /// (or it did not verify: then an `evidence-invalid` anomaly says why).
-    NoHardwareEvidence,
+    /// The policy requires NVIDIA attestation evidence that verifies (`vendor-signed`); the GPU's
+    /// record has none, is an import, or its evidence did not verify (an `evidence-invalid`
+    /// anomaly then says why).
+    NoVendorEvidence,
     Anomaly {
         kind: String,
         detail: String,
@@ -75,8 +76,8 @@ impl Reason {
                     source_label(*source)
                 )
             }
-            Reason::NoHardwareEvidence => {
-                "no NVIDIA attestation evidence that verifies; the policy requires hardware-signed evidence".into()
+            Reason::NoVendorEvidence => {
+                "no NVIDIA attestation evidence that verifies and matches the record; the policy requires vendor-signed evidence".into()
             }
             Reason::Anomaly { kind, detail } => format!("anomaly {kind}: {detail}"),
             Reason::Verdict { verdict } => format!("acquisition verdict {verdict} is not allowed by the policy"),
@@ -279,8 +280,8 @@ pub fn disqualify(policy: &Policy, c: &Candidate, now: OffsetDateTime) -> Vec<Re
     if policy.require_live_probe && !c.source.is_live() {
         out.push(Reason::ImportedOnly { source: c.source });
     }
-    if policy.require_hardware_evidence && c.evidence != chipledger_domain::standing::Evidence::HardwareSigned {
-        out.push(Reason::NoHardwareEvidence);
+    if policy.require_vendor_evidence && c.evidence != chipledger_domain::standing::Evidence::VendorSigned {
+        out.push(Reason::NoVendorEvidence);
     }
     for a in &c.anomalies {
         let kind = anomaly_kind(a);

@@ -18,9 +18,9 @@ pub struct Policy {
     pub name: String,
     pub max_attestation_age: Duration,
     pub require_live_probe: bool,
-    /// Only GPUs whose record carries NVIDIA attestation evidence that verifies
-    /// (`hardware-signed`).
-    pub require_hardware_evidence: bool,
+    /// Only live-probed GPUs whose record carries NVIDIA attestation evidence that verifies and
+    /// matches it (`vendor-signed`).
+    pub require_vendor_evidence: bool,
     pub allowed_verdicts: Vec<VerdictKind>,
     /// Anomaly kinds (`nvlink-fewer`, …) tolerated; any other anomaly disqualifies a GPU.
     pub tolerated_anomalies: Vec<String>,
@@ -38,7 +38,7 @@ struct PolicyFile {
     name: Option<String>,
     max_attestation_age: Option<String>,
     require_live_probe: Option<bool>,
-    require_hardware_evidence: Option<bool>,
+    require_vendor_evidence: Option<bool>,
     allowed_verdicts: Option<Vec<String>>,
     tolerated_anomalies: Option<Vec<String>>,
     allowed_hosts: Option<Vec<String>>,
@@ -114,10 +114,7 @@ impl Policy {
             name,
             max_attestation_age,
             require_live_probe: file.require_live_probe.or(base.require_live_probe).unwrap_or(true),
-            require_hardware_evidence: file
-                .require_hardware_evidence
-                .or(base.require_hardware_evidence)
-                .unwrap_or(false),
+            require_vendor_evidence: file.require_vendor_evidence.or(base.require_vendor_evidence).unwrap_or(false),
             allowed_verdicts,
             tolerated_anomalies,
             allowed_hosts: pick(file.allowed_hosts, base.allowed_hosts),

@@ -268,11 +268,12 @@ fn a_reflash_shows_in_the_fleet_until_an_admin_settles_it() {
 }
 
 /// Evidence captured elsewhere goes into an attestation with the dump (`--evidence`,
-/// `--cert-chain`): the fleet shows the GPU `hardware-signed`; the same evidence with one byte
-/// of its signed part changed shows `evidence-invalid`, and a policy that requires hardware
-/// evidence places only the first.
+/// `--cert-chain`). Readers verify it and hold it to the dump: the sample with a dump of its own
+/// driver and VBIOS raises no anomaly (an import stays an import); the same evidence with one
+/// byte of its signed part changed, or with a dump of another driver, is `evidence-invalid`; a
+/// policy that requires vendor evidence places none of them (it needs a live probe).
 #[test]
-fn imported_nvidia_evidence_makes_a_gpu_hardware_signed_or_invalid_in_the_fleet() {
+fn imported_nvidia_evidence_is_verified_and_held_to_its_dump() {
     let (tmp, data) = enrolled("hgx-01");
     // A second host: its own agent key and state.
     let state2 = tmp.path().join("hgx-02");
@@ -299,7 +300,18 @@ fn imported_nvidia_evidence_makes_a_gpu_hardware_signed_or_invalid_in_the_fleet(
         }
         ok_in(&data, &args.iter().map(String::as_str).collect::<Vec<_>>())
     };
-    attest("hgx-01", None, H100, &report);
+    // The H100 dump, edited to the sample's driver and VBIOS.
+    let matching = tmp.path().join("h100-550.txt");
+    std::fs::write(
+        &matching,
+        std::fs::read_to_string(dump(H100)).unwrap().replacen("590.48.01", "550.90.07", 1).replacen(
+            "96.00.A5.00.01",
+            "96.00.9F.00.01",
+            1,
+        ),
+    )
+    .unwrap();
+    attest("hgx-01", None, matching.to_str().unwrap(), &report);
     // One hex digit of the response's opaque data (the driver version's), changed.
     let text = std::fs::read_to_string(&report).unwrap();
     let bent = tmp.path().join("bent.txt");
@@ -310,7 +322,8 @@ fn imported_nvidia_evidence_makes_a_gpu_hardware_signed_or_invalid_in_the_fleet(
     let fleet = ok_in(&data, &["fleet", "--format", "json"]).stdout;
     let rows: serde_json::Value = serde_json::from_str(&fleet).unwrap();
     let row = |host: &str| rows.as_array().unwrap().iter().find(|r| r["host"] == host).unwrap().clone();
-    assert_eq!(row("hgx-01")["evidence"], "hardware-signed", "{}", row("hgx-01"));
+    assert_eq!(row("hgx-01")["evidence"], "imported", "{}", row("hgx-01"));
+    assert!(!row("hgx-01").to_string().contains("evidence does not verify"), "{}", row("hgx-01"));
     let invalid = row("hgx-02");
     assert!(invalid.to_string().contains("NVIDIA attestation evidence does not verify"), "{invalid}");
     assert_eq!(invalid["evidence"], "imported", "{invalid}");
@@ -318,7 +331,7 @@ fn imported_nvidia_evidence_makes_a_gpu_hardware_signed_or_invalid_in_the_fleet(
     let policy = tmp.path().join("hw.toml");
     std::fs::write(
         &policy,
-        "name = \"hw\"\nrequire_live_probe = false\nrequire_hardware_evidence = true\nallowed_verdicts = [\"lawful\", \
+        "name = \"hw\"\nrequire_live_probe = false\nrequire_vendor_evidence = true\nallowed_verdicts = [\"lawful\", \
          \"lawful-under-licence\", \"licence-required-none-recorded\", \"no-acquisition-record\", \"needs-review\"]\n\
          tolerated_anomalies = [\"nvlink-fewer\", \"unknown-subsystem\"]\n",
     )
@@ -328,6 +341,6 @@ fn imported_nvidia_evidence_makes_a_gpu_hardware_signed_or_invalid_in_the_fleet(
         &["plan", "--model", "r1-distill-qwen-1.5b", "--policy", policy.to_str().unwrap(), "--format", "json"],
     );
     let plan: serde_json::Value = serde_json::from_str(&plan.stdout).unwrap();
-    assert_eq!(plan["placement"]["host"], "hgx-01", "{plan}");
-    assert!(plan.to_string().contains("no-hardware-evidence"), "{plan}");
+    assert!(plan["placement"]["host"].is_null(), "{plan}");
+    assert!(plan.to_string().contains("no-vendor-evidence"), "{plan}");
 }

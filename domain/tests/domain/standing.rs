@@ -160,19 +160,27 @@ fn a_probe_source_is_named_as_records_spell_it() {
     }
 }
 
-/// A record carrying the GPU's NVIDIA attestation evidence (here NVIDIA's real Hopper sample,
-/// with the nonce recorded beside it) stands as `hardware-signed`; the same evidence with one
-/// byte flipped, or without its nonce, is a Danger `evidence-invalid` anomaly instead.
+/// A live record carrying the GPU's NVIDIA attestation evidence (here NVIDIA's real Hopper sample,
+/// with the nonce recorded beside it) whose driver and VBIOS are the record's stands as
+/// `vendor-signed`; the same evidence with one byte flipped, without its nonce, or with another
+/// driver than the record's is a Danger `evidence-invalid` anomaly instead; an imported record
+/// with valid evidence stays `imported`.
 #[test]
-fn nvidia_attestation_evidence_in_a_record_makes_it_hardware_signed_or_invalid() {
+fn nvidia_attestation_evidence_in_a_record_makes_it_vendor_signed_or_invalid() {
     use chipledger_domain::merkle::Hash;
     use chipledger_domain::records::VendorEvidence;
     let dir = format!("{}/tests/data/nvidia-attestation", env!("CARGO_MANIFEST_DIR"));
     let report = std::fs::read(format!("{dir}/hopperAttestationReport.txt")).unwrap();
     let chain = std::fs::read(format!("{dir}/hopperCertChain.txt")).unwrap();
     let nonce = "931d8dd0add203ac3d8b4fbde75e115278eefcdceac5b87671a748f32364dfcb";
-    let with = |report: &[u8], nonce: Option<&str>| {
-        let mut att = attestation(ProbeSource::Nvml, |_| {});
+    let with_source = |source: ProbeSource, report: &[u8], nonce: Option<&str>, driver: &str| {
+        let mut att = attestation(source, |_| {});
+        // The facts the sample's report states: driver 550.90.07, VBIOS 96.00.9f.00.01.
+        att.driver.driver_version = Some(driver.into());
+        let old = att.gpus.remove(0);
+        let mut facts = old.facts.clone();
+        facts.vbios_version = Some("96.00.9F.00.01".into());
+        att.gpus.push(chipledger_domain::records::AttestedGpu::new(old.uuid.clone(), facts, old.identification));
         let uuid = att.gpus[0].uuid.clone();
         let blob = |kind: &str, bytes: &[u8], nonce: Option<&str>| VendorEvidence {
             gpu: uuid.clone(),
@@ -187,6 +195,7 @@ fn nvidia_attestation_evidence_in_a_record_makes_it_hardware_signed_or_invalid()
         ];
         att
     };
+    let with = |report: &[u8], nonce: Option<&str>| with_source(ProbeSource::Nvml, report, nonce, "550.90.07");
     let stand = |att: &GpuAttestation| {
         let gpu = &att.gpus[0];
         let uuids = [gpu.uuid.clone()];
@@ -198,8 +207,15 @@ fn nvidia_attestation_evidence_in_a_record_makes_it_hardware_signed_or_invalid()
         )
     };
     let good = stand(&with(&report, Some(nonce)));
-    assert_eq!(good.evidence, Evidence::HardwareSigned);
+    assert_eq!(good.evidence, Evidence::VendorSigned);
     assert!(good.anomalies.is_empty(), "{:?}", good.anomalies);
+    // An import with valid evidence: still an import.
+    let imported = stand(&with_source(ProbeSource::NvidiaSmiText, &report, Some(nonce), "550.90.07"));
+    assert_eq!(imported.evidence, Evidence::Imported);
+    // Another driver than the report's: not this GPU's report.
+    let other = stand(&with_source(ProbeSource::Nvml, &report, Some(nonce), "535.104.05"));
+    assert_eq!(kinds(&other.anomalies), ["evidence-invalid"], "{:?}", other.anomalies);
+    assert!(other.anomalies[0].explain().contains("not this GPU's"));
     // One hex digit of the signed part changed (a byte of the response's opaque data).
     let mut bent = report.clone();
     let at = bent.len() / 2;

@@ -130,22 +130,22 @@ fn policy_lists_restrict_hosts_skus_and_classes() {
     assert_eq!(fate(&p, &c.uuid), ["class", "sku", "host"]);
 }
 
-/// A policy that requires hardware evidence takes only GPUs whose NVIDIA attestation evidence
-/// verified (`hardware-signed`); one whose evidence did not verify also carries its Danger
+/// A policy that requires vendor evidence takes only GPUs whose NVIDIA attestation evidence
+/// verified (`vendor-signed`); one whose evidence did not verify also carries its Danger
 /// `evidence-invalid` anomaly, which no policy tolerates.
 #[test]
-fn a_policy_can_require_hardware_signed_evidence() {
+fn a_policy_can_require_vendor_signed_evidence() {
     use chipledger_domain::standing::Evidence;
-    let policy = Policy::parse("require_hardware_evidence = true\n", "hw.toml").unwrap();
+    let policy = Policy::parse("require_vendor_evidence = true\n", "hw.toml").unwrap();
     let mut signed = gpu("hgx-01", 1);
-    signed.evidence = Evidence::HardwareSigned;
+    signed.evidence = Evidence::VendorSigned;
     let plain = gpu("hgx-01", 2);
     let mut invalid = gpu("hgx-01", 3);
     invalid.anomalies = vec![Anomaly::EvidenceInvalid { reason: "the report's signature does not verify".into() }];
     let p = place(&policy, &[signed.clone(), plain.clone(), invalid.clone()], &model(10.0), NOW);
     assert_eq!(p.chosen, vec![signed.uuid.clone()]);
-    assert!(fate(&p, &plain.uuid).contains(&"no-hardware-evidence".to_string()), "{:?}", fate(&p, &plain.uuid));
-    assert_eq!(fate(&p, &invalid.uuid), ["no-hardware-evidence", "anomaly"]);
+    assert!(fate(&p, &plain.uuid).contains(&"no-vendor-evidence".to_string()), "{:?}", fate(&p, &plain.uuid));
+    assert_eq!(fate(&p, &invalid.uuid), ["no-vendor-evidence", "anomaly"]);
     let reasons = &p.not_chosen.iter().find(|n| n.uuid == invalid.uuid).unwrap().reasons;
     assert!(reasons.iter().any(|r| r.explain().contains("evidence-invalid")), "{reasons:?}");
     assert!(Policy::parse("tolerated_anomalies = [\"evidence-invalid\"]\n", "t.toml").is_err());
