@@ -192,9 +192,14 @@ pub fn vendor_evidence(att: &GpuAttestation, gpu: &AttestedGpu) -> Option<Result
             .map_err(|e| e.to_string())?;
         let pem = b64_decode(&chain.blob, "certificate chain").map_err(|e| e.to_string())?;
         let certs = evidence::parse_chain(&pem).map_err(|e| e.to_string())?;
-        let root = evidence::parse_root(None).map_err(|e| e.to_string())?;
+        // The shipped root, parsed once per process.
+        static ROOT: std::sync::OnceLock<Result<x509_cert::Certificate, String>> = std::sync::OnceLock::new();
+        let root = ROOT
+            .get_or_init(|| evidence::parse_root(None).map_err(|e| e.to_string()))
+            .as_ref()
+            .map_err(Clone::clone)?;
         let cache = CHAINS.get_or_init(ChainCache::default);
-        let v = evidence::verify_cached(&parsed, &certs, &root, &nonce, att.observed_at.unix_timestamp(), Some(cache))
+        let v = evidence::verify_cached(&parsed, &certs, root, &nonce, att.observed_at.unix_timestamp(), Some(cache))
             .map_err(|e| e.to_string())?;
         let differs = |what: &str, report: Option<&str>, record: Option<&str>| match (report, record) {
             (Some(a), Some(b)) if !a.eq_ignore_ascii_case(b) => {
