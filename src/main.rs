@@ -45,6 +45,13 @@ enum Command {
     /// The fleet as an auditor exports it: every GPU's SKU, evidence, class, verdict and
     /// anomalies, judged from the log's facts (the dashboard's rows and columns).
     Fleet(cmd::fleet::Args),
+    /// Kubernetes: node-feature-discovery labels and DRA device taints from the ledger.
+    #[command(subcommand)]
+    K8s(cmd::k8s::Command),
+    /// Slurm's hooks: a Prolog that refuses jobs on GPUs that do not qualify and records the
+    /// rest, an Epilog, node features from the ledger, a health check that drains and resumes.
+    #[command(subcommand)]
+    Slurm(cmd::slurm::Command),
     /// Create a new ledger: database, log key and first admin key.
     Init(cmd::init::Args),
     /// Which GPUs could run a model under a policy (models too large for this machine too).
@@ -105,6 +112,8 @@ fn main() -> ExitCode {
         Command::Acquisition(c) => cmd::acquisition::run(cli.data_dir, c),
         Command::Catalog(a) => cmd::catalog::run(a),
         Command::Fleet(a) => cmd::fleet::run(cli.data_dir, a),
+        Command::Slurm(c) => cmd::slurm::run(c),
+        Command::K8s(c) => cmd::k8s::run(cli.data_dir, c),
         Command::Plan(a) => cmd::inference::plan(cli.data_dir, a),
         Command::Run(a) => cmd::inference::run(cli.data_dir, a),
         Command::Report(c) => cmd::inference::report(c),

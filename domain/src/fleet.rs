@@ -50,6 +50,9 @@ pub struct Candidate {
     /// The anomalies its own record and trail give (`anomalies` adds those of its serial).
     #[serde(skip)]
     pub fact_anomalies: Vec<Anomaly>,
+    /// Its PCI bus id as attested (`00000000:18:00.0`): the order a host numbers its devices in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pci_bus_id: Option<String>,
 }
 
 fn default_evidence() -> crate::standing::Evidence {
@@ -119,6 +122,7 @@ pub fn candidate(
         fingerprint_digest: gpu.fingerprint_digest,
         evidence: facts.evidence,
         fact_anomalies: facts.anomalies,
+        pci_bus_id: gpu.facts.pci_bus_id.clone(),
     }
 }
 
@@ -254,6 +258,53 @@ pub fn load_from(
     let verdicts = judge_serials(catalog, &mut refs, &mut |serial| acquisition(serial, size), &mut |serial, uuids| {
         serial_owner(log, serial, uuids, size)
     })?;
+    Ok(Fleet { checkpoint_text, checkpoint, candidates, attestations: entries, verdicts })
+}
+
+/// One host's GPUs from `log` at its current checkpoint (signed by `log_key`), judged exactly as
+/// [`load`] judges them — their serials against every GPU in the log reporting the same serial —
+/// while decoding only their own attestations and those of GPUs sharing their serials: what a
+/// scheduler's hook on one node reads. The fleet's candidates are the host's GPUs only.
+pub fn load_host(log: &dyn LogClient, log_key: &VerifierKey, host: &str) -> Result<Fleet, Error> {
+    let catalog = Catalog::embedded()?;
+    let checkpoint_text = log.checkpoint()?;
+    let checkpoint = open_checkpoint(checkpoint_text.as_bytes(), std::slice::from_ref(log_key), None)?.checkpoint;
+    let size = checkpoint.size;
+    let inventory = log.inventory(AsOf::Size(size))?;
+    let serials: std::collections::HashSet<&str> =
+        inventory.iter().filter(|g| g.host == host).filter_map(|g| g.serial.as_deref()).collect();
+    let relevant: Vec<&crate::log::InventoryGpu> = inventory
+        .iter()
+        .filter(|g| g.host == host || g.serial.as_deref().is_some_and(|s| serials.contains(s)))
+        .collect();
+    let mut wanted: Vec<u64> = relevant.iter().map(|g| g.index).collect();
+    wanted.sort_unstable();
+    wanted.dedup();
+    let entries = wanted.iter().map(|i| log.entry(*i)).collect::<Result<Vec<_>, _>>()?;
+    let parsed = decode_in_parallel(&entries, |e| {
+        let env = Envelope::from_json(e.envelope.as_bytes())?;
+        Ok((e.index, e.leaf_hash, Record::from_payload(&env.payload_bytes()?)?))
+    })?;
+    let mut candidates = Vec::with_capacity(relevant.len());
+    let mut entries = BTreeMap::new();
+    for inv in &relevant {
+        let Some((leaf_hash, att)) = parsed.get(&inv.index) else { continue };
+        let Some(gpu) = att.gpus.iter().find(|g| g.uuid == inv.uuid) else { continue };
+        candidates.push(candidate(catalog, att, gpu, inv.index, Some(&inv.trail)));
+        if inv.host == host {
+            entries.insert(inv.uuid.clone(), AttestationEntry { index: inv.index, leaf_hash: *leaf_hash });
+        }
+    }
+    let own: std::collections::HashSet<GpuUuid> = entries.keys().cloned().collect();
+    let mut refs: Vec<&mut Candidate> = candidates.iter_mut().collect();
+    let verdicts = judge_serials_among(
+        catalog,
+        &mut refs,
+        Some(&own),
+        &mut |serial| latest_acquisition(log, serial, size),
+        &mut |serial, uuids| serial_owner(log, serial, uuids, size),
+    )?;
+    candidates.retain(|c| own.contains(&c.uuid));
     Ok(Fleet { checkpoint_text, checkpoint, candidates, attestations: entries, verdicts })
 }
 

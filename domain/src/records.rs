@@ -92,7 +92,7 @@ impl Role {
                     | RecordKind::Annotation
             ) | (Role::Auditor, RecordKind::Annotation)
                 | (Role::Agent, RecordKind::GpuAttestation)
-                | (Role::Node, RecordKind::RunProvenance)
+                | (Role::Node, RecordKind::RunProvenance | RecordKind::SchedulerJob)
         )
     }
 }
@@ -107,16 +107,18 @@ pub enum RecordKind {
     Acquisition,
     RunProvenance,
     Annotation,
+    SchedulerJob,
 }
 
 impl RecordKind {
-    pub const ALL: [RecordKind; 6] = [
+    pub const ALL: [RecordKind; 7] = [
         RecordKind::KeyEnrollment,
         RecordKind::KeyRevocation,
         RecordKind::GpuAttestation,
         RecordKind::Acquisition,
         RecordKind::RunProvenance,
         RecordKind::Annotation,
+        RecordKind::SchedulerJob,
     ];
 
     pub fn slug(self) -> &'static str {
@@ -127,6 +129,7 @@ impl RecordKind {
             RecordKind::Acquisition => "acquisition",
             RecordKind::RunProvenance => "run-provenance",
             RecordKind::Annotation => "annotation",
+            RecordKind::SchedulerJob => "scheduler-job",
         }
     }
 
@@ -527,6 +530,106 @@ impl Predicate for RunProvenance {
     }
 }
 
+/// `scheduler-job/v1`: a cluster scheduler's job on one node, as the node's chipledger hook saw
+/// it — at its start (the Slurm Prolog: the GPUs allocated to it, each with the attestation and
+/// standing it qualified on) and at its end (the Epilog: the exit state). Signed by a key
+/// enrolled with role `node` for the node's host (it reads what judging takes: the inventory,
+/// acquisitions); the log refuses one naming another host.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SchedulerJob {
+    pub format_version: u32,
+    pub counter: u64,
+    /// `slurm` (the only scheduler whose jobs are recorded so far).
+    pub scheduler: String,
+    pub cluster: String,
+    pub job_id: String,
+    pub phase: JobPhase,
+    /// When the hook ran.
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    /// The attested host name of the node (the name its GPUs are attested under).
+    pub host: String,
+    /// The scheduler's name for the node, when it differs from `host`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition: Option<String>,
+    pub policy_name: String,
+    pub policy_digest: Hash,
+    /// The job's GPUs on this node (empty for a job without GPUs).
+    pub gpus: Vec<JobGpu>,
+    /// The scheduler's final state and exit code (`COMPLETED 0:0`), at the end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_state: Option<String>,
+    /// At the end: the log index of the job's start record on this node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_index: Option<u64>,
+}
+
+/// When in a job's life a [`SchedulerJob`] was written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum JobPhase {
+    Start,
+    End,
+}
+
+/// One GPU of a job: the device the scheduler allocated and what it qualified on.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobGpu {
+    /// The scheduler's device index on the node (Slurm's GRES `IDX`).
+    pub device_index: u32,
+    pub uuid: GpuUuid,
+    /// The attestation the decision read, by log index and leaf hash.
+    pub attestation_index: u64,
+    pub attestation_leaf: Hash,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sku: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub classification: Option<String>,
+    pub acquisition_verdict: String,
+    /// `vendor-signed`, `self-reported` or `imported`.
+    pub evidence: String,
+}
+
+/// Bounds on what one job record may name (a node holds at most this many GPUs).
+pub const MAX_JOB_GPUS: usize = 1024;
+const MAX_JOB_TEXT: usize = 256;
+
+impl Predicate for SchedulerJob {
+    const KIND: RecordKind = RecordKind::SchedulerJob;
+
+    fn check(&self) -> Result<(), String> {
+        for (what, v) in
+            [("scheduler", &self.scheduler), ("cluster", &self.cluster), ("job_id", &self.job_id), ("host", &self.host)]
+        {
+            if v.trim().is_empty() || v.len() > MAX_JOB_TEXT {
+                return Err(format!("{what} must be 1 to {MAX_JOB_TEXT} bytes"));
+            }
+        }
+        for v in [&self.node, &self.user, &self.partition, &self.exit_state].into_iter().flatten() {
+            if v.len() > MAX_JOB_TEXT {
+                return Err(format!("a field is longer than {MAX_JOB_TEXT} bytes"));
+            }
+        }
+        if self.gpus.len() > MAX_JOB_GPUS {
+            return Err(format!("{} GPUs; a node holds at most {MAX_JOB_GPUS}", self.gpus.len()));
+        }
+        match (self.phase, &self.exit_state, self.start_index) {
+            (JobPhase::Start, Some(_), _) => Err("a job's start has no exit state".into()),
+            (JobPhase::Start, _, Some(_)) => Err("a job's start has no start_index".into()),
+            _ => Ok(()),
+        }
+    }
+    fn subjects(&self) -> Vec<Subject> {
+        let name = format!("job:{}/{}/{}", self.scheduler, self.cluster, self.job_id);
+        let digest = Hash::sha256(name.as_bytes());
+        vec![Subject::sha256(name, &digest)]
+    }
+}
+
 /// Any record, typed.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Record {
@@ -535,6 +638,7 @@ pub enum Record {
     GpuAttestation(GpuAttestation),
     Acquisition(Acquisition),
     RunProvenance(Box<RunProvenance>),
+    SchedulerJob(Box<SchedulerJob>),
     Annotation(Annotation),
 }
 
@@ -547,6 +651,7 @@ impl Record {
             Record::Acquisition(_) => RecordKind::Acquisition,
             Record::RunProvenance(_) => RecordKind::RunProvenance,
             Record::Annotation(_) => RecordKind::Annotation,
+            Record::SchedulerJob(_) => RecordKind::SchedulerJob,
         }
     }
 
@@ -559,6 +664,7 @@ impl Record {
             Record::Acquisition(r) => r.counter,
             Record::RunProvenance(r) => r.counter,
             Record::Annotation(r) => r.counter,
+            Record::SchedulerJob(r) => r.counter,
         }
     }
 
@@ -571,6 +677,7 @@ impl Record {
             Record::Acquisition(r) => r.recorded_at,
             Record::RunProvenance(r) => r.finished_at,
             Record::Annotation(r) => r.written_at,
+            Record::SchedulerJob(r) => r.at,
         }
     }
 
@@ -628,6 +735,7 @@ impl Record {
             RecordKind::Acquisition => Record::Acquisition(typed(&raw, &bad)?),
             RecordKind::RunProvenance => Record::RunProvenance(Box::new(typed(&raw, &bad)?)),
             RecordKind::Annotation => Record::Annotation(typed(&raw, &bad)?),
+            RecordKind::SchedulerJob => Record::SchedulerJob(Box::new(typed(&raw, &bad)?)),
         })
     }
 }

@@ -18,6 +18,9 @@ pub enum Error {
     /// Nothing qualifies, or the run cannot honour the policy.
     #[error("{0}")]
     Refused(String),
+    /// What a scheduler told a hook does not parse, or a scheduler object cannot be written.
+    #[error("{0}")]
+    Cluster(String),
     #[error(transparent)]
     Domain(#[from] chipledger_domain::Error),
 }

@@ -16,6 +16,7 @@
 
 mod error;
 
+pub mod cluster;
 pub mod fleet;
 #[doc(hidden)]
 pub mod fuzzing;

@@ -28,6 +28,9 @@ pub struct Policy {
     pub allowed_skus: Vec<String>,
     pub allowed_classes: Vec<String>,
     pub require_gpu_execution: bool,
+    /// Scheduler hooks (the Slurm Prolog): let a job start when the ledger cannot be read. Off
+    /// by default: they fail closed.
+    pub allow_when_ledger_unreachable: bool,
     /// SHA-256 of the policy text the node loaded (the default's text when no file was given).
     pub digest: Hash,
 }
@@ -45,6 +48,7 @@ struct PolicyFile {
     allowed_skus: Option<Vec<String>>,
     allowed_classes: Option<Vec<String>>,
     require_gpu_execution: Option<bool>,
+    allow_when_ledger_unreachable: Option<bool>,
 }
 
 /// Anomaly kinds a policy may name.
@@ -121,6 +125,10 @@ impl Policy {
             allowed_skus: pick(file.allowed_skus, base.allowed_skus),
             allowed_classes: pick(file.allowed_classes, base.allowed_classes),
             require_gpu_execution: file.require_gpu_execution.or(base.require_gpu_execution).unwrap_or(false),
+            allow_when_ledger_unreachable: file
+                .allow_when_ledger_unreachable
+                .or(base.allow_when_ledger_unreachable)
+                .unwrap_or(false),
             digest: Hash::sha256(text.as_bytes()),
         })
     }

@@ -76,6 +76,7 @@ struct LightPredicate {
         alias = "issued_at",
         alias = "written_at",
         alias = "finished_at",
+        alias = "at",
         with = "time::serde::rfc3339"
     )]
     made_at: OffsetDateTime,
@@ -371,12 +372,17 @@ pub(crate) fn authorize(p: &Parsed, registry: &Registry, index: u64) -> Result<(
         return Err(Rejection::ResolutionNeedsAdmin { key_id: p.key_id.clone(), role: key.role });
     }
     // An agent key speaks only for the host it was enrolled for.
-    if let Some(Record::GpuAttestation(a)) = &p.record {
-        if key.host.as_deref() != Some(a.host.hostname.as_str()) {
+    let claimed_host = match &p.record {
+        Some(Record::GpuAttestation(a)) => Some(a.host.hostname.as_str()),
+        Some(Record::SchedulerJob(j)) => Some(j.host.as_str()),
+        _ => None,
+    };
+    if let Some(claimed) = claimed_host {
+        if key.host.as_deref() != Some(claimed) {
             return Err(Rejection::WrongHost {
                 key_id: p.key_id.clone(),
                 enrolled_for: key.host.clone().unwrap_or_default(),
-                claimed: a.host.hostname.clone(),
+                claimed: claimed.to_string(),
             });
         }
     }

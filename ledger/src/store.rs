@@ -1109,6 +1109,7 @@ pub(crate) fn kind_code(kind: RecordKind) -> i64 {
         RecordKind::Acquisition => 4,
         RecordKind::RunProvenance => 5,
         RecordKind::Annotation => 6,
+        RecordKind::SchedulerJob => 7,
     }
 }
 

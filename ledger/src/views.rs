@@ -117,6 +117,12 @@ pub(crate) fn apply(conn: &Connection, index: u64, rec: &Record, registry: &Regi
                 st.execute(params![g.uuid.as_str(), idx])?;
             }
         }
+        Record::SchedulerJob(j) => {
+            let mut st = conn.prepare_cached("INSERT OR IGNORE INTO gpu_records (uuid, idx) VALUES (?1, ?2)")?;
+            for g in &j.gpus {
+                st.execute(params![g.uuid.as_str(), idx])?;
+            }
+        }
         Record::Annotation(a) => {
             if let AnnotationTarget::Gpu { uuid } = &a.target {
                 conn.prepare_cached("INSERT OR IGNORE INTO gpu_records (uuid, idx) VALUES (?1, ?2)")?

@@ -93,6 +93,11 @@ impl Expected {
                 }
                 self.runs.insert(r.run_id.clone(), idx);
             }
+            Some(Record::SchedulerJob(j)) => {
+                for g in &j.gpus {
+                    about(g.uuid.as_str(), 0);
+                }
+            }
             Some(Record::Acquisition(a)) => {
                 for s in &a.serials {
                     let v = self.acquisitions.entry(s.clone()).or_default();

@@ -350,6 +350,22 @@ fn timeline_item(e: &EntrySummary, uuid: &GpuUuid) -> TimelineItem {
         Some(Record::RunProvenance(r)) => {
             item.summary = format!("ran {} (run {}) on node {}", r.model_name, r.run_id, r.node_host);
         }
+        Some(Record::SchedulerJob(j)) => {
+            let what = match j.phase {
+                chipledger_domain::records::JobPhase::Start => "started",
+                chipledger_domain::records::JobPhase::End => "ended",
+            };
+            item.summary = format!("{} job {} ({}) {what} on {}", j.scheduler, j.job_id, j.cluster, j.host);
+            if let Some(g) = j.gpus.iter().find(|g| &g.uuid == uuid) {
+                item.details.push(format!(
+                    "device {}; qualified on attestation #{} under policy {}",
+                    g.device_index, g.attestation_index, j.policy_name
+                ));
+            }
+            if let Some(x) = &j.exit_state {
+                item.details.push(format!("exit {x}"));
+            }
+        }
         Some(other) => item.summary = format!("{:?}", other.kind()),
         None => item.summary = "the stored envelope does not decode (run `chipledger ledger verify`)".into(),
     }

@@ -30,6 +30,7 @@ fn gpu(host: &str, i: u32) -> Candidate {
         fingerprint_digest: chipledger_domain::merkle::Hash([i as u8; 32]),
         evidence: chipledger_domain::standing::Evidence::SelfReported,
         fact_anomalies: vec![],
+        pci_bus_id: None,
     }
 }
 
