@@ -126,23 +126,28 @@ fn explain(reasons: &[Reason]) -> String {
 /// `chipledger: ` and the problems, cut to [`MAX_REASON`] bytes with how many were left out. A
 /// reason is one line: newlines and control characters become spaces.
 fn refusal(problems: Vec<String>) -> Refusal {
-    let mut line = String::from(REASON_PREFIX);
+    let clean = |s: &str| -> String { s.chars().map(|c| if c.is_control() { ' ' } else { c }).collect() };
     let total = problems.len();
+    let mut line = String::from(REASON_PREFIX);
     for (n, p) in problems.iter().enumerate() {
-        let piece = format!("{}{}", if n == 0 { " " } else { " | " }, p);
-        let more = if n + 1 < total { format!(" (+{} more)", total - n - 1) } else { String::new() };
-        if line.len() + piece.len() + more.len() > MAX_REASON {
-            if n == 0 {
-                let room = MAX_REASON.saturating_sub(line.len() + 3);
-                line.push_str(&cut(&piece, room));
-                line.push_str("...");
-            }
-            line.push_str(&format!(" (+{} more)", total - n - usize::from(n == 0)));
-            break;
+        let piece = format!("{}{}", if n == 0 { " " } else { " | " }, clean(p));
+        let left = total - n - 1;
+        let tail = if left > 0 { format!(" (+{left} more)") } else { String::new() };
+        if line.len() + piece.len() + tail.len() <= MAX_REASON {
+            line.push_str(&piece);
+            continue;
         }
-        line.push_str(&piece);
+        // This one does not fit with what follows: the first is cut, later ones are counted.
+        let more = format!(" (+{} more)", total - n - usize::from(n == 0));
+        if n == 0 {
+            let room = MAX_REASON.saturating_sub(line.len() + 3 + more.len());
+            line.push_str(&cut(&piece, room));
+            line.push_str("...");
+        }
+        line.push_str(&more);
+        break;
     }
-    Refusal(line.chars().map(|c| if c.is_control() { ' ' } else { c }).collect())
+    Refusal(line)
 }
 
 fn cut(s: &str, max: usize) -> String {
@@ -255,8 +260,67 @@ pub const DRA_DRIVER: &str = "gpu.nvidia.com";
 /// The Kubernetes API versions a [`DeviceTaintRule`](device_taint_rules) can be written for.
 pub const TAINT_API_VERSIONS: &[&str] = &["resource.k8s.io/v1beta2", "resource.k8s.io/v1alpha3"];
 
+/// Most bytes of a ResourceSlice listing read.
+pub const MAX_SLICES_BYTES: usize = 64 << 20;
+
+/// A DRA device as a DeviceTaintRule selects it: driver, pool and device name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DraDevice {
+    pub driver: String,
+    pub pool: String,
+    pub device: String,
+}
+
+/// The NVIDIA DRA driver's GPUs by UUID, from `kubectl get resourceslices -o json` (a `List`
+/// or one `ResourceSlice`; `resource.k8s.io/v1`, and `v1beta1`'s `basic` devices): each device of
+/// driver `gpu.nvidia.com` whose `uuid` attribute (bare or `gpu.nvidia.com/uuid`) is a string.
+/// A taint rule can only name a device by driver, pool and name since Kubernetes 1.35 dropped
+/// its CEL selectors, so the UUID is matched here.
+pub fn dra_devices(listing: &[u8]) -> Result<std::collections::HashMap<String, DraDevice>, Error> {
+    if listing.len() > MAX_SLICES_BYTES {
+        return Err(Error::Cluster(format!("the ResourceSlice listing is over {MAX_SLICES_BYTES} bytes")));
+    }
+    let v: Value = serde_json::from_slice(listing)
+        .map_err(|e| Error::Cluster(format!("the ResourceSlice listing is not JSON (kubectl get resourceslices -o json): {e}")))?;
+    let slices: Vec<&Value> = match v.get("items").and_then(Value::as_array) {
+        Some(items) => items.iter().collect(),
+        None if v.get("kind").and_then(Value::as_str) == Some("ResourceSlice") => vec![&v],
+        None => return Err(Error::Cluster("the listing holds no ResourceSlice items (kubectl get resourceslices -o json)".into())),
+    };
+    let mut out = std::collections::HashMap::new();
+    for slice in slices {
+        let spec = &slice["spec"];
+        if spec["driver"].as_str() != Some(DRA_DRIVER) {
+            continue;
+        }
+        let Some(pool) = spec["pool"]["name"].as_str() else { continue };
+        for d in spec["devices"].as_array().into_iter().flatten() {
+            let Some(name) = d["name"].as_str() else { continue };
+            let attrs = if d["attributes"].is_object() { &d["attributes"] } else { &d["basic"]["attributes"] };
+            let uuid = attrs
+                .get("uuid")
+                .or_else(|| attrs.get(format!("{DRA_DRIVER}/uuid")))
+                .and_then(|a| a["string"].as_str());
+            if let Some(uuid) = uuid {
+                out.insert(
+                    uuid.to_string(),
+                    DraDevice { driver: DRA_DRIVER.to_string(), pool: pool.to_string(), device: name.to_string() },
+                );
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// DeviceTaintRules for a fleet, and the GPUs that needed one but no DRA device has.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TaintRules {
+    pub rules: Vec<Value>,
+    pub without_device: Vec<String>,
+}
+
 /// One DRA `DeviceTaintRule` per GPU of `fleet` that does not qualify under `policy`, selecting
-/// the device by its `uuid` attribute under the NVIDIA DRA driver. The effect is `NoExecute`
+/// its device (from [`dra_devices`]) by driver, pool and name. The effect is `NoExecute`
 /// (running pods are evicted) when the GPU is not what it claims or may not be used at all — an
 /// anomaly, a verdict, class, SKU or host the policy refuses, missing vendor evidence — and
 /// `NoSchedule` when it only needs a fresh live attestation (an agent outage evicts nothing).
@@ -265,9 +329,10 @@ pub const TAINT_API_VERSIONS: &[&str] = &["resource.k8s.io/v1beta2", "resource.k
 pub fn device_taint_rules(
     policy: &Policy,
     fleet: &Fleet,
+    devices: &std::collections::HashMap<String, DraDevice>,
     api_version: &str,
     now: OffsetDateTime,
-) -> Result<Vec<Value>, Error> {
+) -> Result<TaintRules, Error> {
     if !TAINT_API_VERSIONS.contains(&api_version) {
         return Err(Error::Cluster(format!(
             "DeviceTaintRule API version {api_version:?} is not one of {}",
@@ -276,24 +341,28 @@ pub fn device_taint_rules(
     }
     let mut gpus: Vec<&Candidate> = fleet.candidates.iter().collect();
     gpus.sort_by(|a, b| a.uuid.cmp(&b.uuid));
-    let mut out = Vec::new();
+    let mut out = TaintRules::default();
     for c in gpus {
         let reasons = disqualify(policy, c, now);
         if reasons.is_empty() {
             continue;
         }
+        let uuid = c.uuid.as_str();
+        let Some(dev) = devices.get(uuid) else {
+            out.without_device.push(uuid.to_string());
+            continue;
+        };
         let only_freshness = reasons.iter().all(|r| matches!(r, Reason::Stale { .. } | Reason::ImportedOnly { .. }));
         let effect = if only_freshness { "NoSchedule" } else { "NoExecute" };
-        let value = taint_value(&reasons[0]);
-        let uuid = c.uuid.as_str();
         let index = fleet.attestations.get(&c.uuid).map(|e| e.index.to_string()).unwrap_or_default();
-        out.push(json!({
+        out.rules.push(json!({
             "apiVersion": api_version,
             "kind": "DeviceTaintRule",
             "metadata": {
                 "name": format!("chipledger-{}", uuid.to_ascii_lowercase()),
                 "labels": { "app.kubernetes.io/managed-by": "chipledger" },
                 "annotations": {
+                    "chipledger.dev/gpu-uuid": uuid,
                     "chipledger.dev/host": c.host,
                     "chipledger.dev/attestation-index": index,
                     "chipledger.dev/policy": policy.name,
@@ -301,13 +370,8 @@ pub fn device_taint_rules(
                 },
             },
             "spec": {
-                "deviceSelector": {
-                    "driver": DRA_DRIVER,
-                    "selectors": [
-                        { "cel": { "expression": format!("device.attributes[\"{DRA_DRIVER}\"].uuid == \"{uuid}\"") } }
-                    ],
-                },
-                "taint": { "key": TAINT_KEY, "value": value, "effect": effect },
+                "deviceSelector": { "driver": dev.driver, "pool": dev.pool, "device": dev.device },
+                "taint": { "key": TAINT_KEY, "value": taint_value(&reasons[0]), "effect": effect },
             },
         }));
     }

@@ -21,7 +21,8 @@ pub enum Command {
     /// attestation ages out of the policy.
     Labels(LabelsArgs),
     /// A DRA DeviceTaintRule per GPU that does not qualify (NoExecute; NoSchedule when only its
-    /// attestation is stale or imported), matched by the NVIDIA DRA driver's `uuid` attribute.
+    /// attestation is stale or imported), naming the NVIDIA DRA driver's device whose `uuid`
+    /// attribute is the GPU's (from `kubectl get resourceslices -o json`).
     Taints(TaintsArgs),
 }
 
@@ -61,6 +62,9 @@ pub struct TaintsArgs {
     /// The DeviceTaintRule API version (resource.k8s.io/v1beta2, or v1alpha3 for Kubernetes 1.33–1.34).
     #[arg(long, default_value = "resource.k8s.io/v1beta2")]
     api_version: String,
+    /// The cluster's ResourceSlices: `kubectl get resourceslices -o json` saved to a file.
+    #[arg(long, value_name = "FILE")]
+    resource_slices: PathBuf,
     /// Keep one file per rule in this directory (`devicetaintrule-chipledger-<uuid>.json`),
     /// removing those of GPUs that qualify again: apply with
     /// `kubectl apply --prune -l app.kubernetes.io/managed-by=chipledger -f DIR`.
@@ -106,7 +110,15 @@ pub fn run(data_dir: Option<PathBuf>, cmd: Command) -> Result<()> {
         Command::Taints(a) => {
             let (log, key, policy) = open(data_dir, &a.ledger)?;
             let fleet = fleet::load(log.as_ref(), &key).context("reading the fleet")?;
-            let rules = cluster::device_taint_rules(&policy, &fleet, &a.api_version, OffsetDateTime::now_utc())?;
+            let listing = std::fs::read(&a.resource_slices)
+                .with_context(|| format!("reading {}", a.resource_slices.display()))?;
+            let devices = cluster::dra_devices(&listing).with_context(|| a.resource_slices.display().to_string())?;
+            let out =
+                cluster::device_taint_rules(&policy, &fleet, &devices, &a.api_version, OffsetDateTime::now_utc())?;
+            for uuid in &out.without_device {
+                eprintln!("chipledger: {uuid} does not qualify but no {} device has its UUID: no rule", cluster::DRA_DRIVER);
+            }
+            let rules = out.rules;
             match &a.out_dir {
                 None => {
                     let list = serde_json::json!({ "apiVersion": "v1", "kind": "List", "items": rules });

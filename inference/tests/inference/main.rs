@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failure is the point
 #![allow(missing_debug_implementations)]
 
+mod cluster;
 mod placement;
 mod report;
 mod runner;

@@ -194,3 +194,59 @@ fn an_annotation_naming_its_gpu_in_capitals_is_indexed_alike_by_append_and_audit
     f.ledger.append(&[signed]).unwrap();
     assert_eq!(f.ledger.audit(&mut |_, _| {}).unwrap().problem, None, "the audit indexes the GPU as the append did");
 }
+
+/// A Slurm job record from the node key of `host`.
+fn job_record(key: &SigningKey, counter: u64, host: &str) -> Vec<u8> {
+    use chipledger_domain::records::{JobGpu, JobPhase, SchedulerJob, FORMAT_VERSION};
+    let job = SchedulerJob {
+        format_version: FORMAT_VERSION,
+        counter,
+        scheduler: "slurm".into(),
+        cluster: "c1".into(),
+        job_id: "42".into(),
+        phase: JobPhase::Start,
+        at: NOW,
+        host: host.into(),
+        node: None,
+        user: Some("alice".into()),
+        partition: Some("gpu".into()),
+        policy_name: "default".into(),
+        policy_digest: chipledger_domain::merkle::Hash([1; 32]),
+        gpus: vec![JobGpu {
+            device_index: 0,
+            uuid: chipledger_domain::fingerprint::GpuUuid::parse(U1).unwrap(),
+            attestation_index: 3,
+            attestation_leaf: chipledger_domain::merkle::Hash([2; 32]),
+            sku: Some("H800-SXM5-80GB".into()),
+            classification: Some("3A090.a.1".into()),
+            acquisition_verdict: "lawful".into(),
+            evidence: "self-reported".into(),
+        }],
+        exit_state: None,
+        start_index: None,
+    };
+    sign_record(&job, key).unwrap().to_json()
+}
+
+#[test]
+fn a_job_record_speaks_only_for_its_node_keys_host() {
+    let mut f = Fixture::new();
+    let node = f.enroll(2, Role::Node, Some("hgx-1"));
+    let agent = f.enroll(3, Role::Agent, Some("hgx-1"));
+    let unbound = f.enroll(4, Role::Node, None);
+    let why = check_refused(
+        &f,
+        job_record(&node, 1, "hgx-2"),
+        |r| matches!(r, Rejection::WrongHost { enrolled_for, claimed, .. } if enrolled_for == "hgx-1" && claimed == "hgx-2"),
+    );
+    assert!(why.contains("hgx-2"), "{why}");
+    check_refused(&f, job_record(&unbound, 1, "hgx-1"), |r| matches!(r, Rejection::WrongHost { .. }));
+    // An agent key attests; it does not record jobs.
+    check_refused(&f, job_record(&agent, 1, "hgx-1"), |r| matches!(r, Rejection::WrongRole { .. }));
+    f.ledger.append(&[job_record(&node, 2, "hgx-1")]).unwrap();
+    // The job is in the GPU's history.
+    let uuid = chipledger_domain::fingerprint::GpuUuid::parse(U1).unwrap();
+    let history = chipledger_domain::log::LogClient::history(&f.ledger, &uuid, None).unwrap();
+    assert!(history.iter().any(|e| e.kind == chipledger_domain::records::RecordKind::SchedulerJob));
+    assert_eq!(f.ledger.audit(&mut |_, _| {}).unwrap().problem, None);
+}
