@@ -280,12 +280,17 @@ pub fn dra_devices(listing: &[u8]) -> Result<std::collections::HashMap<String, D
     if listing.len() > MAX_SLICES_BYTES {
         return Err(Error::Cluster(format!("the ResourceSlice listing is over {MAX_SLICES_BYTES} bytes")));
     }
-    let v: Value = serde_json::from_slice(listing)
-        .map_err(|e| Error::Cluster(format!("the ResourceSlice listing is not JSON (kubectl get resourceslices -o json): {e}")))?;
+    let v: Value = serde_json::from_slice(listing).map_err(|e| {
+        Error::Cluster(format!("the ResourceSlice listing is not JSON (kubectl get resourceslices -o json): {e}"))
+    })?;
     let slices: Vec<&Value> = match v.get("items").and_then(Value::as_array) {
         Some(items) => items.iter().collect(),
         None if v.get("kind").and_then(Value::as_str) == Some("ResourceSlice") => vec![&v],
-        None => return Err(Error::Cluster("the listing holds no ResourceSlice items (kubectl get resourceslices -o json)".into())),
+        None => {
+            return Err(Error::Cluster(
+                "the listing holds no ResourceSlice items (kubectl get resourceslices -o json)".into(),
+            ))
+        }
     };
     let mut out = std::collections::HashMap::new();
     for slice in slices {

@@ -25,3 +25,20 @@ pub fn config_json(text: &str) {
 pub fn policy(text: &str) {
     let _ = crate::policy::Policy::parse(text, "fuzz.toml");
 }
+
+/// What Slurm and Kubernetes hand the scheduler hooks: `scontrol show job -d` / `show node` /
+/// `show nodes --oneliner` output, `SLURM_JOB_GPUS`, GRES lists, host lists, and a ResourceSlice
+/// listing.
+pub fn scheduler(bytes: &[u8]) {
+    use crate::cluster::slurm;
+    let _ = crate::cluster::dra_devices(bytes);
+    let Ok(text) = std::str::from_utf8(bytes) else { return };
+    if let Ok(job) = slurm::parse_job(text) {
+        let _ = job.gpus_on("node1");
+    }
+    let _ = slurm::parse_node(text).map(|n| n.drained());
+    let _ = slurm::parse_nodes_oneline(text);
+    let _ = slurm::parse_indices(text);
+    let _ = slurm::gpu_indices(text);
+    let _ = slurm::expand_hostlist(text);
+}

@@ -116,7 +116,10 @@ pub fn run(data_dir: Option<PathBuf>, cmd: Command) -> Result<()> {
             let out =
                 cluster::device_taint_rules(&policy, &fleet, &devices, &a.api_version, OffsetDateTime::now_utc())?;
             for uuid in &out.without_device {
-                eprintln!("chipledger: {uuid} does not qualify but no {} device has its UUID: no rule", cluster::DRA_DRIVER);
+                eprintln!(
+                    "chipledger: {uuid} does not qualify but no {} device has its UUID: no rule",
+                    cluster::DRA_DRIVER
+                );
             }
             let rules = out.rules;
             match &a.out_dir {

@@ -90,12 +90,7 @@ fn slurm_output_captured_from_a_real_cluster_parses() {
 
 #[test]
 fn gres_indices_and_host_lists_expand() {
-    for (text, want) in [
-        ("0,1,4-6", vec![0, 1, 4, 5, 6]),
-        ("3,1,3", vec![1, 3]),
-        ("", vec![]),
-        ("N/A", vec![]),
-    ] {
+    for (text, want) in [("0,1,4-6", vec![0, 1, 4, 5, 6]), ("3,1,3", vec![1, 3]), ("", vec![]), ("N/A", vec![])] {
         assert_eq!(slurm::parse_indices(text).unwrap(), want, "{text:?}");
     }
     for (text, want) in [
@@ -143,7 +138,8 @@ fn devices_are_numbered_in_pci_bus_order() {
     let mut d = gpu(1, 3);
     d.pci_bus_id = None;
     let f = fleet(vec![a, b, c, d, gpu(2, 0)]);
-    let order: Vec<u32> = cluster::devices(&f, "hgx-01").iter().map(|c| c.uuid.as_str().as_bytes()[39] as u32 - 48).collect();
+    let order: Vec<u32> =
+        cluster::devices(&f, "hgx-01").iter().map(|c| c.uuid.as_str().as_bytes()[39] as u32 - 48).collect();
     assert_eq!(order, [1, 2, 0, 3], "bus 0x18, 0x3a, 0xc1, then the GPU without a bus id");
 }
 
@@ -162,10 +158,7 @@ fn a_job_is_judged_on_its_own_gpus() {
     assert_eq!(ok[0].classification.as_deref(), Some("3A090.a.1"));
 
     let refused = cluster::judge_job(&policy, &f, "hgx-01", &[0, 1], NOW).unwrap_err().0;
-    assert_eq!(
-        refused,
-        format!("chipledger: device 1 {}: attested 3.0 h ago; the policy allows 2.0 h", uuid(1, 1))
-    );
+    assert_eq!(refused, format!("chipledger: device 1 {}: attested 3.0 h ago; the policy allows 2.0 h", uuid(1, 1)));
     let missing = cluster::judge_job(&policy, &f, "hgx-01", &[5], NOW).unwrap_err().0;
     assert_eq!(missing, "chipledger: device 5 is not among the 2 GPUs attested on hgx-01");
     let unknown = cluster::judge_job(&policy, &f, "hgx-09", &[0], NOW).unwrap_err().0;
@@ -180,7 +173,8 @@ fn a_refusal_fits_slurms_reason_line() {
     let many: Vec<Candidate> = (0..50)
         .map(|i| {
             let mut c = gpu(1, i);
-            c.anomalies = vec![Anomaly::NvlinkExcess { sku: "H800-SXM5-80GB".into(), expected_links: 8, active_links: 18 }];
+            c.anomalies =
+                vec![Anomaly::NvlinkExcess { sku: "H800-SXM5-80GB".into(), expected_links: 8, active_links: 18 }];
             c.verdict = VerdictKind::NeedsReview;
             c
         })
@@ -241,7 +235,8 @@ fn taint_rules_have_the_kubernetes_api_shape() {
     let mut stale = gpu(6, 0);
     stale.observed_at = NOW - time::Duration::hours(5);
     let mut suspect = gpu(6, 1);
-    suspect.anomalies = vec![Anomaly::NvlinkExcess { sku: "H800-SXM5-80GB".into(), expected_links: 8, active_links: 18 }];
+    suspect.anomalies =
+        vec![Anomaly::NvlinkExcess { sku: "H800-SXM5-80GB".into(), expected_links: 8, active_links: 18 }];
     let mut off_cluster = gpu(6, 2);
     off_cluster.verdict = VerdictKind::NeedsReview;
     let f = fleet(vec![stale, suspect, off_cluster, gpu(6, 3)]);
@@ -268,7 +263,8 @@ fn taint_rules_have_the_kubernetes_api_shape() {
     }
     let alpha = cluster::device_taint_rules(&policy, &f, &devices, "resource.k8s.io/v1alpha3", NOW).unwrap();
     for rule in &alpha.rules {
-        let typed: k8s_openapi::api::resource::v1alpha3::DeviceTaintRule = serde_json::from_value(rule.clone()).unwrap();
+        let typed: k8s_openapi::api::resource::v1alpha3::DeviceTaintRule =
+            serde_json::from_value(rule.clone()).unwrap();
         assert_eq!(&serde_json::to_value(&typed).unwrap(), rule);
     }
     // The slice fixture is a real ResourceSlice list as Kubernetes' types read it.
