@@ -56,11 +56,15 @@ impl LedgerTarget {
                     .with_context(|| format!("opening the ledger in {}", dir.display()))?;
                 let key = ledger.verifier_key().clone();
                 if let Some(p) = pinned {
-                    if p != key {
+                    // A key the log rotated away from: its rotations lead to the current key.
+                    if p != key && !ledger.log_keys()?.keys().contains(&p) {
                         anyhow::bail!(
                             "the ledger in {} is signed by {key}, not by the pinned log key {p}",
                             dir.display()
                         );
+                    }
+                    if p != key {
+                        eprintln!("note: the pinned log key {p} was rotated; the log is now signed by {key}");
                     }
                 }
                 Ok((Box::new(ledger), key))
@@ -96,10 +100,33 @@ impl LedgerTarget {
                         .with_ca_certs(&pem)
                         .with_context(|| format!("CHIPLEDGER_CA_CERT {}", PathBuf::from(&ca).display()))?;
                 }
+                let key = follow_rotations(&client, key);
                 Ok((Box::new(client), key))
             }
         }
     }
+}
+
+/// The key to read a server's log with, for a reader pinning `pinned`: the pinned key while it
+/// still signs (alone or in a rotation's overlap), else the key its published rotations lead to
+/// (each announcement signed by the key before). Where nothing can be followed (no rotation, an
+/// older server, the network), the pinned key: a checkpoint it did not sign is then refused
+/// wherever it is read.
+fn follow_rotations(
+    client: &chipledger_client::HttpLogClient,
+    pinned: chipledger_domain::keys::VerifierKey,
+) -> chipledger_domain::keys::VerifierKey {
+    let Ok((keys, _)) = client.follow_log_keys(&pinned) else { return pinned };
+    let still_signs = keys.windows().iter().any(|w| w.key == pinned && w.until.is_none());
+    if still_signs || keys.followed().is_empty() {
+        return pinned;
+    }
+    let current = keys.current().clone();
+    eprintln!(
+        "note: the log moved from the pinned key {pinned} to {current} (rotation records at {:?}, signed by the pinned key); following it",
+        keys.followed()
+    );
+    current
 }
 
 impl std::fmt::Display for LedgerTarget {

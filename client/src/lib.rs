@@ -177,6 +177,28 @@ impl HttpLogClient {
     }
 }
 
+impl HttpLogClient {
+    /// The log's keys as a reader pinning `pinned` follows them: the published rotation records
+    /// (`GET /log-keys`, public), each signed by the key it rotates from, proven in the latest
+    /// checkpoint, which the followed keys open.
+    pub fn follow_log_keys(
+        &self,
+        pinned: &chipledger_domain::keys::VerifierKey,
+    ) -> Result<(chipledger_domain::rotation::LogKeys, chipledger_domain::note::VerifiedCheckpoint), DomainError> {
+        let body: crate::wire::LogKeys = self.get("/log-keys")?;
+        let announcements: Vec<chipledger_domain::rotation::Announcement<'_>> = body
+            .rotations
+            .iter()
+            .map(|r| chipledger_domain::rotation::Announcement {
+                index: r.index,
+                envelope: r.envelope.as_bytes(),
+                inclusion_proof: &r.inclusion_proof,
+            })
+            .collect();
+        chipledger_domain::rotation::follow_log(pinned.clone(), &announcements, body.checkpoint.as_bytes())
+    }
+}
+
 impl LogClient for HttpLogClient {
     fn submit(&self, envelopes: &[Vec<u8>]) -> Result<Vec<Receipt>, DomainError> {
         // A JSON array whose elements are the envelopes' exact bytes.

@@ -16,3 +16,19 @@ pub struct Problem {
 pub struct Hashes {
     pub hashes: Vec<chipledger_domain::merkle::Hash>,
 }
+
+/// `GET /log-keys`: the log's key rotations, public like the checkpoint — each rotation record's
+/// exact envelope with its inclusion proof in `checkpoint` (the latest, cosigned).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct LogKeys {
+    pub checkpoint: String,
+    pub rotations: Vec<PublishedRotation>,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct PublishedRotation {
+    pub index: u64,
+    /// The envelope JSON exactly as appended.
+    pub envelope: String,
+    pub inclusion_proof: Vec<chipledger_domain::merkle::Hash>,
+}

@@ -38,6 +38,9 @@ pub enum Error {
     NoteMalformed { line: usize, reason: &'static str },
     #[error("signed note has no signature by a known key (signed by: {signers})")]
     NoteUnverified { signers: String },
+    /// A log key rotation that cannot be followed, or a checkpoint its key may not sign.
+    #[error("log key rotation at {index}: {reason}")]
+    Rotation { index: u64, reason: String },
     #[error("signed note signature by {key} does not verify")]
     NoteBadSignature { key: String },
     #[error("the checkpoint has {have} of the {need} witness cosignatures required (missing: {missing})")]

@@ -30,6 +30,7 @@ pub mod log;
 pub mod merkle;
 pub mod note;
 pub mod records;
+pub mod rotation;
 pub mod rules;
 pub mod standing;
 pub mod tiles;

@@ -90,6 +90,7 @@ impl Role {
                     | RecordKind::KeyRevocation
                     | RecordKind::Acquisition
                     | RecordKind::Annotation
+                    | RecordKind::LogKeyRotation
             ) | (Role::Auditor, RecordKind::Annotation)
                 | (Role::Agent, RecordKind::GpuAttestation)
                 | (Role::Node, RecordKind::RunProvenance | RecordKind::SchedulerJob)
@@ -108,10 +109,11 @@ pub enum RecordKind {
     RunProvenance,
     Annotation,
     SchedulerJob,
+    LogKeyRotation,
 }
 
 impl RecordKind {
-    pub const ALL: [RecordKind; 7] = [
+    pub const ALL: [RecordKind; 8] = [
         RecordKind::KeyEnrollment,
         RecordKind::KeyRevocation,
         RecordKind::GpuAttestation,
@@ -119,6 +121,7 @@ impl RecordKind {
         RecordKind::RunProvenance,
         RecordKind::Annotation,
         RecordKind::SchedulerJob,
+        RecordKind::LogKeyRotation,
     ];
 
     pub fn slug(self) -> &'static str {
@@ -130,6 +133,7 @@ impl RecordKind {
             RecordKind::RunProvenance => "run-provenance",
             RecordKind::Annotation => "annotation",
             RecordKind::SchedulerJob => "scheduler-job",
+            RecordKind::LogKeyRotation => "log-key-rotation",
         }
     }
 
@@ -639,6 +643,7 @@ pub enum Record {
     Acquisition(Acquisition),
     RunProvenance(Box<RunProvenance>),
     SchedulerJob(Box<SchedulerJob>),
+    LogKeyRotation(Box<crate::rotation::LogKeyRotation>),
     Annotation(Annotation),
 }
 
@@ -652,6 +657,7 @@ impl Record {
             Record::RunProvenance(_) => RecordKind::RunProvenance,
             Record::Annotation(_) => RecordKind::Annotation,
             Record::SchedulerJob(_) => RecordKind::SchedulerJob,
+            Record::LogKeyRotation(_) => RecordKind::LogKeyRotation,
         }
     }
 
@@ -665,6 +671,7 @@ impl Record {
             Record::RunProvenance(r) => r.counter,
             Record::Annotation(r) => r.counter,
             Record::SchedulerJob(r) => r.counter,
+            Record::LogKeyRotation(r) => r.counter,
         }
     }
 
@@ -678,6 +685,7 @@ impl Record {
             Record::RunProvenance(r) => r.finished_at,
             Record::Annotation(r) => r.written_at,
             Record::SchedulerJob(r) => r.at,
+            Record::LogKeyRotation(r) => r.issued_at,
         }
     }
 
@@ -736,6 +744,7 @@ impl Record {
             RecordKind::RunProvenance => Record::RunProvenance(Box::new(typed(&raw, &bad)?)),
             RecordKind::Annotation => Record::Annotation(typed(&raw, &bad)?),
             RecordKind::SchedulerJob => Record::SchedulerJob(Box::new(typed(&raw, &bad)?)),
+            RecordKind::LogKeyRotation => Record::LogKeyRotation(Box::new(typed(&raw, &bad)?)),
         })
     }
 }

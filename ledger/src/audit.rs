@@ -5,9 +5,8 @@
 
 use std::collections::HashMap;
 
-use chipledger_domain::keys::{PublicKey, VerifierKey};
+use chipledger_domain::keys::PublicKey;
 use chipledger_domain::merkle::Hash;
-use chipledger_domain::note::open_checkpoint;
 use chipledger_domain::records::{Record, RecordKind};
 use rusqlite::{Connection, OpenFlags};
 use serde::Serialize;
@@ -76,7 +75,20 @@ impl Ledger {
             return Ok(found(report, None, None, format!("SQLite integrity check failed: {integrity}")));
         }
         let total: u64 = conn.query_row("SELECT COUNT(*) FROM entries", [], |r| r.get::<_, i64>(0))? as u64;
-        let vkeys = [self.verifier_key().clone()];
+        // Every key the log has had, each for the sizes its rotations let it sign.
+        let log_keys = match crate::rotation::fold(&conn, self.verifier_key()) {
+            Ok(k) => k,
+            Err(e) => {
+                let report = AuditReport {
+                    entries: 0,
+                    checkpoints: 0,
+                    signatures_checked: 0,
+                    root: Frontier::default().root(),
+                    problem: None,
+                };
+                return Ok(found(report, None, None, format!("the log key rotations do not follow: {e}")));
+            }
+        };
         let mut report = AuditReport {
             entries: 0,
             checkpoints: 0,
@@ -93,7 +105,7 @@ impl Ledger {
             while let Some(r) = rows.next()? {
                 let size = r.get::<_, i64>(0)? as u64;
                 let note: Vec<u8> = r.get(1)?;
-                match open_checkpoint(&note, &vkeys, Some(self.origin())) {
+                match log_keys.open_checkpoint(&note, Some(self.origin())) {
                     Ok(cp) if cp.checkpoint.size == size => cps.push((size, cp.checkpoint.root)),
                     Ok(cp) => {
                         return Ok(found(
@@ -313,8 +325,7 @@ impl Ledger {
     /// Checks that the log still contains the tree an earlier checkpoint signed (detects
     /// truncation or rewriting after the fact). `note` is the saved signed checkpoint.
     pub fn check_against(&self, note: &[u8]) -> Result<Option<Problem>, Error> {
-        let vkeys: [VerifierKey; 1] = [self.verifier_key().clone()];
-        let cp = open_checkpoint(note, &vkeys, Some(self.origin()))?;
+        let cp = self.log_keys()?.open_checkpoint(note, Some(self.origin()))?;
         let size = self.stored_size()?;
         if cp.checkpoint.size > size {
             return Ok(Some(Problem {

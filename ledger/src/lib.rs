@@ -21,6 +21,7 @@ mod error;
 #[allow(clippy::expect_used, clippy::panic)] // a fuzz target's failures are panics, on purpose
 pub mod fuzzing;
 mod record;
+pub mod rotation;
 mod schema;
 mod store;
 mod tokens;

@@ -386,6 +386,12 @@ pub(crate) fn authorize(p: &Parsed, registry: &Registry, index: u64) -> Result<(
             });
         }
     }
+    // A rotation statement is bound to its index: it cannot be replayed elsewhere in the log.
+    if let Some(Record::LogKeyRotation(r)) = &p.record {
+        if r.at_index != index {
+            return Err(Rejection::RotationOutOfPlace { claimed: r.at_index, index });
+        }
+    }
     if p.counter <= key.last_counter {
         return Err(Rejection::CounterNotIncreasing {
             key_id: p.key_id.clone(),

@@ -68,6 +68,8 @@ pub(crate) struct Writer {
     pub(crate) conn: Connection,
     state: State,
     log_key: SigningKey,
+    /// During a key rotation's overlap: the new key, which signs every checkpoint beside it.
+    next_key: Option<SigningKey>,
 }
 
 impl Writer {
@@ -119,7 +121,7 @@ impl std::fmt::Debug for Ledger {
     }
 }
 
-fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+pub(crate) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
     move |source| Error::Io { path: path.to_path_buf(), source }
 }
 
@@ -296,6 +298,23 @@ impl Ledger {
         if log_key.public_key() != *log_vkey.public_key() {
             return Err(Error::Corrupt(format!("{} is not the key of this log", key_path.display())));
         }
+        let log_keys = crate::rotation::fold(&conn, &log_vkey)?;
+        // A rotation's overlap: the announced key's file, which signs beside the current key.
+        let next_key = match crate::rotation::pending_new_key(&log_keys, &log_vkey) {
+            None => None,
+            Some(next) => {
+                let path = dir.join(crate::rotation::NEXT_KEY_FILE);
+                let pem = std::fs::read_to_string(&path).map_err(io_err(&path))?;
+                let key = SigningKey::from_pkcs8_pem_owned(pem)?;
+                if key.public_key() != *next.public_key() {
+                    return Err(Error::Corrupt(format!(
+                        "{} is not the key the open rotation announced ({next})",
+                        path.display()
+                    )));
+                }
+                Some(key)
+            }
+        };
         // Size, right edge, last checkpoint and key registry from one snapshot: another process
         // appending meanwhile must not make a healthy log look torn.
         let snapshot = conn.unchecked_transaction()?;
@@ -305,11 +324,7 @@ impl Ledger {
         // Never sign a checkpoint inconsistent with the last one: the stored tree must still
         // match what the log signed.
         if let Some((cp_size, note)) = latest_checkpoint(&snapshot)? {
-            let cp = chipledger_domain::note::open_checkpoint(
-                note.as_bytes(),
-                std::slice::from_ref(&log_vkey),
-                Some(&origin),
-            )?;
+            let cp = log_keys.open_checkpoint(note.as_bytes(), Some(&origin))?;
             if cp_size != size || cp.checkpoint.root != frontier.root() {
                 return Err(Error::Corrupt(format!(
                     "the last signed checkpoint (size {cp_size}) does not match the stored tree (size {size})"
@@ -332,7 +347,7 @@ impl Ledger {
             log_vkey,
             config,
             clock,
-            writer: Mutex::new(Writer { conn, state: State { frontier, registry }, log_key }),
+            writer: Mutex::new(Writer { conn, state: State { frontier, registry }, log_key, next_key }),
             queue: Mutex::new(Vec::new()),
             readers,
             next_reader: std::sync::atomic::AtomicUsize::new(0),
@@ -353,6 +368,10 @@ impl Ledger {
 
     pub fn verifier_key(&self) -> &VerifierKey {
         &self.log_vkey
+    }
+
+    pub(crate) fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
     }
 
     pub fn config(&self) -> &LedgerConfig {
@@ -455,7 +474,8 @@ impl Ledger {
                 let _ = p.reply.send(Err(Error::NotCommitted(e.to_string())));
             }
         };
-        let Writer { conn, state: committed, log_key } = w;
+        let Writer { conn, state: committed, log_key, next_key } = w;
+        let next_key: Option<&SigningKey> = next_key.as_ref();
         // One write transaction covers validation and writing: one lock, and a consistent view
         // even if another process appended to the same file since our last commit.
         let tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
@@ -502,7 +522,8 @@ impl Ledger {
             // The signature verdicts and, if all pass, the signed checkpoint note.
             let check = || {
                 let verdicts = accepted.iter().map(|(_, slots)| bad_signature(slots)).collect::<Vec<_>>();
-                let note = verdicts.iter().all(Option::is_none).then(|| self.sign_checkpoint(log_key, size, root));
+                let note =
+                    verdicts.iter().all(Option::is_none).then(|| self.sign_checkpoint(log_key, next_key, size, root));
                 (verdicts, note)
             };
             let (fresh, (verdicts, note)) = if new_entries < 64 {
@@ -786,9 +807,19 @@ impl Ledger {
     }
 
     /// The signed checkpoint note for a tree of `size` leaves with `root`.
-    fn sign_checkpoint(&self, log_key: &SigningKey, size: u64, root: Hash) -> Result<String, Error> {
+    fn sign_checkpoint(
+        &self,
+        log_key: &SigningKey,
+        next_key: Option<&SigningKey>,
+        size: u64,
+        root: Hash,
+    ) -> Result<String, Error> {
         let cp = Checkpoint { origin: self.origin.clone(), size, root, extensions: vec![] };
-        Ok(String::from_utf8_lossy(&cp.sign(&self.origin, log_key)?.to_bytes()).into_owned())
+        let mut note = cp.sign(&self.origin, log_key)?;
+        if let Some(next) = next_key {
+            note.cosign(&self.origin, next)?;
+        }
+        Ok(String::from_utf8_lossy(&note.to_bytes()).into_owned())
     }
 
     /// The latest signed checkpoint (note text) and its size.
@@ -1110,6 +1141,7 @@ pub(crate) fn kind_code(kind: RecordKind) -> i64 {
         RecordKind::RunProvenance => 5,
         RecordKind::Annotation => 6,
         RecordKind::SchedulerJob => 7,
+        RecordKind::LogKeyRotation => 8,
     }
 }
 

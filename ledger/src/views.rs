@@ -117,6 +117,8 @@ pub(crate) fn apply(conn: &Connection, index: u64, rec: &Record, registry: &Regi
                 st.execute(params![g.uuid.as_str(), idx])?;
             }
         }
+        // Rotations are read from the entries by kind (`Ledger::log_keys`); no view.
+        Record::LogKeyRotation(_) => {}
         Record::SchedulerJob(j) => {
             let mut st = conn.prepare_cached("INSERT OR IGNORE INTO gpu_records (uuid, idx) VALUES (?1, ?2)")?;
             for g in &j.gpus {

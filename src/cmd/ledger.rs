@@ -89,6 +89,12 @@ pub enum Command {
     },
     /// Rebuild the derived views from the entries.
     RebuildViews,
+    /// Move the log to a new key without a new log: `begin` announces it in the log (signed by
+    /// both keys) and starts an overlap in which every checkpoint carries both signatures;
+    /// `finish` closes it and retires the old key. Stop `serve` around each step. Readers
+    /// pinning the old key follow the announcement (`GET /log-keys`).
+    #[command(subcommand)]
+    RotateKey(RotateCommand),
     /// Test harness: append small signed records in a loop, printing each committed index.
     #[command(hide = true)]
     DebugAppendLoop {
@@ -134,6 +140,48 @@ fn parse_kind(s: &str) -> Result<RecordKind, String> {
 fn parse_time(s: &str, flag: &str) -> Result<OffsetDateTime> {
     OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
         .with_context(|| format!("{flag} {s:?} is not an RFC 3339 time such as 2026-11-29T09:00:00Z"))
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum RotateCommand {
+    /// Generate the new log key beside the log and announce it; checkpoints are then signed by both.
+    Begin {
+        /// The admin private key (default: the data directory's admin-key.pem).
+        #[arg(long)]
+        admin_key: Option<PathBuf>,
+    },
+    /// Close the overlap: the old key signs nothing after this record's checkpoint.
+    Finish {
+        #[arg(long)]
+        admin_key: Option<PathBuf>,
+    },
+}
+
+fn rotate(ledger: chipledger_ledger::Ledger, cmd: RotateCommand) -> Result<()> {
+    let dir = ledger.dir().to_path_buf();
+    let old = ledger.verifier_key().clone();
+    match cmd {
+        RotateCommand::Begin { admin_key } => {
+            let (admin, counter) = crate::cmd::keys::admin_signer(&ledger, admin_key)?;
+            let new = chipledger_domain::keys::SigningKey::generate(&mut rand_core::OsRng);
+            let new_vkey = VerifierKey::new(ledger.origin(), new.public_key())?;
+            let index = ledger.begin_key_rotation(&admin, counter, &new)?;
+            println!("announced the move from {old} to {new_vkey} at log index {index}");
+            println!(
+                "every checkpoint is now signed by both keys; the new key is in {}",
+                dir.join(chipledger_ledger::rotation::NEXT_KEY_FILE).display()
+            );
+            println!("when readers and witnesses have the new key: chipledger ledger rotate-key finish");
+        }
+        RotateCommand::Finish { admin_key } => {
+            let (admin, counter) = crate::cmd::keys::admin_signer(&ledger, admin_key)?;
+            let index = ledger.finish_key_rotation(&admin, counter)?;
+            let reopened = crate::datadir::open(Some(dir))?;
+            println!("the overlap closed at log index {index}: {old} signs nothing after size {}", index + 1);
+            println!("the log key is now {}", reopened.verifier_key());
+        }
+    }
+    Ok(())
 }
 
 pub fn run(data_dir: Option<PathBuf>, cmd: Command) -> Result<()> {
@@ -280,6 +328,13 @@ fn run_local(data_dir: Option<PathBuf>, cmd: Command) -> Result<()> {
             println!("data dir:  {}", ledger.dir().display());
             println!("origin:    {}", ledger.origin());
             println!("log key:   {}", ledger.verifier_key());
+            let keys = ledger.log_keys()?;
+            if keys.windows().len() > 1 {
+                for w in keys.windows() {
+                    let until = w.until.map_or("now".to_string(), |u| format!("size {u}"));
+                    println!("  key {} signs checkpoints of size {} to {until}", w.key, w.from);
+                }
+            }
             println!("entries:   {size}");
             Ok(())
         }
@@ -375,6 +430,7 @@ fn run_local(data_dir: Option<PathBuf>, cmd: Command) -> Result<()> {
             println!("wrote {} entries ({}) to {}", bundle.entries.len(), bundle.selection, out.display());
             Ok(())
         }
+        Command::RotateKey(c) => rotate(ledger, c),
         Command::RebuildViews => {
             let n = ledger.rebuild_views()?;
             println!("rebuilt the views from {n} entries");

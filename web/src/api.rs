@@ -101,6 +101,31 @@ pub(crate) async fn checkpoint(State(s): State<AppState>) -> Response {
     }
 }
 
+/// `GET /log-keys`: the log's key rotations with inclusion proofs in the latest checkpoint —
+/// public, so a reader pinning a retired key can follow the announcement it signed.
+pub(crate) async fn log_keys(State(s): State<AppState>) -> Response {
+    let ledger = s.ledger.clone();
+    let result = blocking(move || -> Result<chipledger_client::wire::LogKeys, ApiError> {
+        let (size, checkpoint) = ledger.cosigned_checkpoint().map_err(ledger_error)?;
+        let mut rotations = Vec::new();
+        for (index, _) in ledger.rotation_records().map_err(ledger_error)? {
+            if index >= size {
+                continue;
+            }
+            let envelope = String::from_utf8(ledger.envelope(index).map_err(ledger_error)?)
+                .map_err(|_| ApiError::internal("a stored envelope is not UTF-8"))?;
+            let inclusion_proof = ledger.inclusion_proof(index, size).map_err(ledger_error)?;
+            rotations.push(chipledger_client::wire::PublishedRotation { index, envelope, inclusion_proof });
+        }
+        Ok(chipledger_client::wire::LogKeys { checkpoint, rotations })
+    })
+    .await;
+    match result {
+        Ok(body) => ([(header::CACHE_CONTROL, "public, no-cache")], axum::Json(body)).into_response(),
+        Err(r) => r.into_response(),
+    }
+}
+
 fn tile_response(bytes: Vec<u8>, full: bool, public: bool) -> Response {
     // Full tiles never change; partial ones grow until they are full. Hash tiles are public: any
     // cache may keep them. Entry bundles need a credential: only the caller's own cache may.

@@ -61,8 +61,10 @@ pub(crate) fn router_with(state: AppState) -> Router {
     // The checkpoint and the hash tiles are sizes and hashes only: anyone may follow the log —
     // witnesses, mirrors, auditors without an account — and a split view shows. Entries
     // (entry bundles, every API that returns records) keep needing a credential.
-    let public =
-        Router::new().route("/checkpoint", get(api::checkpoint)).route("/tile/{level}/{*path}", get(api::tile));
+    let public = Router::new()
+        .route("/checkpoint", get(api::checkpoint))
+        .route("/log-keys", get(api::log_keys))
+        .route("/tile/{level}/{*path}", get(api::tile));
     Router::new()
         .merge(public)
         .merge(reads)

@@ -11,6 +11,7 @@ mod identify;
 mod keys;
 mod merkle;
 mod note;
+mod rotation;
 mod rules;
 mod standing;
 mod tracker;
