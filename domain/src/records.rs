@@ -550,7 +550,7 @@ pub struct SchedulerJob {
     pub phase: JobPhase,
     /// When the hook ran.
     #[serde(with = "time::serde::rfc3339")]
-    pub at: OffsetDateTime,
+    pub recorded_at: OffsetDateTime,
     /// The attested host name of the node (the name its GPUs are attested under).
     pub host: String,
     /// The scheduler's name for the node, when it differs from `host`.
@@ -684,7 +684,7 @@ impl Record {
             Record::Acquisition(r) => r.recorded_at,
             Record::RunProvenance(r) => r.finished_at,
             Record::Annotation(r) => r.written_at,
-            Record::SchedulerJob(r) => r.at,
+            Record::SchedulerJob(r) => r.recorded_at,
             Record::LogKeyRotation(r) => r.issued_at,
         }
     }

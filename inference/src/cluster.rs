@@ -25,16 +25,25 @@ pub const REASON_PREFIX: &str = "chipledger:";
 /// The prefix of the node features chipledger owns (others on the node are kept).
 pub const FEATURE_PREFIX: &str = "chipledger_";
 
-/// A host's attested GPUs in device order: by PCI bus id (domain, bus, device, function, as
-/// numbers) — the order NVML, `nvidia-smi` and Slurm's GRES indices number a host's GPUs in —
-/// then by UUID for GPUs whose record has no bus id.
-pub fn devices<'a>(fleet: &'a Fleet, host: &str) -> Vec<&'a Candidate> {
-    let mut out: Vec<&Candidate> = fleet.candidates.iter().filter(|c| c.host == host).collect();
-    out.sort_by(|a, b| {
-        let key = |c: &Candidate| c.pci_bus_id.as_deref().and_then(bus_order);
-        key(a).is_none().cmp(&key(b).is_none()).then(key(a).cmp(&key(b))).then(a.uuid.cmp(&b.uuid))
-    });
-    out
+/// The GPUs of a host's latest attestation (a GPU last seen in an earlier one — removed,
+/// replaced, fallen off the bus — is none of its devices) in device order: by PCI bus id
+/// (domain, bus, device, function, as numbers), the order NVML, `nvidia-smi` and Slurm's GRES
+/// indices number a host's GPUs in. Several GPUs without a readable bus id cannot be numbered:
+/// that is a refusal, never a guess.
+pub fn devices<'a>(fleet: &'a Fleet, host: &str) -> Result<Vec<&'a Candidate>, Refusal> {
+    let on_host = || fleet.candidates.iter().filter(|c| c.host == host);
+    let Some(latest) = on_host().map(|c| c.attestation_index).max() else { return Ok(Vec::new()) };
+    let mut out: Vec<(Option<(u32, u32, u32, u32)>, &Candidate)> = on_host()
+        .filter(|c| c.attestation_index == latest)
+        .map(|c| (c.pci_bus_id.as_deref().and_then(bus_order), c))
+        .collect();
+    if out.len() > 1 && out.iter().any(|(bus, _)| bus.is_none()) {
+        return Err(refusal(vec![format!(
+            "host {host}'s latest attestation (log index {latest}) has GPUs without a PCI bus id: its devices cannot be numbered"
+        )]));
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.uuid.cmp(&b.1.uuid)));
+    Ok(out.into_iter().map(|(_, c)| c).collect())
 }
 
 /// `00000000:18:00.0` or `0000:18:00.0` → (domain, bus, device, function).
@@ -70,7 +79,7 @@ pub fn judge_job(
     indices: &[u32],
     now: OffsetDateTime,
 ) -> Result<Vec<JobGpu>, Refusal> {
-    let devs = devices(fleet, host);
+    let devs = devices(fleet, host)?;
     if devs.is_empty() && !indices.is_empty() {
         return Err(refusal(vec![format!("no attestation of host {host} in the log")]));
     }
@@ -110,8 +119,22 @@ pub fn judge_job(
 
 /// Whether a node may take work: every GPU its latest attestation names qualifies (the health
 /// check's question; a host with no attested GPU does not).
-pub fn judge_node(policy: &Policy, fleet: &Fleet, host: &str, now: OffsetDateTime) -> Result<usize, Refusal> {
-    let n = devices(fleet, host).len();
+/// `expected`: how many GPUs the scheduler gives the node (Slurm's `Gres=gpu:N`); a different
+/// number attested is a refusal (a GPU missing from the attestation, or one the scheduler does
+/// not know).
+pub fn judge_node(
+    policy: &Policy,
+    fleet: &Fleet,
+    host: &str,
+    expected: Option<u32>,
+    now: OffsetDateTime,
+) -> Result<usize, Refusal> {
+    let n = devices(fleet, host)?.len();
+    if let Some(e) = expected.filter(|&e| e as usize != n) {
+        return Err(refusal(vec![format!(
+            "the scheduler gives {host} {e} GPU(s) but its latest attestation names {n}"
+        )]));
+    }
     let all: Vec<u32> = (0..n as u32).collect();
     if n == 0 {
         return Err(refusal(vec![format!("no attestation of host {host} in the log")]));
@@ -178,7 +201,8 @@ pub struct Standing {
 
 /// A host's [`Standing`] under `policy` at `now` (nothing earned without an attested GPU).
 pub fn standing(policy: &Policy, fleet: &Fleet, host: &str, now: OffsetDateTime) -> Standing {
-    let devs = devices(fleet, host);
+    // GPUs that cannot be numbered earn nothing.
+    let devs = devices(fleet, host).unwrap_or_default();
     let any = !devs.is_empty();
     let reasons: Vec<Vec<Reason>> = devs.iter().map(|c| disqualify(policy, c, now)).collect();
     let attested = any
@@ -305,12 +329,16 @@ pub fn dra_devices(listing: &[u8]) -> Result<std::collections::HashMap<String, D
             let uuid = attrs
                 .get("uuid")
                 .or_else(|| attrs.get(format!("{DRA_DRIVER}/uuid")))
-                .and_then(|a| a["string"].as_str());
-            if let Some(uuid) = uuid {
-                out.insert(
-                    uuid.to_string(),
-                    DraDevice { driver: DRA_DRIVER.to_string(), pool: pool.to_string(), device: name.to_string() },
-                );
+                .and_then(|a| a["string"].as_str())
+                .and_then(|u| chipledger_domain::fingerprint::GpuUuid::parse(u).ok());
+            let Some(uuid) = uuid else { continue };
+            let dev = DraDevice { driver: DRA_DRIVER.to_string(), pool: pool.to_string(), device: name.to_string() };
+            // A node publishing another GPU's UUID must not steer its taint away from it.
+            if let Some(before) = out.insert(uuid.as_str().to_string(), dev) {
+                return Err(Error::Cluster(format!(
+                    "two DRA devices claim GPU {uuid}: {}/{} and {pool}/{name}; refusing to choose",
+                    before.pool, before.device
+                )));
             }
         }
     }
@@ -354,6 +382,7 @@ pub fn device_taint_rules(
         }
         let uuid = c.uuid.as_str();
         let Some(dev) = devices.get(uuid) else {
+            // (UUIDs are compared in GpuUuid's normal form on both sides.)
             out.without_device.push(uuid.to_string());
             continue;
         };
@@ -407,6 +436,9 @@ pub mod slurm {
     /// Most bytes of `scontrol` output read; most names a host list expands to.
     pub const MAX_OUTPUT: usize = 1 << 20;
     pub const MAX_HOSTS: usize = 65_536;
+    /// Most bytes a host list expands to, and digits in one range bound.
+    pub const MAX_HOSTLIST_BYTES: usize = 4 << 20;
+    const MAX_DIGITS: usize = 18;
 
     fn bad(what: &str, msg: impl std::fmt::Display) -> Error {
         Error::Cluster(format!("{what}: {msg}"))
@@ -444,6 +476,7 @@ pub mod slurm {
     /// A Slurm host list (`gpu[01-03,7],login1`) → the names, in order.
     pub fn expand_hostlist(s: &str) -> Result<Vec<String>, Error> {
         let mut out = Vec::new();
+        let mut bytes = 0usize;
         let mut rest = s.trim();
         while !rest.is_empty() {
             // One item: up to a comma outside brackets.
@@ -465,14 +498,18 @@ pub mod slurm {
             }
             let item = &rest[..end];
             rest = rest[end..].strip_prefix(',').unwrap_or("");
-            expand_item(item, &mut out, s)?;
+            expand_item(item, &mut out, &mut bytes, s)?;
         }
         Ok(out)
     }
 
-    fn expand_item(item: &str, out: &mut Vec<String>, whole: &str) -> Result<(), Error> {
+    fn expand_item(item: &str, out: &mut Vec<String>, bytes: &mut usize, whole: &str) -> Result<(), Error> {
         let Some(open) = item.find('[') else {
             if !item.is_empty() {
+                if out.len() >= MAX_HOSTS {
+                    return Err(bad("host list", format!("{whole:?} names more than {MAX_HOSTS} hosts")));
+                }
+                *bytes += item.len();
                 out.push(item.to_string());
             }
             return Ok(());
@@ -488,17 +525,26 @@ pub mod slurm {
         for r in ranges.split(',') {
             let (a, b) = r.split_once('-').unwrap_or((r, r));
             let width = a.len();
+            if width > MAX_DIGITS || b.len() > MAX_DIGITS {
+                return Err(bad("host list", format!("{r:?} in {whole:?}: more than {MAX_DIGITS} digits")));
+            }
             let num =
                 |x: &str| x.parse::<u64>().map_err(|_| bad("host list", format!("{r:?} in {whole:?} is not a range")));
             let (lo, hi) = (num(a)?, num(b)?);
-            if hi < lo || (hi - lo) as usize + out.len() >= MAX_HOSTS {
+            let count = hi.checked_sub(lo).and_then(|d| d.checked_add(1));
+            if count.is_none_or(|c| c > (MAX_HOSTS - out.len()) as u64) {
                 return Err(bad(
                     "host list",
                     format!("{whole:?} names more than {MAX_HOSTS} hosts or a backwards range"),
                 ));
             }
             for n in lo..=hi {
-                out.push(format!("{prefix}{n:0width$}{suffix}"));
+                let name = format!("{prefix}{n:0width$}{suffix}");
+                *bytes += name.len();
+                if *bytes > MAX_HOSTLIST_BYTES {
+                    return Err(bad("host list", format!("{whole:?} expands to more than {MAX_HOSTLIST_BYTES} bytes")));
+                }
+                out.push(name);
             }
         }
         Ok(())
@@ -532,36 +578,69 @@ pub mod slurm {
         pub exit_code: Option<String>,
         /// Per node line: the nodes (expanded) and the GPU indices allocated on each.
         pub gpus_by_nodes: Vec<(Vec<String>, Vec<u32>)>,
+        /// The job asks for a GPU shared by MPS or shards (which name no GPU index).
+        pub shares_gpus: bool,
     }
 
     impl Job {
-        /// The GPU indices allocated on `node` (none when the job has no GPU there).
-        pub fn gpus_on(&self, node: &str) -> Vec<u32> {
-            self.gpus_by_nodes
-                .iter()
-                .filter(|(nodes, _)| nodes.iter().any(|n| n == node))
-                .flat_map(|(_, g)| g.clone())
-                .collect()
+        /// The GPU indices allocated on `node` (none when the job has no GPU there). Two node
+        /// lines naming `node` mean the text was forged (see [`parse_job`]): refused.
+        pub fn gpus_on(&self, node: &str) -> Result<Vec<u32>, Error> {
+            let mut lines = self.gpus_by_nodes.iter().filter(|(nodes, _)| nodes.iter().any(|n| n == node));
+            let first = lines.next();
+            if lines.next().is_some() {
+                return Err(bad(
+                    "scontrol show job",
+                    format!("two allocation lines name node {node}: a job field holds a line break that mimics scontrol's output"),
+                ));
+            }
+            Ok(first.map(|(_, g)| g.clone()).unwrap_or_default())
         }
     }
 
-    /// Parses `scontrol show job -d` output.
+    /// Parses `scontrol show job -d` output. A job's name, working directory, command and
+    /// comment are the submitter's text and may hold line breaks (Slurm 22.05 prints them raw,
+    /// and has no `--json`): each value is read from the one line that starts with its key as
+    /// scontrol lays it out, and a key whose line appears twice is refused rather than guessed.
     pub fn parse_job(text: &str) -> Result<Job, Error> {
         if text.len() > MAX_OUTPUT {
             return Err(bad("scontrol show job", format!("output over {MAX_OUTPUT} bytes")));
         }
-        let mut job = Job::default();
-        for (k, v) in fields(text) {
-            match k {
-                "UserId" => job.user = Some(v.split('(').next().unwrap_or(v).to_string()),
-                "Partition" => job.partition = Some(v.to_string()),
-                "JobState" => job.state = Some(v.to_string()),
-                "ExitCode" => job.exit_code = Some(v.to_string()),
-                _ => {}
+        let lines: Vec<&str> = text.lines().map(str::trim).collect();
+        // The one line starting with `leader`, if any.
+        let line_of = |leader: &str| -> Result<Option<&str>, Error> {
+            let mut found = lines.iter().filter(|l| l.starts_with(leader));
+            let first = found.next().copied();
+            if found.next().is_some() {
+                return Err(bad(
+                    "scontrol show job",
+                    format!(
+                        "two lines start with {leader:?}: a job field holds a line break that mimics scontrol's output"
+                    ),
+                ));
             }
+            Ok(first)
+        };
+        let word = |line: Option<&str>, key: &str| -> Option<String> {
+            line?
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix(key).and_then(|v| v.strip_prefix('=')).map(str::to_string))
+        };
+        let mut job = Job {
+            user: word(line_of("UserId=")?, "UserId").map(|u| u.split('(').next().unwrap_or_default().to_string()),
+            partition: word(line_of("Partition=")?, "Partition"),
+            state: word(line_of("JobState=")?, "JobState"),
+            exit_code: word(line_of("Requeue=")?, "ExitCode"),
+            ..Job::default()
+        };
+        if let Some(tres) = word(line_of("TresPerNode=")?, "TresPerNode") {
+            job.shares_gpus = tres.split(',').any(|t| t.starts_with("gres:mps") || t.starts_with("gres:shard"));
+        }
+        if let Some(gres) = word(line_of("JOB_GRES=")?, "JOB_GRES") {
+            job.shares_gpus |= gres.split(',').any(|g| g.starts_with("mps") || g.starts_with("shard"));
         }
         // `Nodes=gpu[1-2] CPU_IDs=0-3 Mem=0 GRES=gpu:h100:2(IDX:0-1)` lines.
-        for line in text.lines().map(str::trim).filter(|l| l.starts_with("Nodes=")) {
+        for line in lines.iter().filter(|l| l.starts_with("Nodes=")) {
             let mut nodes = None;
             let mut gres = None;
             for word in line.split_whitespace() {
@@ -597,6 +676,9 @@ pub mod slurm {
             if name == "gpu" || name.starts_with("gpu:") {
                 if let Some(idx) = inner.strip_prefix("IDX:") {
                     out.extend(parse_indices(idx)?);
+                    if out.len() > MAX_JOB_GPUS {
+                        return Err(bad("GRES", format!("more than {MAX_JOB_GPUS} GPUs")));
+                    }
                 }
             }
         }
@@ -656,6 +738,8 @@ pub mod slurm {
         pub state: String,
         /// The reason without Slurm's ` [user@time]` suffix.
         pub reason: Option<String>,
+        /// How many GPUs the node's `Gres=` declares (`gpu:8`, `gpu:h100:8(S:0-1)`).
+        pub gres_gpus: Option<u32>,
     }
 
     impl Node {
@@ -679,6 +763,16 @@ pub mod slurm {
                 "State" => {
                     node.state = v.to_string();
                     seen_state = true;
+                }
+                "Gres" => {
+                    let mut n: u32 = 0;
+                    for g in v.split(',').filter(|g| g.starts_with("gpu")) {
+                        let count =
+                            g.split('(').next().unwrap_or(g).rsplit(':').next().and_then(|c| c.parse::<u32>().ok());
+                        n = n.saturating_add(count.unwrap_or(0));
+                    }
+                    // A node declaring no GPU GRES is not compared.
+                    node.gres_gpus = (n > 0).then_some(n);
                 }
                 "Reason" => {
                     let r = match v.rfind(" [") {

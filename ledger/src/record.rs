@@ -76,7 +76,6 @@ struct LightPredicate {
         alias = "issued_at",
         alias = "written_at",
         alias = "finished_at",
-        alias = "at",
         with = "time::serde::rfc3339"
     )]
     made_at: OffsetDateTime,

@@ -66,8 +66,9 @@ pub struct TaintsArgs {
     #[arg(long, value_name = "FILE")]
     resource_slices: PathBuf,
     /// Keep one file per rule in this directory (`devicetaintrule-chipledger-<uuid>.json`),
-    /// removing those of GPUs that qualify again: apply with
-    /// `kubectl apply --prune -l app.kubernetes.io/managed-by=chipledger -f DIR`.
+    /// removing those of GPUs that qualify again: apply with `kubectl apply --prune
+    /// --prune-allowlist=resource.k8s.io/v1beta2/DeviceTaintRule -l
+    /// app.kubernetes.io/managed-by=chipledger -f DIR`.
     #[arg(long, value_name = "DIR")]
     out_dir: Option<PathBuf>,
 }
@@ -110,34 +111,46 @@ pub fn run(data_dir: Option<PathBuf>, cmd: Command) -> Result<()> {
         Command::Taints(a) => {
             let (log, key, policy) = open(data_dir, &a.ledger)?;
             let fleet = fleet::load(log.as_ref(), &key).context("reading the fleet")?;
+            let size = std::fs::metadata(&a.resource_slices)
+                .with_context(|| format!("reading {}", a.resource_slices.display()))?
+                .len();
+            if size > cluster::MAX_SLICES_BYTES as u64 {
+                anyhow::bail!("{} is over {} bytes", a.resource_slices.display(), cluster::MAX_SLICES_BYTES);
+            }
             let listing = std::fs::read(&a.resource_slices)
                 .with_context(|| format!("reading {}", a.resource_slices.display()))?;
             let devices = cluster::dra_devices(&listing).with_context(|| a.resource_slices.display().to_string())?;
             let out =
                 cluster::device_taint_rules(&policy, &fleet, &devices, &a.api_version, OffsetDateTime::now_utc())?;
-            for uuid in &out.without_device {
-                eprintln!(
-                    "chipledger: {uuid} does not qualify but no {} device has its UUID: no rule",
-                    cluster::DRA_DRIVER
-                );
-            }
             let rules = out.rules;
             match &a.out_dir {
                 None => {
                     let list = serde_json::json!({ "apiVersion": "v1", "kind": "List", "items": rules });
                     println!("{}", serde_json::to_string_pretty(&list)?);
-                    Ok(())
                 }
-                Some(dir) => sync_dir(dir, &rules),
+                // A GPU that should be tainted but has no device in the listing may mean a stale
+                // listing: the rules are written, none is removed, and the run fails.
+                Some(dir) => sync_dir(dir, &rules, out.without_device.is_empty())?,
             }
+            if !out.without_device.is_empty() {
+                anyhow::bail!(
+                    "{} GPU(s) do not qualify but no {} device in {} has their UUID (no rule written for them, none removed): {}",
+                    out.without_device.len(),
+                    cluster::DRA_DRIVER,
+                    a.resource_slices.display(),
+                    out.without_device.join(", ")
+                );
+            }
+            Ok(())
         }
     }
 }
 
 const RULE_FILE_PREFIX: &str = "devicetaintrule-chipledger-";
 
-/// Writes each rule to its own file in `dir` and removes the rule files no longer wanted.
-fn sync_dir(dir: &Path, rules: &[serde_json::Value]) -> Result<()> {
+/// Writes each rule to its own file in `dir` and, when `prune`, removes the rule files no
+/// longer wanted.
+fn sync_dir(dir: &Path, rules: &[serde_json::Value], prune: bool) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let mut wanted = std::collections::BTreeSet::new();
     for r in rules {
@@ -149,7 +162,7 @@ fn sync_dir(dir: &Path, rules: &[serde_json::Value]) -> Result<()> {
     let mut removed = 0;
     for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
         let name = entry?.file_name().to_string_lossy().into_owned();
-        if name.starts_with(RULE_FILE_PREFIX) && name.ends_with(".json") && !wanted.contains(&name) {
+        if prune && name.starts_with(RULE_FILE_PREFIX) && name.ends_with(".json") && !wanted.contains(&name) {
             std::fs::remove_file(dir.join(&name)).with_context(|| format!("removing {name}"))?;
             removed += 1;
         }
@@ -158,8 +171,11 @@ fn sync_dir(dir: &Path, rules: &[serde_json::Value]) -> Result<()> {
     Ok(())
 }
 
+/// Through a hidden temporary file beside `path` (node-feature-discovery reads every other
+/// file in `features.d`).
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("chipledger-tmp");
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.tmp"));
     std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
 }

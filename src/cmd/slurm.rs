@@ -238,7 +238,20 @@ fn job_gpus(hooks: &Hooks, job_id: &str, node: &str) -> Result<(Vec<u32>, Option
     }
     let text = hooks.scontrol(&["show", "job", "-d", job_id])?;
     let job = slurm::parse_job(&text)?;
-    Ok((job.gpus_on(node), Some(job)))
+    let gpus = job.gpus_on(node)?;
+    if gpus.is_empty() && job.shares_gpus {
+        bail!("the job shares a GPU through MPS or shards, which names no GPU index to judge");
+    }
+    Ok((gpus, Some(job)))
+}
+
+/// Whether the log answers at all: only a log that does not may let a job start unjudged when
+/// the policy allows it; every other failure (a refused key, a bad signature) refuses the job.
+fn unreachable(hooks: &Hooks) -> Option<String> {
+    match hooks.open().and_then(|(log, _)| log.checkpoint().map_err(anyhow::Error::from)) {
+        Ok(_) => None,
+        Err(e) => Some(format!("{e:#}")),
+    }
 }
 
 fn new_job(hooks: &Hooks, job_id: &str, node: &str, phase: JobPhase, gpus: Vec<JobGpu>) -> SchedulerJob {
@@ -250,7 +263,7 @@ fn new_job(hooks: &Hooks, job_id: &str, node: &str, phase: JobPhase, gpus: Vec<J
         cluster: hooks.file.cluster.clone().or_else(|| env("SLURM_CLUSTER_NAME")).unwrap_or_else(|| "slurm".into()),
         job_id: job_id.to_string(),
         phase,
-        at: OffsetDateTime::now_utc(),
+        recorded_at: OffsetDateTime::now_utc(),
         node: (node != host).then(|| node.to_string()),
         host,
         user: env("SLURM_JOB_USER"),
@@ -267,15 +280,13 @@ fn new_job(hooks: &Hooks, job_id: &str, node: &str, phase: JobPhase, gpus: Vec<J
 /// by the time the Epilog asks): the job's devices on this node and its start record's index.
 #[derive(Debug, serde::Serialize, Deserialize)]
 struct Started {
-    devices: Vec<u32>,
     start_index: u64,
+    /// The GPUs the start record names, as it names them.
+    gpus: Vec<JobGpu>,
 }
 
 fn started_path(hooks: &Hooks, job_id: &str) -> Result<PathBuf> {
-    if job_id.is_empty()
-        || job_id.len() > 64
-        || !job_id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
-    {
+    if job_id.is_empty() || job_id.len() > 64 || !job_id.chars().all(|c| c.is_ascii_digit() || c == '_') {
         bail!("SLURM_JOB_ID {job_id:?} is not a Slurm job id");
     }
     Ok(hooks.file.state_dir.join("jobs").join(job_id))
@@ -294,7 +305,7 @@ fn prolog(args: HookArgs) -> Result<()> {
     };
     let indices = match job_gpus(&hooks, &job_id, &node) {
         Ok((i, _)) => i,
-        Err(e) => return refuse(format!("{REASON_PREFIX} cannot tell job {job_id}'s GPUs: {e:#}")),
+        Err(e) => return refuse(one_line(&format!("{REASON_PREFIX} cannot tell job {job_id}'s GPUs: {e:#}"))),
     };
     if indices.is_empty() {
         // No GPU of this node is the job's: nothing to judge or record.
@@ -303,11 +314,16 @@ fn prolog(args: HookArgs) -> Result<()> {
     let host = hooks.host_of(&node).to_string();
     let (log, log_key, fleet) = match hooks.host_fleet(&host) {
         Ok(x) => x,
-        Err(e) if hooks.policy.allow_when_ledger_unreachable => {
-            eprintln!("chipledger: ledger unreachable ({e:#}); the policy lets job {job_id} start unrecorded");
-            return Ok(());
+        Err(e) => {
+            return match unreachable(&hooks) {
+                Some(why) if hooks.policy.allow_when_ledger_unreachable => {
+                    eprintln!("chipledger: ledger unreachable ({why}); the policy lets job {job_id} start unrecorded");
+                    Ok(())
+                }
+                Some(why) => refuse(one_line(&format!("{REASON_PREFIX} ledger unreachable: {why}"))),
+                None => refuse(one_line(&format!("{REASON_PREFIX} reading the ledger: {e:#}"))),
+            }
         }
-        Err(e) => return refuse(one_line(&format!("{REASON_PREFIX} ledger unreachable: {e:#}"))),
     };
     let gpus = match cluster::judge_job(&hooks.policy, &fleet, &host, &indices, OffsetDateTime::now_utc()) {
         Ok(g) => g,
@@ -315,11 +331,11 @@ fn prolog(args: HookArgs) -> Result<()> {
     };
     let decided = started.elapsed();
     let recorded = hooks
-        .record(log.as_ref(), &log_key, new_job(&hooks, &job_id, &node, JobPhase::Start, gpus))
+        .record(log.as_ref(), &log_key, new_job(&hooks, &job_id, &node, JobPhase::Start, gpus.clone()))
         .and_then(|index| {
             let path = started_path(&hooks, &job_id)?;
             std::fs::create_dir_all(path.parent().unwrap_or(&hooks.file.state_dir))?;
-            std::fs::write(&path, serde_json::to_vec(&Started { devices: indices.clone(), start_index: index })?)
+            std::fs::write(&path, serde_json::to_vec(&Started { start_index: index, gpus })?)
                 .with_context(|| format!("writing {}", path.display()))?;
             Ok(index)
         });
@@ -332,8 +348,8 @@ fn prolog(args: HookArgs) -> Result<()> {
             );
             Ok(())
         }
-        Err(e) if hooks.policy.allow_when_ledger_unreachable => {
-            eprintln!("chipledger: job {job_id}: the job record was not appended ({e:#}); the policy lets it start");
+        Err(e) if hooks.policy.allow_when_ledger_unreachable && unreachable(&hooks).is_some() => {
+            eprintln!("chipledger: job {job_id}: the ledger went away; the job record was not appended ({e:#}); the policy lets it start");
             Ok(())
         }
         Err(e) => refuse(one_line(&format!("{REASON_PREFIX} job record not appended: {e:#}"))),
@@ -364,34 +380,17 @@ fn epilog(args: HookArgs) -> Result<()> {
         let Ok(bytes) = std::fs::read(&path) else { return Ok(None) };
         let started: Started =
             serde_json::from_slice(&bytes).with_context(|| format!("{} is not the Prolog's", path.display()))?;
-        let indices = started.devices;
-        let job = slurm::parse_job(&hooks.scontrol(&["show", "job", "-d", &job_id])?)?;
-        let host = hooks.host_of(&node).to_string();
-        let (log, log_key, fleet) = hooks.host_fleet(&host)?;
-        let devices = cluster::devices(&fleet, &host);
-        let gpus = indices
-            .iter()
-            .filter_map(|&i| {
-                let c = devices.get(i as usize)?;
-                let entry = fleet.attestations.get(&c.uuid)?;
-                Some(JobGpu {
-                    device_index: i,
-                    uuid: c.uuid.clone(),
-                    attestation_index: entry.index,
-                    attestation_leaf: entry.leaf_hash,
-                    sku: c.sku.clone(),
-                    classification: c.classification.clone(),
-                    acquisition_verdict: c.verdict.to_string(),
-                    evidence: c.evidence.label().to_string(),
-                })
-            })
-            .collect();
-        let mut record = new_job(&hooks, &job_id, &node, JobPhase::End, gpus);
-        record.exit_state = match (&job.state, &job.exit_code) {
-            (Some(s), Some(c)) => Some(format!("{s} {c}")),
-            (Some(s), None) => Some(s.clone()),
-            _ => None,
-        };
+        // The end names the GPUs the start named. Its exit code is slurmd's (the environment it
+        // gives the Epilog); the state is scontrol's, "UNKNOWN" where its text does not parse.
+        let job = hooks
+            .scontrol(&["show", "job", "-d", &job_id])
+            .and_then(|t| slurm::parse_job(&t).map_err(anyhow::Error::from))
+            .unwrap_or_default();
+        let (log, log_key) = hooks.open()?;
+        let mut record = new_job(&hooks, &job_id, &node, JobPhase::End, started.gpus);
+        let code = env("SLURM_JOB_EXIT_CODE2").or(job.exit_code.clone());
+        record.exit_state =
+            Some(format!("{} {}", job.state.as_deref().unwrap_or("UNKNOWN"), code.as_deref().unwrap_or("?")));
         record.user = record.user.or(job.user);
         record.partition = record.partition.or(job.partition);
         record.start_index = Some(started.start_index);
@@ -452,34 +451,39 @@ fn healthcheck(args: HookArgs) -> Result<()> {
     let state = slurm::parse_node(&hooks.scontrol(&["show", "node", &node])?)?;
     let host = hooks.host_of(&node).to_string();
     let now = OffsetDateTime::now_utc();
-    let verdict = match hooks.host_fleet(&host) {
+    let (verdict, fleet) = match hooks.host_fleet(&host) {
         Ok((_, _, fleet)) => {
-            let standing = cluster::standing(&hooks.policy, &fleet, &host, now);
-            publish(&hooks, &node, &state.available_features, &cluster::slurm_features(&standing), false)?;
-            cluster::judge_node(&hooks.policy, &fleet, &host, now).map_err(|r| r.0)
+            (cluster::judge_node(&hooks.policy, &fleet, &host, state.gres_gpus, now).map_err(|r| r.0), Some(fleet))
         }
-        Err(_) if hooks.policy.allow_when_ledger_unreachable => return Ok(()),
-        Err(e) => Err(one_line(&format!("{REASON_PREFIX} ledger unreachable: {e:#}"))),
+        Err(e) => match unreachable(&hooks) {
+            Some(_) if hooks.policy.allow_when_ledger_unreachable => return Ok(()),
+            Some(why) => (Err(one_line(&format!("{REASON_PREFIX} ledger unreachable: {why}"))), None),
+            None => (Err(one_line(&format!("{REASON_PREFIX} reading the ledger: {e:#}"))), None),
+        },
     };
     let ours = state.reason.as_deref().is_some_and(|r| r.starts_with(REASON_PREFIX));
+    // Drain or resume first: the features are refreshed after, and a failure there is reported,
+    // never a reason to skip the drain.
     match verdict {
         Ok(gpus) => {
             if state.drained() && ours {
                 hooks.scontrol(&["update", &format!("NodeName={node}"), "State=RESUME"])?;
                 eprintln!("chipledger: {node}: its {gpus} GPU(s) qualify again; resumed");
             }
-            Ok(())
         }
         Err(reason) => {
             // A node someone else drained keeps their reason.
-            if state.drained() && !ours {
-                return Ok(());
-            }
-            if !(state.drained() && state.reason.as_deref() == Some(reason.as_str())) {
+            if !(state.drained() && !ours) && !(state.drained() && state.reason.as_deref() == Some(reason.as_str())) {
                 hooks.drain(&node, &reason)?;
                 eprintln!("chipledger: {node}: drained: {reason}");
             }
-            Ok(())
         }
     }
+    if let Some(fleet) = fleet {
+        let standing = cluster::standing(&hooks.policy, &fleet, &host, now);
+        if let Err(e) = publish(&hooks, &node, &state.available_features, &cluster::slurm_features(&standing), false) {
+            eprintln!("chipledger: {node}: the features were not updated: {e:#}");
+        }
+    }
+    Ok(())
 }

@@ -67,8 +67,9 @@ fn fleet(candidates: Vec<Candidate>) -> Fleet {
 #[test]
 fn slurm_output_captured_from_a_real_cluster_parses() {
     let job = slurm::parse_job(&read("slurm/show-job-d-running.txt")).unwrap();
-    assert_eq!(job.gpus_on("hgx-h100-01"), vec![0]);
-    assert_eq!(job.gpus_on("hgx-h800-01"), Vec::<u32>::new());
+    assert_eq!(job.gpus_on("hgx-h100-01").unwrap(), vec![0]);
+    assert_eq!(job.gpus_on("hgx-h800-01").unwrap(), Vec::<u32>::new());
+    assert!(!job.shares_gpus);
     assert_eq!(job.user.as_deref(), Some("root"));
     assert_eq!(job.partition.as_deref(), Some("main"));
     assert_eq!(job.state.as_deref(), Some("RUNNING"));
@@ -108,8 +109,8 @@ fn gres_indices_and_host_lists_expand() {
     );
     let job = "JobId=7\n   Nodes=gpu[01-02] CPU_IDs=0-3 Mem=0 GRES=gpu:2(IDX:0-1)\n   Nodes=gpu03 CPU_IDs=0 Mem=0 GRES=gpu:1(IDX:6)\n";
     let parsed = slurm::parse_job(job).unwrap();
-    assert_eq!(parsed.gpus_on("gpu02"), vec![0, 1]);
-    assert_eq!(parsed.gpus_on("gpu03"), vec![6]);
+    assert_eq!(parsed.gpus_on("gpu02").unwrap(), vec![0, 1]);
+    assert_eq!(parsed.gpus_on("gpu03").unwrap(), vec![6]);
 }
 
 #[test]
@@ -122,9 +123,39 @@ fn what_slurm_says_wrongly_is_refused_with_a_reason() {
         assert!(slurm::expand_hostlist(bad).is_err(), "{bad:?}");
     }
     assert!(slurm::gpu_indices("gpu:1(IDX:0").is_err());
+    // Overflow and size: a range to u64::MAX, long zero padding, huge GRES lists.
+    assert!(slurm::expand_hostlist("a,b[0-18446744073709551615]").is_err());
+    assert!(slurm::expand_hostlist(&format!("n[{}-1]", "0".repeat(40))).is_err());
+    assert!(slurm::expand_hostlist(&format!("{}[0-9999]", "x".repeat(2000))).is_err());
+    let many = (0..2000).map(|i| format!("gpu:1(IDX:{i})")).collect::<Vec<_>>().join(",");
+    assert!(slurm::gpu_indices(&many).is_err());
     assert!(slurm::parse_node("nothing here").unwrap_err().to_string().contains("no State="));
     let huge = "x".repeat(slurm::MAX_OUTPUT + 1);
     assert!(slurm::parse_job(&huge).is_err());
+}
+
+#[test]
+fn a_job_field_that_mimics_scontrols_lines_is_refused_not_believed() {
+    // Slurm 22.05 prints a job name with a line break raw (seen on the test cluster): a name
+    // that adds an allocation line for the node must not choose which GPU is judged.
+    let real = read("slurm/show-job-d-running.txt");
+    let forged = real.replacen(
+        "JobName=wrap",
+        "JobName=x\n     Nodes=hgx-h100-01 CPU_IDs=0 Mem=0 GRES=gpu:1(IDX:7)\n   JobState=COMPLETED",
+        1,
+    );
+    let e = slurm::parse_job(&forged).unwrap_err().to_string();
+    assert!(e.contains("JobState="), "{e}");
+    let only_nodes =
+        real.replacen("JobName=wrap", "JobName=x\n     Nodes=hgx-h100-01 CPU_IDs=0 Mem=0 GRES=gpu:1(IDX:7)", 1);
+    let job = slurm::parse_job(&only_nodes).unwrap();
+    assert!(job.gpus_on("hgx-h100-01").unwrap_err().to_string().contains("two allocation lines"));
+    // A job sharing GPUs through MPS names no index: the hooks must not let it pass unjudged.
+    let mps = real.replace("JOB_GRES=gpu:1", "JOB_GRES=mps:50").replace("GRES=gpu:1(IDX:0)", "GRES=mps:50(0)");
+    let job = slurm::parse_job(&mps).unwrap();
+    assert!(job.shares_gpus && job.gpus_on("hgx-h100-01").unwrap().is_empty());
+    // The node's declared GPUs.
+    assert_eq!(slurm::parse_node(&read("slurm/show-node-drained.txt")).unwrap().gres_gpus, Some(1));
 }
 
 #[test]
@@ -135,12 +166,25 @@ fn devices_are_numbered_in_pci_bus_order() {
     b.pci_bus_id = Some("0000:18:00.0".into());
     let mut c = gpu(1, 2);
     c.pci_bus_id = Some("00000000:3a:00.0".into());
+    let f = fleet(vec![a, b, c, gpu(2, 0)]);
+    let order: Vec<u32> =
+        cluster::devices(&f, "hgx-01").unwrap().iter().map(|c| c.uuid.as_str().as_bytes()[39] as u32 - 48).collect();
+    assert_eq!(order, [1, 2, 0], "bus 0x18, 0x3a, 0xc1");
+    // Several GPUs, one without a bus id: they cannot be numbered.
     let mut d = gpu(1, 3);
     d.pci_bus_id = None;
-    let f = fleet(vec![a, b, c, d, gpu(2, 0)]);
-    let order: Vec<u32> =
-        cluster::devices(&f, "hgx-01").iter().map(|c| c.uuid.as_str().as_bytes()[39] as u32 - 48).collect();
-    assert_eq!(order, [1, 2, 0, 3], "bus 0x18, 0x3a, 0xc1, then the GPU without a bus id");
+    let f = fleet(vec![gpu(1, 0), d]);
+    let why = cluster::devices(&f, "hgx-01").unwrap_err().0;
+    assert!(why.contains("without a PCI bus id"), "{why}");
+    assert!(cluster::judge_job(&Policy::builtin(), &f, "hgx-01", &[0], NOW).is_err());
+    // A GPU last seen in an earlier attestation of the host (since replaced) is no device.
+    let mut gone = gpu(1, 1);
+    gone.attestation_index -= 5;
+    gone.pci_bus_id = Some("00000000:08:00.0".into());
+    let f = fleet(vec![gpu(1, 0), gone]);
+    let devs = cluster::devices(&f, "hgx-01").unwrap();
+    assert_eq!(devs.len(), 1);
+    assert_eq!(devs[0].uuid, uuid(1, 0));
 }
 
 #[test]
@@ -163,8 +207,11 @@ fn a_job_is_judged_on_its_own_gpus() {
     assert_eq!(missing, "chipledger: device 5 is not among the 2 GPUs attested on hgx-01");
     let unknown = cluster::judge_job(&policy, &f, "hgx-09", &[0], NOW).unwrap_err().0;
     assert_eq!(unknown, "chipledger: no attestation of host hgx-09 in the log");
-    assert!(cluster::judge_node(&policy, &f, "hgx-01", NOW).is_err());
-    assert_eq!(cluster::judge_node(&policy, &f, "hgx-02", NOW), Ok(1));
+    assert!(cluster::judge_node(&policy, &f, "hgx-01", Some(2), NOW).is_err());
+    assert_eq!(cluster::judge_node(&policy, &f, "hgx-02", Some(1), NOW), Ok(1));
+    assert_eq!(cluster::judge_node(&policy, &f, "hgx-02", None, NOW), Ok(1));
+    let fewer = cluster::judge_node(&policy, &f, "hgx-02", Some(8), NOW).unwrap_err().0;
+    assert_eq!(fewer, "chipledger: the scheduler gives hgx-02 8 GPU(s) but its latest attestation names 1");
 }
 
 #[test]
@@ -275,5 +322,14 @@ fn taint_rules_have_the_kubernetes_api_shape() {
     }
     assert!(cluster::device_taint_rules(&policy, &f, &devices, "v1", NOW).is_err());
     assert!(cluster::dra_devices(b"{}").is_err());
+    // Two devices claiming one GPU (a node publishing another's UUID): refused, not chosen.
+    let doubled = read("k8s/resourceslices.json").replace("0006-000000000001", "0006-000000000000");
+    assert!(cluster::dra_devices(doubled.as_bytes()).unwrap_err().to_string().contains("two DRA devices"));
+    // UUIDs are compared in their normal form.
+    let upper = read("k8s/resourceslices.json").replace(
+        "GPU-00000000-0000-0000-0006-000000000001",
+        "GPU-00000000-0000-0000-0006-000000000001".to_uppercase().replace("GPU-", "GPU-").as_str(),
+    );
+    assert_eq!(cluster::dra_devices(upper.as_bytes()).unwrap().len(), 2);
     assert!(cluster::dra_devices(b"not json").is_err());
 }

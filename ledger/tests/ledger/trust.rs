@@ -205,7 +205,7 @@ fn job_record(key: &SigningKey, counter: u64, host: &str) -> Vec<u8> {
         cluster: "c1".into(),
         job_id: "42".into(),
         phase: JobPhase::Start,
-        at: NOW,
+        recorded_at: NOW,
         host: host.into(),
         node: None,
         user: Some("alice".into()),
