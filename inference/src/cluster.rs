@@ -33,7 +33,7 @@ pub const FEATURE_PREFIX: &str = "chipledger_";
 pub fn devices<'a>(fleet: &'a Fleet, host: &str) -> Result<Vec<&'a Candidate>, Refusal> {
     let on_host = || fleet.candidates.iter().filter(|c| c.host == host);
     let Some(latest) = on_host().map(|c| c.attestation_index).max() else { return Ok(Vec::new()) };
-    let mut out: Vec<(Option<(u32, u32, u32, u32)>, &Candidate)> = on_host()
+    let mut out: Vec<(Option<BusId>, &Candidate)> = on_host()
         .filter(|c| c.attestation_index == latest)
         .map(|c| (c.pci_bus_id.as_deref().and_then(bus_order), c))
         .collect();
@@ -46,8 +46,11 @@ pub fn devices<'a>(fleet: &'a Fleet, host: &str) -> Result<Vec<&'a Candidate>, R
     Ok(out.into_iter().map(|(_, c)| c).collect())
 }
 
+/// A PCI address as numbers: (domain, bus, device, function).
+type BusId = (u32, u32, u32, u32);
+
 /// `00000000:18:00.0` or `0000:18:00.0` → (domain, bus, device, function).
-fn bus_order(id: &str) -> Option<(u32, u32, u32, u32)> {
+fn bus_order(id: &str) -> Option<BusId> {
     let (rest, func) = id.trim().rsplit_once('.')?;
     let mut parts = rest.split(':');
     let (d, b, dev) = (parts.next()?, parts.next()?, parts.next()?);

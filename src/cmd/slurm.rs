@@ -473,7 +473,9 @@ fn healthcheck(args: HookArgs) -> Result<()> {
         }
         Err(reason) => {
             // A node someone else drained keeps their reason.
-            if !(state.drained() && !ours) && !(state.drained() && state.reason.as_deref() == Some(reason.as_str())) {
+            let someone_elses = state.drained() && !ours;
+            let already = state.drained() && state.reason.as_deref() == Some(reason.as_str());
+            if !someone_elses && !already {
                 hooks.drain(&node, &reason)?;
                 eprintln!("chipledger: {node}: drained: {reason}");
             }

@@ -326,10 +326,8 @@ fn taint_rules_have_the_kubernetes_api_shape() {
     let doubled = read("k8s/resourceslices.json").replace("0006-000000000001", "0006-000000000000");
     assert!(cluster::dra_devices(doubled.as_bytes()).unwrap_err().to_string().contains("two DRA devices"));
     // UUIDs are compared in their normal form.
-    let upper = read("k8s/resourceslices.json").replace(
-        "GPU-00000000-0000-0000-0006-000000000001",
-        "GPU-00000000-0000-0000-0006-000000000001".to_uppercase().replace("GPU-", "GPU-").as_str(),
-    );
-    assert_eq!(cluster::dra_devices(upper.as_bytes()).unwrap().len(), 2);
+    let upper = read("k8s/resourceslices.json")
+        .replace("GPU-00000000-0000-0000-0006-000000000001", "GPU-00000000-0000-0000-0006-00000000000A");
+    assert!(cluster::dra_devices(upper.as_bytes()).unwrap().contains_key("GPU-00000000-0000-0000-0006-00000000000a"));
     assert!(cluster::dra_devices(b"not json").is_err());
 }
