@@ -13,6 +13,7 @@ mod merkle;
 mod note;
 mod rotation;
 mod rules;
+mod sigsum_interop;
 mod standing;
 mod tracker;
 mod trail;
