@@ -295,11 +295,11 @@ pub fn follow_log(
         });
     }
     let origin = pinned.name().to_string();
-    let mut keys = LogKeys::pinned(pinned);
+    let mut records = Vec::with_capacity(announcements.len());
     for a in announcements {
         let env = crate::dsse::Envelope::from_json(a.envelope)?;
         match crate::records::Record::from_payload(&env.payload_bytes()?)? {
-            crate::records::Record::LogKeyRotation(r) => keys.follow(&r, a.index)?,
+            crate::records::Record::LogKeyRotation(r) => records.push((a.index, r)),
             other => {
                 return Err(Error::Rotation {
                     index: a.index,
@@ -307,6 +307,15 @@ pub fn follow_log(
                 })
             }
         }
+    }
+    // A reader pinning a later key starts at the first rotation away from it; the ones before
+    // led to the key it pinned.
+    let pinned_text = pinned.to_string();
+    let start =
+        records.iter().position(|(_, r)| r.phase == Phase::Begin && r.old_key == pinned_text).unwrap_or(records.len());
+    let mut keys = LogKeys::pinned(pinned);
+    for (index, r) in &records[start..] {
+        keys.follow(r, *index)?;
     }
     let cp = keys.open_checkpoint(checkpoint, Some(&origin))?;
     for a in announcements {

@@ -64,6 +64,8 @@ pub enum Rejection {
     WrongRole { key_id: String, role: Role, kind: RecordKind },
     #[error("key {key_id} is enrolled for host {enrolled_for:?} and may not attest host {claimed:?}; an admin enrolls a key for that host (or revokes and re-enrolls this one) to move it")]
     WrongHost { key_id: String, enrolled_for: String, claimed: String },
+    #[error("log key rotation records are appended only by `chipledger ledger rotate-key`, which checks them against the log's keys")]
+    RotationNotAppendable,
     #[error("the log key rotation record says it sits at index {claimed}, but it would be appended at {index}")]
     RotationOutOfPlace { claimed: u64, index: u64 },
     #[error("key {key_id} has role {role:?}; only an admin key may resolve which GPU holds a serial")]

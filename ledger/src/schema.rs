@@ -143,10 +143,18 @@ const MIGRATIONS: &[(i64, &str)] = &[
     ) WITHOUT ROWID;
     ",
     ),
+    (
+        6,
+        "
+    -- The log key rotation records (kind 8), read at every open and by GET /log-keys: a partial
+    -- index holds only them.
+    CREATE INDEX entries_rotations ON entries (idx) WHERE kind = 8;
+    ",
+    ),
 ];
 
 /// The newest schema this build writes.
-pub const SCHEMA_VERSION: i64 = 5;
+pub const SCHEMA_VERSION: i64 = 6;
 
 /// Applies every migration the database lacks; refuses a database from a newer build.
 pub fn migrate(conn: &mut Connection) -> Result<(), Error> {

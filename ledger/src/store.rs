@@ -70,6 +70,9 @@ pub(crate) struct Writer {
     log_key: SigningKey,
     /// During a key rotation's overlap: the new key, which signs every checkpoint beside it.
     next_key: Option<SigningKey>,
+    /// The log key epoch this writer's keys are from (`meta.log_key_epoch`); a rotation by
+    /// another process bumps it, and this writer then signs nothing.
+    pub(crate) epoch: i64,
 }
 
 impl Writer {
@@ -291,30 +294,26 @@ impl Ledger {
                 .ok_or_else(|| Error::Corrupt(format!("meta.{key} is missing")))
         };
         let origin = meta("origin")?;
-        let log_vkey = VerifierKey::parse(&meta("log_verifier_key")?)?;
-        let key_path = dir.join(LOG_KEY_FILE);
-        let pem = std::fs::read_to_string(&key_path).map_err(io_err(&key_path))?;
-        let log_key = SigningKey::from_pkcs8_pem_owned(pem)?;
-        if log_key.public_key() != *log_vkey.public_key() {
-            return Err(Error::Corrupt(format!("{} is not the key of this log", key_path.display())));
-        }
-        let log_keys = crate::rotation::fold(&conn, &log_vkey)?;
-        // A rotation's overlap: the announced key's file, which signs beside the current key.
-        let next_key = match crate::rotation::pending_new_key(&log_keys, &log_vkey) {
-            None => None,
-            Some(next) => {
-                let path = dir.join(crate::rotation::NEXT_KEY_FILE);
-                let pem = std::fs::read_to_string(&path).map_err(io_err(&path))?;
-                let key = SigningKey::from_pkcs8_pem_owned(pem)?;
-                if key.public_key() != *next.public_key() {
-                    return Err(Error::Corrupt(format!(
-                        "{} is not the key the open rotation announced ({next})",
-                        path.display()
-                    )));
-                }
-                Some(key)
-            }
+        let on_file = VerifierKey::parse(&meta("log_verifier_key")?)?;
+        // The keys the log's rotation records lead to, from its first key; the key that signs
+        // now is the newest, or the one being rotated from during an overlap.
+        let log_keys = crate::rotation::fold(&conn, &on_file)?;
+        let pending = crate::rotation::pending(&log_keys);
+        let log_vkey = match &pending {
+            Some((old, _)) => old.clone(),
+            None => log_keys.current().clone(),
         };
+        let log_key = crate::rotation::signing_key(dir, &log_vkey)?;
+        if on_file != log_vkey {
+            // A `finish` interrupted after its record: meta catches up with the log.
+            conn.execute("UPDATE meta SET value = ?1 WHERE key = 'log_verifier_key'", [log_vkey.to_string()])?;
+        }
+        // A rotation's overlap: the announced key's file, which signs beside the current key.
+        let next_key = match &pending {
+            None => None,
+            Some((_, next)) => crate::rotation::next_key(dir, next)?,
+        };
+        let epoch = crate::rotation::epoch(&conn)?;
         // Size, right edge, last checkpoint and key registry from one snapshot: another process
         // appending meanwhile must not make a healthy log look torn.
         let snapshot = conn.unchecked_transaction()?;
@@ -347,7 +346,7 @@ impl Ledger {
             log_vkey,
             config,
             clock,
-            writer: Mutex::new(Writer { conn, state: State { frontier, registry }, log_key, next_key }),
+            writer: Mutex::new(Writer { conn, state: State { frontier, registry }, log_key, next_key, epoch }),
             queue: Mutex::new(Vec::new()),
             readers,
             next_reader: std::sync::atomic::AtomicUsize::new(0),
@@ -370,6 +369,25 @@ impl Ledger {
         &self.log_vkey
     }
 
+    /// Runs `f` on the writer's connection, under the writer's lock.
+    pub(crate) fn writer_conn<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, Error> {
+        let w = lock(&self.writer);
+        Ok(f(&w.conn)?)
+    }
+
+    /// Bumps the log key epoch (a rotation step): this writer follows, every other process
+    /// holding the ledger open stops signing.
+    pub(crate) fn bump_epoch(&self) -> Result<(), Error> {
+        let mut w = lock(&self.writer);
+        let next = crate::rotation::epoch(&w.conn)? + 1;
+        w.conn.execute(
+            "INSERT INTO meta (key, value) VALUES ('log_key_epoch', ?1) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            [next.to_string()],
+        )?;
+        w.epoch = next;
+        Ok(())
+    }
+
     pub(crate) fn clock(&self) -> &Arc<dyn Clock> {
         &self.clock
     }
@@ -382,7 +400,20 @@ impl Ledger {
     /// transaction (group commit), each with its own all-or-nothing validation, and each
     /// committed group gets one signed checkpoint in the same transaction.
     pub fn append(&self, envelopes: &[Vec<u8>]) -> Result<Vec<Receipt>, Error> {
+        self.append_checked(envelopes, false)
+    }
+
+    /// [`Ledger::append`]; log key rotation records only when `rotation` (the rotation
+    /// commands, which check them against the log's keys first).
+    pub(crate) fn append_checked(&self, envelopes: &[Vec<u8>], rotation: bool) -> Result<Vec<Receipt>, Error> {
         let (parsed, oversize) = self.prepare(envelopes)?;
+        if !rotation {
+            if let Some(position) = parsed.iter().position(
+                |p| matches!(p, Some(Ok(p)) if p.kind == chipledger_domain::records::RecordKind::LogKeyRotation),
+            ) {
+                return Err(Error::Rejected { position, reason: Rejection::RotationNotAppendable });
+            }
+        }
         let (tx, rx) = mpsc::channel();
         lock(&self.queue).push(Pending { envelopes: envelopes.to_vec(), parsed, oversize, reply: tx });
         loop {
@@ -474,7 +505,7 @@ impl Ledger {
                 let _ = p.reply.send(Err(Error::NotCommitted(e.to_string())));
             }
         };
-        let Writer { conn, state: committed, log_key, next_key } = w;
+        let Writer { conn, state: committed, log_key, next_key, epoch } = w;
         let next_key: Option<&SigningKey> = next_key.as_ref();
         // One write transaction covers validation and writing: one lock, and a consistent view
         // even if another process appended to the same file since our last commit.
@@ -482,6 +513,21 @@ impl Ledger {
             Ok(tx) => tx,
             Err(e) => return fail_all(group, &e.into()),
         };
+        // Keys rotated by another process since this one opened the ledger: never sign again
+        // with keys that may be retired.
+        match crate::rotation::epoch(&tx) {
+            Ok(e) if e == *epoch => {}
+            Ok(_) => {
+                return fail_all(
+                    group,
+                    &Error::Rotation(
+                        "the log key was rotated by another process since this one opened the ledger: restart it"
+                            .into(),
+                    ),
+                )
+            }
+            Err(e) => return fail_all(group, &e),
+        }
         match refresh(&tx, committed) {
             Ok(true) => self.publish_keys(&committed.registry),
             Ok(false) => {}

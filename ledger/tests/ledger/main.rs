@@ -4,6 +4,7 @@
 
 mod append;
 mod registry;
+mod rotation;
 mod signatures;
 mod tamper;
 mod tokens;
