@@ -148,7 +148,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
         "
     -- The log key rotation records (kind 8), read at every open and by GET /log-keys: a partial
     -- index holds only them.
-    CREATE INDEX entries_rotations ON entries (idx) WHERE kind = 8;
+    CREATE INDEX IF NOT EXISTS entries_rotations ON entries (idx) WHERE kind = 8;
     ",
     ),
 ];
