@@ -58,6 +58,19 @@ struct Row {
     counter: Option<i64>,
 }
 
+impl AuditReport {
+    /// Nothing checked yet.
+    fn empty() -> AuditReport {
+        AuditReport {
+            entries: 0,
+            checkpoints: 0,
+            signatures_checked: 0,
+            root: Frontier::default().root(),
+            problem: None,
+        }
+    }
+}
+
 impl Ledger {
     /// Audits the whole log. `progress(done, total)` is called as entries are checked.
     pub fn audit(&self, progress: &mut dyn FnMut(u64, u64)) -> Result<AuditReport, Error> {
@@ -65,37 +78,22 @@ impl Ledger {
         conn.execute_batch("BEGIN")?; // one consistent snapshot for the whole audit
         let integrity: String = conn.query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
         if integrity != "ok" {
-            let report = AuditReport {
-                entries: 0,
-                checkpoints: 0,
-                signatures_checked: 0,
-                root: Frontier::default().root(),
-                problem: None,
-            };
-            return Ok(found(report, None, None, format!("SQLite integrity check failed: {integrity}")));
+            return Ok(found(AuditReport::empty(), None, None, format!("SQLite integrity check failed: {integrity}")));
         }
         let total: u64 = conn.query_row("SELECT COUNT(*) FROM entries", [], |r| r.get::<_, i64>(0))? as u64;
         // Every key the log has had, each for the sizes its rotations let it sign.
         let log_keys = match crate::rotation::fold(&conn, self.verifier_key()) {
             Ok(k) => k,
             Err(e) => {
-                let report = AuditReport {
-                    entries: 0,
-                    checkpoints: 0,
-                    signatures_checked: 0,
-                    root: Frontier::default().root(),
-                    problem: None,
-                };
-                return Ok(found(report, None, None, format!("the log key rotations do not follow: {e}")));
+                return Ok(found(
+                    AuditReport::empty(),
+                    None,
+                    None,
+                    format!("the log key rotations do not follow: {e}"),
+                ));
             }
         };
-        let mut report = AuditReport {
-            entries: 0,
-            checkpoints: 0,
-            signatures_checked: 0,
-            root: Frontier::default().root(),
-            problem: None,
-        };
+        let mut report = AuditReport::empty();
 
         // Checkpoints: each must carry a valid log signature over its own size.
         let mut cps: Vec<(u64, Hash)> = Vec::new();
