@@ -297,5 +297,47 @@ pub fn write_gguf(path: &Path, arch: Arch, shape: TinyShape, seed: u64, quant: &
     }
     let mut file = std::fs::File::create(path).map_err(Error::io(path))?;
     gguf_file::write(&mut file, &md, &ts).map_err(|e| bad(e.to_string()))?;
+    drop(file);
+    type_empty_merges_as_strings(path)?;
     std::fs::metadata(path).map(|m| m.len()).map_err(Error::io(path))
+}
+
+/// candle writes an empty array's element type as u32, but llama.cpp (and every reader that
+/// checks) requires `tokenizer.ggml.merges` to be an array of strings, empty or not: the element
+/// type of the empty merges array written above is set to string (8) in place.
+fn type_empty_merges_as_strings(path: &Path) -> Result<(), Error> {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    const GGUF_ARRAY: u32 = 9;
+    const GGUF_U32: u32 = 4;
+    const GGUF_STRING: u32 = 8;
+    // The metadata sits before the tensors; the tiny vocabulary keeps it well under this.
+    const HEADER_BYTES: u64 = 16 << 20;
+    let bad = |m: String| Error::Model { path: path.to_path_buf(), message: m };
+    let mut file = std::fs::OpenOptions::new().read(true).write(true).open(path).map_err(Error::io(path))?;
+    let mut head = Vec::new();
+    (&mut file).take(HEADER_BYTES).read_to_end(&mut head).map_err(Error::io(path))?;
+    let key = b"tokenizer.ggml.merges";
+    let mut pattern = (key.len() as u64).to_le_bytes().to_vec();
+    pattern.extend_from_slice(key);
+    pattern.extend_from_slice(&GGUF_ARRAY.to_le_bytes());
+    let found: Vec<usize> =
+        head.windows(pattern.len()).enumerate().filter(|(_, w)| *w == pattern).map(|(i, _)| i).collect();
+    let [at] = found[..] else {
+        return Err(bad(format!("the written GGUF holds {} tokenizer.ggml.merges arrays, not one", found.len())));
+    };
+    let elem = at + pattern.len();
+    let (Some(ty), Some(count)) = (head.get(elem..elem + 4), head.get(elem + 4..elem + 12)) else {
+        return Err(bad("the written GGUF ends inside its merges array".into()));
+    };
+    let ty = u32::from_le_bytes([ty[0], ty[1], ty[2], ty[3]]);
+    let count = u64::from_le_bytes(count.try_into().unwrap_or([0xff; 8]));
+    match (ty, count) {
+        (GGUF_STRING, _) => Ok(()),
+        (GGUF_U32, 0) => {
+            file.seek(SeekFrom::Start(elem as u64)).map_err(Error::io(path))?;
+            file.write_all(&GGUF_STRING.to_le_bytes()).map_err(Error::io(path))?;
+            file.sync_all().map_err(Error::io(path))
+        }
+        (t, n) => Err(bad(format!("the written merges array has element type {t} and {n} elements"))),
+    }
 }

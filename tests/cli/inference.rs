@@ -196,3 +196,27 @@ fn the_demo_tells_the_whole_story_and_leaves_a_ledger_that_verifies() {
     ok(&["report", "verify", run.to_str().unwrap()]);
     fails_in(&data, &["demo"], "not empty");
 }
+
+/// Every GGUF `model tiny --gguf` writes (both architectures, every quantization) reads as
+/// llama.cpp's loader needs it, checked by llama.cpp's own Python reader (the PyPI `gguf`
+/// package, installed by scripts/test): candle writes an empty merges array as u32, which
+/// llama.cpp refused ("invalid gguf type for tokenizer.ggml.merges").
+#[test]
+fn every_gguf_the_tiny_writer_makes_reads_as_llama_cpp_reads_it() {
+    let python = std::env::var("CHIPLEDGER_GGUF_PYTHON")
+        .expect("CHIPLEDGER_GGUF_PYTHON: a Python with the PyPI `gguf` package (scripts/test sets it up)");
+    let dir = tempfile::tempdir().unwrap();
+    let mut files = Vec::new();
+    for arch in ["qwen2", "llama"] {
+        for quant in ["q8_0", "q4_0", "q4_1", "f16"] {
+            let path = dir.path().join(format!("{arch}-{quant}.gguf"));
+            crate::ok(&["model", "tiny", "--arch", arch, "--gguf", quant, "--out", path.to_str().unwrap()]);
+            files.push(path.to_str().unwrap().to_string());
+        }
+    }
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/gguf-check.py");
+    let out = std::process::Command::new(&python).arg(script).args(&files).output().expect("running the gguf reader");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    assert_eq!(text.lines().filter(|l| l.ends_with(": ok")).count(), 8, "{text}");
+}
