@@ -194,6 +194,28 @@ fn the_demo_tells_the_whole_story_and_leaves_a_ledger_that_verifies() {
     ok_in(&data, &["ledger", "verify"]);
     let run = std::fs::read_dir(data.join("runs")).unwrap().next().unwrap().unwrap().path();
     ok(&["report", "verify", run.to_str().unwrap()]);
+    // The data directory works after the demo: the run it suggests needs no key set-up.
+    let line = r.stdout.lines().find(|l| l.contains(" run --model ")).expect("the demo suggests a run");
+    assert!(line.contains("--node-name node-01"), "{line}");
+    let policy = concat!(env!("CARGO_MANIFEST_DIR"), "/inference/policies/demo.toml");
+    let model = data.join("models").join("tiny-r1-distill-qwen2");
+    let again = ok_in(
+        &data,
+        &[
+            "run",
+            "--model",
+            model.to_str().unwrap(),
+            "--policy",
+            policy,
+            "--node-name",
+            "node-01",
+            "--prompt",
+            "Hello",
+            "--max-tokens",
+            "4",
+        ],
+    );
+    assert!(again.stdout.contains("signed and appended"), "{}", again.stdout);
     fails_in(&data, &["demo"], "not empty");
 }
 

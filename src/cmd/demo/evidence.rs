@@ -31,6 +31,9 @@ pub(super) fn enroll(story: &mut Story, hosts: &[Host]) -> Result<Keys> {
     }
     let node = SigningKey::generate(&mut rand_core::OsRng);
     enroll_one(story, &node, Role::Node, "node-01")?;
+    // Kept where `chipledger run` looks for it, so the data directory works after the demo.
+    let path = story.dir.join("node-key.pem");
+    chipledger_ledger::write_private_file(&path, node.to_pkcs8_pem()?.as_bytes())?;
     println!("   enrolled {} agent keys and 1 inference-node key (admin-signed)", hosts.len());
     Ok(Keys { agents, node })
 }

@@ -69,6 +69,11 @@ pub fn run(data_dir: Option<PathBuf>, args: Args) -> Result<()> {
         story.dir.display()
     );
     println!("  chipledger report verify {} --log-key {}", run.report_path.display(), story.info.log_verifier_key);
+    println!(
+        "  chipledger --data-dir {} run --model {} --policy inference/policies/demo.toml --node-name node-01 --prompt \"Hello\"",
+        story.dir.display(),
+        story.dir.join("models").join("tiny-r1-distill-qwen2").display()
+    );
     if !args.serve {
         println!("  chipledger demo --serve   (the same story, then the auditor dashboard in your browser)");
         return Ok(());
