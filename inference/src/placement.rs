@@ -319,3 +319,173 @@ pub fn anomaly_kind(a: &Anomaly) -> String {
         .and_then(|v| v.get("kind").and_then(|k| k.as_str()).map(str::to_string))
         .unwrap_or_else(|| "unknown".into())
 }
+
+/// Most hosts one model is split across (pipeline stages).
+pub const MAX_PIPELINE_HOSTS: usize = 8;
+
+/// A model that no single host holds, split across hosts: tensor parallel over
+/// `tensor_parallel` GPUs inside each host, pipeline parallel over the hosts, in order.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MultiHost {
+    pub stages: Vec<Stage>,
+    pub tensor_parallel: usize,
+    pub pipeline_parallel: usize,
+    /// What each GPU must hold: the model's bytes over every GPU of the arrangement.
+    pub per_gpu_bytes: u64,
+    pub needed_bytes: u64,
+    /// Every other host with a qualifying GPU, and why it is not a stage.
+    pub hosts_not_chosen: Vec<(String, String)>,
+}
+
+/// One pipeline stage: a host and its GPUs (tensor parallel), largest first, as attested.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Stage {
+    pub host: String,
+    pub gpus: Vec<GpuUuid>,
+}
+
+/// Splits the model across hosts when `single` placed it on none: every GPU used qualifies
+/// under the policy; each stage uses the same power-of-two number of GPUs of one host (tensor
+/// parallel stays on a host's NVLink), the stages are hosts (pipeline parallel crosses the
+/// network), and each GPU holds at least its even share of the model. The fewest hosts win (each
+/// stage boundary crosses the network), then the fewest GPUs, then host names. Every host with a qualifying GPU that is not a stage gets
+/// its reason. `Err` says why no split exists.
+pub fn place_across_hosts(
+    policy: &Policy,
+    candidates: &[Candidate],
+    req: &Requirements,
+    now: OffsetDateTime,
+) -> Result<MultiHost, String> {
+    let needed = req.total_bytes;
+    // Qualifying GPUs per host, largest first (then UUID), hosts in name order.
+    let mut by_host: std::collections::BTreeMap<&str, Vec<&Candidate>> = std::collections::BTreeMap::new();
+    for c in candidates {
+        if c.memory_total_bytes.is_some() && disqualify(policy, c, now).is_empty() {
+            by_host.entry(c.host.as_str()).or_default().push(c);
+        }
+    }
+    for gpus in by_host.values_mut() {
+        gpus.sort_by(|a, b| b.memory_total_bytes.cmp(&a.memory_total_bytes).then_with(|| a.uuid.cmp(&b.uuid)));
+    }
+    if by_host.len() < 2 {
+        return Err(format!("{} host(s) have qualifying GPUs; a split needs at least two", by_host.len()));
+    }
+    // (hosts, total GPUs, tp, chosen host names, bytes per GPU)
+    let mut best: Option<(usize, usize, usize, Vec<&str>, u64)> = None;
+    for tp in [1usize, 2, 4, 8, 16] {
+        for pp in 2..=MAX_PIPELINE_HOSTS.min(by_host.len()) {
+            let per_gpu = needed.div_ceil((tp * pp) as u64);
+            // Hosts whose `tp` largest qualifying GPUs each hold a share, in name order.
+            let fit: Vec<&str> = by_host
+                .iter()
+                .filter(|(_, gpus)| gpus.len() >= tp && gpus[tp - 1].memory_total_bytes.unwrap_or(0) >= per_gpu)
+                .map(|(h, _)| *h)
+                .take(pp)
+                .collect();
+            if fit.len() == pp {
+                let candidate = (pp, tp * pp, tp, fit, per_gpu);
+                if best.as_ref().is_none_or(|b| (candidate.0, candidate.1, &candidate.3) < (b.0, b.1, &b.3)) {
+                    best = Some(candidate);
+                }
+            }
+        }
+    }
+    let Some((pp, _, tp, hosts, per_gpu)) = best else {
+        return Err(format!(
+            "no split over 2 to {MAX_PIPELINE_HOSTS} hosts, with the same power-of-two number of qualifying GPUs on each, holds {:.1} GiB",
+            needed as f64 / GIB
+        ));
+    };
+    let stages: Vec<Stage> = hosts
+        .iter()
+        .map(|h| Stage { host: h.to_string(), gpus: by_host[h][..tp].iter().map(|c| c.uuid.clone()).collect() })
+        .collect();
+    let hosts_not_chosen = by_host
+        .iter()
+        .filter(|(h, _)| !hosts.contains(h))
+        .map(|(h, gpus)| {
+            let why = if gpus.len() < tp {
+                format!("{} qualifying GPU(s); each stage uses {tp}", gpus.len())
+            } else if gpus[tp - 1].memory_total_bytes.unwrap_or(0) < per_gpu {
+                format!(
+                    "its GPUs hold {:.1} GiB; each must hold {:.1} GiB of the model",
+                    gpus[tp - 1].memory_total_bytes.unwrap_or(0) as f64 / GIB,
+                    per_gpu as f64 / GIB
+                )
+            } else {
+                format!("qualifies; not needed ({pp} stages suffice)")
+            };
+            (h.to_string(), why)
+        })
+        .collect();
+    Ok(MultiHost {
+        stages,
+        tensor_parallel: tp,
+        pipeline_parallel: pp,
+        per_gpu_bytes: per_gpu,
+        needed_bytes: needed,
+        hosts_not_chosen,
+    })
+}
+
+/// The engines whose launch lines a placement can be printed as.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Engine {
+    Vllm,
+    Sglang,
+}
+
+/// Launch lines for `model` on a placement's GPUs, one or more per host, each pinned to the
+/// attested GPUs by UUID (`CUDA_VISIBLE_DEVICES` takes `GPU-…` UUIDs). vLLM: tensor parallel in
+/// a host, pipeline parallel across hosts over Ray (`ray start` on each host, `vllm serve` on the
+/// first). SGLang: one `launch_server` per host with `--nnodes`/`--node-rank`, tensor parallel
+/// over every GPU of the arrangement. `head` is the first host's address for the others.
+pub fn launch_lines(engine: Engine, model: &str, stages: &[Stage], head: &str) -> Vec<(String, String)> {
+    let devices = |s: &Stage| s.gpus.iter().map(GpuUuid::as_str).collect::<Vec<_>>().join(",");
+    let tp = stages.first().map_or(0, |s| s.gpus.len());
+    let pp = stages.len();
+    let mut out = Vec::new();
+    match engine {
+        Engine::Vllm if pp == 1 => {
+            let s = &stages[0];
+            out.push((
+                s.host.clone(),
+                format!("CUDA_VISIBLE_DEVICES={} vllm serve {model} --tensor-parallel-size {tp}", devices(s)),
+            ));
+        }
+        Engine::Vllm => {
+            for (i, s) in stages.iter().enumerate() {
+                let ray = if i == 0 {
+                    "ray start --head --port 6379".to_string()
+                } else {
+                    format!("ray start --address {head}:6379")
+                };
+                out.push((s.host.clone(), format!("CUDA_VISIBLE_DEVICES={} {ray}", devices(s))));
+            }
+            out.push((
+                stages[0].host.clone(),
+                format!(
+                    "vllm serve {model} --tensor-parallel-size {tp} --pipeline-parallel-size {pp} --distributed-executor-backend ray"
+                ),
+            ));
+        }
+        Engine::Sglang => {
+            for (i, s) in stages.iter().enumerate() {
+                let multi = if pp > 1 {
+                    format!(" --nnodes {pp} --node-rank {i} --dist-init-addr {head}:5000")
+                } else {
+                    String::new()
+                };
+                out.push((
+                    s.host.clone(),
+                    format!(
+                        "CUDA_VISIBLE_DEVICES={} python3 -m sglang.launch_server --model-path {model} --tp {}{multi}",
+                        devices(s),
+                        tp * pp
+                    ),
+                ));
+            }
+        }
+    }
+    out
+}

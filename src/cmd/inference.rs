@@ -8,6 +8,7 @@ use anyhow::{bail, Context, Result};
 use chipledger_domain::keys::{SigningKey, VerifierKey};
 use chipledger_domain::log::Clock;
 use chipledger_inference::node::{self, Execution, NodeKey, Plan, RunContext};
+use chipledger_inference::placement;
 use chipledger_inference::policy::Policy;
 use chipledger_inference::report;
 use chipledger_inference::requirements::{self, Requirements};
@@ -24,6 +25,19 @@ const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
 pub struct PlanArgs {
     #[command(flatten)]
     target: Target,
+    /// Print the launch lines for this engine instead (one host, or split across hosts), each
+    /// pinned to the placed GPUs by UUID.
+    #[arg(long, value_enum)]
+    engine: Option<EngineArg>,
+    /// The model path or name the engine loads (default: --model).
+    #[arg(long, requires = "engine")]
+    engine_model: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum EngineArg {
+    Vllm,
+    Sglang,
 }
 
 #[derive(Debug, clap::Args)]
@@ -167,16 +181,63 @@ fn make_plan(data_dir: Option<PathBuf>, t: &Target, node_key: Option<PathBuf>) -
 
 pub fn plan(data_dir: Option<PathBuf>, args: PlanArgs) -> Result<()> {
     let (_log, _key, plan) = make_plan(data_dir, &args.target, None)?;
+    // A model no host holds alone: split across hosts, where every GPU used qualifies.
+    let split = (!plan.placement.is_placed()).then(|| {
+        placement::place_across_hosts(&plan.policy, &plan.fleet.candidates, &plan.requirements, plan.planned_at)
+    });
+    if let Some(engine) = args.engine {
+        let stages = match (&plan.placement.host, &split) {
+            (Some(host), _) => vec![placement::Stage { host: host.clone(), gpus: plan.placement.chosen.clone() }],
+            (None, Some(Ok(m))) => m.stages.clone(),
+            (None, Some(Err(why))) => bail!("not placed on one host, nor split across hosts: {why}"),
+            (None, None) => bail!("not placed"),
+        };
+        let engine = match engine {
+            EngineArg::Vllm => placement::Engine::Vllm,
+            EngineArg::Sglang => placement::Engine::Sglang,
+        };
+        let model = args.engine_model.as_deref().unwrap_or(&args.target.model);
+        for (host, line) in placement::launch_lines(engine, model, &stages, &stages[0].host) {
+            println!("# on {host}");
+            println!("{line}");
+        }
+        return Ok(());
+    }
     match args.target.format {
         Format::Json => output::print_json(&serde_json::json!({
             "requirements": plan.requirements,
             "policy": { "name": plan.policy.name, "digest": plan.policy.digest },
             "checkpoint_size": plan.fleet.checkpoint.size,
             "placement": plan.placement,
+            "split_across_hosts": split.as_ref().map(|s| match s {
+                Ok(m) => serde_json::json!(m),
+                Err(why) => serde_json::json!({ "refused": why }),
+            }),
         })),
         Format::Csv => bail!("--format csv is for lists; use table or json here"),
         Format::Table => {
             print_plan(&plan);
+            match &split {
+                Some(Ok(m)) => {
+                    println!(
+                        "split across {} hosts: tensor parallel over {} GPUs in each, pipeline parallel across the hosts; {:.1} GiB per GPU",
+                        m.pipeline_parallel,
+                        m.tensor_parallel,
+                        m.per_gpu_bytes as f64 / GIB
+                    );
+                    for (i, s) in m.stages.iter().enumerate() {
+                        println!("  stage {i} on {}:", s.host);
+                        for u in &s.gpus {
+                            println!("    {u}");
+                        }
+                    }
+                    for (host, why) in &m.hosts_not_chosen {
+                        println!("  not a stage: {host}: {why}");
+                    }
+                }
+                Some(Err(why)) => println!("not split across hosts either: {why}"),
+                None => {}
+            }
             Ok(())
         }
     }

@@ -274,3 +274,77 @@ fn absurd_gguf_header_numbers_saturate_instead_of_overflowing() {
     let req = Requirements::new(shape, Some(4096));
     assert_eq!(req.total_bytes, u64::MAX, "no GPU holds it: placement refuses, nothing panics");
 }
+
+/// `n` H800s on `host`, named so that UUIDs differ across hosts.
+fn hgx(host: &str, n: u32, tag: u16) -> Vec<Candidate> {
+    (0..n)
+        .map(|i| {
+            let mut c = gpu(host, i);
+            c.uuid = GpuUuid::parse(&format!("GPU-00000000-0000-0000-{tag:04x}-{i:012x}")).unwrap();
+            c
+        })
+        .collect()
+}
+
+#[test]
+fn deepseek_r1_671b_is_split_across_two_eight_gpu_hosts_and_every_other_host_says_why() {
+    use chipledger_inference::placement::{place_across_hosts, Stage};
+    let policy = Policy::builtin();
+    let r1 = Requirements::new(preset("deepseek-r1").unwrap(), Some(4096));
+    let mut fleet = hgx("hgx-a", 8, 1);
+    fleet.extend(hgx("hgx-b", 8, 2));
+    let mut c = hgx("hgx-c", 8, 3);
+    c[5].anomalies = vec![nvlink_excess()];
+    fleet.extend(c);
+    fleet.extend(hgx("hgx-d", 4, 4));
+    // No single host holds it.
+    assert!(!place(&policy, &fleet, &r1, NOW).is_placed());
+    let m = place_across_hosts(&policy, &fleet, &r1, NOW).unwrap();
+    assert_eq!((m.pipeline_parallel, m.tensor_parallel), (2, 8));
+    assert_eq!(m.stages.iter().map(|s| s.host.as_str()).collect::<Vec<_>>(), ["hgx-a", "hgx-b"]);
+    assert!(m.stages.iter().all(|s: &Stage| s.gpus.len() == 8));
+    assert!(m.per_gpu_bytes * 16 >= r1.total_bytes && m.per_gpu_bytes <= GB80);
+    let why: std::collections::BTreeMap<_, _> = m.hosts_not_chosen.iter().cloned().collect();
+    assert_eq!(why["hgx-c"], "7 qualifying GPU(s); each stage uses 8", "the anomalous GPU does not count");
+    assert_eq!(why["hgx-d"], "4 qualifying GPU(s); each stage uses 8");
+
+    // Two hosts, one GPU of them anomalous: no arrangement of qualifying GPUs holds it.
+    let mut two = hgx("hgx-a", 8, 1);
+    let mut b = hgx("hgx-b", 8, 2);
+    b[0].anomalies = vec![nvlink_excess()];
+    two.extend(b);
+    let refused = place_across_hosts(&policy, &two, &r1, NOW).unwrap_err();
+    assert!(refused.contains("no split over 2 to 8 hosts"), "{refused}");
+    // And the single-host placement names the anomalous GPU's reason.
+    let single = place(&policy, &two, &r1, NOW);
+    assert!(single.reasons_text().iter().any(|l| l.contains("anomaly nvlink-excess")), "{:?}", single.reasons_text());
+}
+
+#[test]
+fn launch_lines_pin_each_engine_to_the_placed_gpus_by_uuid() {
+    use chipledger_inference::placement::{launch_lines, Engine, Stage};
+    let stage = |host: &str, tag: u16| Stage {
+        host: host.into(),
+        gpus: (0..2).map(|i| GpuUuid::parse(&format!("GPU-00000000-0000-0000-{tag:04x}-{i:012x}")).unwrap()).collect(),
+    };
+    let two = [stage("hgx-a", 1), stage("hgx-b", 2)];
+    let vllm = launch_lines(Engine::Vllm, "deepseek-ai/DeepSeek-R1", &two, "hgx-a");
+    let text: Vec<String> = vllm.iter().map(|(h, l)| format!("{h}: {l}")).collect();
+    assert_eq!(
+        text,
+        [
+            "hgx-a: CUDA_VISIBLE_DEVICES=GPU-00000000-0000-0000-0001-000000000000,GPU-00000000-0000-0000-0001-000000000001 ray start --head --port 6379",
+            "hgx-b: CUDA_VISIBLE_DEVICES=GPU-00000000-0000-0000-0002-000000000000,GPU-00000000-0000-0000-0002-000000000001 ray start --address hgx-a:6379",
+            "hgx-a: vllm serve deepseek-ai/DeepSeek-R1 --tensor-parallel-size 2 --pipeline-parallel-size 2 --distributed-executor-backend ray",
+        ]
+    );
+    let sglang = launch_lines(Engine::Sglang, "/models/r1", &two, "hgx-a");
+    assert_eq!(
+        sglang[1].1,
+        "CUDA_VISIBLE_DEVICES=GPU-00000000-0000-0000-0002-000000000000,GPU-00000000-0000-0000-0002-000000000001 \
+         python3 -m sglang.launch_server --model-path /models/r1 --tp 4 --nnodes 2 --node-rank 1 --dist-init-addr hgx-a:5000"
+    );
+    let one = launch_lines(Engine::Vllm, "m", &two[..1], "hgx-a");
+    assert_eq!(one.len(), 1);
+    assert!(one[0].1.ends_with("vllm serve m --tensor-parallel-size 2"));
+}
