@@ -183,6 +183,7 @@ fn the_demo_tells_the_whole_story_and_leaves_a_ledger_that_verifies() {
         "lawful-under-licence",
         "licence-required-none-recorded",
         "no host can hold DeepSeek-R1",
+        "nor split across hosts: no split over 2 to 8 hosts",
         "placed on hgx-h100-01",
         "not used: GPU-34bf77d1-c686-6821-79a8-32d326c5039c on hgx-h800-01: acquisition verdict licence-required-none-recorded",
         "executed on: cpu",

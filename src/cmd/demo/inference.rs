@@ -82,6 +82,22 @@ pub(super) fn plan_r1(story: &Story, fleet: &Fleet) -> Result<()> {
     }
     if !r1_plan.is_placed() {
         println!("   → no host can hold DeepSeek-R1 671B: it needs an 8×H200-class host (8×80 GB is not enough)");
+        // Nor can it be split: each host here has one GPU, and not every GPU qualifies.
+        match chipledger_inference::placement::place_across_hosts(
+            &fleet.policy,
+            &fleet.plan.fleet.candidates,
+            &r1,
+            story.clock.now(),
+        ) {
+            Ok(m) => println!(
+                "   → split across {} hosts: tensor parallel over {} GPUs in each, pipeline parallel across them",
+                m.pipeline_parallel, m.tensor_parallel
+            ),
+            Err(why) => println!("   → nor split across hosts: {why}"),
+        }
+        println!(
+            "     (two qualifying 8×H800 or 8×H100 hosts would: `chipledger plan --model deepseek-r1 --engine vllm`)"
+        );
     }
     Ok(())
 }
