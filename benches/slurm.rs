@@ -11,6 +11,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_debug_implementations)]
 
+#[path = "support/synthetic_fleet.rs"]
+#[allow(dead_code)] // one fleet, built once: no host added afterwards
+mod synthetic_fleet;
+
 #[path = "../agent/tests/agent/synth.rs"]
 #[allow(dead_code)] // the text dump only
 mod synth;
@@ -21,10 +25,8 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chipledger_agent::attest::{Attestor, AttestorConfig};
-use chipledger_domain::keys::{SigningKey, VerifierKey};
-use chipledger_domain::log::Clock;
-use chipledger_domain::records::{sign_record, HostFacts, KeyEnrollment, Role, FORMAT_VERSION};
+use chipledger_domain::keys::SigningKey;
+use chipledger_domain::records::Role;
 use chipledger_ledger::{Ledger, LedgerConfig, SystemClock};
 
 const BIN: &str = env!("CARGO_BIN_EXE_chipledger");
@@ -37,59 +39,17 @@ fn main() {
     let runs: usize = std::env::var("CHIPLEDGER_BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(1000);
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("ledger");
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let (ledger, info) = Ledger::init(&data, "bench.example/log", clock.clone(), &mut rand_core::OsRng).unwrap();
-    let admin = SigningKey::from_pkcs8_pem(&std::fs::read_to_string(&info.admin_key_path).unwrap()).unwrap();
     let h800 = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/agent/tests/data/nvidia-smi/h800-sxm5-80gb-liguodongiot-llm-action.txt"
     ))
     .unwrap();
-    let board = synth::hgx_text(&h800, 8);
     let setup = Instant::now();
-    let now = clock.now();
-    let enroll = |counter: u64, name: &str, role: Role, k: &SigningKey| -> Vec<u8> {
-        let e = KeyEnrollment {
-            format_version: FORMAT_VERSION,
-            counter,
-            issued_at: now,
-            key_id: k.key_id(),
-            verifier_key: VerifierKey::new(name, k.public_key()).unwrap().to_string(),
-            role,
-            host: Some(name.to_string()),
-            valid_from: now - time::Duration::days(1),
-            valid_until: None,
-        };
-        sign_record(&e, &admin).unwrap().to_json()
-    };
-    let keys: Vec<SigningKey> = (0..hosts).map(|_| SigningKey::generate(&mut rand_core::OsRng)).collect();
-    let mut enrollments: Vec<Vec<u8>> =
-        keys.iter().enumerate().map(|(h, k)| enroll(2 + h as u64, &format!("hgx-{h:04}"), Role::Agent, k)).collect();
     // The hook's own key: role node, bound to host hgx-0000.
     let node_key = SigningKey::generate(&mut rand_core::OsRng);
-    enrollments.push(enroll(2 + hosts as u64, "hgx-0000", Role::Node, &node_key));
-    for chunk in enrollments.chunks(500) {
-        ledger.append(chunk).unwrap();
-    }
-    for (h, key) in keys.into_iter().enumerate() {
-        let dump = board
-            .replace("-79a8-0000000000", &format!("-{h:04x}-0000000000"))
-            .replace("16513230182", &format!("9{h:06}0182"));
-        let report = chipledger_agent::smi::parse_dumps(&[("hgx.txt", &dump)]).unwrap();
-        let log = Ledger::open(&data, LedgerConfig::default(), clock.clone()).unwrap();
-        let mut a = Attestor::new(AttestorConfig {
-            key,
-            log: Box::new(log),
-            log_key: info.log_verifier_key.clone(),
-            state_dir: dir.path().join("agents").join(h.to_string()),
-            clock: clock.clone(),
-            history_rules: Default::default(),
-        })
-        .unwrap();
-        let att = a.build(&report, HostFacts { hostname: format!("hgx-{h:04}"), ..HostFacts::default() }).unwrap();
-        a.sign_and_spool(&att).unwrap();
-        assert_eq!(a.flush().unwrap().accepted.len(), 1);
-    }
+    let info =
+        synthetic_fleet::build(&data, hosts, &synth::hgx_text(&h800, 8), &[(&node_key, Role::Node, "hgx-0000")]).info;
+    let ledger = Ledger::open(&data, LedgerConfig::default(), Arc::new(SystemClock)).unwrap();
     let gpus = ledger.inventory(chipledger_domain::log::AsOf::Latest).unwrap().len();
     println!(
         "setup: {hosts} hosts, {gpus} GPUs, {} log entries in {:.1} s",

@@ -146,7 +146,8 @@ pub enum ArchArg {
     Llama,
 }
 
-fn load_policy(path: Option<&Path>) -> Result<Policy> {
+/// A policy file, or the built-in policy.
+pub(crate) fn load_policy(path: Option<&Path>) -> Result<Policy> {
     match path {
         None => Ok(Policy::builtin()),
         Some(p) => {

@@ -83,13 +83,7 @@ fn open(
     };
     let pinned = a.log_key.as_deref().map(VerifierKey::parse).transpose().context("--log-key")?;
     let (log, key) = target.open(pinned, a.key.as_deref())?;
-    let policy = match &a.policy {
-        Some(p) => {
-            let text = std::fs::read_to_string(p).with_context(|| format!("reading the policy {}", p.display()))?;
-            Policy::parse(&text, &p.display().to_string())?
-        }
-        None => Policy::builtin(),
-    };
+    let policy = crate::cmd::inference::load_policy(a.policy.as_deref())?;
     Ok((log, key, policy))
 }
 
@@ -176,6 +170,9 @@ fn sync_dir(dir: &Path, rules: &[serde_json::Value], prune: bool) -> Result<()> 
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let tmp = path.with_file_name(format!(".{name}.tmp"));
-    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
+    let mut file = std::fs::File::create(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
+    std::io::Write::write_all(&mut file, bytes)
+        .and_then(|_| file.sync_all())
+        .with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
 }

@@ -107,13 +107,7 @@ impl Hooks {
                 .unwrap_or_else(|| "(file)".into());
             anyhow::anyhow!("{origin}: {key}: {}", e.message().trim())
         })?;
-        let policy = match &file.policy {
-            Some(p) => {
-                let text = std::fs::read_to_string(p).with_context(|| format!("reading the policy {}", p.display()))?;
-                Policy::parse(&text, &p.display().to_string())?
-            }
-            None => Policy::builtin(),
-        };
+        let policy = crate::cmd::inference::load_policy(file.policy.as_deref())?;
         Ok(Hooks { origin, file, policy })
     }
 

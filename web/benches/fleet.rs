@@ -10,6 +10,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_debug_implementations)]
 
+#[path = "../../benches/support/synthetic_fleet.rs"]
+mod synthetic_fleet;
+
 #[path = "../../agent/tests/agent/synth.rs"]
 #[allow(dead_code)] // the benchmark uses the text dump only
 mod synth;
@@ -19,10 +22,9 @@ use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::http::Request;
-use chipledger_agent::attest::{Attestor, AttestorConfig};
-use chipledger_domain::keys::{SigningKey, VerifierKey};
+use chipledger_domain::keys::SigningKey;
 use chipledger_domain::log::Clock;
-use chipledger_domain::records::{sign_record, HostFacts, KeyEnrollment, Role, FORMAT_VERSION};
+use chipledger_domain::records::Role;
 use chipledger_ledger::{Ledger, LedgerConfig, SystemClock};
 use chipledger_web::{router, ServerConfig};
 use http_body_util::BodyExt;
@@ -35,64 +37,17 @@ fn main() {
     let hosts: usize = std::env::var("CHIPLEDGER_BENCH_HOSTS").ok().and_then(|v| v.parse().ok()).unwrap_or(1250);
     let dir = tempfile::tempdir().unwrap();
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let (ledger, info) = Ledger::init(dir.path(), "bench.example/log", clock.clone(), &mut rand_core::OsRng).unwrap();
-    let admin = SigningKey::from_pkcs8_pem(&std::fs::read_to_string(&info.admin_key_path).unwrap()).unwrap();
-    let (_, token) = ledger.create_token("bench", Role::Auditor, &mut rand_core::OsRng).unwrap();
-    let token = token.reveal();
     let h800 = std::fs::read_to_string(format!(
         "{}/../agent/tests/data/nvidia-smi/h800-sxm5-80gb-liguodongiot-llm-action.txt",
         env!("CARGO_MANIFEST_DIR")
     ))
     .unwrap();
-    let board = synth::hgx_text(&h800, 8);
-
     let setup = Instant::now();
-    let now = clock.now();
-    // Host h's agent key, enrolled by the admin (counters follow the host number).
-    let enrollment = |h: usize, k: &SigningKey| -> Vec<u8> {
-        let name = format!("hgx-{h:04}");
-        let e = KeyEnrollment {
-            format_version: FORMAT_VERSION,
-            counter: 2 + h as u64,
-            issued_at: now,
-            key_id: k.key_id(),
-            verifier_key: VerifierKey::new(&name, k.public_key()).unwrap().to_string(),
-            role: Role::Agent,
-            host: Some(name),
-            valid_from: now - time::Duration::days(1),
-            valid_until: None,
-        };
-        sign_record(&e, &admin).unwrap().to_json()
-    };
-    let keys: Vec<SigningKey> = (0..hosts).map(|_| SigningKey::generate(&mut rand_core::OsRng)).collect();
-    let enrollments: Vec<Vec<u8>> = keys.iter().enumerate().map(|(h, k)| enrollment(h, k)).collect();
-    for chunk in enrollments.chunks(500) {
-        ledger.append(chunk).unwrap();
-    }
-    let attest = |h: usize, key: SigningKey| {
-        // Each host's GPUs get their own UUIDs and serials.
-        let dump = board
-            .replace("-79a8-0000000000", &format!("-{h:04x}-0000000000"))
-            .replace("16513230182", &format!("9{h:06}0182"));
-        let report = chipledger_agent::smi::parse_dumps(&[("hgx.txt", &dump)]).unwrap();
-        let log = Ledger::open(dir.path(), LedgerConfig::default(), clock.clone()).unwrap();
-        let mut a = Attestor::new(AttestorConfig {
-            key,
-            log: Box::new(log),
-            log_key: info.log_verifier_key.clone(),
-            state_dir: dir.path().join("agents").join(h.to_string()),
-            clock: clock.clone(),
-            history_rules: Default::default(),
-        })
-        .unwrap();
-        let att = a.build(&report, HostFacts { hostname: format!("hgx-{h:04}"), ..HostFacts::default() }).unwrap();
-        a.sign_and_spool(&att).unwrap();
-        assert_eq!(a.flush().unwrap().accepted.len(), 1);
-    };
-    for (h, key) in keys.into_iter().enumerate() {
-        attest(h, key);
-    }
+    let board = synth::hgx_text(&h800, 8);
+    let built = synthetic_fleet::build(dir.path(), hosts, &board, &[]);
     let ledger = Arc::new(Ledger::open(dir.path(), LedgerConfig::default(), clock.clone()).unwrap());
+    let (_, token) = ledger.create_token("bench", Role::Auditor, &mut rand_core::OsRng).unwrap();
+    let token = token.reveal();
     let gpus = ledger.inventory(chipledger_domain::log::AsOf::Latest).unwrap().len();
     println!(
         "setup: {hosts} hosts, {gpus} GPUs, {} log entries in {:.1} s",
@@ -140,8 +95,10 @@ fn main() {
     let mut times = Vec::new();
     for i in 0..5 {
         let key = SigningKey::generate(&mut rand_core::OsRng);
-        ledger.append(&[enrollment(hosts + i, &key)]).unwrap();
-        attest(hosts + i, key);
+        let h = hosts + i;
+        let name = synthetic_fleet::host_name(h);
+        ledger.append(&[synthetic_fleet::enrollment(&built.admin, 2 + h as u64, &key, Role::Agent, &name)]).unwrap();
+        synthetic_fleet::attest_host(dir.path(), &built.info, &board, h, key);
         times.push(get("/").0);
     }
     times.sort();
