@@ -58,7 +58,11 @@ enum Command {
     Plan(cmd::inference::PlanArgs),
     /// Run a DeepSeek-R1-family model on qualifying GPUs only and sign a provenance report.
     Run(cmd::inference::RunArgs),
-    /// Provenance reports: verify offline.
+    /// The serving node: an OpenAI-compatible endpoint on qualifying GPUs only, with a signed
+    /// receipt for every response.
+    #[command(subcommand)]
+    Node(cmd::node::Command),
+    /// Provenance reports and serving receipts: verify offline.
     #[command(subcommand)]
     Report(cmd::inference::ReportCommand),
     /// Models: generate the deterministic tiny test model.
@@ -105,6 +109,7 @@ fn main() -> ExitCode {
             | Command::Serve(_)
             | Command::Witness(cmd::witness::Command::Serve { .. })
             | Command::Mirror(_)
+            | Command::Node(_)
     ));
     let result = match cli.command {
         Command::Agent(c) => cmd::agent::run(cli.data_dir, c),
@@ -117,6 +122,7 @@ fn main() -> ExitCode {
         Command::Plan(a) => cmd::inference::plan(cli.data_dir, a),
         Command::Run(a) => cmd::inference::run(cli.data_dir, a),
         Command::Report(c) => cmd::inference::report(c),
+        Command::Node(c) => cmd::node::run(cli.data_dir, c),
         Command::Serve(a) => cmd::serve::run(cli.data_dir, a),
         Command::Model(c) => cmd::inference::model(c),
         Command::Classify(a) => cmd::classify::run(a),

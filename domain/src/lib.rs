@@ -32,6 +32,7 @@ pub mod note;
 pub mod records;
 pub mod rotation;
 pub mod rules;
+pub mod serving;
 pub mod standing;
 pub mod tiles;
 pub mod trail;

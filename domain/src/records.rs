@@ -93,7 +93,7 @@ impl Role {
                     | RecordKind::LogKeyRotation
             ) | (Role::Auditor, RecordKind::Annotation)
                 | (Role::Agent, RecordKind::GpuAttestation)
-                | (Role::Node, RecordKind::RunProvenance | RecordKind::SchedulerJob)
+                | (Role::Node, RecordKind::RunProvenance | RecordKind::SchedulerJob | RecordKind::ServingBatch)
         )
     }
 }
@@ -110,10 +110,11 @@ pub enum RecordKind {
     Annotation,
     SchedulerJob,
     LogKeyRotation,
+    ServingBatch,
 }
 
 impl RecordKind {
-    pub const ALL: [RecordKind; 8] = [
+    pub const ALL: [RecordKind; 9] = [
         RecordKind::KeyEnrollment,
         RecordKind::KeyRevocation,
         RecordKind::GpuAttestation,
@@ -122,6 +123,7 @@ impl RecordKind {
         RecordKind::Annotation,
         RecordKind::SchedulerJob,
         RecordKind::LogKeyRotation,
+        RecordKind::ServingBatch,
     ];
 
     pub fn slug(self) -> &'static str {
@@ -134,6 +136,7 @@ impl RecordKind {
             RecordKind::Annotation => "annotation",
             RecordKind::SchedulerJob => "scheduler-job",
             RecordKind::LogKeyRotation => "log-key-rotation",
+            RecordKind::ServingBatch => "serving-batch",
         }
     }
 
@@ -645,6 +648,7 @@ pub enum Record {
     SchedulerJob(Box<SchedulerJob>),
     LogKeyRotation(Box<crate::rotation::LogKeyRotation>),
     Annotation(Annotation),
+    ServingBatch(Box<crate::serving::ServingBatch>),
 }
 
 impl Record {
@@ -658,6 +662,7 @@ impl Record {
             Record::Annotation(_) => RecordKind::Annotation,
             Record::SchedulerJob(_) => RecordKind::SchedulerJob,
             Record::LogKeyRotation(_) => RecordKind::LogKeyRotation,
+            Record::ServingBatch(_) => RecordKind::ServingBatch,
         }
     }
 
@@ -672,6 +677,7 @@ impl Record {
             Record::Annotation(r) => r.counter,
             Record::SchedulerJob(r) => r.counter,
             Record::LogKeyRotation(r) => r.counter,
+            Record::ServingBatch(r) => r.counter,
         }
     }
 
@@ -686,6 +692,7 @@ impl Record {
             Record::Annotation(r) => r.written_at,
             Record::SchedulerJob(r) => r.recorded_at,
             Record::LogKeyRotation(r) => r.issued_at,
+            Record::ServingBatch(r) => r.closed_at,
         }
     }
 
@@ -745,6 +752,7 @@ impl Record {
             RecordKind::Annotation => Record::Annotation(typed(&raw, &bad)?),
             RecordKind::SchedulerJob => Record::SchedulerJob(Box::new(typed(&raw, &bad)?)),
             RecordKind::LogKeyRotation => Record::LogKeyRotation(Box::new(typed(&raw, &bad)?)),
+            RecordKind::ServingBatch => Record::ServingBatch(Box::new(typed(&raw, &bad)?)),
         })
     }
 }

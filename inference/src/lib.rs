@@ -26,6 +26,7 @@ pub mod policy;
 pub mod report;
 pub mod requirements;
 pub mod runner;
+pub mod serving;
 pub mod tiny;
 
 pub use error::Error;

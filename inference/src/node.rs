@@ -243,7 +243,7 @@ struct NodeState {
 }
 
 impl NodeKey {
-    fn next_counter(&self, now: OffsetDateTime) -> Result<u64, Error> {
+    pub(crate) fn next_counter(&self, now: OffsetDateTime) -> Result<u64, Error> {
         let last = match std::fs::read(&self.state) {
             Ok(b) => serde_json::from_slice::<NodeState>(&b).map(|s| s.last_counter).unwrap_or(0),
             Err(_) => 0,
@@ -262,28 +262,7 @@ impl NodeKey {
 /// Builds the `run-provenance/v1` record: each used GPU with its attestation's inclusion proof
 /// against the plan's checkpoint, every GPU not chosen with its reasons.
 pub fn provenance(log: &dyn LogClient, node: &NodeKey, plan: &Plan, exec: &Execution) -> Result<RunProvenance, Error> {
-    let cp = &plan.fleet.checkpoint;
-    let mut gpus = Vec::new();
-    for uuid in &plan.placement.chosen {
-        let c = plan.candidate(uuid)?;
-        let entry =
-            plan.fleet.attestations.get(uuid).ok_or_else(|| Error::Refused(format!("no attestation for {uuid}")))?;
-        let proof = log.inclusion_proof(entry.index, cp.size)?;
-        merkle::verify_inclusion(entry.index, cp.size, &entry.leaf_hash, &proof, &cp.root)?;
-        gpus.push(RunGpu {
-            uuid: uuid.clone(),
-            serial: c.serial.clone(),
-            sku: c.sku.clone(),
-            classification: c.classification.clone().unwrap_or_else(|| "needs review".into()),
-            acquisition_verdict: c.verdict.label().to_string(),
-            attestation: AttestationRef {
-                log_index: entry.index,
-                leaf_hash: entry.leaf_hash,
-                inclusion_proof: proof,
-                age_seconds: (exec.started_at - c.observed_at).whole_seconds(),
-            },
-        });
-    }
+    let gpus = placed_gpus(log, plan, exec.started_at)?;
     let rejected = plan
         .placement
         .not_chosen
@@ -317,6 +296,34 @@ pub fn provenance(log: &dyn LogClient, node: &NodeKey, plan: &Plan, exec: &Execu
         timings: exec.timings.clone(),
         backend: exec.backend.clone(),
     })
+}
+
+/// Each GPU the plan placed, with its attestation's inclusion proof against the plan's checkpoint
+/// (checked here) and its age at `at`.
+pub fn placed_gpus(log: &dyn LogClient, plan: &Plan, at: OffsetDateTime) -> Result<Vec<RunGpu>, Error> {
+    let cp = &plan.fleet.checkpoint;
+    let mut gpus = Vec::new();
+    for uuid in &plan.placement.chosen {
+        let c = plan.candidate(uuid)?;
+        let entry =
+            plan.fleet.attestations.get(uuid).ok_or_else(|| Error::Refused(format!("no attestation for {uuid}")))?;
+        let proof = log.inclusion_proof(entry.index, cp.size)?;
+        merkle::verify_inclusion(entry.index, cp.size, &entry.leaf_hash, &proof, &cp.root)?;
+        gpus.push(RunGpu {
+            uuid: uuid.clone(),
+            serial: c.serial.clone(),
+            sku: c.sku.clone(),
+            classification: c.classification.clone().unwrap_or_else(|| "needs review".into()),
+            acquisition_verdict: c.verdict.label().to_string(),
+            attestation: AttestationRef {
+                log_index: entry.index,
+                leaf_hash: entry.leaf_hash,
+                inclusion_proof: proof,
+                age_seconds: (at - c.observed_at).whole_seconds(),
+            },
+        });
+    }
+    Ok(gpus)
 }
 
 /// Signs the record, appends it, checks the receipt, and returns the self-contained report file.

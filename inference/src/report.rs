@@ -12,6 +12,7 @@ use chipledger_domain::log::Receipt;
 use chipledger_domain::merkle::{self, Hash};
 use chipledger_domain::note::open_checkpoint;
 use chipledger_domain::records::{Record, RunProvenance};
+use chipledger_domain::serving::{ServedResponse, ServingBatch};
 use serde::{Deserialize, Serialize};
 
 use crate::Error;
@@ -69,51 +70,24 @@ pub fn verify(file: &ReportFile, log_key: Option<&VerifierKey>, model: Option<&P
     if file.format != REPORT_FORMAT {
         return Err(bad(format!("format {:?} is not {REPORT_FORMAT}", file.format)));
     }
-    let file_key = VerifierKey::parse(&file.log_key).map_err(|e| bad(format!("log_key: {e}")))?;
-    let key = log_key.cloned().unwrap_or_else(|| file_key.clone());
-    if log_key.is_some() && file_key != key {
-        return Err(bad(format!("the file names log key {file_key}, not the pinned {key}")));
-    }
-    // 1. The record is in the log: leaf hash and inclusion under a checkpoint signed by the log.
-    let envelope = file.envelope.as_bytes().to_vec();
-    let receipt_cp =
-        file.receipt.verify(&envelope, &key).map_err(|e| bad(format!("the record's inclusion in the log: {e}")))?;
-    // 2. The record is signed by the node key and is a run report.
-    let env = Envelope::from_json(&envelope)?;
-    let node_key = VerifierKey::parse(&file.node_key).map_err(|e| bad(format!("node_key: {e}")))?;
-    let public: &PublicKey = node_key.public_key();
-    let payload = env.verify(public).map_err(|e| bad(format!("the record's signature: {e}")))?;
-    let Record::RunProvenance(report) = Record::from_payload(&payload)? else {
+    let pinned = Pinned::new(&file.log_key, log_key)?;
+    // 1-2. The record is in the log, signed by the node key, and is a run report.
+    let (record, receipt_cp, public) = signed_in_log(&file.envelope, &file.receipt, &file.node_key, &pinned.key)?;
+    let Record::RunProvenance(report) = record else {
         return Err(bad("the record is not a run-provenance/v1 record"));
     };
     if report.node_key_id != public.key_id() {
         return Err(bad("the record names another node key than the one that signed it"));
     }
-    // 3. The placement's checkpoint is the log's, and the receipt's extends it.
-    let cp = open_checkpoint(report.checkpoint.as_bytes(), std::slice::from_ref(&key), None)
-        .map_err(|e| bad(format!("the placement's checkpoint: {e}")))?
-        .checkpoint;
-    if cp.size > receipt_cp.size {
-        return Err(bad("the placement's checkpoint is newer than the record's receipt"));
-    }
-    chipledger_domain::log::check_consistent(&cp, &receipt_cp, &file.consistency_proof)
-        .map_err(|e| bad(format!("the log between the placement and the record: {e}")))?;
-    // 4. Every GPU used was attested in the log as of the placement's checkpoint, by the entry
-    // the report cites, whose facts give the SKU and class the report states.
-    let catalog = chipledger_domain::catalog::Catalog::embedded()?;
-    for g in &report.gpus {
-        g.attestation.verify(&cp).map_err(|e| bad(format!("attestation of {}: {e}", g.uuid)))?;
-        let cited =
-            file.attestations.iter().find(|e| merkle::leaf_hash(e.as_bytes()) == g.attestation.leaf_hash).ok_or_else(
-                || {
-                    bad(format!(
-                        "the report does not carry entry {}, which it cites for {}",
-                        g.attestation.log_index, g.uuid
-                    ))
-                },
-            )?;
-        chipledger_domain::standing::check_citation(catalog, cited.as_bytes(), g).map_err(bad)?;
-    }
+    // 3-4. The placement's checkpoint, its GPUs' attestations.
+    placed_gpus(
+        &report.checkpoint,
+        &receipt_cp,
+        &file.consistency_proof,
+        &report.gpus,
+        &file.attestations,
+        &pinned.key,
+    )?;
     // 5. Prompt, output and (when given) model files.
     if Hash::sha256(file.prompt.as_bytes()) != report.prompt_digest {
         return Err(bad("the prompt does not match the report's prompt digest"));
@@ -143,6 +117,164 @@ pub fn verify(file: &ReportFile, log_key: Option<&VerifierKey>, model: Option<&P
         origin: receipt_cp.origin,
         report: *report,
         model_files_checked,
-        log_key_from_file: log_key.is_none(),
+        log_key_from_file: pinned.from_file,
+    })
+}
+
+/// The log key a file is checked against: the caller's, or else the file's (and the result says so).
+struct Pinned {
+    key: VerifierKey,
+    from_file: bool,
+}
+
+impl Pinned {
+    fn new(in_file: &str, pinned: Option<&VerifierKey>) -> Result<Pinned, Error> {
+        let file_key = VerifierKey::parse(in_file).map_err(|e| bad(format!("log_key: {e}")))?;
+        match pinned {
+            Some(key) if *key != file_key => {
+                Err(bad(format!("the file names log key {file_key}, not the pinned {key}")))
+            }
+            Some(key) => Ok(Pinned { key: key.clone(), from_file: false }),
+            None => Ok(Pinned { key: file_key, from_file: true }),
+        }
+    }
+}
+
+/// A node's record in the log: the envelope's leaf hash and inclusion under a checkpoint signed
+/// by the log, and its signature by the node key the file names. Returns the record, the
+/// receipt's checkpoint and the node's key.
+fn signed_in_log(
+    envelope: &str,
+    receipt: &Receipt,
+    node_key: &str,
+    log_key: &VerifierKey,
+) -> Result<(Record, chipledger_domain::note::Checkpoint, PublicKey), Error> {
+    let envelope = envelope.as_bytes();
+    let receipt_cp =
+        receipt.verify(envelope, log_key).map_err(|e| bad(format!("the record's inclusion in the log: {e}")))?;
+    let env = Envelope::from_json(envelope)?;
+    let node_key = VerifierKey::parse(node_key).map_err(|e| bad(format!("node_key: {e}")))?;
+    let public: &PublicKey = node_key.public_key();
+    let payload = env.verify(public).map_err(|e| bad(format!("the record's signature: {e}")))?;
+    Ok((Record::from_payload(&payload)?, receipt_cp, *public))
+}
+
+/// The placement's checkpoint is the log's and the receipt's extends it; every placed GPU was
+/// attested in the log as of that checkpoint, by the entry the record cites (which the file
+/// carries), whose facts give the SKU and class the record states.
+fn placed_gpus(
+    checkpoint: &str,
+    receipt_cp: &chipledger_domain::note::Checkpoint,
+    consistency_proof: &[Hash],
+    gpus: &[chipledger_domain::records::RunGpu],
+    attestations: &[String],
+    log_key: &VerifierKey,
+) -> Result<(), Error> {
+    let cp = open_checkpoint(checkpoint.as_bytes(), std::slice::from_ref(log_key), None)
+        .map_err(|e| bad(format!("the placement's checkpoint: {e}")))?
+        .checkpoint;
+    if cp.size > receipt_cp.size {
+        return Err(bad("the placement's checkpoint is newer than the record's receipt"));
+    }
+    chipledger_domain::log::check_consistent(&cp, receipt_cp, consistency_proof)
+        .map_err(|e| bad(format!("the log between the placement and the record: {e}")))?;
+    let catalog = chipledger_domain::catalog::Catalog::embedded()?;
+    for g in gpus {
+        g.attestation.verify(&cp).map_err(|e| bad(format!("attestation of {}: {e}", g.uuid)))?;
+        let cited = attestations
+            .iter()
+            .find(|e| merkle::leaf_hash(e.as_bytes()) == g.attestation.leaf_hash)
+            .ok_or_else(|| {
+                bad(format!("the file does not carry entry {}, which it cites for {}", g.attestation.log_index, g.uuid))
+            })?;
+        chipledger_domain::standing::check_citation(catalog, cited.as_bytes(), g).map_err(bad)?;
+    }
+    Ok(())
+}
+
+/// A serving node's receipt for one response (`GET /v1/provenance/{id}`): the response's leaf,
+/// its inclusion in the batch the node signed, the batch record's inclusion in the log, and the
+/// attestations of the placed GPUs — all a verifier needs, offline.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ServingReceipt {
+    pub format: String,
+    pub id: String,
+    /// The leaf's bytes ([`ServedResponse::to_leaf`]), as text.
+    pub leaf: String,
+    pub leaf_index: u64,
+    /// The leaf's inclusion proof under the batch's root.
+    pub batch_proof: Vec<Hash>,
+    /// The `serving-batch/v1` envelope exactly as appended.
+    pub envelope: String,
+    pub node_key: String,
+    pub log_key: String,
+    pub receipt: Receipt,
+    /// Consistency from the placement's checkpoint to the receipt's.
+    pub consistency_proof: Vec<Hash>,
+    /// The attestation entries the batch cites (each envelope's exact text).
+    pub attestations: Vec<String>,
+}
+
+pub const SERVING_RECEIPT_FORMAT: &str = "chipledger-serving-receipt/v1";
+
+/// What checking a serving receipt established.
+#[derive(Clone, Debug, PartialEq)]
+pub struct VerifiedServing {
+    pub batch: ServingBatch,
+    pub response: ServedResponse,
+    pub log_index: u64,
+    pub tree_size: u64,
+    pub origin: String,
+    pub log_key_from_file: bool,
+    /// Whether the caller's response (and request) bytes were compared with the leaf's digests.
+    pub response_checked: bool,
+    pub request_checked: bool,
+}
+
+/// Checks a serving receipt offline; with the response body as received (and the request body as
+/// sent), also that they are the bytes the leaf's digests are over.
+pub fn verify_serving(
+    file: &ServingReceipt,
+    log_key: Option<&VerifierKey>,
+    response: Option<&[u8]>,
+    request: Option<&[u8]>,
+) -> Result<VerifiedServing, Error> {
+    if file.format != SERVING_RECEIPT_FORMAT {
+        return Err(bad(format!("format {:?} is not {SERVING_RECEIPT_FORMAT}", file.format)));
+    }
+    let pinned = Pinned::new(&file.log_key, log_key)?;
+    let (record, receipt_cp, public) = signed_in_log(&file.envelope, &file.receipt, &file.node_key, &pinned.key)?;
+    let Record::ServingBatch(batch) = record else {
+        return Err(bad("the record is not a serving-batch/v1 record"));
+    };
+    if batch.node_key_id != public.key_id() {
+        return Err(bad("the batch names another node key than the one that signed it"));
+    }
+    placed_gpus(&batch.checkpoint, &receipt_cp, &file.consistency_proof, &batch.gpus, &file.attestations, &pinned.key)?;
+    let served =
+        chipledger_domain::serving::verify_leaf(&batch, file.leaf_index, file.leaf.as_bytes(), &file.batch_proof)
+            .map_err(|e| bad(format!("the response's leaf in its batch: {e}")))?;
+    if served.id != file.id {
+        return Err(bad(format!("the receipt is for {}, its leaf for {}", file.id, served.id)));
+    }
+    if let Some(body) = response {
+        if Hash::sha256(body) != served.response_sha256 {
+            return Err(bad("the response is not the one this receipt records (its SHA-256 differs)"));
+        }
+    }
+    if let Some(body) = request {
+        if Hash::sha256(body) != served.request_sha256 {
+            return Err(bad("the request is not the one this receipt records (its SHA-256 differs)"));
+        }
+    }
+    Ok(VerifiedServing {
+        batch: *batch,
+        response: served,
+        log_index: file.receipt.index,
+        tree_size: receipt_cp.size,
+        origin: receipt_cp.origin,
+        log_key_from_file: pinned.from_file,
+        response_checked: response.is_some(),
+        request_checked: request.is_some(),
     })
 }

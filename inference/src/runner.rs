@@ -104,6 +104,42 @@ impl ChatTemplate {
         }
     }
 
+    /// A conversation (role, content) in the model's template, ending where the assistant's
+    /// next turn starts. System messages lead; R1 takes them before its first user turn.
+    pub fn apply_chat(self, messages: &[(&str, &str)]) -> String {
+        let mut out = String::new();
+        match self {
+            ChatTemplate::DeepSeekR1 => {
+                out.push_str(BOS);
+                for (_, content) in messages.iter().filter(|(r, _)| *r == "system") {
+                    out.push_str(content);
+                }
+                for (role, content) in messages.iter().filter(|(r, _)| *r != "system") {
+                    if *role == "assistant" {
+                        // R1's template drops earlier turns' reasoning.
+                        let (_, answer) = split_think(content, false);
+                        out.push_str(&format!("{ASSISTANT}{answer}{EOS}"));
+                    } else {
+                        out.push_str(&format!("{USER}{content}"));
+                    }
+                }
+                out.push_str(&format!("{ASSISTANT}<think>\n"));
+            }
+            ChatTemplate::ChatMl => {
+                for (role, content) in messages {
+                    out.push_str(&format!("<|im_start|>{role}\n{content}<|im_end|>\n"));
+                }
+                out.push_str("<|im_start|>assistant\n");
+            }
+            ChatTemplate::Raw => {
+                for (_, content) in messages {
+                    out.push_str(content);
+                }
+            }
+        }
+        out
+    }
+
     /// Whether generation starts inside R1's `<think>` section.
     pub fn opens_think(self) -> bool {
         self == ChatTemplate::DeepSeekR1
@@ -140,6 +176,8 @@ pub enum Stop {
     EndOfSequence,
     MaxTokens,
     ContextFull,
+    /// The caller stopped it (a client that went away).
+    Cancelled,
 }
 
 /// What one generation produced.
@@ -406,6 +444,17 @@ impl Model {
         sampling: SamplingConfig,
         on_text: &mut dyn FnMut(Segment, &str),
     ) -> Result<Generation, Error> {
+        self.generate_until(templated_prompt, sampling, &mut || true, on_text)
+    }
+
+    /// [`Model::generate`], asking `go_on` before each token whether the caller still wants it.
+    pub fn generate_until(
+        &mut self,
+        templated_prompt: &str,
+        sampling: SamplingConfig,
+        go_on: &mut dyn FnMut() -> bool,
+        on_text: &mut dyn FnMut(Segment, &str),
+    ) -> Result<Generation, Error> {
         let prompt = self.encode(templated_prompt)?;
         if prompt.is_empty() {
             return Err(Error::Model {
@@ -445,6 +494,9 @@ impl Model {
             }
             if tokens.len() >= sampling.max_tokens {
                 break Stop::MaxTokens;
+            }
+            if !go_on() {
+                break Stop::Cancelled;
             }
             let pos = prompt.len() + tokens.len() - 1;
             if pos + 1 >= self.max_context {

@@ -76,6 +76,7 @@ struct LightPredicate {
         alias = "issued_at",
         alias = "written_at",
         alias = "finished_at",
+        alias = "closed_at",
         with = "time::serde::rfc3339"
     )]
     made_at: OffsetDateTime,
@@ -374,6 +375,7 @@ pub(crate) fn authorize(p: &Parsed, registry: &Registry, index: u64) -> Result<(
     let claimed_host = match &p.record {
         Some(Record::GpuAttestation(a)) => Some(a.host.hostname.as_str()),
         Some(Record::SchedulerJob(j)) => Some(j.host.as_str()),
+        Some(Record::ServingBatch(b)) => Some(b.node_host.as_str()),
         _ => None,
     };
     if let Some(claimed) = claimed_host {

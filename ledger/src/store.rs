@@ -1188,6 +1188,7 @@ pub(crate) fn kind_code(kind: RecordKind) -> i64 {
         RecordKind::Annotation => 6,
         RecordKind::SchedulerJob => 7,
         RecordKind::LogKeyRotation => 8,
+        RecordKind::ServingBatch => 9,
     }
 }
 

@@ -117,8 +117,9 @@ pub(crate) fn apply(conn: &Connection, index: u64, rec: &Record, registry: &Regi
                 st.execute(params![g.uuid.as_str(), idx])?;
             }
         }
-        // Rotations are read from the entries by kind (`Ledger::log_keys`); no view.
-        Record::LogKeyRotation(_) => {}
+        // Rotations are read from the entries by kind (`Ledger::log_keys`); no view. A serving
+        // node's batches (one a second per node) are not each GPU's history: read by kind.
+        Record::LogKeyRotation(_) | Record::ServingBatch(_) => {}
         Record::SchedulerJob(j) => {
             let mut st = conn.prepare_cached("INSERT OR IGNORE INTO gpu_records (uuid, idx) VALUES (?1, ?2)")?;
             for g in &j.gpus {

@@ -117,6 +117,13 @@ pub enum ReportCommand {
         /// Require the placement's checkpoint to carry this quorum of witness cosignatures.
         #[command(flatten)]
         witnesses: crate::witnesses::PolicyArgs,
+        /// A serving receipt: the response body exactly as received (for a stream, every byte of
+        /// the event stream), checked against the receipt's digest.
+        #[arg(long, value_name = "FILE")]
+        response: Option<PathBuf>,
+        /// A serving receipt: the request body exactly as sent.
+        #[arg(long, value_name = "FILE")]
+        request: Option<PathBuf>,
     },
 }
 
@@ -318,15 +325,7 @@ pub fn run(data_dir: Option<PathBuf>, args: RunArgs) -> Result<()> {
         BackendArg::Cpu => node::Executor::Cpu,
         BackendArg::Cuda => node::Executor::PlacedGpu,
     };
-    let target = node::execution_target(&plan, requested, || {
-        let hostname = chipledger_agent::host::host_facts(None).hostname;
-        let probed = chipledger_agent::NvmlProbe::new(None)
-            .and_then(|mut probe| chipledger_agent::GpuProbe::probe(&mut probe))
-            .map_err(|e| {
-                chipledger_inference::Error::Refused(format!("cannot read this node's GPUs through NVML: {e}"))
-            })?;
-        Ok(node::LiveNode { hostname, gpus: probed.gpus })
-    })?;
+    let target = node::execution_target(&plan, requested, live_node)?;
     if let Some(uuid) = &target.visible_device {
         std::env::set_var("CUDA_VISIBLE_DEVICES", uuid.as_str());
     }
@@ -425,6 +424,15 @@ pub fn run(data_dir: Option<PathBuf>, args: RunArgs) -> Result<()> {
     Ok(())
 }
 
+/// This node's name and GPUs, read live through NVML.
+pub(crate) fn live_node() -> Result<node::LiveNode, chipledger_inference::Error> {
+    let hostname = chipledger_agent::host::host_facts(None).hostname;
+    let probed = chipledger_agent::NvmlProbe::new(None)
+        .and_then(|mut probe| chipledger_agent::GpuProbe::probe(&mut probe))
+        .map_err(|e| chipledger_inference::Error::Refused(format!("cannot read this node's GPUs through NVML: {e}")))?;
+    Ok(node::LiveNode { hostname, gpus: probed.gpus })
+}
+
 fn node_key(data_dir: Option<PathBuf>, args: &RunArgs) -> Result<NodeKey> {
     let dir = datadir::resolve(data_dir)?;
     let path = args.node_key.clone().unwrap_or_else(|| dir.join("node-key.pem"));
@@ -444,9 +452,28 @@ fn node_key(data_dir: Option<PathBuf>, args: &RunArgs) -> Result<NodeKey> {
 
 pub fn report(cmd: ReportCommand) -> Result<()> {
     match cmd {
-        ReportCommand::Verify { file, log_key, model, witnesses } => {
-            let f = node::read_report(&file)?;
+        ReportCommand::Verify { file, log_key, model, witnesses, response, request } => {
             let key = log_key.as_deref().map(VerifierKey::parse).transpose().context("--log-key")?;
+            let text = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            #[derive(serde::Deserialize)]
+            struct Format {
+                format: Option<String>,
+            }
+            let format = serde_json::from_slice::<Format>(&text).ok().and_then(|f| f.format);
+            if format.as_deref() == Some(report::SERVING_RECEIPT_FORMAT) {
+                return verify_receipt(&file, &text, key.as_ref(), &witnesses, response, request);
+            }
+            if format.is_none() {
+                bail!(
+                    "{} is neither a run report nor a serving receipt (it has no \"format\"); a receipt still pending \
+                     in its batch is fetched again once its batch is in the log",
+                    file.display()
+                );
+            }
+            if response.is_some() || request.is_some() {
+                bail!("--response and --request are for serving receipts; {} is a run report", file.display());
+            }
+            let f = node::read_report(&file)?;
             let v = report::verify(&f, key.as_ref(), model.as_deref())?;
             if let Some(policy) = witnesses.policy()? {
                 // The placement's checkpoint, as the node signed it into its record (verified above).
@@ -480,6 +507,57 @@ pub fn report(cmd: ReportCommand) -> Result<()> {
             Ok(())
         }
     }
+}
+
+fn verify_receipt(
+    path: &Path,
+    text: &[u8],
+    key: Option<&VerifierKey>,
+    witnesses: &crate::witnesses::PolicyArgs,
+    response: Option<PathBuf>,
+    request: Option<PathBuf>,
+) -> Result<()> {
+    let file: report::ServingReceipt =
+        serde_json::from_slice(text).with_context(|| format!("{}: not a serving receipt", path.display()))?;
+    let read = |p: &Option<PathBuf>| -> Result<Option<Vec<u8>>> {
+        p.as_ref().map(|p| std::fs::read(p).with_context(|| format!("reading {}", p.display()))).transpose()
+    };
+    let (response, request) = (read(&response)?, read(&request)?);
+    let v = report::verify_serving(&file, key, response.as_deref(), request.as_deref())?;
+    if let Some(policy) = witnesses.policy()? {
+        let cosigned = crate::witnesses::check(&policy, v.batch.checkpoint.as_bytes())
+            .context("the batch's placement checkpoint")?;
+        let names: Vec<&str> = cosigned.iter().map(|(n, _)| n.as_str()).collect();
+        println!("witnessed by {} of {} required: {}", cosigned.len(), policy.quorum, names.join(", "));
+    }
+    let r = &v.response;
+    println!(
+        "valid: response {} served by node {} ({}), in batch of {} at log {:?} index {} (checkpoint size {})",
+        r.id, v.batch.node_host, v.batch.backend, v.batch.responses, v.origin, v.log_index, v.tree_size
+    );
+    println!(
+        "  model {} ({} file(s)); {} prompt + {} completion tokens; {} ms, first token at {} ms",
+        v.batch.model_name,
+        v.batch.model_files.len(),
+        r.prompt_tokens,
+        r.completion_tokens,
+        r.total_ms,
+        r.first_token_ms
+    );
+    for g in &v.batch.gpus {
+        println!("  placed on {}", output::run_gpu(g));
+    }
+    println!(
+        "  {} GPU attestation(s) included in the placement's checkpoint (policy {:?}); response bytes {}; request bytes {}",
+        v.batch.gpus.len(),
+        v.batch.policy_name,
+        if v.response_checked { "match" } else { "not given (--response FILE)" },
+        if v.request_checked { "match" } else { "not given (--request FILE)" }
+    );
+    if v.log_key_from_file {
+        println!("  note: checked against the log key named in the file; pin it with --log-key");
+    }
+    Ok(())
 }
 
 pub fn model(cmd: ModelCommand) -> Result<()> {

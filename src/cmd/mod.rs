@@ -15,6 +15,7 @@ pub mod k8s;
 pub mod keys;
 pub mod ledger;
 pub mod mirror;
+pub mod node;
 pub mod note;
 pub mod proof;
 pub mod serve;

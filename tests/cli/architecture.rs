@@ -6,13 +6,14 @@ use std::path::Path;
 
 /// Allowed edges between workspace crates, `from → to`, by folder name; "" is the binary.
 const ALLOWED: &[(&str, &[&str])] = &[
-    ("", &["domain", "agent", "ledger", "inference", "client", "web"]),
+    ("", &["domain", "agent", "ledger", "inference", "client", "web", "gateway"]),
     ("domain", &[]),
     ("agent", &["domain"]),
     ("ledger", &["domain"]),
     ("inference", &["domain"]),
     ("client", &["domain"]),
     ("web", &["domain", "ledger", "client"]),
+    ("gateway", &["domain", "inference"]),
 ];
 
 fn workspace_deps(manifest: &Path) -> BTreeSet<String> {
@@ -152,6 +153,17 @@ fn the_server_links_no_candle_crate() {
     let candle: Vec<&String> =
         packages.iter().filter(|p| p.starts_with("candle") || *p == "chipledger-inference").collect();
     assert!(candle.is_empty(), "chipledger-web links {candle:?}");
+}
+
+/// The serving node reaches the log only through `LogClient`: no SQLite, no ledger, no server of
+/// the log in its tree.
+#[test]
+fn the_serving_node_links_no_ledger() {
+    let packages = linked("chipledger-gateway");
+    assert!(packages.iter().any(|p| p == "axum") && packages.iter().any(|p| p == "chipledger-inference"));
+    for other in ["rusqlite", "chipledger-ledger", "chipledger-web", "askama"] {
+        assert!(!packages.iter().any(|p| p == other), "chipledger-gateway links {other}");
+    }
 }
 
 /// The packages `cargo tree` resolves for `package`'s normal dependencies (names only).

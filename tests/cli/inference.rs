@@ -6,17 +6,17 @@ use std::path::{Path, PathBuf};
 use crate::ledger::{fails_in, ok_in};
 use crate::{fails, ok};
 
-fn dump(name: &str) -> String {
+pub(crate) fn dump(name: &str) -> String {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("agent/tests/data/nvidia-smi").join(name).display().to_string()
 }
 
-fn demo_policy() -> String {
+pub(crate) fn demo_policy() -> String {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("inference/policies/demo.toml").display().to_string()
 }
 
 /// A ledger with the real H800 dump attested from hgx-01, a lawful acquisition for its serial,
 /// an enrolled node key and a tiny model.
-fn fleet() -> (tempfile::TempDir, PathBuf, PathBuf) {
+pub(crate) fn fleet() -> (tempfile::TempDir, PathBuf, PathBuf) {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     ok_in(&data, &["init"]);

@@ -12,6 +12,7 @@ mod inference;
 mod keys_notes_proofs;
 mod ledger;
 mod mirror;
+mod node;
 mod rotation;
 mod tlog_interop;
 mod web;
