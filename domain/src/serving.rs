@@ -40,7 +40,7 @@ pub struct ServingBatch {
     /// The weights' files and digests; empty when the node fronts an engine whose files it does
     /// not hold (the name is then all the batch says of the model).
     pub model_files: Vec<ModelFile>,
-    /// [`model_digest`] of `model_files`: what each leaf names.
+    /// [`model_digest`] of `model_name` and `model_files`: what each leaf names.
     pub model_digest: Hash,
     /// `candle` (the node's own engine) or `upstream` (an OpenAI-compatible engine the node fronts).
     pub engine: String,
@@ -51,8 +51,15 @@ pub struct ServingBatch {
     pub policy_digest: Hash,
     /// The signed checkpoint the placement read (verbatim); the GPUs' inclusion proofs are under it.
     pub checkpoint: String,
+    /// The host the placed GPUs are attested on (not always `node_host`: a node may front an
+    /// engine on another host).
+    pub gpu_host: String,
     /// The placed GPUs, each with its attestation's inclusion proof.
     pub gpus: Vec<RunGpu>,
+    /// When the oldest of their attestations ages out under the policy: no response of the batch
+    /// was admitted after it.
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
     /// [`gpu_set_digest`] of the GPUs: what each leaf names.
     pub gpu_set: Hash,
     /// How many leaves `root` is over.
@@ -71,6 +78,7 @@ impl Predicate for ServingBatch {
     fn check(&self) -> Result<(), String> {
         for (what, v) in [
             ("node_host", &self.node_host),
+            ("gpu_host", &self.gpu_host),
             ("model_name", &self.model_name),
             ("engine", &self.engine),
             ("backend", &self.backend),
@@ -86,15 +94,15 @@ impl Predicate for ServingBatch {
         if self.closed_at < self.opened_at {
             return Err("the batch closes before it opens".into());
         }
-        if self.gpus.len() > MAX_JOB_GPUS {
-            return Err(format!("{} GPUs; a placement holds at most {MAX_JOB_GPUS}", self.gpus.len()));
+        if self.gpus.is_empty() || self.gpus.len() > MAX_JOB_GPUS {
+            return Err(format!("a placement holds 1 to {MAX_JOB_GPUS} GPUs, not {}", self.gpus.len()));
         }
         // No files: a model the node fronts but does not hold (a preset served upstream).
         if self.model_files.len() > MAX_MODEL_FILES {
             return Err(format!("a model has at most {MAX_MODEL_FILES} files"));
         }
-        if model_digest(&self.model_files) != self.model_digest {
-            return Err("model_digest is not the digest of model_files".into());
+        if model_digest(&self.model_name, &self.model_files) != self.model_digest {
+            return Err("model_digest is not the digest of model_name and model_files".into());
         }
         let uuids: Vec<&str> = self.gpus.iter().map(|g| g.uuid.as_str()).collect();
         if gpu_set_digest(&uuids) != self.gpu_set {
@@ -144,10 +152,13 @@ impl ServedResponse {
     }
 }
 
-/// The digest a leaf gives for a model: SHA-256 over each file's path and digest, one line each
-/// (`path NUL hex LF`), in the record's order.
-pub fn model_digest(files: &[ModelFile]) -> Hash {
+/// The digest a leaf gives for a model: SHA-256 over its name, then each file's path and digest,
+/// one line each (`name LF`, then `path NUL hex LF`, in the record's order) — a model served
+/// without files (a preset in front of an engine) is still told apart by its name.
+pub fn model_digest(name: &str, files: &[ModelFile]) -> Hash {
     let mut text = Vec::new();
+    text.extend_from_slice(name.as_bytes());
+    text.push(b'\n');
     for f in files {
         text.extend_from_slice(f.path.as_bytes());
         text.push(0);
@@ -195,10 +206,20 @@ impl BatchTree {
     }
 }
 
-/// Checks that `leaf` is leaf `index` of the batch `batch` (its root and size), by `proof`.
+/// Checks that `leaf` is leaf `index` of the batch `batch` (its root and size), by `proof`, names
+/// the batch's model and GPUs, and arrived before the placement aged out and the batch closed.
 pub fn verify_leaf(batch: &ServingBatch, index: u64, leaf: &[u8], proof: &[Hash]) -> Result<ServedResponse, Error> {
     merkle::verify_inclusion(index, batch.responses, &merkle::leaf_hash(leaf), proof, &batch.root)?;
     let r = ServedResponse::from_leaf(leaf)?;
+    let ms = |t: OffsetDateTime| (t.unix_timestamp_nanos() / 1_000_000) as i64;
+    if r.received_at_ms >= ms(batch.expires_at) {
+        return Err(Error::Statement {
+            reason: "the response arrived after its GPUs' attestation aged out under the policy".into(),
+        });
+    }
+    if r.received_at_ms > ms(batch.closed_at) {
+        return Err(Error::Statement { reason: "the response arrived after its batch closed".into() });
+    }
     if r.model_digest != batch.model_digest {
         return Err(Error::Statement { reason: "the response names another model than its batch".into() });
     }
@@ -249,7 +270,8 @@ mod tests {
         assert_eq!(gpu_set_digest(&["GPU-b", "GPU-a"]), gpu_set_digest(&["GPU-a", "GPU-b"]));
         assert_ne!(gpu_set_digest(&["GPU-a"]), gpu_set_digest(&["GPU-a", "GPU-b"]));
         let f = |p: &str| ModelFile { path: p.into(), sha256: Hash::sha256(p.as_bytes()) };
-        assert_ne!(model_digest(&[f("a"), f("b")]), model_digest(&[f("ab")]));
+        assert_ne!(model_digest("m", &[f("a"), f("b")]), model_digest("m", &[f("ab")]));
+        assert_ne!(model_digest("deepseek-r1", &[]), model_digest("r1-distill-qwen-7b", &[]));
     }
 
     #[test]

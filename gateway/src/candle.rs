@@ -12,7 +12,8 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use crate::Error;
 
-/// What a worker tells the request handler, in order: text, then `Done` or `Failed`.
+/// What a worker tells the request handler. A streamed job: `Started`, text, then `Done` or
+/// `Failed`; a whole one only `Done` (with its text) or `Failed` — one wake-up per request.
 #[derive(Debug)]
 pub enum Event {
     /// The job left the queue and generation began.
@@ -22,9 +23,16 @@ pub enum Event {
         prompt_tokens: u64,
         completion_tokens: u64,
         stop: Stop,
+        /// Since the request arrived (`Job::arrived`): leaving the queue, and the first token.
+        queue_ms: u64,
+        first_token_ms: u64,
+        /// A whole job's (thinking, answer).
+        text: Option<(String, String)>,
     },
     /// The request cannot be served (its prompt does not fit the context): a 400.
     Refused(String),
+    /// It waited in the queue past its placement's age limit: a 503, nothing generated.
+    Expired(String),
     Failed(String),
 }
 
@@ -42,7 +50,12 @@ pub struct Job {
     pub prompt: String,
     pub sampling: SamplingConfig,
     pub events: UnboundedSender<Event>,
-    pub queued_at: Instant,
+    /// When the request arrived (timings count from it).
+    pub arrived: Instant,
+    /// Text as it comes (`Event::Text`), or all at the end.
+    pub stream: bool,
+    /// When the placement it was admitted on ages out: a job still queued then is not run.
+    pub expires_at: time::OffsetDateTime,
 }
 
 /// The pool.
@@ -106,7 +119,18 @@ fn work(mut model: Model, rx: &Mutex<Receiver<Job>>) {
         if job.events.is_closed() {
             continue; // the client left while the job waited
         }
-        let _ = job.events.send(Event::Started);
+        let queue_ms = job.arrived.elapsed().as_millis() as u64;
+        if time::OffsetDateTime::now_utc() >= job.expires_at {
+            let _ = job.events.send(Event::Expired(
+                "the GPUs' attestation aged out while the request waited in the queue; retry once a new one is in \
+                 the log"
+                    .into(),
+            ));
+            continue;
+        }
+        if job.stream {
+            let _ = job.events.send(Event::Started);
+        }
         match model.encode(&job.prompt) {
             Ok(t) if t.len() >= model.max_context => {
                 let _ = job.events.send(Event::Refused(format!(
@@ -128,8 +152,17 @@ fn work(mut model: Model, rx: &Mutex<Receiver<Job>>) {
         }
         let events = job.events.clone();
         let mut go_on = || !events.is_closed();
+        let mut first_token_ms = None;
+        let (mut thinking, mut answer) = (String::new(), String::new());
         let mut on_text = |seg: Segment, text: &str| {
-            let _ = job.events.send(Event::Text(seg, text.to_string()));
+            first_token_ms.get_or_insert_with(|| job.arrived.elapsed().as_millis() as u64);
+            if job.stream {
+                let _ = job.events.send(Event::Text(seg, text.to_string()));
+            } else if seg == Segment::Thinking {
+                thinking.push_str(text);
+            } else {
+                answer.push_str(text);
+            }
         };
         let result = model.generate_until(&job.prompt, job.sampling, &mut go_on, &mut on_text);
         let _ = job.events.send(match result {
@@ -137,6 +170,9 @@ fn work(mut model: Model, rx: &Mutex<Receiver<Job>>) {
                 prompt_tokens: g.prompt_tokens as u64,
                 completion_tokens: g.tokens.len() as u64,
                 stop: g.stop,
+                queue_ms,
+                first_token_ms: first_token_ms.unwrap_or_else(|| job.arrived.elapsed().as_millis() as u64),
+                text: (!job.stream).then_some((thinking, answer)),
             },
             Err(e) => Event::Failed(e.to_string()),
         });

@@ -128,7 +128,7 @@ impl Gate {
     }
 
     /// The re-check loop (its own thread): every `every`, re-decides when the log grew or the
-    /// placement aged out; when the log cannot be read, at least every `retry`.
+    /// placement aged out; while refusing or when the log cannot be read, at least every `retry`.
     pub fn watch(self: Arc<Gate>, every: Duration, retry: Duration) {
         let mut since = std::time::Instant::now();
         loop {
@@ -137,8 +137,11 @@ impl Gate {
             let size = self.log_size();
             let seen = self.seen_size.lock().map(|s| *s).unwrap_or(0);
             let aged = matches!(self.admission(), Admission::Serving(p) if now >= p.expires_at);
+            let refusing = matches!(self.admission(), Admission::Refusing(_));
+            // A refusal for a passing cause (the log unreadable for a moment) is retried even
+            // when the log does not grow: a refusing node appends nothing to grow it.
             let due = match size {
-                Some(size) => size != seen || aged,
+                Some(size) => size != seen || aged || (refusing && since.elapsed() >= retry),
                 None => since.elapsed() >= retry,
             };
             if due {

@@ -8,6 +8,7 @@
 //! log is a `LogClient`, local or over HTTP.
 
 pub mod candle;
+pub mod fuzzing;
 pub mod gate;
 pub mod openai;
 pub mod recorder;
@@ -85,7 +86,7 @@ pub struct Config {
     pub keep_receipts: usize,
     pub max_pending: usize,
     /// Clients must send `Authorization: Bearer <key>` when set.
-    pub api_key: Option<String>,
+    pub api_key: Option<ApiKey>,
     /// The model's id in `/v1/models` and responses (default: its name).
     pub served_name: Option<String>,
 }
@@ -98,7 +99,17 @@ pub struct Node {
     pub engine: Engine,
     pub model_id: String,
     pub created: i64,
-    api_key: Option<String>,
+    api_key: Option<ApiKey>,
+}
+
+/// The API key clients must present; its `Debug` never shows it.
+#[derive(Clone)]
+pub struct ApiKey(pub String);
+
+impl std::fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ApiKey(<redacted>)")
+    }
 }
 
 /// The engine in use.
@@ -123,7 +134,7 @@ impl Node {
                     name.clone(),
                     files.clone(),
                     "upstream",
-                    format!("upstream engine at {} on the placed GPUs", upstream.base),
+                    "upstream OpenAI-compatible engine, started on the pinned GPUs".to_string(),
                 );
                 let slots = Arc::new(tokio::sync::Semaphore::new((*max_in_flight).max(1)));
                 (Engine::Upstream { upstream: Box::new(upstream), slots }, model)
@@ -168,7 +179,10 @@ pub fn serve(config: Config, on_ready: impl FnOnce(SocketAddr, &Node)) -> Result
         .spawn(move || gate.watch(recheck, Duration::from_secs(10)))
         .map_err(listen_err)?;
     let recorder = node.recorder.clone();
-    std::thread::Builder::new().name("recorder".into()).spawn(move || recorder.run(interval)).map_err(listen_err)?;
+    let batching = std::thread::Builder::new()
+        .name("recorder".into())
+        .spawn(move || recorder.run(interval))
+        .map_err(listen_err)?;
     let app = routes::router(node.clone());
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(&addr).await.map_err(listen_err)?;
@@ -176,9 +190,22 @@ pub fn serve(config: Config, on_ready: impl FnOnce(SocketAddr, &Node)) -> Result
         on_ready(bound, &node);
         axum::serve(listener, app).with_graceful_shutdown(shutdown()).await.map_err(listen_err)
     })?;
-    // The responses finished before shutdown get their batch.
-    node.recorder.flush();
-    Ok(())
+    // The responses finished before shutdown get their batch: the batching thread stops first
+    // (it may hold leaves mid-append), then the rest is appended, retried for up to 30 s.
+    node.recorder.stop();
+    let _ = batching.join();
+    node.recorder.flush_before(std::time::Instant::now() + Duration::from_secs(30), interval);
+    match node.recorder.save_unrecorded() {
+        Ok(None) => Ok(()),
+        Ok(Some((n, path))) => Err(Error::Start(format!(
+            "{n} answered response(s) have no provenance record: the log did not accept their batch before \
+             shutdown; their leaves are in {}",
+            path.display()
+        ))),
+        Err(e) => {
+            Err(Error::Start(format!("answered responses have no provenance record, and saving them failed: {e}")))
+        }
+    }
 }
 
 async fn shutdown() {

@@ -18,6 +18,9 @@ use time::OffsetDateTime;
 
 use crate::SharedLog;
 
+/// Appended batches whose receipts are kept (with every response's, up to `keep`).
+pub const MAX_BATCHES_KEPT: usize = 4096;
+
 /// A batch as appended, with its leaves.
 #[derive(Debug)]
 struct Stored {
@@ -40,6 +43,7 @@ struct State {
     pending_ids: HashSet<String>,
     done: HashMap<String, (Arc<Stored>, u64)>,
     order: VecDeque<String>,
+    batches: VecDeque<Arc<Stored>>,
     /// Why the last append failed, while leaves wait for a retry.
     failing: Option<String>,
     appended_batches: u64,
@@ -67,6 +71,7 @@ pub struct Stats {
 #[derive(Debug)]
 pub struct Recorder {
     state: Mutex<State>,
+    stopping: std::sync::atomic::AtomicBool,
     log: SharedLog,
     log_key: VerifierKey,
     node: NodeKey,
@@ -84,7 +89,16 @@ impl Recorder {
         keep: usize,
         max_pending: usize,
     ) -> Recorder {
-        Recorder { state: Mutex::new(State::default()), log, log_key, node, model, keep, max_pending }
+        Recorder {
+            state: Mutex::new(State::default()),
+            stopping: std::sync::atomic::AtomicBool::new(false),
+            log,
+            log_key,
+            node,
+            model,
+            keep,
+            max_pending,
+        }
     }
 
     pub fn model(&self) -> &ServedModel {
@@ -95,10 +109,11 @@ impl Recorder {
     pub fn admit(&self) -> Result<(), String> {
         let s = self.state.lock().map_err(|_| "the recorder failed".to_string())?;
         if s.pending_ids.len() >= self.max_pending {
+            // The cause (which may name files or hosts) goes to the node's log and /status.
             return Err(format!(
-                "{} responses wait for their provenance record; the log has not accepted a batch: {}",
-                s.pending_ids.len(),
-                s.failing.as_deref().unwrap_or("appends are behind")
+                "{} responses wait for their provenance record: the log has not accepted a batch; no answer \
+                 is given without one",
+                s.pending_ids.len()
             ));
         }
         Ok(())
@@ -153,6 +168,16 @@ impl Recorder {
                         s.pending_ids.remove(id);
                         s.done.insert(id.clone(), (stored.clone(), i as u64));
                         s.order.push_back(id.clone());
+                    }
+                    s.batches.push_back(stored.clone());
+                    // Receipts are kept for the latest `keep` responses, and their batches for the
+                    // latest MAX_BATCHES_KEPT (a quiet node makes a batch a response).
+                    while s.batches.len() > MAX_BATCHES_KEPT {
+                        if let Some(old) = s.batches.pop_front() {
+                            for (id, _) in &old.leaves {
+                                s.done.remove(id);
+                            }
+                        }
                     }
                     while s.order.len() > self.keep {
                         if let Some(old) = s.order.pop_front() {
@@ -211,11 +236,174 @@ impl Recorder {
         Lookup::Unknown
     }
 
-    /// The batching loop (its own thread).
+    /// The batching loop (its own thread), until [`Recorder::stop`].
     pub fn run(self: Arc<Recorder>, interval: Duration) {
-        loop {
-            std::thread::sleep(interval);
-            self.flush();
+        let tick = interval.min(Duration::from_millis(100));
+        let mut last = std::time::Instant::now();
+        while !self.stopping.load(std::sync::atomic::Ordering::Acquire) {
+            std::thread::sleep(tick);
+            if last.elapsed() >= interval {
+                self.flush();
+                last = std::time::Instant::now();
+            }
         }
+    }
+
+    /// Stops the batching loop (after its current append).
+    pub fn stop(&self) {
+        self.stopping.store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Appends what waits, retrying every `interval` until nothing waits or `deadline` passes.
+    pub fn flush_before(&self, deadline: std::time::Instant, interval: Duration) {
+        loop {
+            self.flush();
+            let waiting = self.state.lock().map(|s| !s.waiting.is_empty()).unwrap_or(false);
+            if !waiting || std::time::Instant::now() + interval > deadline {
+                return;
+            }
+            std::thread::sleep(interval);
+        }
+    }
+
+    /// Writes the leaves no batch recorded to `unrecorded-<unix time>.jsonl` beside the node's
+    /// state (one leaf per line, with the GPUs it ran on), synced; returns how many and where.
+    pub fn save_unrecorded(&self) -> std::io::Result<Option<(usize, std::path::PathBuf)>> {
+        use std::io::Write;
+        let s = self.state.lock().map_err(|_| std::io::Error::other("the recorder failed"))?;
+        let n: usize = s.waiting.iter().map(|w| w.leaves.len()).sum();
+        if n == 0 {
+            return Ok(None);
+        }
+        let dir = self.node.state.parent().map(std::path::Path::to_path_buf).unwrap_or_default();
+        let path = dir.join(format!("unrecorded-{}.jsonl", OffsetDateTime::now_utc().unix_timestamp()));
+        let mut f = std::fs::OpenOptions::new().create_new(true).write(true).open(&path)?;
+        for w in &s.waiting {
+            let gpus: Vec<&str> = w.placed.gpus.iter().map(|g| g.uuid.as_str()).collect();
+            for (_, leaf) in &w.leaves {
+                let line = serde_json::json!({
+                    "leaf": String::from_utf8_lossy(leaf),
+                    "gpu_host": w.placed.host,
+                    "gpus": gpus,
+                    "checkpoint": w.placed.checkpoint,
+                });
+                writeln!(f, "{line}")?;
+            }
+        }
+        f.sync_all()?;
+        Ok(Some((n, path)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use chipledger_domain::fingerprint::GpuUuid;
+    use chipledger_domain::log::{AsOf, EntrySummary, InventoryGpu, LogClient, Receipt};
+    use chipledger_domain::merkle::Hash;
+    use chipledger_domain::serving::gpu_set_digest;
+
+    /// A log that cannot be reached.
+    struct Down;
+
+    impl LogClient for Down {
+        fn submit(&self, _: &[Vec<u8>]) -> Result<Vec<Receipt>, chipledger_domain::Error> {
+            Err(chipledger_domain::Error::Log("connection refused".into()))
+        }
+        fn checkpoint(&self) -> Result<String, chipledger_domain::Error> {
+            Err(chipledger_domain::Error::Log("connection refused".into()))
+        }
+        fn inclusion_proof(&self, _: u64, _: u64) -> Result<Vec<Hash>, chipledger_domain::Error> {
+            Err(chipledger_domain::Error::Log("connection refused".into()))
+        }
+        fn consistency_proof(&self, _: u64, _: u64) -> Result<Vec<Hash>, chipledger_domain::Error> {
+            Err(chipledger_domain::Error::Log("connection refused".into()))
+        }
+        fn inventory(&self, _: AsOf) -> Result<Vec<InventoryGpu>, chipledger_domain::Error> {
+            Err(chipledger_domain::Error::Log("connection refused".into()))
+        }
+        fn history(&self, _: &GpuUuid, _: Option<usize>) -> Result<Vec<EntrySummary>, chipledger_domain::Error> {
+            Err(chipledger_domain::Error::Log("connection refused".into()))
+        }
+        fn inventory_by_serial(&self, _: &str) -> Result<Vec<InventoryGpu>, chipledger_domain::Error> {
+            Err(chipledger_domain::Error::Log("connection refused".into()))
+        }
+        fn entry(&self, _: u64) -> Result<EntrySummary, chipledger_domain::Error> {
+            Err(chipledger_domain::Error::Log("connection refused".into()))
+        }
+        fn acquisitions(&self, _: &str) -> Result<Vec<EntrySummary>, chipledger_domain::Error> {
+            Err(chipledger_domain::Error::Log("connection refused".into()))
+        }
+    }
+
+    fn leaf(i: u64) -> ServedResponse {
+        ServedResponse {
+            id: format!("chatcmpl-{i}"),
+            request_sha256: Hash::sha256(b"req"),
+            response_sha256: Hash::sha256(b"resp"),
+            model_digest: Hash::sha256(b"m"),
+            gpu_set: gpu_set_digest(&[]),
+            stream: false,
+            received_at_ms: 0,
+            queue_ms: 0,
+            first_token_ms: 0,
+            total_ms: 0,
+            prompt_tokens: 1,
+            completion_tokens: 1,
+        }
+    }
+
+    #[test]
+    fn while_the_log_refuses_batches_the_leaves_wait_and_past_the_limit_nothing_is_admitted() {
+        let tmp = tempfile::tempdir().unwrap();
+        let key = chipledger_domain::keys::SigningKey::from_seed(&[3; 32]);
+        let node = NodeKey { key, host: "node-01".into(), state: tmp.path().join("state.json") };
+        let model = ServedModel::new("m".into(), Vec::new(), "candle", "cpu".into());
+        let recorder = Recorder::new(SharedLog::new(Box::new(Down)), log_key(), node, model, 10, 3);
+        let placed = Arc::new(Placed {
+            host: "hgx-01".into(),
+            policy_name: "p".into(),
+            policy_digest: Hash::sha256(b"p"),
+            checkpoint: String::new(),
+            checkpoint_size: 0,
+            gpus: Vec::new(),
+            gpu_set: gpu_set_digest(&[]),
+            attestations: Arc::new(Vec::new()),
+            expires_at: OffsetDateTime::now_utc(),
+        });
+        for i in 0..2 {
+            recorder.record(&placed, &leaf(i));
+        }
+        assert_eq!(recorder.flush(), 0);
+        let stats = recorder.stats();
+        assert_eq!((stats.pending, stats.appended_batches), (2, 0));
+        assert!(stats.failing.unwrap().contains("connection refused"));
+        assert!(matches!(recorder.lookup("chatcmpl-1"), Lookup::Pending));
+        assert!(matches!(recorder.lookup("chatcmpl-9"), Lookup::Unknown));
+        recorder.admit().unwrap();
+        recorder.record(&placed, &leaf(2));
+        let why = recorder.admit().unwrap_err();
+        // The client is told why in general terms; the cause is for the operator (/status, log).
+        assert!(why.contains("3 responses wait") && !why.contains("connection refused"), "{why}");
+        // The leaves are kept in order for the retry, in one batch.
+        assert_eq!(recorder.flush(), 0);
+        {
+            let s = recorder.state.lock().unwrap();
+            assert_eq!(s.waiting.len(), 1);
+            let ids: Vec<&str> = s.waiting[0].leaves.iter().map(|(id, _)| id.as_str()).collect();
+            assert_eq!(ids, ["chatcmpl-0", "chatcmpl-1", "chatcmpl-2"]);
+        }
+        // At shutdown, what no batch recorded is saved beside the node's state, one leaf a line.
+        let (n, path) = recorder.save_unrecorded().unwrap().unwrap();
+        assert_eq!(n, 3);
+        let text = std::fs::read_to_string(path).unwrap();
+        assert_eq!(text.lines().count(), 3);
+        assert!(text.contains("chatcmpl-2") && text.contains("hgx-01"), "{text}");
+    }
+
+    fn log_key() -> VerifierKey {
+        let k = chipledger_domain::keys::SigningKey::from_seed(&[4; 32]);
+        VerifierKey::new("log.example", k.public_key()).unwrap()
     }
 }

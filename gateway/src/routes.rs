@@ -34,6 +34,17 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/v1/chat/completions", post(chat))
         .route("/v1/provenance/{id}", get(provenance))
         .route("/status", get(status))
+        .fallback(|| async {
+            ApiError::not_found(
+                "no such route; this node serves /v1/models, /v1/chat/completions and /v1/provenance/{id}",
+            )
+        })
+        .method_not_allowed_fallback(|| async {
+            let mut e = ApiError::not_found("this route does not take that method");
+            e.status = StatusCode::METHOD_NOT_ALLOWED;
+            e.code = "method_not_allowed";
+            e
+        })
         .layer(DefaultBodyLimit::max(openai::MAX_BODY_BYTES))
         .with_state(node)
 }
@@ -45,7 +56,7 @@ fn authorized(node: &Node, headers: &HeaderMap) -> Result<(), ApiError> {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or_default();
-    let want = Hash::sha256(key.as_bytes());
+    let want = Hash::sha256(key.0.as_bytes());
     let got = Hash::sha256(given.as_bytes());
     if chipledger_domain::auth::hashes_equal(&want.0, &got.0) {
         Ok(())
@@ -65,7 +76,10 @@ async fn models(State(node): App, headers: HeaderMap) -> Response {
     .into_response()
 }
 
-async fn status(State(node): App) -> Response {
+async fn status(State(node): App, headers: HeaderMap) -> Response {
+    if let Err(e) = authorized(&node, &headers) {
+        return e.into_response();
+    }
     let gate = match node.gate.admit(OffsetDateTime::now_utc()) {
         Ok(p) => json!({
             "serving": true,
@@ -80,7 +94,10 @@ async fn status(State(node): App) -> Response {
     Json(json!({ "model": node.model_id, "gate": gate, "provenance": node.recorder.stats() })).into_response()
 }
 
-async fn provenance(State(node): App, Path(id): Path<String>) -> Response {
+async fn provenance(State(node): App, Path(id): Path<String>, headers: HeaderMap) -> Response {
+    if let Err(e) = authorized(&node, &headers) {
+        return e.into_response();
+    }
     if id.is_empty() || id.len() > MAX_RESPONSE_ID {
         return ApiError::not_found("no response has this id").into_response();
     }
@@ -156,7 +173,22 @@ fn with_headers(mut r: Response, id: &str, content_type: &'static str) -> Respon
     r
 }
 
-async fn chat(State(node): App, headers: HeaderMap, body: Bytes) -> Response {
+async fn chat(
+    State(node): App,
+    headers: HeaderMap,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Response {
+    let body = match body {
+        Ok(b) => b,
+        Err(e) => {
+            let mut err = ApiError::invalid(
+                format!("the request body is larger than {} bytes or unreadable", openai::MAX_BODY_BYTES),
+                None,
+            );
+            err.status = e.status();
+            return err.into_response();
+        }
+    };
     match chat_inner(node, headers, body).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
@@ -168,6 +200,16 @@ async fn chat_inner(node: Arc<Node>, headers: HeaderMap, body: Bytes) -> Result<
     let start = Instant::now();
     let now = OffsetDateTime::now_utc();
     let req = ChatRequest::parse(&body)?;
+    // One model per node: a request for another (an adapter, another engine's model) would be
+    // answered by something the receipt does not name.
+    if let Some(m) = req.model.as_deref().filter(|m| !m.is_empty() && *m != node.model_id) {
+        let mut e = ApiError::invalid(
+            format!("model {m:?} is not served here; this node serves {:?}", node.model_id),
+            Some("model"),
+        );
+        e.code = "model_not_found";
+        return Err(e);
+    }
     let placed = node.gate.admit(now).map_err(|why| ApiError::unavailable("gpus_not_qualified", why, 5))?;
     node.recorder.admit().map_err(|why| ApiError::unavailable("provenance_backlog", why, 5))?;
     let ticket = Ticket {
@@ -184,7 +226,13 @@ async fn chat_inner(node: Arc<Node>, headers: HeaderMap, body: Bytes) -> Result<
             let permit = slots.clone().try_acquire_owned().map_err(|_| {
                 ApiError::busy("the node is at its limit of requests in flight to the engine; retry shortly")
             })?;
-            let resp = upstream.send(body).await?;
+            // The engine is asked for the node's model, whatever the client named.
+            let mut forwarded: Value = serde_json::from_slice(&body)
+                .map_err(|e| ApiError::invalid(format!("the request body is not JSON: {e}"), None))?;
+            if let Some(o) = forwarded.as_object_mut() {
+                o.insert("model".into(), Value::String(node.model_id.clone()));
+            }
+            let resp = upstream.send(Bytes::from(serde_json::to_vec(&forwarded).unwrap_or_default())).await?;
             if req.stream {
                 upstream_stream(node.clone(), resp, ticket, permit).await
             } else {
@@ -225,72 +273,65 @@ async fn candle_chat(node: Arc<Node>, req: ChatRequest, ticket: Ticket) -> Resul
     let conversation: Vec<(&str, &str)> = texts.iter().map(|(r, t)| (*r, t.as_str())).collect();
     let prompt = pool.template.apply_chat(&conversation);
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let job = Job { prompt, sampling: sampling(&req, pool.max_context), events: tx, queued_at: Instant::now() };
+    let job = Job {
+        prompt,
+        sampling: sampling(&req, pool.max_context),
+        events: tx,
+        arrived: ticket.start,
+        stream: req.stream,
+        expires_at: ticket.placed.expires_at,
+    };
     if pool.try_submit(job).is_err() {
         return Err(ApiError::busy(format!(
             "all {} engine workers are busy and the queue is full; retry shortly",
             pool.workers
         )));
     }
-    // Until the first text: a refusal is still a plain error.
-    let mut queue_ms = 0;
-    let first = loop {
-        match rx.recv().await {
-            Some(Event::Started) => queue_ms = ticket.start.elapsed().as_millis() as u64,
-            Some(Event::Refused(why)) => return Err(ApiError::invalid(why, Some("messages"))),
-            Some(Event::Failed(why)) => {
-                tracing::warn!(error = %why, "the engine failed");
-                return Err(ApiError::engine(StatusCode::INTERNAL_SERVER_ERROR, "the engine failed on this request"));
-            }
-            Some(other) => break other,
-            None => return Err(ApiError::engine(StatusCode::INTERNAL_SERVER_ERROR, "the engine stopped")),
-        }
-    };
     if req.stream {
-        return Ok(candle_stream(node.clone(), req.include_usage(), ticket, queue_ms, first, rx));
+        // Until the first text: a refusal is still a plain error.
+        let first = loop {
+            match rx.recv().await {
+                Some(Event::Started) => {}
+                Some(Event::Refused(why)) => return Err(ApiError::invalid(why, Some("messages"))),
+                Some(Event::Expired(why)) => return Err(ApiError::unavailable("gpus_not_qualified", why, 5)),
+                Some(Event::Failed(why)) => return Err(engine_failed(&why)),
+                Some(other) => break other,
+                None => return Err(ApiError::engine(StatusCode::INTERNAL_SERVER_ERROR, "the engine stopped")),
+            }
+        };
+        return Ok(candle_stream(node.clone(), req.include_usage(), ticket, first, rx));
     }
-    let (mut thinking, mut answer) = (String::new(), String::new());
-    let mut first_ms = None;
-    let mut event = Some(first);
-    loop {
-        match event {
-            Some(Event::Text(seg, t)) => {
-                first_ms.get_or_insert_with(|| ticket.start.elapsed().as_millis() as u64);
-                if seg == Segment::Thinking {
-                    thinking.push_str(&t);
-                } else {
-                    answer.push_str(&t);
-                }
-            }
-            Some(Event::Done { prompt_tokens, completion_tokens, stop }) => {
-                let c = openai::Completion {
-                    id: &ticket.id,
-                    created: OffsetDateTime::now_utc().unix_timestamp(),
-                    model: &node.model_id,
-                    answer: answer.trim(),
-                    thinking: thinking.trim(),
-                    finish_reason: openai::finish_reason(stop),
-                    prompt_tokens,
-                    completion_tokens,
-                };
-                let out = serde_json::to_vec(&c.to_json()).unwrap_or_default();
-                let first = first_ms.unwrap_or_else(|| ticket.start.elapsed().as_millis() as u64);
-                record(
-                    &node,
-                    &ticket,
-                    ticket.leaf(Hash::sha256(&out), queue_ms, first, prompt_tokens, completion_tokens),
-                );
-                return Ok(with_headers(Response::new(Body::from(out)), &ticket.id, "application/json"));
-            }
-            Some(Event::Failed(why)) => {
-                tracing::warn!(error = %why, "the engine failed");
-                return Err(ApiError::engine(StatusCode::INTERNAL_SERVER_ERROR, "the engine failed on this request"));
-            }
-            Some(Event::Started | Event::Refused(_)) => {}
-            None => return Err(ApiError::engine(StatusCode::INTERNAL_SERVER_ERROR, "the engine stopped")),
+    match rx.recv().await {
+        Some(Event::Done { prompt_tokens, completion_tokens, stop, queue_ms, first_token_ms, text }) => {
+            let (thinking, answer) = text.unwrap_or_default();
+            let c = openai::Completion {
+                id: &ticket.id,
+                created: OffsetDateTime::now_utc().unix_timestamp(),
+                model: &node.model_id,
+                answer: answer.trim(),
+                thinking: thinking.trim(),
+                finish_reason: openai::finish_reason(stop),
+                prompt_tokens,
+                completion_tokens,
+            };
+            let out = serde_json::to_vec(&c.to_json()).unwrap_or_default();
+            let leaf = ticket.leaf(Hash::sha256(&out), queue_ms, first_token_ms, prompt_tokens, completion_tokens);
+            record(&node, &ticket, leaf);
+            Ok(with_headers(Response::new(Body::from(out)), &ticket.id, "application/json"))
         }
-        event = rx.recv().await;
+        Some(Event::Refused(why)) => Err(ApiError::invalid(why, Some("messages"))),
+        Some(Event::Expired(why)) => Err(ApiError::unavailable("gpus_not_qualified", why, 5)),
+        Some(Event::Failed(why)) => Err(engine_failed(&why)),
+        Some(Event::Started | Event::Text(..)) | None => {
+            Err(ApiError::engine(StatusCode::INTERNAL_SERVER_ERROR, "the engine stopped"))
+        }
     }
+}
+
+/// The engine's own message goes to the node's log, not to the client.
+fn engine_failed(why: &str) -> ApiError {
+    tracing::warn!(error = %why, "the engine failed");
+    ApiError::engine(StatusCode::INTERNAL_SERVER_ERROR, "the engine failed on this request")
 }
 
 /// The SSE body: chunks sent through a bounded channel, hashed as they go; the leaf is recorded
@@ -322,7 +363,6 @@ fn candle_stream(
     node: Arc<Node>,
     include_usage: bool,
     ticket: Ticket,
-    queue_ms: u64,
     first: Event,
     mut rx: mpsc::UnboundedReceiver<Event>,
 ) -> Response {
@@ -337,12 +377,10 @@ fn candle_stream(
         if !sse.send(chunk(json!({ "role": "assistant", "content": "" }), None, None)).await {
             return;
         }
-        let mut first_ms = None;
         let mut event = Some(first);
         loop {
             match event {
                 Some(Event::Text(seg, t)) => {
-                    first_ms.get_or_insert_with(|| ticket.start.elapsed().as_millis() as u64);
                     let delta = if seg == Segment::Thinking {
                         json!({ "reasoning_content": t })
                     } else {
@@ -352,7 +390,7 @@ fn candle_stream(
                         return; // the client left: the engine stops at its next token; no leaf
                     }
                 }
-                Some(Event::Done { prompt_tokens, completion_tokens, stop }) => {
+                Some(Event::Done { prompt_tokens, completion_tokens, stop, queue_ms, first_token_ms, .. }) => {
                     if stop == Stop::Cancelled {
                         return;
                     }
@@ -364,8 +402,8 @@ fn candle_stream(
                     }
                     ok &= sse.send(openai::DONE_EVENT.to_string()).await;
                     if ok {
-                        let first = first_ms.unwrap_or_else(|| ticket.start.elapsed().as_millis() as u64);
-                        let leaf = ticket.leaf(sse.digest(), queue_ms, first, prompt_tokens, completion_tokens);
+                        let leaf =
+                            ticket.leaf(sse.digest(), queue_ms, first_token_ms, prompt_tokens, completion_tokens);
                         record(&node, &ticket, leaf);
                     }
                     return;
@@ -377,7 +415,7 @@ fn candle_stream(
                     let _ = sse.send(format!("data: {}\n\n", e.body())).await;
                     return;
                 }
-                Some(Event::Started | Event::Refused(_)) => {}
+                Some(Event::Started | Event::Refused(_) | Event::Expired(_)) => {}
                 None => return,
             }
             event = rx.recv().await;
@@ -400,30 +438,63 @@ async fn upstream_stream(
         let mut split = upstream::SseSplitter::default();
         let mut usage = (0, 0);
         let mut first_ms = None;
-        while let Some(frame) = upstream_body.frame().await {
-            let Ok(frame) = frame else { return };
+        let mut failed = false;
+        let broken = |what: &str| {
+            tracing::warn!(id = %ticket.id, "upstream stream: {what}");
+            let e = ApiError::engine(StatusCode::BAD_GATEWAY, "the upstream engine's stream broke off");
+            format!("data: {}\n\n", e.body())
+        };
+        loop {
+            // The engine's next bytes, unless the client left or the engine went quiet.
+            let frame = tokio::select! {
+                f = tokio::time::timeout(upstream::IDLE_TIMEOUT, upstream_body.frame()) => f,
+                _ = sse.tx.closed() => return,
+            };
+            let frame = match frame {
+                Ok(Some(Ok(frame))) => frame,
+                Ok(None) => {
+                    let _ = sse.send(broken("ended without [DONE]")).await;
+                    return;
+                }
+                Ok(Some(Err(e))) => {
+                    let _ = sse.send(broken(&e.to_string())).await;
+                    return;
+                }
+                Err(_) => {
+                    let _ = sse.send(broken("idle past the timeout")).await;
+                    return;
+                }
+            };
             let Some(data) = frame.data_ref() else { continue };
             let events = match split.push(data) {
                 Ok(e) => e,
-                Err(e) => {
-                    let _ = sse.send(format!("data: {}\n\n", e.body())).await;
+                Err(_) => {
+                    let _ = sse.send(broken("an event larger than the limit")).await;
                     return;
                 }
             };
             for data in events {
                 if data.trim() == "[DONE]" {
-                    if sse.send(openai::DONE_EVENT.to_string()).await {
+                    // A stream that carried an error event is no answer: it gets no receipt.
+                    if sse.send(openai::DONE_EVENT.to_string()).await && !failed {
                         let first = first_ms.unwrap_or_else(|| ticket.start.elapsed().as_millis() as u64);
                         record(&node, &ticket, ticket.leaf(sse.digest(), 0, first, usage.0, usage.1));
                     }
                     return;
                 }
                 let Ok(mut v) = serde_json::from_str::<Value>(&data) else {
-                    let e =
-                        ApiError::engine(StatusCode::BAD_GATEWAY, "the upstream engine sent an event that is not JSON");
-                    let _ = sse.send(format!("data: {}\n\n", e.body())).await;
+                    let _ = sse.send(broken("an event that is not JSON")).await;
                     return;
                 };
+                if v.get("error").is_some() {
+                    failed = true;
+                    tracing::warn!(id = %ticket.id, error = %v["error"], "upstream stream: an error event");
+                    let e = ApiError::engine(StatusCode::BAD_GATEWAY, "the upstream engine failed on this request");
+                    if !sse.send(format!("data: {}\n\n", e.body())).await {
+                        return;
+                    }
+                    continue;
+                }
                 if let Some(u) = upstream::rewrite(&mut v, &ticket.id, &node.model_id) {
                     usage = u;
                 }

@@ -17,6 +17,10 @@ use crate::Error;
 /// The most bytes of one upstream response (non-streamed) or one streamed event.
 pub const MAX_UPSTREAM_BODY: usize = 16 << 20;
 pub const MAX_EVENT_BYTES: usize = 1 << 20;
+/// The longest a stream may go without a byte from the engine.
+pub const IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
+/// How long the engine may take to start answering (queueing and prefill included).
+pub const HEAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// An upstream engine.
 #[derive(Debug, Clone)]
@@ -54,13 +58,12 @@ impl Upstream {
             .map_err(|e| {
                 ApiError::engine(hyper::StatusCode::BAD_GATEWAY, format!("building the upstream request: {e}"))
             })?;
-        let resp = self.client.request(req).await.map_err(|_| {
-            ApiError::unavailable(
-                "upstream_unreachable",
-                format!("the upstream engine at {} does not answer", self.base),
-                5,
-            )
-        })?;
+        let unreachable = || ApiError::unavailable("upstream_unreachable", "the upstream engine does not answer", 5);
+        // Its answer's head must come within the limit (a stream's body may take longer).
+        let resp = tokio::time::timeout(HEAD_TIMEOUT, self.client.request(req))
+            .await
+            .map_err(|_| unreachable())?
+            .map_err(|_| unreachable())?;
         if resp.status() == hyper::StatusCode::OK {
             return Ok(resp);
         }
@@ -70,13 +73,20 @@ impl Upstream {
             .ok()
             .and_then(|v| v.pointer("/error/message").and_then(Value::as_str).map(str::to_string))
             .unwrap_or_else(|| String::from_utf8_lossy(&body[..body.len().min(512)]).into_owned());
-        let status = if status.is_client_error() { status } else { hyper::StatusCode::BAD_GATEWAY };
-        let mut err = ApiError::engine(status, format!("the upstream engine answered {}: {message}", status.as_u16()));
+        // The engine's own words reach the client only for its refusals of the request (a 4xx);
+        // a failure's (tracebacks, paths, addresses) stay in the node's log.
         if status.is_client_error() {
+            let mut err =
+                ApiError::engine(status, format!("the engine refused the request ({}): {message}", status.as_u16()));
             err.kind = "invalid_request_error";
             err.code = "upstream_refused";
+            return Err(err);
         }
-        Err(err)
+        tracing::warn!(status = status.as_u16(), message = %message, "the upstream engine failed");
+        Err(ApiError::engine(
+            hyper::StatusCode::BAD_GATEWAY,
+            format!("the upstream engine failed on this request ({})", status.as_u16()),
+        ))
     }
 }
 
@@ -104,6 +114,8 @@ pub fn rewrite(v: &mut Value, id: &str, model: &str) -> Option<(u64, u64)> {
 #[derive(Debug, Default)]
 pub struct SseSplitter {
     buf: Vec<u8>,
+    /// How far `buf` was searched for an event's end (each byte is looked at once).
+    scanned: usize,
 }
 
 impl SseSplitter {
@@ -112,8 +124,12 @@ impl SseSplitter {
         self.buf.extend_from_slice(bytes);
         let mut out = Vec::new();
         loop {
-            let end = find_blank_line(&self.buf);
-            let Some((at, len)) = end else { break };
+            let from = self.scanned.saturating_sub(3);
+            let Some((at, len)) = find_blank_line(&self.buf[from..]).map(|(a, l)| (a + from, l)) else {
+                self.scanned = self.buf.len();
+                break;
+            };
+            self.scanned = 0;
             let event: Vec<u8> = self.buf.drain(..at + len).collect();
             let text = String::from_utf8_lossy(&event[..at]);
             let mut data = String::new();

@@ -27,7 +27,8 @@ pub struct Placed {
     pub checkpoint_size: u64,
     pub gpus: Vec<RunGpu>,
     pub gpu_set: Hash,
-    pub attestations: Vec<String>,
+    /// Shared by every batch and receipt of this placement.
+    pub attestations: std::sync::Arc<Vec<String>>,
     /// The oldest placed GPU's attestation plus the policy's age limit: past it, the placement
     /// no longer holds.
     pub expires_at: OffsetDateTime,
@@ -61,7 +62,7 @@ pub fn placed(log: &dyn LogClient, plan: &Plan) -> Result<Placed, Error> {
         checkpoint_size: plan.fleet.checkpoint.size,
         gpu_set: gpu_set_digest(&uuids),
         gpus,
-        attestations,
+        attestations: std::sync::Arc::new(attestations),
         expires_at: oldest.checked_add(max_age).unwrap_or(time::PrimitiveDateTime::MAX.assume_utc()),
     })
 }
@@ -79,7 +80,7 @@ pub struct ServedModel {
 
 impl ServedModel {
     pub fn new(name: String, files: Vec<ModelFile>, engine: &str, backend: String) -> ServedModel {
-        ServedModel { digest: model_digest(&files), name, files, engine: engine.to_string(), backend }
+        ServedModel { digest: model_digest(&name, &files), name, files, engine: engine.to_string(), backend }
     }
 }
 
@@ -107,7 +108,9 @@ pub fn batch_record(
         policy_name: placed.policy_name.clone(),
         policy_digest: placed.policy_digest,
         checkpoint: placed.checkpoint.clone(),
+        gpu_host: placed.host.clone(),
         gpus: placed.gpus.clone(),
+        expires_at: placed.expires_at,
         gpu_set: placed.gpu_set,
         responses: tree.size(),
         root: tree.root()?,
@@ -122,7 +125,7 @@ pub struct AppendedBatch {
     pub log_key: String,
     pub receipt: Receipt,
     pub consistency_proof: Vec<Hash>,
-    pub attestations: Vec<String>,
+    pub attestations: std::sync::Arc<Vec<String>>,
 }
 
 /// Signs the batch, appends it, checks the receipt and the log's consistency from the
@@ -176,7 +179,7 @@ pub fn receipt(
         log_key: batch.log_key.clone(),
         receipt: batch.receipt.clone(),
         consistency_proof: batch.consistency_proof.clone(),
-        attestations: batch.attestations.clone(),
+        attestations: batch.attestations.as_ref().clone(),
     })
 }
 

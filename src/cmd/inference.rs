@@ -461,7 +461,13 @@ pub fn report(cmd: ReportCommand) -> Result<()> {
             }
             let format = serde_json::from_slice::<Format>(&text).ok().and_then(|f| f.format);
             if format.as_deref() == Some(report::SERVING_RECEIPT_FORMAT) {
-                return verify_receipt(&file, &text, key.as_ref(), &witnesses, response, request);
+                let Some(key) = key else {
+                    bail!(
+                        "a serving receipt names its own log and node keys; pin the log's key with --log-key VKEY \
+                         (chipledger ledger info prints it)"
+                    );
+                };
+                return verify_receipt(&file, &text, &key, &witnesses, model.as_deref(), response, request);
             }
             if format.is_none() {
                 bail!(
@@ -512,8 +518,9 @@ pub fn report(cmd: ReportCommand) -> Result<()> {
 fn verify_receipt(
     path: &Path,
     text: &[u8],
-    key: Option<&VerifierKey>,
+    key: &VerifierKey,
     witnesses: &crate::witnesses::PolicyArgs,
+    model: Option<&Path>,
     response: Option<PathBuf>,
     request: Option<PathBuf>,
 ) -> Result<()> {
@@ -523,7 +530,23 @@ fn verify_receipt(
         p.as_ref().map(|p| std::fs::read(p).with_context(|| format!("reading {}", p.display()))).transpose()
     };
     let (response, request) = (read(&response)?, read(&request)?);
-    let v = report::verify_serving(&file, key, response.as_deref(), request.as_deref())?;
+    let v = report::verify_serving(&file, Some(key), response.as_deref(), request.as_deref())?;
+    if let Some(model) = model {
+        if v.batch.model_files.is_empty() {
+            bail!(
+                "the batch names model {:?} without files: there is nothing to compare --model with",
+                v.batch.model_name
+            );
+        }
+        for f in &v.batch.model_files {
+            let p = if model.is_dir() { model.join(&f.path) } else { model.to_path_buf() };
+            let digest = chipledger_inference::runner::file_digest(&p)?;
+            if digest != f.sha256 {
+                bail!("model file {} has digest {digest}, the batch says {}", p.display(), f.sha256);
+            }
+        }
+        println!("  {} model file(s) match", v.batch.model_files.len());
+    }
     if let Some(policy) = witnesses.policy()? {
         let cosigned = crate::witnesses::check(&policy, v.batch.checkpoint.as_bytes())
             .context("the batch's placement checkpoint")?;
@@ -554,9 +577,6 @@ fn verify_receipt(
         if v.response_checked { "match" } else { "not given (--response FILE)" },
         if v.request_checked { "match" } else { "not given (--request FILE)" }
     );
-    if v.log_key_from_file {
-        println!("  note: checked against the log key named in the file; pin it with --log-key");
-    }
     Ok(())
 }
 

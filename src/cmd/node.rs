@@ -179,13 +179,16 @@ fn serve(data_dir: Option<PathBuf>, args: ServeArgs) -> Result<()> {
         recheck: Duration::from_millis(args.recheck_ms.max(10)),
         keep_receipts: args.keep_receipts.max(1),
         max_pending: args.max_pending.max(1),
-        api_key,
+        api_key: api_key.map(chipledger_gateway::ApiKey),
         served_name: args.served_name.clone(),
     };
     chipledger_gateway::serve(config, |addr, node| {
         let mut out = std::io::stdout();
         let _ = writeln!(out, "listening on http://{addr}");
         let _ = writeln!(out, "serving {} through {}", node.model_id, node.recorder.model().backend);
+        if let Some(url) = &args.upstream {
+            let _ = writeln!(out, "in front of {url}");
+        }
         match node.gate.admit(time::OffsetDateTime::now_utc()) {
             Ok(p) => {
                 let gpus: Vec<&str> = p.gpus.iter().map(|g| g.uuid.as_str()).collect();

@@ -217,6 +217,23 @@ fn the_demo_tells_the_whole_story_and_leaves_a_ledger_that_verifies() {
         ],
     );
     assert!(again.stdout.contains("signed and appended"), "{}", again.stdout);
+    // And the endpoint it suggests answers there.
+    let line = r.stdout.lines().find(|l| l.contains(" node serve ")).expect("the demo suggests node serve");
+    assert!(line.contains("--node-name node-01") && line.contains("tiny-r1-distill-qwen2"), "{line}");
+    let (mut node, url) = crate::spawn_listening(&crate::ledger::with(
+        &data,
+        &["node", "serve", "--model", model.to_str().unwrap(), "--policy", policy, "--node-name", "node-01"]
+            .into_iter()
+            .chain(["--listen", "127.0.0.1:0"])
+            .collect::<Vec<_>>(),
+    ));
+    let mut answer = ureq::post(&format!("{url}/v1/chat/completions"))
+        .send(r#"{"messages":[{"role":"user","content":"Hello"}],"max_tokens":3}"#)
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_str(&answer.body_mut().read_to_string().unwrap()).unwrap();
+    assert_eq!(v["object"], "chat.completion", "{v}");
+    let _ = node.kill();
+    let _ = node.wait();
     fails_in(&data, &["demo"], "not empty");
 }
 

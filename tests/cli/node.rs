@@ -126,7 +126,13 @@ fn the_gate_answers_503_once_the_attestation_ages_out_and_serves_again_after_a_n
         let mut altered = body.clone();
         altered.push(b' ');
         std::fs::write(&b, &altered).unwrap();
-        crate::fails(&["report", "verify", r.to_str().unwrap(), "--response", b.to_str().unwrap()], "SHA-256 differs");
+        let (receipt_path, body_path) = (r.to_str().unwrap(), b.to_str().unwrap());
+        crate::fails(
+            &["report", "verify", receipt_path, "--log-key", &vkey, "--response", body_path],
+            "SHA-256 differs",
+        );
+        // A receipt is checked against the log's key the verifier pins, never only the one it names.
+        crate::fails(&["report", "verify", receipt_path], "--log-key");
     }
     assert_ne!(cited[0], cited[1], "the answer after the new attestation cites the new attestation");
     let _ = child.kill();

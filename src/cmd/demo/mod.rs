@@ -74,6 +74,11 @@ pub fn run(data_dir: Option<PathBuf>, args: Args) -> Result<()> {
         story.dir.display(),
         story.dir.join("models").join("tiny-r1-distill-qwen2").display()
     );
+    println!(
+        "  chipledger --data-dir {} node serve --model {} --policy inference/policies/demo.toml --node-name node-01   (an OpenAI endpoint with a receipt per answer)",
+        story.dir.display(),
+        story.dir.join("models").join("tiny-r1-distill-qwen2").display()
+    );
     if !args.serve {
         println!("  chipledger demo --serve   (the same story, then the auditor dashboard in your browser)");
         return Ok(());
