@@ -335,6 +335,9 @@ pub struct MultiHost {
     pub needed_bytes: u64,
     /// Every other host with a qualifying GPU, and why it is not a stage.
     pub hosts_not_chosen: Vec<(String, String)>,
+    /// The fabric group of the stages (`None`: no fabric file; every host taken as one fabric).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fabric: Option<String>,
 }
 
 /// One pipeline stage: a host and its GPUs (tensor parallel), largest first, as attested.
@@ -344,17 +347,70 @@ pub struct Stage {
     pub gpus: Vec<GpuUuid>,
 }
 
+/// Which hosts share a network fabric (an InfiniBand or RoCE domain, a site): pipeline stages
+/// exchange activations every token, so a split stays inside one group. Empty: every host is
+/// taken to share one fabric, and the split says so.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Fabric {
+    /// host → its group's name.
+    groups: std::collections::BTreeMap<String, String>,
+}
+
+/// The fabric file's form: `[groups]` then `name = ["host", …]`, one line per group.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FabricFile {
+    groups: std::collections::BTreeMap<String, Vec<String>>,
+}
+
+impl Fabric {
+    /// Every host on one fabric.
+    pub fn one() -> Fabric {
+        Fabric::default()
+    }
+
+    /// Parses a fabric file; a host in two groups is refused.
+    pub fn parse(text: &str, origin: &str) -> Result<Fabric, String> {
+        let file: FabricFile = toml::from_str(text).map_err(|e| format!("{origin}: {e}"))?;
+        let mut groups = std::collections::BTreeMap::new();
+        for (group, hosts) in file.groups {
+            for h in hosts {
+                if let Some(other) = groups.insert(h.clone(), group.clone()) {
+                    if other != group {
+                        return Err(format!("{origin}: host {h:?} is in groups {other:?} and {group:?}"));
+                    }
+                }
+            }
+        }
+        Ok(Fabric { groups })
+    }
+
+    pub fn is_one(&self) -> bool {
+        self.groups.is_empty()
+    }
+
+    /// The group a host is in (`None`: not in the file; with no file, every host is in "").
+    pub fn group(&self, host: &str) -> Option<&str> {
+        if self.groups.is_empty() {
+            return Some("");
+        }
+        self.groups.get(host).map(String::as_str)
+    }
+}
+
 /// Splits the model across hosts when `single` placed it on none: every GPU used qualifies
 /// under the policy; each stage uses the same power-of-two number of GPUs of one host (tensor
-/// parallel stays on a host's NVLink), the stages are hosts (pipeline parallel crosses the
-/// network), and each GPU holds at least its even share of the model. The fewest hosts win (each
-/// stage boundary crosses the network), then the fewest GPUs, then host names. Every host with a qualifying GPU that is not a stage gets
-/// its reason. `Err` says why no split exists.
+/// parallel stays on a host's NVLink), the stages are hosts of one `fabric` group (pipeline
+/// parallel crosses the network), and each GPU holds at least its even share of the model. The
+/// fewest hosts win (each stage boundary crosses the network), then the fewest GPUs, then host
+/// names. Every host with a qualifying GPU that is not a stage gets its reason. `Err` says why no
+/// split exists.
 pub fn place_across_hosts(
     policy: &Policy,
     candidates: &[Candidate],
     req: &Requirements,
     now: OffsetDateTime,
+    fabric: &Fabric,
 ) -> Result<MultiHost, String> {
     let needed = req.total_bytes;
     // Qualifying GPUs per host, largest first (then UUID), hosts in name order.
@@ -370,32 +426,46 @@ pub fn place_across_hosts(
     if by_host.len() < 2 {
         return Err(format!("{} host(s) have qualifying GPUs; a split needs at least two", by_host.len()));
     }
+    // The hosts of each fabric group, in name order.
+    let mut groups: std::collections::BTreeMap<&str, Vec<&str>> = std::collections::BTreeMap::new();
+    for h in by_host.keys() {
+        if let Some(g) = fabric.group(h) {
+            groups.entry(g).or_default().push(h);
+        }
+    }
     // (hosts, total GPUs, tp, chosen host names, bytes per GPU)
     let mut best: Option<(usize, usize, usize, Vec<&str>, u64)> = None;
-    for tp in [1usize, 2, 4, 8, 16] {
-        for pp in 2..=MAX_PIPELINE_HOSTS.min(by_host.len()) {
-            let per_gpu = needed.div_ceil((tp * pp) as u64);
-            // Hosts whose `tp` largest qualifying GPUs each hold a share, in name order.
-            let fit: Vec<&str> = by_host
-                .iter()
-                .filter(|(_, gpus)| gpus.len() >= tp && gpus[tp - 1].memory_total_bytes.unwrap_or(0) >= per_gpu)
-                .map(|(h, _)| *h)
-                .take(pp)
-                .collect();
-            if fit.len() == pp {
-                let candidate = (pp, tp * pp, tp, fit, per_gpu);
-                if best.as_ref().is_none_or(|b| (candidate.0, candidate.1, &candidate.3) < (b.0, b.1, &b.3)) {
-                    best = Some(candidate);
+    for members in groups.values() {
+        for tp in [1usize, 2, 4, 8, 16] {
+            for pp in 2..=MAX_PIPELINE_HOSTS.min(members.len()) {
+                let per_gpu = needed.div_ceil((tp * pp) as u64);
+                // Hosts whose `tp` largest qualifying GPUs each hold a share, in name order.
+                let fit: Vec<&str> = members
+                    .iter()
+                    .filter(|h| {
+                        let gpus = &by_host[**h];
+                        gpus.len() >= tp && gpus[tp - 1].memory_total_bytes.unwrap_or(0) >= per_gpu
+                    })
+                    .copied()
+                    .take(pp)
+                    .collect();
+                if fit.len() == pp {
+                    let candidate = (pp, tp * pp, tp, fit, per_gpu);
+                    if best.as_ref().is_none_or(|b| (candidate.0, candidate.1, &candidate.3) < (b.0, b.1, &b.3)) {
+                        best = Some(candidate);
+                    }
                 }
             }
         }
     }
     let Some((pp, _, tp, hosts, per_gpu)) = best else {
+        let within = if fabric.is_one() { String::new() } else { " of one fabric group".to_string() };
         return Err(format!(
-            "no split over 2 to {MAX_PIPELINE_HOSTS} hosts, with the same power-of-two number of qualifying GPUs on each, holds {:.1} GiB",
+            "no split over 2 to {MAX_PIPELINE_HOSTS} hosts{within}, with the same power-of-two number of qualifying GPUs on each, holds {:.1} GiB",
             needed as f64 / GIB
         ));
     };
+    let chosen_group = fabric.group(hosts[0]).unwrap_or_default().to_string();
     let stages: Vec<Stage> = hosts
         .iter()
         .map(|h| Stage { host: h.to_string(), gpus: by_host[h][..tp].iter().map(|c| c.uuid.clone()).collect() })
@@ -404,16 +474,18 @@ pub fn place_across_hosts(
         .iter()
         .filter(|(h, _)| !hosts.contains(h))
         .map(|(h, gpus)| {
-            let why = if gpus.len() < tp {
-                format!("{} qualifying GPU(s); each stage uses {tp}", gpus.len())
-            } else if gpus[tp - 1].memory_total_bytes.unwrap_or(0) < per_gpu {
-                format!(
+            let why = match fabric.group(h) {
+                None => "not in the fabric file: its network reach to the stages is unknown".to_string(),
+                Some(g) if g != chosen_group => {
+                    format!("on fabric group {g:?}; the stages are on {chosen_group:?}")
+                }
+                Some(_) if gpus.len() < tp => format!("{} qualifying GPU(s); each stage uses {tp}", gpus.len()),
+                Some(_) if gpus[tp - 1].memory_total_bytes.unwrap_or(0) < per_gpu => format!(
                     "its GPUs hold {:.1} GiB; each must hold {:.1} GiB of the model",
                     gpus[tp - 1].memory_total_bytes.unwrap_or(0) as f64 / GIB,
                     per_gpu as f64 / GIB
-                )
-            } else {
-                format!("qualifies; not needed ({pp} stages suffice)")
+                ),
+                Some(_) => format!("qualifies; not needed ({pp} stages suffice)"),
             };
             (h.to_string(), why)
         })
@@ -425,6 +497,7 @@ pub fn place_across_hosts(
         per_gpu_bytes: per_gpu,
         needed_bytes: needed,
         hosts_not_chosen,
+        fabric: (!fabric.is_one()).then_some(chosen_group),
     })
 }
 

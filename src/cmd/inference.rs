@@ -32,6 +32,10 @@ pub struct PlanArgs {
     /// The model path or name the engine loads (default: --model).
     #[arg(long, requires = "engine")]
     engine_model: Option<String>,
+    /// Which hosts share a network fabric (TOML: `[groups]`, then `pod-a = ["host", …]`): a split
+    /// across hosts stays inside one group. Without it every host is taken as one fabric.
+    #[arg(long, value_name = "FILE")]
+    fabric: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -189,9 +193,23 @@ fn make_plan(data_dir: Option<PathBuf>, t: &Target, node_key: Option<PathBuf>) -
 
 pub fn plan(data_dir: Option<PathBuf>, args: PlanArgs) -> Result<()> {
     let (_log, _key, plan) = make_plan(data_dir, &args.target, None)?;
+    let fabric = match &args.fabric {
+        Some(p) => {
+            let text =
+                std::fs::read_to_string(p).with_context(|| format!("reading the fabric file {}", p.display()))?;
+            placement::Fabric::parse(&text, &p.display().to_string()).map_err(anyhow::Error::msg)?
+        }
+        None => placement::Fabric::one(),
+    };
     // A model no host holds alone: split across hosts, where every GPU used qualifies.
     let split = (!plan.placement.is_placed()).then(|| {
-        placement::place_across_hosts(&plan.policy, &plan.fleet.candidates, &plan.requirements, plan.planned_at)
+        placement::place_across_hosts(
+            &plan.policy,
+            &plan.fleet.candidates,
+            &plan.requirements,
+            plan.planned_at,
+            &fabric,
+        )
     });
     if let Some(engine) = args.engine {
         let stages = match (&plan.placement.host, &split) {
@@ -233,6 +251,12 @@ pub fn plan(data_dir: Option<PathBuf>, args: PlanArgs) -> Result<()> {
                         m.tensor_parallel,
                         m.per_gpu_bytes as f64 / GIB
                     );
+                    match &m.fabric {
+                        Some(g) => println!("  all on fabric group {g:?}"),
+                        None => {
+                            println!("  every host taken as one network fabric (--fabric FILE says which share one)")
+                        }
+                    }
                     for (i, s) in m.stages.iter().enumerate() {
                         println!("  stage {i} on {}:", s.host);
                         for u in &s.gpus {

@@ -288,7 +288,7 @@ fn hgx(host: &str, n: u32, tag: u16) -> Vec<Candidate> {
 
 #[test]
 fn deepseek_r1_671b_is_split_across_two_eight_gpu_hosts_and_every_other_host_says_why() {
-    use chipledger_inference::placement::{place_across_hosts, Stage};
+    use chipledger_inference::placement::{place_across_hosts, Fabric, Stage};
     let policy = Policy::builtin();
     let r1 = Requirements::new(preset("deepseek-r1").unwrap(), Some(4096));
     let mut fleet = hgx("hgx-a", 8, 1);
@@ -299,8 +299,9 @@ fn deepseek_r1_671b_is_split_across_two_eight_gpu_hosts_and_every_other_host_say
     fleet.extend(hgx("hgx-d", 4, 4));
     // No single host holds it.
     assert!(!place(&policy, &fleet, &r1, NOW).is_placed());
-    let m = place_across_hosts(&policy, &fleet, &r1, NOW).unwrap();
+    let m = place_across_hosts(&policy, &fleet, &r1, NOW, &Fabric::one()).unwrap();
     assert_eq!((m.pipeline_parallel, m.tensor_parallel), (2, 8));
+    assert_eq!(m.fabric, None, "no fabric file: every host taken as one fabric");
     assert_eq!(m.stages.iter().map(|s| s.host.as_str()).collect::<Vec<_>>(), ["hgx-a", "hgx-b"]);
     assert!(m.stages.iter().all(|s: &Stage| s.gpus.len() == 8));
     assert!(m.per_gpu_bytes * 16 >= r1.total_bytes && m.per_gpu_bytes <= GB80);
@@ -308,12 +309,34 @@ fn deepseek_r1_671b_is_split_across_two_eight_gpu_hosts_and_every_other_host_say
     assert_eq!(why["hgx-c"], "7 qualifying GPU(s); each stage uses 8", "the anomalous GPU does not count");
     assert_eq!(why["hgx-d"], "4 qualifying GPU(s); each stage uses 8");
 
+    // With the fabric known: hgx-a and hgx-b are in different pods, so the split takes the pod
+    // that has two whole hosts; a host missing from the file is never a stage.
+    let mut e = hgx("hgx-e", 8, 5);
+    e.extend(hgx("hgx-f", 8, 6));
+    fleet.extend(e);
+    let fabric = Fabric::parse(
+        "[groups]\npod-1 = [\"hgx-a\", \"hgx-c\", \"hgx-d\"]\npod-2 = [\"hgx-b\", \"hgx-e\"]\n",
+        "fabric.toml",
+    )
+    .unwrap();
+    let m = place_across_hosts(&policy, &fleet, &r1, NOW, &fabric).unwrap();
+    assert_eq!(m.stages.iter().map(|s| s.host.as_str()).collect::<Vec<_>>(), ["hgx-b", "hgx-e"]);
+    assert_eq!(m.fabric.as_deref(), Some("pod-2"));
+    let why: std::collections::BTreeMap<_, _> = m.hosts_not_chosen.iter().cloned().collect();
+    assert_eq!(why["hgx-a"], "on fabric group \"pod-1\"; the stages are on \"pod-2\"");
+    assert!(why["hgx-f"].starts_with("not in the fabric file"), "{}", why["hgx-f"]);
+    // One whole host per pod: no split stays inside a pod.
+    let split = Fabric::parse("[groups]\np1 = [\"hgx-a\"]\np2 = [\"hgx-b\"]\n", "f").unwrap();
+    let refused = place_across_hosts(&policy, &fleet, &r1, NOW, &split).unwrap_err();
+    assert!(refused.contains("of one fabric group"), "{refused}");
+    assert!(Fabric::parse("[groups]\np1 = [\"h\"]\np2 = [\"h\"]\n", "f").unwrap_err().contains("in groups"));
+
     // Two hosts, one GPU of them anomalous: no arrangement of qualifying GPUs holds it.
     let mut two = hgx("hgx-a", 8, 1);
     let mut b = hgx("hgx-b", 8, 2);
     b[0].anomalies = vec![nvlink_excess()];
     two.extend(b);
-    let refused = place_across_hosts(&policy, &two, &r1, NOW).unwrap_err();
+    let refused = place_across_hosts(&policy, &two, &r1, NOW, &Fabric::one()).unwrap_err();
     assert!(refused.contains("no split over 2 to 8 hosts"), "{refused}");
     // And the single-host placement names the anomalous GPU's reason.
     let single = place(&policy, &two, &r1, NOW);

@@ -88,6 +88,7 @@ pub(super) fn plan_r1(story: &Story, fleet: &Fleet) -> Result<()> {
             &fleet.plan.fleet.candidates,
             &r1,
             story.clock.now(),
+            &chipledger_inference::placement::Fabric::one(),
         ) {
             Ok(m) => println!(
                 "   → split across {} hosts: tensor parallel over {} GPUs in each, pipeline parallel across them",
