@@ -33,6 +33,8 @@ pub struct Gate {
     policy: Policy,
     requirements: Requirements,
     pinned: Mutex<Option<Vec<GpuUuid>>>,
+    /// The host of the pinned GPUs, once placed: re-checks read only its GPUs.
+    pinned_host: Mutex<Option<String>>,
     /// The log size the state was computed at.
     seen_size: Mutex<u64>,
 }
@@ -54,6 +56,7 @@ impl Gate {
             policy,
             requirements,
             pinned: Mutex::new(pinned),
+            pinned_host: Mutex::new(None),
             seen_size: Mutex::new(0),
         };
         gate.recheck(OffsetDateTime::now_utc());
@@ -92,6 +95,9 @@ impl Gate {
                         *pinned = Some(p.gpus.iter().map(|g| g.uuid.clone()).collect());
                     }
                 }
+                if let Ok(mut host) = self.pinned_host.lock() {
+                    host.get_or_insert_with(|| p.host.clone());
+                }
                 // The same GPUs on the same attestations: the placement in force stands (its
                 // batch stays one), only a change starts a new one.
                 if let Admission::Serving(old) = self.admission() {
@@ -114,8 +120,12 @@ impl Gate {
 
     fn decide(&self, now: OffsetDateTime) -> Result<Placed, String> {
         let log = self.log.lock().map_err(|_| "the log client failed".to_string())?;
-        let plan = node::plan(log.as_ref(), &self.log_key, &self.policy, self.requirements.clone(), now)
-            .map_err(|e| format!("cannot read the fleet from the log: {e}"))?;
+        let host = self.pinned_host.lock().ok().and_then(|h| h.clone());
+        let plan = match &host {
+            Some(h) => node::plan_host(log.as_ref(), &self.log_key, &self.policy, self.requirements.clone(), now, h),
+            None => node::plan(log.as_ref(), &self.log_key, &self.policy, self.requirements.clone(), now),
+        }
+        .map_err(|e| format!("cannot read the fleet from the log: {e}"))?;
         let pinned = self.pinned();
         let held = serving::hold(&plan, pinned.as_deref()).map_err(|e| e.to_string())?;
         serving::placed(log.as_ref(), &held).map_err(|e| e.to_string())

@@ -44,6 +44,22 @@ pub fn plan(
     Ok(Plan { fleet, requirements, placement, policy: policy.clone(), planned_at: now })
 }
 
+/// [`plan`] over one host's GPUs only (`domain::fleet::load_host`: its attestations and those
+/// sharing their serials, judged as the whole fleet would judge them): what a serving node that
+/// has pinned its GPUs re-reads, whatever the fleet's size.
+pub fn plan_host(
+    log: &dyn LogClient,
+    log_key: &VerifierKey,
+    policy: &Policy,
+    requirements: Requirements,
+    now: OffsetDateTime,
+    host: &str,
+) -> Result<Plan, Error> {
+    let fleet = chipledger_domain::fleet::load_host(log, log_key, host)?;
+    let placement = place(policy, &fleet.candidates, &requirements, now);
+    Ok(Plan { fleet, requirements, placement, policy: policy.clone(), planned_at: now })
+}
+
 impl Plan {
     /// The fleet's entry for a GPU the placement chose.
     pub fn candidate(

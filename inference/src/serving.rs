@@ -194,7 +194,7 @@ pub fn hold(plan: &Plan, pinned: Option<&[chipledger_domain::fingerprint::GpuUui
     let mut hosts = std::collections::BTreeSet::new();
     for uuid in pinned {
         match plan.fleet.candidates.iter().find(|c| &c.uuid == uuid) {
-            None => reasons.push(format!("{uuid}: not attested in the log")),
+            None => reasons.push(format!("{uuid}: no attestation of it on the host read (moved, or never attested)")),
             Some(c) => {
                 hosts.insert(c.host.clone());
                 let why = crate::placement::disqualify(&plan.policy, c, plan.planned_at);
