@@ -342,6 +342,33 @@ pub fn placed_gpus(log: &dyn LogClient, plan: &Plan, at: OffsetDateTime) -> Resu
     Ok(gpus)
 }
 
+/// Signs a node's record and appends it; checks the receipt (leaf hash, inclusion, the log's
+/// signature) and that the log grew consistently from `placed_at`, the checkpoint the placement
+/// read. Returns the envelope's bytes, the receipt and that consistency proof.
+pub(crate) fn append_signed<P: chipledger_domain::records::Predicate>(
+    log: &dyn LogClient,
+    log_key: &VerifierKey,
+    node: &NodeKey,
+    record: &P,
+    placed_at: &str,
+) -> Result<(Vec<u8>, chipledger_domain::log::Receipt, Vec<Hash>), Error> {
+    let envelope = sign_record(record, &node.key)?.to_json();
+    let receipt = log
+        .submit(std::slice::from_ref(&envelope))?
+        .into_iter()
+        .next()
+        .ok_or_else(|| Error::Report("the log answered with no receipt".into()))?;
+    let cp = receipt.verify(&envelope, log_key)?;
+    let placed = open_checkpoint(placed_at.as_bytes(), std::slice::from_ref(log_key), None)?.checkpoint;
+    if placed.size > cp.size {
+        return Err(Error::Report("the log's receipt is older than the checkpoint the placement read".into()));
+    }
+    let consistency_proof =
+        if placed.size < cp.size { log.consistency_proof(placed.size, cp.size)? } else { Vec::new() };
+    chipledger_domain::log::check_consistent(&placed, &cp, &consistency_proof)?;
+    Ok((envelope, receipt, consistency_proof))
+}
+
 /// Signs the record, appends it, checks the receipt, and returns the self-contained report file.
 pub fn submit(
     log: &dyn LogClient,
@@ -351,20 +378,7 @@ pub fn submit(
     prompt: &str,
     output: &str,
 ) -> Result<ReportFile, Error> {
-    let envelope = sign_record(record, &node.key)?.to_json();
-    let receipt = log
-        .submit(std::slice::from_ref(&envelope))?
-        .into_iter()
-        .next()
-        .ok_or_else(|| Error::Report("the log answered with no receipt".into()))?;
-    let cp = receipt.verify(&envelope, log_key)?;
-    let placed = open_checkpoint(record.checkpoint.as_bytes(), std::slice::from_ref(log_key), None)?.checkpoint;
-    if placed.size > cp.size {
-        return Err(Error::Report("the log's receipt is older than the checkpoint the placement read".into()));
-    }
-    let consistency_proof =
-        if placed.size < cp.size { log.consistency_proof(placed.size, cp.size)? } else { Vec::new() };
-    chipledger_domain::log::check_consistent(&placed, &cp, &consistency_proof)?;
+    let (envelope, receipt, consistency_proof) = append_signed(log, log_key, node, record, &record.checkpoint)?;
     let mut cited: Vec<u64> = record.gpus.iter().map(|g| g.attestation.log_index).collect();
     cited.sort_unstable();
     cited.dedup();

@@ -6,8 +6,7 @@
 use chipledger_domain::keys::VerifierKey;
 use chipledger_domain::log::{LogClient, Receipt};
 use chipledger_domain::merkle::Hash;
-use chipledger_domain::note::open_checkpoint;
-use chipledger_domain::records::{sign_record, ModelFile, RunGpu, FORMAT_VERSION};
+use chipledger_domain::records::{ModelFile, RunGpu, FORMAT_VERSION};
 use chipledger_domain::serving::{gpu_set_digest, model_digest, BatchTree, ServingBatch};
 use time::OffsetDateTime;
 
@@ -137,19 +136,8 @@ pub fn submit_batch(
     placed: &Placed,
     record: &ServingBatch,
 ) -> Result<AppendedBatch, Error> {
-    let envelope = sign_record(record, &node.key)?.to_json();
-    let receipt = log
-        .submit(std::slice::from_ref(&envelope))?
-        .into_iter()
-        .next()
-        .ok_or_else(|| Error::Report("the log answered with no receipt".into()))?;
-    let cp = receipt.verify(&envelope, log_key)?;
-    let at = open_checkpoint(placed.checkpoint.as_bytes(), std::slice::from_ref(log_key), None)?.checkpoint;
-    if at.size > cp.size {
-        return Err(Error::Report("the log's receipt is older than the checkpoint the placement read".into()));
-    }
-    let consistency_proof = if at.size < cp.size { log.consistency_proof(at.size, cp.size)? } else { Vec::new() };
-    chipledger_domain::log::check_consistent(&at, &cp, &consistency_proof)?;
+    let (envelope, receipt, consistency_proof) =
+        crate::node::append_signed(log, log_key, node, record, &placed.checkpoint)?;
     Ok(AppendedBatch {
         envelope: String::from_utf8_lossy(&envelope).into_owned(),
         node_key: VerifierKey::new(&node.host, node.key.public_key())?.to_string(),
