@@ -8,6 +8,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod support;
+
 use std::path::Path;
 use std::time::Instant;
 
@@ -35,7 +37,7 @@ fn main() {
         eprintln!("writing the Q8_0 model to {} …", q8_path.display());
         tiny::write_gguf(&q8_path, Arch::Qwen2, TinyShape::qwen2_0_5b(), 1, "q8_0").unwrap();
     }
-    let bandwidth = read_bandwidth_gbs();
+    let bandwidth = support::read_bandwidth_gbs();
     println!("memory read bandwidth (2 threads, 1 GiB): {bandwidth:.1} GB/s");
     println!("{tokens} greedy tokens per run, candle threads: {}", candle_core::utils::get_num_threads());
     println!(
@@ -119,23 +121,4 @@ fn bare_gguf(path: &Path, tokens: usize) -> f64 {
     let content = gguf_file::Content::read(&mut file).unwrap();
     let mut model = quantized_qwen2::ModelWeights::from_gguf(content, &mut file, &Device::Cpu).unwrap();
     greedy_loop(tokens, |x, pos| model.forward(x, pos).unwrap())
-}
-
-/// Sustained read bandwidth: two threads summing halves of a 1 GiB buffer, best of 5.
-fn read_bandwidth_gbs() -> f64 {
-    let n = (1usize << 30) / 8;
-    let buf: Vec<u64> = (0..n as u64).collect();
-    let mut best = 0.0f64;
-    for _ in 0..5 {
-        let start = Instant::now();
-        let (a, b) = buf.split_at(n / 2);
-        let total = std::thread::scope(|s| {
-            let h = s.spawn(|| a.iter().fold(0u64, |x, y| x.wrapping_add(*y)));
-            let t2 = b.iter().fold(0u64, |x, y| x.wrapping_add(*y));
-            h.join().unwrap().wrapping_add(t2)
-        });
-        std::hint::black_box(total);
-        best = best.max((n * 8) as f64 / start.elapsed().as_secs_f64() / 1e9);
-    }
-    best
 }
