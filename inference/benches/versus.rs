@@ -85,7 +85,10 @@ fn main() {
             .unwrap();
         let _ = std::fs::remove_file(&ids_file);
         if !out.status.success() {
-            println!("{name:<28} llama.cpp failed: {}", String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or(""));
+            println!(
+                "{name:<28} llama.cpp failed: {}",
+                String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or("")
+            );
             continue;
         }
         let runs: Vec<serde_json::Value> =
