@@ -10,6 +10,7 @@ import json
 import sys
 import time
 
+import llama_cpp
 import numpy as np
 from llama_cpp import Llama
 
@@ -17,17 +18,24 @@ path, ids_file, n_decode, runs, threads = sys.argv[1], sys.argv[2], int(sys.argv
 ids = json.load(open(ids_file))
 m = Llama(model_path=path, n_ctx=len(ids) + n_decode + 8, n_batch=max(512, len(ids)), n_threads=threads,
           n_threads_batch=threads, verbose=False, logits_all=False)
+def last_logits():
+    # The last position's logits straight from llama.cpp (llama-cpp-python fills `scores` only
+    # with logits_all, which would also compute the output layer for every prompt token).
+    ptr = llama_cpp.llama_get_logits_ith(m._ctx.ctx, -1)
+    return np.ctypeslib.as_array(ptr, shape=(m.n_vocab(),))
+
+
 for _ in range(runs):
     m.reset()
     t = time.perf_counter()
     m.eval(ids)
     prefill = time.perf_counter() - t
-    nxt = int(np.argmax(m.scores[m.n_tokens - 1]))
+    nxt = int(np.argmax(last_logits()))
     first = nxt
     t = time.perf_counter()
     for _ in range(n_decode):
         m.eval([nxt])
-        nxt = int(np.argmax(m.scores[m.n_tokens - 1]))
+        nxt = int(np.argmax(last_logits()))
     decode = time.perf_counter() - t
     print(json.dumps({"prefill_tok_s": len(ids) / prefill, "decode_tok_s": n_decode / decode, "first": first}),
           flush=True)

@@ -72,18 +72,20 @@ fn main() {
         "model", "ours pre", "llama pre", "ratio", "ours dec", "llama dec", "ratio", "dec bound"
     );
     let bandwidth = support::read_bandwidth_gbs();
-    for (name, path) in &models {
-        let (ids, ours_pre, ours_dec) = ours(path);
-        let ids_file = std::env::temp_dir().join(format!("versus-{}.json", std::process::id()));
+    let only = std::env::var("CHIPLEDGER_BENCH_ONLY").unwrap_or_default();
+    for (name, path) in models.iter().filter(|(n, _)| n.contains(only.as_str())) {
+        let (ids, ours_pre, ours_dec, ours_first) = ours(path);
+        // Kept beside the models: the exact prompt both engines saw.
+        let ids_file = dir.join(format!("{}.prompt-ids.json", name.to_lowercase().replace(' ', "-")));
         std::fs::write(&ids_file, serde_json::to_vec(&ids).unwrap()).unwrap();
         let out = Command::new(&python)
             .arg(root.join("scripts/llama-bench.py"))
             .args([path.to_str().unwrap(), ids_file.to_str().unwrap()])
             .args([DECODE_TOKENS.to_string(), RUNS.to_string(), THREADS.to_string()])
-            .env("OMP_WAIT_POLICY", "passive")
+            // llama.cpp's default (spinning) OpenMP waits: the engines run one after the other, and
+            // passive waits cost its decode two thirds of its speed.
             .output()
             .unwrap();
-        let _ = std::fs::remove_file(&ids_file);
         if !out.status.success() {
             println!(
                 "{name:<28} llama.cpp failed: {}",
@@ -95,37 +97,43 @@ fn main() {
             String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
         let llama_pre = median(runs.iter().map(|r| r["prefill_tok_s"].as_f64().unwrap()).collect());
         let llama_dec = median(runs.iter().map(|r| r["decode_tok_s"].as_f64().unwrap()).collect());
+        // Both engines read the same weights: their greedy first token after the prompt agrees.
+        let llama_first = runs.first().and_then(|r| r["first"].as_u64()).unwrap_or(u64::MAX);
+        let agree = runs.iter().all(|r| r["first"].as_u64() == Some(u64::from(ours_first)));
         let bound = bandwidth * 1e9 / std::fs::metadata(path).unwrap().len() as f64;
         println!(
-            "{name:<28} {ours_pre:>10.1} {llama_pre:>10.1} {:>6.2}x {ours_dec:>10.1} {llama_dec:>10.1} {:>6.2}x {bound:>9.1}",
+            "{name:<28} {ours_pre:>10.1} {llama_pre:>10.1} {:>6.2}x {ours_dec:>10.1} {llama_dec:>10.1} {:>6.2}x {bound:>9.1} {}",
             ours_pre / llama_pre,
-            ours_dec / llama_dec
+            ours_dec / llama_dec,
+            if agree { "same first token".to_string() } else { format!("first token {ours_first} vs {llama_first}") }
         );
     }
     println!("tok/s; dec bound = memory read bandwidth ({bandwidth:.1} GB/s) / file size");
 }
 
-/// Our runner: the prompt's token ids, then median prefill and decode tok/s over `RUNS`.
-fn ours(path: &Path) -> (Vec<u32>, f64, f64) {
+/// Our runner: the prompt's token ids, median prefill and decode tok/s over `RUNS`, and the
+/// greedy first token after the prompt.
+fn ours(path: &Path) -> (Vec<u32>, f64, f64, u32) {
     let mut m = Model::load(path, Backend::Cpu, &mut |_, _| {}).unwrap();
     let text = "Which GPUs ran this workload, where were they bought, under which licence, and by whom? ".repeat(64);
     let mut ids = m.encode(&text).unwrap();
     ids.truncate(PROMPT_TOKENS);
     assert_eq!(ids.len(), PROMPT_TOKENS, "the prompt is shorter than {PROMPT_TOKENS} tokens");
-    let (mut pre, mut dec) = (Vec::new(), Vec::new());
+    let (mut pre, mut dec, mut first) = (Vec::new(), Vec::new(), 0);
     for _ in 0..RUNS {
         m.reset().unwrap();
         let t = Instant::now();
         let logits = m.forward(&ids, 0).unwrap();
         pre.push(ids.len() as f64 / t.elapsed().as_secs_f64());
         let mut next = argmax(&logits);
+        first = next;
         let t = Instant::now();
         for i in 0..DECODE_TOKENS {
             next = argmax(&m.forward(&[next], ids.len() + i).unwrap());
         }
         dec.push(DECODE_TOKENS as f64 / t.elapsed().as_secs_f64());
     }
-    (ids, median(pre), median(dec))
+    (ids, median(pre), median(dec), first)
 }
 
 fn argmax(logits: &[f32]) -> u32 {
