@@ -324,7 +324,7 @@ fn list(kinds: &[String]) -> String {
 /// Checks that a run report's GPU cites what it claims: `envelope` (the entry at the cited index,
 /// exact bytes) hashes to the cited leaf, is an attestation of that GPU, and its facts give the
 /// SKU and the Oct 2023 class the report states. Says why not, for a person.
-pub fn check_citation(catalog: &Catalog, envelope: &[u8], gpu: &crate::records::RunGpu) -> Result<(), String> {
+pub fn check_citation(catalog: &Catalog, envelope: &[u8], gpu: &crate::records::RunGpu) -> Result<String, String> {
     let index = gpu.attestation.log_index;
     if crate::merkle::leaf_hash(envelope) != gpu.attestation.leaf_hash {
         return Err(format!(
@@ -364,5 +364,5 @@ pub fn check_citation(catalog: &Catalog, envelope: &[u8], gpu: &crate::records::
             gpu.uuid, gpu.classification
         ));
     }
-    Ok(())
+    Ok(att.host.hostname)
 }

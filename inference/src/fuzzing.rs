@@ -21,9 +21,10 @@ pub fn config_json(text: &str) {
     let _ = crate::requirements::from_config_json(text, "fuzz", Path::new("config.json"));
 }
 
-/// A placement policy file.
+/// A placement policy file, and a fabric file (`plan --fabric`).
 pub fn policy(text: &str) {
     let _ = crate::policy::Policy::parse(text, "fuzz.toml");
+    let _ = crate::placement::Fabric::parse(text, "fuzz.toml");
 }
 
 /// What Slurm and Kubernetes hand the scheduler hooks: `scontrol show job -d` / `show node` /

@@ -161,7 +161,7 @@ fn signed_in_log(
 
 /// The placement's checkpoint is the log's and the receipt's extends it; every placed GPU was
 /// attested in the log as of that checkpoint, by the entry the record cites (which the file
-/// carries), whose facts give the SKU and class the record states.
+/// carries), whose facts give the SKU and class the record states. Returns each GPU's attested host.
 fn placed_gpus(
     checkpoint: &str,
     receipt_cp: &chipledger_domain::note::Checkpoint,
@@ -169,7 +169,7 @@ fn placed_gpus(
     gpus: &[chipledger_domain::records::RunGpu],
     attestations: &[String],
     log_key: &VerifierKey,
-) -> Result<(), Error> {
+) -> Result<Vec<String>, Error> {
     let cp = open_checkpoint(checkpoint.as_bytes(), std::slice::from_ref(log_key), None)
         .map_err(|e| bad(format!("the placement's checkpoint: {e}")))?
         .checkpoint;
@@ -179,6 +179,7 @@ fn placed_gpus(
     chipledger_domain::log::check_consistent(&cp, receipt_cp, consistency_proof)
         .map_err(|e| bad(format!("the log between the placement and the record: {e}")))?;
     let catalog = chipledger_domain::catalog::Catalog::embedded()?;
+    let mut hosts = Vec::with_capacity(gpus.len());
     for g in gpus {
         g.attestation.verify(&cp).map_err(|e| bad(format!("attestation of {}: {e}", g.uuid)))?;
         let cited = attestations
@@ -187,9 +188,9 @@ fn placed_gpus(
             .ok_or_else(|| {
                 bad(format!("the file does not carry entry {}, which it cites for {}", g.attestation.log_index, g.uuid))
             })?;
-        chipledger_domain::standing::check_citation(catalog, cited.as_bytes(), g).map_err(bad)?;
+        hosts.push(chipledger_domain::standing::check_citation(catalog, cited.as_bytes(), g).map_err(bad)?);
     }
-    Ok(())
+    Ok(hosts)
 }
 
 /// A serving node's receipt for one response (`GET /v1/provenance/{id}`): the response's leaf,
@@ -250,7 +251,21 @@ pub fn verify_serving(
     if batch.node_key_id != public.key_id() {
         return Err(bad("the batch names another node key than the one that signed it"));
     }
-    placed_gpus(&batch.checkpoint, &receipt_cp, &file.consistency_proof, &batch.gpus, &file.attestations, &pinned.key)?;
+    let hosts = placed_gpus(
+        &batch.checkpoint,
+        &receipt_cp,
+        &file.consistency_proof,
+        &batch.gpus,
+        &file.attestations,
+        &pinned.key,
+    )?;
+    // The host the batch names is the one its GPUs' attestations were made on.
+    if let Some(other) = hosts.iter().find(|h| **h != batch.gpu_host) {
+        return Err(bad(format!(
+            "the batch names GPU host {:?}, but a GPU's attestation is from {other:?}",
+            batch.gpu_host
+        )));
+    }
     let served =
         chipledger_domain::serving::verify_leaf(&batch, file.leaf_index, file.leaf.as_bytes(), &file.batch_proof)
             .map_err(|e| bad(format!("the response's leaf in its batch: {e}")))?;

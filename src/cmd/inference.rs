@@ -44,24 +44,56 @@ enum EngineArg {
     Sglang,
 }
 
+/// What placing a model takes: the model, the policy, and the log to read the fleet from (`plan`,
+/// `run` and `node serve` share it).
 #[derive(Debug, clap::Args)]
-struct Target {
+pub(crate) struct Placing {
     /// A model directory (config.json + *.safetensors + tokenizer.json), a .gguf file, or a
     /// preset: deepseek-r1, r1-distill-qwen-1.5b|7b|14b|32b, r1-distill-llama-8b|70b.
     #[arg(long)]
-    model: String,
+    pub model: String,
     /// Context length to reserve KV cache for (default: the model's, at most 4096).
     #[arg(long)]
-    context: Option<u64>,
+    pub context: Option<u64>,
     /// Placement policy (TOML; default: the built-in policy).
     #[arg(long, value_name = "FILE")]
-    policy: Option<PathBuf>,
+    pub policy: Option<PathBuf>,
     /// The ledger: a data directory (default: the global --data-dir) or a server's URL.
     #[arg(long, value_name = "DIR|URL")]
-    ledger: Option<String>,
+    pub ledger: Option<String>,
     /// The log's verifier key (required with a URL; checked against a local ledger's).
     #[arg(long, value_name = "VKEY")]
-    log_key: Option<String>,
+    pub log_key: Option<String>,
+}
+
+impl Placing {
+    /// The policy, the model's requirements, and the log (its key checked) — a server's reads
+    /// signed with `node_key` (default: `<data-dir>/node-key.pem`).
+    pub(crate) fn open(
+        &self,
+        data_dir: Option<PathBuf>,
+        node_key: Option<&Path>,
+    ) -> Result<(Policy, Requirements, Log, VerifierKey)> {
+        let policy = load_policy(self.policy.as_deref())?;
+        let shape = requirements::resolve(&self.model)?;
+        let req = Requirements::new(shape, self.context);
+        let target = match &self.ledger {
+            Some(l) => datadir::LedgerTarget::parse(l),
+            None => datadir::LedgerTarget::Dir(datadir::resolve(data_dir.clone())?),
+        };
+        let pinned = self.log_key.as_deref().map(VerifierKey::parse).transpose().context("--log-key")?;
+        // A server answers enrolled keys: the node's own key signs the reads.
+        let node_key =
+            node_key.map(Path::to_path_buf).or_else(|| datadir::resolve(data_dir).ok().map(|d| d.join("node-key.pem")));
+        let (log, log_key) = target.open(pinned, node_key.as_deref())?;
+        Ok((policy, req, log, log_key))
+    }
+}
+
+#[derive(Debug, clap::Args)]
+struct Target {
+    #[command(flatten)]
+    placing: Placing,
     /// Read the fleet only at a checkpoint this quorum of witnesses cosigned.
     #[command(flatten)]
     witnesses: crate::witnesses::PolicyArgs,
@@ -168,20 +200,10 @@ pub(crate) fn load_policy(path: Option<&Path>) -> Result<Policy> {
     }
 }
 
-type Log = Box<dyn chipledger_domain::log::LogClient + Send>;
+pub(crate) type Log = Box<dyn chipledger_domain::log::LogClient + Send>;
 
 fn make_plan(data_dir: Option<PathBuf>, t: &Target, node_key: Option<PathBuf>) -> Result<(Log, VerifierKey, Plan)> {
-    let policy = load_policy(t.policy.as_deref())?;
-    let shape = requirements::resolve(&t.model)?;
-    let req = Requirements::new(shape, t.context);
-    let target = match &t.ledger {
-        Some(l) => datadir::LedgerTarget::parse(l),
-        None => datadir::LedgerTarget::Dir(datadir::resolve(data_dir.clone())?),
-    };
-    let pinned = t.log_key.as_deref().map(VerifierKey::parse).transpose().context("--log-key")?;
-    // A server answers enrolled keys: the node's own key signs the reads.
-    let node_key = node_key.or_else(|| datadir::resolve(data_dir.clone()).ok().map(|d| d.join("node-key.pem")));
-    let (log, log_key) = target.open(pinned, node_key.as_deref())?;
+    let (policy, req, log, log_key) = t.placing.open(data_dir, node_key.as_deref())?;
     let plan = node::plan(log.as_ref(), &log_key, &policy, req, SystemClock.now())?;
     if let Some(witnesses) = t.witnesses.policy()? {
         // The fleet was read at this checkpoint: it must be one the witnesses saw.
@@ -222,7 +244,7 @@ pub fn plan(data_dir: Option<PathBuf>, args: PlanArgs) -> Result<()> {
             EngineArg::Vllm => placement::Engine::Vllm,
             EngineArg::Sglang => placement::Engine::Sglang,
         };
-        let model = args.engine_model.as_deref().unwrap_or(&args.target.model);
+        let model = args.engine_model.as_deref().unwrap_or(&args.target.placing.model);
         for (host, line) in placement::launch_lines(engine, model, &stages, &stages[0].host) {
             println!("# on {host}");
             println!("{line}");
@@ -339,9 +361,12 @@ pub fn run(data_dir: Option<PathBuf>, args: RunArgs) -> Result<()> {
     if !plan.placement.is_placed() {
         bail!("{}", plan.refusal());
     }
-    let path = Path::new(&args.target.model);
+    let path = Path::new(&args.target.placing.model);
     if !path.exists() {
-        bail!("--model {}: a preset can be planned but not run; point --model at the weights", args.target.model);
+        bail!(
+            "--model {}: a preset can be planned but not run; point --model at the weights",
+            args.target.placing.model
+        );
     }
     let node = node_key(data_dir.clone(), &args)?;
     let host = plan.placement.host.clone().unwrap_or_default();
@@ -460,18 +485,24 @@ pub(crate) fn live_node() -> Result<node::LiveNode, chipledger_inference::Error>
 fn node_key(data_dir: Option<PathBuf>, args: &RunArgs) -> Result<NodeKey> {
     let dir = datadir::resolve(data_dir)?;
     let path = args.node_key.clone().unwrap_or_else(|| dir.join("node-key.pem"));
-    let pem = std::fs::read_to_string(&path).with_context(|| {
+    read_node_key(&path, args.node_name.clone(), dir.join("node-state.json"))
+}
+
+/// A node's signing key from its PEM file, named `name` (default: this host's name), its counter
+/// kept in `state`.
+pub(crate) fn read_node_key(path: &Path, name: Option<String>, state: PathBuf) -> Result<NodeKey> {
+    let pem = std::fs::read_to_string(path).with_context(|| {
         format!(
             "reading the node key {}: create one with `chipledger keys generate --name NODE --out {}` and enroll it \
-             with `chipledger keys enroll --role node`",
+             with `chipledger keys enroll --role node --name NODE`",
             path.display(),
             path.display()
         )
     })?;
     let key =
         SigningKey::from_pkcs8_pem_owned(pem).with_context(|| format!("reading the node key {}", path.display()))?;
-    let host = args.node_name.clone().unwrap_or_else(|| chipledger_agent::host::host_facts(None).hostname);
-    Ok(NodeKey { key, host, state: dir.join("node-state.json") })
+    let host = name.unwrap_or_else(|| chipledger_agent::host::host_facts(None).hostname);
+    Ok(NodeKey { key, host, state })
 }
 
 pub fn report(cmd: ReportCommand) -> Result<()> {

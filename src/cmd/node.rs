@@ -7,16 +7,14 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use chipledger_domain::fingerprint::GpuUuid;
-use chipledger_domain::keys::{SigningKey, VerifierKey};
 use chipledger_domain::log::Clock;
 use chipledger_domain::records::ModelFile;
 use chipledger_gateway::{Config, EngineConfig, SharedLog};
-use chipledger_inference::node::{self, NodeKey};
-use chipledger_inference::requirements::{self, Requirements};
+use chipledger_inference::node;
 use chipledger_inference::runner::Backend;
 use chipledger_ledger::SystemClock;
 
-use crate::cmd::inference::BackendArg;
+use crate::cmd::inference::{read_node_key, BackendArg, Placing};
 use crate::datadir;
 
 #[derive(Debug, clap::Subcommand)]
@@ -29,21 +27,10 @@ pub enum Command {
 
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
-    /// The model: a directory or .gguf the built-in engine loads; with --upstream, the weights
-    /// the engine serves (digested into every record) or a preset name (deepseek-r1, …).
-    #[arg(long)]
-    model: String,
-    /// Context length to reserve KV cache for in placement (default: the model's, at most 4096).
-    #[arg(long)]
-    context: Option<u64>,
-    #[arg(long, value_name = "FILE")]
-    policy: Option<PathBuf>,
-    /// The ledger: a data directory (default: the global --data-dir) or a server's URL.
-    #[arg(long, value_name = "DIR|URL")]
-    ledger: Option<String>,
-    /// The log's verifier key (required with a URL; checked against a local ledger's).
-    #[arg(long, value_name = "VKEY")]
-    log_key: Option<String>,
+    /// The model (a directory or .gguf the built-in engine loads; with --upstream, the weights the
+    /// engine serves, digested into every record, or a preset), the policy and the ledger.
+    #[command(flatten)]
+    placing: Placing,
     #[arg(long, default_value = "127.0.0.1:8300", value_name = "ADDR")]
     listen: String,
     /// Front an OpenAI-compatible engine (vLLM, SGLang, llama.cpp's server) already running on
@@ -100,30 +87,23 @@ pub fn run(data_dir: Option<PathBuf>, cmd: Command) -> Result<()> {
 }
 
 fn serve(data_dir: Option<PathBuf>, args: ServeArgs) -> Result<()> {
-    let policy = crate::cmd::inference::load_policy(args.policy.as_deref())?;
-    let shape = requirements::resolve(&args.model)?;
-    let requirements = Requirements::new(shape, args.context);
-    let target = match &args.ledger {
-        Some(l) => datadir::LedgerTarget::parse(l),
-        None => datadir::LedgerTarget::Dir(datadir::resolve(data_dir.clone())?),
-    };
-    let pinned_key = args.log_key.as_deref().map(VerifierKey::parse).transpose().context("--log-key")?;
     let dir = datadir::resolve(data_dir.clone()).ok();
     let key_path = match (&args.node_key, &dir) {
         (Some(p), _) => p.clone(),
         (None, Some(d)) => d.join("node-key.pem"),
         (None, None) => bail!("give --node-key (no data directory to find node-key.pem in)"),
     };
-    let (log, log_key) = target.open(pinned_key, Some(&key_path))?;
-    let node = node_key(&key_path, dir.as_deref(), args.node_name.clone())?;
+    let (policy, requirements, log, log_key) = args.placing.open(data_dir, Some(&key_path))?;
+    let state = dir.map(|d| d.join("node-state.json")).unwrap_or_else(|| key_path.with_extension("state.json"));
+    let node = read_node_key(&key_path, args.node_name.clone(), state)?;
     let mut pinned = parse_gpus(&args.gpus)?;
-    let model_path = Path::new(&args.model);
+    let model_path = Path::new(&args.placing.model);
     let engine = match &args.upstream {
         Some(url) => {
             if args.backend != BackendArg::Cpu {
                 bail!("--backend is the built-in engine's; with --upstream the engine runs where it was started");
             }
-            let (name, files) = upstream_model(&args.model, model_path)?;
+            let (name, files) = upstream_model(&args.placing.model, model_path)?;
             EngineConfig::Upstream { url: url.clone(), max_in_flight: args.max_in_flight, name, files }
         }
         None => {
@@ -131,7 +111,7 @@ fn serve(data_dir: Option<PathBuf>, args: ServeArgs) -> Result<()> {
                 bail!(
                     "--model {}: a preset can be served only in front of an engine (--upstream URL); point --model at \
                      the weights to serve them here",
-                    args.model
+                    args.placing.model
                 );
             }
             let backend = match args.backend {
@@ -252,20 +232,4 @@ fn upstream_model(model: &str, path: &Path) -> Result<(String, Vec<ModelFile>)> 
         files.push(ModelFile { path: name.clone(), sha256: chipledger_inference::runner::file_digest(path)? });
     }
     Ok((name, files))
-}
-
-fn node_key(path: &Path, dir: Option<&Path>, name: Option<String>) -> Result<NodeKey> {
-    let pem = std::fs::read_to_string(path).with_context(|| {
-        format!(
-            "reading the node key {}: create one with `chipledger keys generate --name NODE --out {}` and enroll it \
-             with `chipledger keys enroll --role node --host NODE`",
-            path.display(),
-            path.display()
-        )
-    })?;
-    let key =
-        SigningKey::from_pkcs8_pem_owned(pem).with_context(|| format!("reading the node key {}", path.display()))?;
-    let host = name.unwrap_or_else(|| chipledger_agent::host::host_facts(None).hostname);
-    let state = dir.map(|d| d.join("node-state.json")).unwrap_or_else(|| path.with_extension("state.json"));
-    Ok(NodeKey { key, host, state })
 }

@@ -529,7 +529,7 @@ pub(crate) fn run_view(ledger: &Ledger, index: u64) -> Result<Option<RunView>, c
                 // The cited entry is an attestation of this GPU whose facts give what the
                 // report states.
                 let catalog = Catalog::embedded().map_err(|e| e.to_string())?;
-                chipledger_domain::standing::check_citation(catalog, stored.envelope.as_bytes(), g)?;
+                chipledger_domain::standing::check_citation(catalog, stored.envelope.as_bytes(), g).map(drop)?;
                 Ok(format!(
                     "entry {} ({} s old at placement), {}, {}",
                     g.attestation.log_index, g.attestation.age_seconds, g.classification, g.acquisition_verdict
