@@ -16,9 +16,10 @@ use chipledger_domain::records::{sign_record, AttestedGpu, GpuAttestation, HostF
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::probe::ProbeReport;
+use crate::probe::{EvidenceRequest, ProbeReport};
 use crate::spool::{Spool, Spooled};
 use crate::Error;
+use chipledger_domain::evidence::derived_nonce;
 
 /// How many of a GPU's latest log entries the history checks read.
 pub const HISTORY_DEPTH: usize = 64;
@@ -136,6 +137,43 @@ impl Attestor {
     /// history in the log shows. If the log cannot be read the record is still made, without
     /// history checks (a warning says so).
     pub fn build(&mut self, report: &ProbeReport, host: HostFacts) -> Result<GpuAttestation, Error> {
+        self.build_with(report, host, None)
+    }
+
+    /// Reserves the next record's counter and, for each GPU, the nonce its attestation report
+    /// is to be made over: derived from the last log checkpoint this agent verified, the host,
+    /// the counter and the GPU (`chipledger_domain::evidence::derived_nonce`), so any reader can
+    /// tell the report is no older than that checkpoint; random when the agent has seen no
+    /// checkpoint yet. Pass the counter to [`Attestor::build_with`].
+    pub fn evidence_plan(&mut self, gpus: &[GpuUuid], hostname: &str) -> Result<(u64, Vec<EvidenceRequest>), Error> {
+        let counter = self.next_counter(self.clock.now())?;
+        let checkpoint = self.state.checkpoint.clone();
+        let requests = gpus
+            .iter()
+            .map(|gpu| {
+                let nonce = match &checkpoint {
+                    Some(note) => derived_nonce(note, hostname, counter, gpu.as_str()),
+                    None => {
+                        let mut n = [0u8; 32];
+                        rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut n);
+                        n
+                    }
+                };
+                EvidenceRequest { gpu: gpu.clone(), nonce, checkpoint: checkpoint.clone() }
+            })
+            .collect();
+        Ok((counter, requests))
+    }
+
+    /// [`Attestor::build`], with the counter reserved by [`Attestor::evidence_plan`] (the one
+    /// the evidence nonces were derived with). Each GPU whose certificate chain comes with the
+    /// report names its hardware identity (`ueid`, the leaf certificate's serial).
+    pub fn build_with(
+        &mut self,
+        report: &ProbeReport,
+        host: HostFacts,
+        counter: Option<u64>,
+    ) -> Result<GpuAttestation, Error> {
         let now = self.clock.now();
         let history = match sightings(self.log.as_ref(), &report.gpus) {
             Ok(h) => h,
@@ -146,6 +184,9 @@ impl Attestor {
         };
         let mut gpus = Vec::with_capacity(report.gpus.len());
         for facts in &report.gpus {
+            let mut facts = facts.clone();
+            facts.ueid = facts.uuid.as_ref().and_then(|u| crate::evidence::ueid_of(u, &report.vendor_evidence));
+            let facts = &facts;
             let Some(uuid) = facts.uuid.clone() else {
                 tracing::warn!(bus = ?facts.pci_bus_id, "a GPU without a readable UUID is left out of the attestation");
                 continue;
@@ -164,7 +205,10 @@ impl Attestor {
             identification.anomalies.extend(history_anomalies(&current, &history, self.history_rules));
             gpus.push(AttestedGpu::new(uuid, facts.clone(), identification));
         }
-        let counter = self.next_counter(now)?;
+        let counter = match counter {
+            Some(c) => c,
+            None => self.next_counter(now)?,
+        };
         Ok(GpuAttestation {
             format_version: FORMAT_VERSION,
             counter,

@@ -187,9 +187,10 @@ impl Daemon {
 
     fn attest(&mut self, mut report: ProbeReport) -> Result<(), Error> {
         let uuids: Vec<GpuUuid> = report.gpus.iter().filter_map(|g| g.uuid.clone()).collect();
-        report.vendor_evidence = self.probe.vendor_evidence(&uuids);
         let host = (self.host)(self.hostname.as_deref());
-        let att = self.attestor.build(&report, host)?;
+        let (counter, requests) = self.attestor.evidence_plan(&uuids, &host.hostname)?;
+        report.vendor_evidence = self.probe.vendor_evidence(&requests);
+        let att = self.attestor.build_with(&report, host, Some(counter))?;
         let spooled = self.attestor.sign_and_spool(&att)?;
         self.stats.attestations += 1;
         tracing::info!(counter = spooled.counter, gpus = att.gpus.len(), "attestation signed and spooled");

@@ -37,9 +37,43 @@ pub fn imported(gpu: &GpuUuid, report: &Path, chain: &Path) -> Result<Vec<Vendor
         blob: base64::engine::general_purpose::STANDARD.encode(data),
         digest: Hash::sha256(data),
         nonce,
+        nonce_checkpoint: None,
     };
     Ok(vec![
         blob("nvidia-attestation-report", &bytes, Some(hex::encode(parsed.nonce))),
         blob("nvidia-attestation-certificate-chain", &pem, None),
     ])
+}
+
+/// The hardware identity (`ueid`: the serial of the attestation key's certificate, the chain's
+/// first) of `gpu`, from the certificate chain among `evidence`, when there is one that parses.
+/// A claim the reader checks against the report's verified chain.
+pub fn ueid_of(gpu: &GpuUuid, evidence: &[VendorEvidence]) -> Option<String> {
+    const CHAINS: &[&str] = &["nvml-cc-attestation-certificate-chain", "nvidia-attestation-certificate-chain"];
+    let chain = evidence.iter().find(|e| e.gpu == *gpu && CHAINS.contains(&e.kind.as_str()))?;
+    let pem = base64::engine::general_purpose::STANDARD.decode(&chain.blob).ok()?;
+    let certs = parse_chain(&pem).ok()?;
+    Some(hex::encode_upper(certs.first()?.tbs_certificate.serial_number.as_bytes()))
+}
+
+/// NVIDIA's reference manifests (RIMs) for the driver and the VBIOS, from files, to carry in the
+/// attestation for `gpu` so readers can compare the measurements offline, years later. Checked
+/// to be within bounds here; readers verify their signatures.
+pub fn rims(gpu: &GpuUuid, driver: Option<&Path>, vbios: Option<&Path>) -> Result<Vec<VendorEvidence>, Error> {
+    let mut out = Vec::new();
+    for (path, kind) in
+        [(driver, chipledger_domain::standing::DRIVER_RIM_KIND), (vbios, chipledger_domain::standing::VBIOS_RIM_KIND)]
+    {
+        let Some(path) = path else { continue };
+        let xml = read(path, chipledger_domain::rim::MAX_RIM_BYTES)?;
+        out.push(VendorEvidence {
+            gpu: gpu.clone(),
+            kind: kind.to_string(),
+            blob: base64::engine::general_purpose::STANDARD.encode(chipledger_domain::rim::pack(&xml)),
+            digest: Hash::sha256(&xml),
+            nonce: None,
+            nonce_checkpoint: None,
+        });
+    }
+    Ok(out)
 }

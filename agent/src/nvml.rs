@@ -16,9 +16,8 @@ use chipledger_domain::records::{DriverFacts, ProbeSource, VendorEvidence};
 use nvml_wrapper::enum_wrappers::device::{Clock, EccCounter, InfoRom, MemoryError, TemperatureSensor};
 use nvml_wrapper::error::NvmlError;
 use nvml_wrapper::{Device, Nvml};
-use rand_core::RngCore;
 
-use crate::probe::{GpuProbe, ProbeReport};
+use crate::probe::{EvidenceRequest, GpuProbe, ProbeReport};
 use crate::Error;
 
 /// NVML allows at most this many links per GPU (`NVML_NVLINK_MAX_LINKS`).
@@ -72,11 +71,12 @@ impl GpuProbe for NvmlProbe {
         Ok(ProbeReport { source: ProbeSource::Nvml, driver, gpus, vendor_evidence: Vec::new() })
     }
 
-    fn vendor_evidence(&mut self, gpus: &[GpuUuid]) -> Vec<VendorEvidence> {
+    fn vendor_evidence(&mut self, requests: &[EvidenceRequest]) -> Vec<VendorEvidence> {
         let mut out = Vec::new();
-        for uuid in gpus {
+        for r in requests {
+            let uuid = &r.gpu;
             match self.nvml.device_by_uuid(uuid.as_str()) {
-                Ok(device) => out.extend(confidential_computing_evidence(&device, uuid)),
+                Ok(device) => out.extend(confidential_computing_evidence(&device, r)),
                 Err(e) => tracing::warn!(gpu = %uuid, error = %describe(&e), "GPU gone before its evidence was read"),
             }
         }
@@ -216,14 +216,13 @@ fn nvlinks(d: &Device<'_>) -> Result<Vec<NvLink>, NvmlError> {
     Ok(links)
 }
 
-/// The attestation report (over a fresh nonce) and certificate chains, when confidential
+/// The attestation report (over the request's nonce) and certificate chains, when confidential
 /// computing is on. Unsupported GPUs (Ampere) and drivers give nothing, silently.
-fn confidential_computing_evidence(d: &Device<'_>, uuid: &GpuUuid) -> Vec<VendorEvidence> {
+fn confidential_computing_evidence(d: &Device<'_>, request: &EvidenceRequest) -> Vec<VendorEvidence> {
     if !matches!(d.is_cc_enabled(), Ok(true)) {
         return Vec::new();
     }
-    let mut nonce = [0u8; 32];
-    rand_core::OsRng.fill_bytes(&mut nonce);
+    let (uuid, nonce) = (&request.gpu, request.nonce);
     let mut out = Vec::new();
     let mut push = |kind: &str, blob: &[u8], nonce: Option<&[u8; 32]>| {
         if blob.is_empty() {
@@ -235,6 +234,7 @@ fn confidential_computing_evidence(d: &Device<'_>, uuid: &GpuUuid) -> Vec<Vendor
             blob: base64::engine::general_purpose::STANDARD.encode(blob),
             digest: Hash::sha256(blob),
             nonce: nonce.map(hex::encode),
+            nonce_checkpoint: nonce.and(request.checkpoint.clone()),
         });
     };
     match d.confidential_compute_gpu_attestation_report(nonce) {

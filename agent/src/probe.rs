@@ -33,15 +33,27 @@ impl ProbeReport {
 
 /// A source of GPU facts. Implementations: [`crate::NvmlProbe`] (live) and
 /// [`crate::FileProbe`] (recorded nvidia-smi output, re-read on every call).
+/// What one GPU's attestation report is to be made over: the nonce, and the log checkpoint it
+/// was derived from (`chipledger_domain::evidence::derived_nonce`), recorded with the report so
+/// readers can recompute it. No checkpoint: the nonce is random (the agent has not yet seen the
+/// log), and readers cannot tell when the report was made.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EvidenceRequest {
+    pub gpu: GpuUuid,
+    pub nonce: [u8; 32],
+    pub checkpoint: Option<String>,
+}
+
 pub trait GpuProbe: Send {
     /// Looks at the GPUs now. A fact the GPU or driver does not offer is absent in the facts
     /// (with the reason in `absent`), never an error.
     fn probe(&mut self) -> Result<ProbeReport, Error>;
 
-    /// Vendor attestation evidence for these GPUs (confidential-computing reports over a fresh
-    /// nonce), fetched only when a record is about to be signed. None by default.
-    fn vendor_evidence(&mut self, gpus: &[GpuUuid]) -> Vec<VendorEvidence> {
-        let _ = gpus;
+    /// Vendor attestation evidence for these GPUs (confidential-computing reports, each over
+    /// the nonce its request names), fetched only when a record is about to be signed. None by
+    /// default.
+    fn vendor_evidence(&mut self, requests: &[EvidenceRequest]) -> Vec<VendorEvidence> {
+        let _ = requests;
         Vec::new()
     }
 }

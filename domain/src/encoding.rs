@@ -34,3 +34,8 @@ pub fn config_error_key(text: &str, message: &str, span: Option<std::ops::Range<
 pub fn serialize_hex<S: serde::Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&hex::encode(bytes))
 }
+
+/// Serializes a list of byte strings as a list of lower-case hex strings.
+pub fn serialize_hex_list<S: serde::Serializer>(list: &[Vec<u8>], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(list.iter().map(hex::encode))
+}

@@ -226,7 +226,7 @@ pub fn parse_chain(pem: &[u8]) -> Result<Vec<Certificate>, Error> {
 }
 
 /// A certificate's public key: an uncompressed P-384 point (what ring checks signatures with).
-fn p384_key(cert: &Certificate) -> Result<&[u8], Error> {
+pub(crate) fn p384_key(cert: &Certificate) -> Result<&[u8], Error> {
     const EC_PUBLIC_KEY: &str = "1.2.840.10045.2.1";
     const SECP384R1: &str = "1.3.132.0.34";
     let spki = &cert.tbs_certificate.subject_public_key_info;
@@ -304,7 +304,7 @@ fn check_extensions(cert: &Certificate, position: usize, leaf: bool) -> Result<(
     let is_ca = ca.as_ref().is_some_and(|c| c.ca);
     if leaf {
         if is_ca {
-            return Err(bad(format!("{}: the attestation key's certificate is a CA", name())));
+            return Err(bad(format!("{}: the leaf (the signing key's certificate) is a CA", name())));
         }
         if usage.as_ref().is_some_and(|u| !u.0.contains(KeyUsages::DigitalSignature)) {
             return Err(bad(format!("{}: its key may not sign (no digitalSignature)", name())));
@@ -533,4 +533,25 @@ pub fn verify_cached(
         fwid,
         measurements: report.measurements.clone(),
     })
+}
+
+/// The nonce an agent asks a GPU to sign, derived instead of chosen: SHA-256 of a label, the
+/// log checkpoint the agent last verified (its whole signed note), the attesting host, the
+/// record's counter and the GPU's UUID, each length-prefixed. A reader recomputes it from the
+/// record, so a report over it was made after that checkpoint was signed, for this GPU of this
+/// host's record — no round trip to the agent needed. The log binds the host to the agent key.
+pub fn derived_nonce(checkpoint_note: &str, host: &str, counter: u64, gpu: &str) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for part in [
+        b"chipledger gpu-evidence nonce v1".as_slice(),
+        checkpoint_note.as_bytes(),
+        host.as_bytes(),
+        &counter.to_be_bytes(),
+        gpu.as_bytes(),
+    ] {
+        h.update((part.len() as u64).to_be_bytes());
+        h.update(part);
+    }
+    h.finalize().into()
 }

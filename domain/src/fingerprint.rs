@@ -126,6 +126,11 @@ pub struct GpuFacts {
     pub slot_number: Option<u32>,
     pub nvlinks: Option<Vec<NvLink>>,
     pub mig_mode_enabled: Option<bool>,
+    /// The GPU's hardware identity: the serial of its attestation key's certificate, read from
+    /// the NVIDIA attestation evidence the record carries (Hopper in CC mode, Blackwell). A
+    /// reader believes it only when that evidence verifies and names it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ueid: Option<String>,
     #[serde(default)]
     pub observations: Observations,
     /// Field name → why the probe could not read it.
@@ -187,6 +192,10 @@ impl GpuFacts {
             ("chassis_serial", self.chassis_serial.clone()),
             ("nvlink.active", self.active_nvlinks().map(|v| v.to_string())),
         ];
+        // Only when there is one: records made before it was read keep their digests.
+        if let Some(ueid) = &self.ueid {
+            fields.push(("ueid", Some(ueid.clone())));
+        }
         if let Some(links) = &self.nvlinks {
             let mut links: Vec<&NvLink> = links.iter().collect();
             links.sort_by_key(|l| l.index);

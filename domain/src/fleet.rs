@@ -53,6 +53,10 @@ pub struct Candidate {
     /// Its PCI bus id as attested (`00000000:18:00.0`): the order a host numbers its devices in.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pci_bus_id: Option<String>,
+    /// Its hardware identity, when its NVIDIA attestation evidence verifies (the attestation
+    /// key certificate's serial).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ueid: Option<String>,
 }
 
 fn default_evidence() -> crate::standing::Evidence {
@@ -92,15 +96,19 @@ pub type AcquisitionLookup<'a> = &'a mut dyn FnMut(&str, u64) -> Result<Option<A
 /// log (this attestation folded in) give it: SKU recomputed from its PCI ids, the anomalies of
 /// its facts (`domain::standing::of_facts`), and those of its trail (a move, two hosts, a VBIOS
 /// or identity change). Its verdict and the anomalies of its serial come from
-/// [`judge_serials`], once the fleet around it is known.
+/// [`judge_serials`], once the fleet around it is known. With `log_key` (the key of the log the
+/// record is read from), evidence over a nonce derived from that log's checkpoint can be
+/// `hardware-signed` (`domain::standing::of_facts_in`).
 pub fn candidate(
     catalog: &Catalog,
     att: &GpuAttestation,
     gpu: &AttestedGpu,
     index: u64,
     trail: Option<&Trail>,
+    log_key: Option<&VerifierKey>,
 ) -> Candidate {
-    let mut facts = standing::of_facts(catalog, att, gpu);
+    let in_log = log_key.map(|log_key| standing::InLog { log_key, index });
+    let mut facts = standing::of_facts_in(catalog, att, gpu, in_log);
     let classification = standing::class(catalog, facts.sku.as_deref(), RuleVersion::Oct2023);
     if let Some(trail) = trail {
         facts.anomalies.extend(trail.fact_anomalies(&gpu.uuid));
@@ -123,6 +131,7 @@ pub fn candidate(
         evidence: facts.evidence,
         fact_anomalies: facts.anomalies,
         pci_bus_id: gpu.facts.pci_bus_id.clone(),
+        ueid: facts.ueid,
     }
 }
 
@@ -204,6 +213,26 @@ pub fn judge_serials_among(
         c.verdict = v.verdict;
         verdicts.insert(c.uuid.clone(), v);
     }
+    // One hardware identity under several UUIDs: every one of them is suspect.
+    let mut by_ueid: HashMap<&str, Vec<GpuUuid>> = HashMap::new();
+    for c in candidates.iter() {
+        if let Some(ueid) = &c.ueid {
+            by_ueid.entry(ueid.as_str()).or_default().push(c.uuid.clone());
+        }
+    }
+    let shared: HashMap<String, Vec<GpuUuid>> = by_ueid
+        .into_iter()
+        .filter(|(_, uuids)| uuids.len() > 1)
+        .map(|(ueid, mut uuids)| {
+            uuids.sort();
+            (ueid.to_string(), uuids)
+        })
+        .collect();
+    for c in candidates.iter_mut().filter(|c| wanted(&c.uuid)) {
+        if let Some((ueid, uuids)) = c.ueid.as_ref().and_then(|u| shared.get_key_value(u)) {
+            c.anomalies.push(Anomaly::UeidUnderTwoUuids { ueid: ueid.clone(), uuids: uuids.clone() });
+        }
+    }
     Ok(verdicts)
 }
 
@@ -250,7 +279,7 @@ pub fn load_from(
     for inv in inventory {
         let Some((leaf_hash, att)) = parsed.get(&inv.index) else { continue };
         let Some(gpu) = att.gpus.iter().find(|g| g.uuid == inv.uuid) else { continue };
-        candidates.push(candidate(catalog, att, gpu, inv.index, Some(&inv.trail)));
+        candidates.push(candidate(catalog, att, gpu, inv.index, Some(&inv.trail), Some(log_key)));
         entries.insert(inv.uuid.clone(), AttestationEntry { index: inv.index, leaf_hash: *leaf_hash });
     }
     let size = checkpoint.size;
@@ -290,7 +319,7 @@ pub fn load_host(log: &dyn LogClient, log_key: &VerifierKey, host: &str) -> Resu
     for inv in &relevant {
         let Some((leaf_hash, att)) = parsed.get(&inv.index) else { continue };
         let Some(gpu) = att.gpus.iter().find(|g| g.uuid == inv.uuid) else { continue };
-        candidates.push(candidate(catalog, att, gpu, inv.index, Some(&inv.trail)));
+        candidates.push(candidate(catalog, att, gpu, inv.index, Some(&inv.trail), Some(log_key)));
         if inv.host == host {
             entries.insert(inv.uuid.clone(), AttestationEntry { index: inv.index, leaf_hash: *leaf_hash });
         }
@@ -408,6 +437,9 @@ pub struct Row {
     #[serde(skip)]
     pub worst: Option<crate::identify::Severity>,
     pub attestation_index: u64,
+    /// Its hardware identity, when its NVIDIA evidence verifies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ueid: Option<String>,
 }
 
 /// The CSV header of [`Row::csv_record`].
@@ -441,6 +473,7 @@ impl Row {
             anomalies: c.anomalies.iter().map(|a| a.explain()).collect(),
             worst: c.anomalies.iter().map(|a| a.severity()).max(),
             attestation_index: c.attestation_index,
+            ueid: c.ueid.clone(),
         }
     }
 

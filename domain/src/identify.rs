@@ -62,6 +62,12 @@ pub enum Anomaly {
     AcquisitionSkuDiffers { serial: String, acquired: String, recomputed: String },
     /// The record carries the GPU's NVIDIA attestation evidence, and it does not verify.
     EvidenceInvalid { reason: String },
+    /// The board project and SKU the GPU itself signed (its attestation report) belong to
+    /// another catalog SKU than its PCI ids give: the driver's facts and the hardware disagree.
+    EvidenceSkuDisagrees { sku: String, board: String, evidence_sku: String },
+    /// One hardware identity (`ueid`, the attestation key certificate's serial) under more than
+    /// one UUID: the same chip claimed twice, or evidence copied from another GPU.
+    UeidUnderTwoUuids { ueid: String, uuids: Vec<GpuUuid> },
 }
 
 impl Anomaly {
@@ -133,6 +139,14 @@ impl Anomaly {
             Anomaly::EvidenceInvalid { reason } => {
                 format!("the GPU's NVIDIA attestation evidence does not verify: {reason}")
             }
+            Anomaly::EvidenceSkuDisagrees { sku, board, evidence_sku } => format!(
+                "the GPU signed board {board} ({evidence_sku}) in its attestation report, but its PCI ids say {sku}"
+            ),
+            Anomaly::UeidUnderTwoUuids { ueid, uuids } => format!(
+                "hardware identity (ueid) {ueid} attested under {} UUIDs: {}",
+                uuids.len(),
+                uuids.iter().map(|u| u.as_str()).collect::<Vec<_>>().join(", ")
+            ),
         }
     }
 

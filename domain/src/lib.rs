@@ -5,7 +5,8 @@
 //! checkpoints and tlog-proofs ([`note`]), RFC 6962 Merkle math ([`merkle`]), the embedded GPU
 //! catalog ([`catalog`]), GPU fingerprints ([`fingerprint`]), SKU identification and anomalies
 //! ([`identify`]), a GPU's trail through the log and its history anomalies ([`trail`]), a GPU's
-//! standing as a reader computes it ([`standing`]) and the fleet ([`fleet`]), country groups ([`country`]), export classification and acquisition verdicts
+//! standing as a reader computes it ([`standing`]) and the fleet ([`fleet`]), NVIDIA attestation evidence ([`evidence`])
+//! and reference integrity manifests ([`rim`]), country groups ([`country`]), export classification and acquisition verdicts
 //! ([`rules`]), and the [`log::LogClient`] trait through which agents and nodes reach a log.
 //!
 //! What it does not do: no file, network or database IO, no clock and no randomness of its own
@@ -30,6 +31,7 @@ pub mod log;
 pub mod merkle;
 pub mod note;
 pub mod records;
+pub mod rim;
 pub mod rotation;
 pub mod rules;
 pub mod serving;

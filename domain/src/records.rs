@@ -248,6 +248,11 @@ pub struct VendorEvidence {
     /// The nonce the report was requested with, hex.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nonce: Option<String>,
+    /// The signed log checkpoint the nonce was derived from (`evidence::derived_nonce`): the
+    /// report is then no older than that checkpoint. Absent when the nonce was random or is the
+    /// report's own (an import): its freshness is unknown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nonce_checkpoint: Option<String>,
 }
 
 /// `gpu-attestation/v1`: an agent's signed account of the GPUs in one host.

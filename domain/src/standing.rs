@@ -18,21 +18,33 @@ use crate::identify::{identify, Anomaly};
 use crate::records::{Acquisition, AttestedGpu, GpuAttestation, ProbeSource};
 use crate::rules::{classify, verdict, DatacenterJudgement, RuleVersion, Shipment, Verdict, VerdictKind};
 
-/// How much a GPU's facts can be trusted, by where they came from.
+/// How much a GPU's facts can be trusted, by where they came from. Ordered: a policy asks for
+/// at least one level.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Evidence {
+    /// The record carries NVIDIA attestation evidence for the GPU and it fails a check (with an
+    /// `evidence-invalid` Danger anomaly saying which): worse than carrying none.
+    EvidenceInvalid,
     /// A dump someone handed in (nvidia-smi output): evidence, not an attestation.
     Imported,
     /// A live probe, signed by the agent key of the host: the host's word.
     SelfReported,
     /// A live probe whose record carries an NVIDIA attestation report that verifies — signed by
     /// a GPU attestation key whose certificate chains to NVIDIA's device root, over the nonce
-    /// recorded with it, with the FWID its certificate names — and whose driver and VBIOS
-    /// versions are the record's. It shows a genuine NVIDIA GPU signed that report; it does not
-    /// yet bind the report to this UUID or to a time (the nonce is the agent's, and a `ueid`
-    /// seen under two GPUs is not yet flagged): not `hardware-signed`.
+    /// recorded with it, with the FWID its certificate names, the record's driver and VBIOS
+    /// versions — but whose nonce the reader cannot tie to a time (the agent chose it, or no
+    /// log key was at hand to check the checkpoint it names): a genuine NVIDIA GPU signed it,
+    /// at some time.
     VendorSigned,
+    /// All of `vendor-signed`, and the nonce is the one derived from a checkpoint of this log
+    /// (signed by the reader's log key), this host, this record's counter and this GPU's UUID
+    /// (`evidence::derived_nonce`): the GPU signed the report after that checkpoint, for this
+    /// record.
+    HardwareSigned,
+    /// All of `hardware-signed`, and the measurements equal NVIDIA's signed reference values
+    /// (driver and VBIOS RIMs carried in the record, verified to NVIDIA's RIM root).
+    HardwareVerified,
 }
 
 impl Evidence {
@@ -46,11 +58,37 @@ impl Evidence {
 
     pub fn label(self) -> &'static str {
         match self {
+            Evidence::EvidenceInvalid => "evidence-invalid",
             Evidence::Imported => "imported",
             Evidence::SelfReported => "self-reported",
             Evidence::VendorSigned => "vendor-signed",
+            Evidence::HardwareSigned => "hardware-signed",
+            Evidence::HardwareVerified => "hardware-verified",
         }
     }
+
+    /// The level a label names (`hardware-signed`, …).
+    pub fn parse(label: &str) -> Option<Evidence> {
+        ALL_EVIDENCE.into_iter().find(|e| e.label() == label)
+    }
+}
+
+/// Every level, lowest first.
+pub const ALL_EVIDENCE: [Evidence; 6] = [
+    Evidence::EvidenceInvalid,
+    Evidence::Imported,
+    Evidence::SelfReported,
+    Evidence::VendorSigned,
+    Evidence::HardwareSigned,
+    Evidence::HardwareVerified,
+];
+
+/// Where a record sits, for a reader that can check a derived nonce's checkpoint: the log key
+/// that signs the log's checkpoints, and the record's log index.
+#[derive(Clone, Copy, Debug)]
+pub struct InLog<'a> {
+    pub log_key: &'a crate::keys::VerifierKey,
+    pub index: u64,
 }
 
 /// What the reader knows around one GPU that its standing depends on.
@@ -93,6 +131,8 @@ pub struct FactStanding {
     /// the GPU's trail, `fleet::candidate`).
     pub anomalies: Vec<Anomaly>,
     pub evidence: Evidence,
+    /// The hardware identity its verified NVIDIA evidence names.
+    pub ueid: Option<String>,
 }
 
 /// The standing of `gpu`, one GPU of the attestation `att`, under `catalog`: [`of_facts`] then
@@ -114,6 +154,31 @@ pub fn standing(catalog: &Catalog, att: &GpuAttestation, gpu: &AttestedGpu, arou
 /// The part of a GPU's standing its own record decides: the SKU its PCI ids give, the anomalies
 /// of its facts, and a `claim-disagrees` anomaly for each way the agent's identification differs.
 pub fn of_facts(catalog: &Catalog, att: &GpuAttestation, gpu: &AttestedGpu) -> FactStanding {
+    of_facts_in(catalog, att, gpu, None)
+}
+
+/// [`of_facts`], for a record read from a log: with `in_log`, a nonce derived from one of the
+/// log's checkpoints can make its evidence `hardware-signed`.
+pub fn of_facts_in(
+    catalog: &Catalog,
+    att: &GpuAttestation,
+    gpu: &AttestedGpu,
+    in_log: Option<InLog<'_>>,
+) -> FactStanding {
+    // The shipped PEMs always parse (a unit test proves it); if they did not, every chain
+    // would be refused ("no NVIDIA device root"), never accepted.
+    let none = EvidenceRoots::none();
+    of_facts_with(catalog, att, gpu, in_log, EvidenceRoots::shipped().unwrap_or(&none))
+}
+
+/// [`of_facts_in`], with the NVIDIA roots evidence must chain to given (tests use their own).
+pub fn of_facts_with(
+    catalog: &Catalog,
+    att: &GpuAttestation,
+    gpu: &AttestedGpu,
+    in_log: Option<InLog<'_>>,
+    roots: &EvidenceRoots,
+) -> FactStanding {
     let recomputed = identify(catalog, &gpu.facts);
     // History anomalies are the reader's to find: a shared serial from the GPUs it holds
     // (`of_serial`), moves and changes from the GPU's trail (`fleet::candidate`). The agent's own
@@ -149,34 +214,118 @@ pub fn of_facts(catalog: &Catalog, att: &GpuAttestation, gpu: &AttestedGpu) -> F
         });
         evidence = Evidence::Imported;
     }
-    match vendor_evidence(att, gpu) {
-        // Facts imported from a dump stay imported, whatever evidence comes with them.
-        Some(Ok(_)) if evidence == Evidence::SelfReported => evidence = Evidence::VendorSigned,
-        Some(Ok(_)) => {}
-        Some(Err(reason)) => anomalies.push(Anomaly::EvidenceInvalid { reason }),
+    let mut ueid = None;
+    match vendor_evidence(att, gpu, in_log, roots) {
+        Some(Ok(v)) => {
+            // Facts imported from a dump stay imported, whatever evidence comes with them.
+            if evidence == Evidence::SelfReported {
+                evidence = v.level;
+            }
+            // The board the GPU itself signed, against the SKU its PCI ids give.
+            if let (Some((project, project_sku)), Some(sku)) = (&v.board, &recomputed.sku) {
+                let known = catalog
+                    .board_project(project, project_sku)
+                    .or_else(|| catalog.board_project(&format!("G{project}"), project_sku));
+                if let Some(bp) = known.filter(|bp| bp.sku != *sku) {
+                    anomalies.push(Anomaly::EvidenceSkuDisagrees {
+                        sku: sku.clone(),
+                        board: format!("{project}-{project_sku}"),
+                        evidence_sku: bp.sku.clone(),
+                    });
+                }
+            }
+            ueid = Some(v.ueid);
+        }
+        Some(Err(reason)) => {
+            anomalies.push(Anomaly::EvidenceInvalid { reason });
+            evidence = Evidence::EvidenceInvalid;
+        }
+        None if gpu.facts.ueid.is_some() => {
+            anomalies.push(Anomaly::EvidenceInvalid {
+                reason: "the record names a hardware identity (ueid) but carries no attestation report that proves it"
+                    .into(),
+            });
+            evidence = Evidence::EvidenceInvalid;
+        }
         None => {}
     }
-    FactStanding { sku: recomputed.sku, anomalies, evidence }
+    FactStanding { sku: recomputed.sku, anomalies, evidence, ueid }
 }
 
 /// The kinds of vendor evidence blobs that hold a GPU's attestation report, and its key's
 /// certificate chain (NVML's names; `nvidia-…` for evidence imported with a dump).
 const REPORT_KINDS: &[&str] = &["nvml-cc-attestation-report", "nvidia-attestation-report"];
 const CHAIN_KINDS: &[&str] = &["nvml-cc-attestation-certificate-chain", "nvidia-attestation-certificate-chain"];
+/// NVIDIA's signed reference manifests for the driver and the VBIOS, carried with the report
+/// zlib-compressed (`rim::pack`); the digest is the manifest's own bytes'.
+pub const DRIVER_RIM_KIND: &str = "nvidia-driver-rim";
+pub const VBIOS_RIM_KIND: &str = "nvidia-vbios-rim";
+
+/// The roots NVIDIA evidence must chain to: NVIDIA's device identity root (attestation keys) and
+/// its RIM root (reference manifests). Readers use the ones shipped with the binary.
+#[derive(Clone, Debug)]
+pub struct EvidenceRoots {
+    pub device: Option<x509_cert::Certificate>,
+    pub rim: Option<x509_cert::Certificate>,
+}
+
+impl EvidenceRoots {
+    /// The shipped roots, parsed once per process.
+    pub fn shipped() -> Result<&'static EvidenceRoots, String> {
+        static SHIPPED: std::sync::OnceLock<Result<EvidenceRoots, String>> = std::sync::OnceLock::new();
+        SHIPPED
+            .get_or_init(|| {
+                Ok(EvidenceRoots {
+                    device: Some(crate::evidence::parse_root(None).map_err(|e| e.to_string())?),
+                    rim: Some(crate::rim::parse_rim_root(None).map_err(|e| e.to_string())?),
+                })
+            })
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+
+    /// No roots: every chain is refused.
+    pub fn none() -> EvidenceRoots {
+        EvidenceRoots { device: None, rim: None }
+    }
+}
+
+/// What a record's valid NVIDIA evidence gives the reader.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VendorVerdict {
+    /// `vendor-signed`, `hardware-signed` or `hardware-verified`.
+    pub level: Evidence,
+    /// The leaf certificate's serial.
+    pub ueid: String,
+    /// Why it is not higher, when it is not `hardware-verified`.
+    pub short_of: Option<String>,
+    /// The board project and project SKU the report carries (`G520`, `0200`).
+    pub board: Option<(String, String)>,
+}
 
 /// The GPU's NVIDIA attestation evidence in the record, verified against the shipped NVIDIA
 /// device root at the record's time, over the nonce recorded with the report, and held to the
-/// record: the report's driver and VBIOS versions must be the ones the record states.
-/// `Some(Ok(ueid))` when it verifies, `Some(Err(why))` when it is there and does not, `None` when
+/// record: the report's driver and VBIOS versions must be the ones the record states, and a
+/// `ueid` the record names must be the leaf certificate's serial. A nonce derived from a
+/// checkpoint (`nonce_checkpoint`) must be the derivation's, and with `in_log` that checkpoint
+/// must be signed by the log key and come before the record: then `hardware-signed`. RIMs in the
+/// record must verify to NVIDIA's RIM root at the record's time and match every measurement they
+/// cover: both present and matching make it `hardware-verified`.
+/// `Some(Ok(_))` when it verifies, `Some(Err(why))` when it is there and does not, `None` when
 /// there is none. Chains are checked once per process (a cache of verified chains).
-pub fn vendor_evidence(att: &GpuAttestation, gpu: &AttestedGpu) -> Option<Result<String, String>> {
+pub fn vendor_evidence(
+    att: &GpuAttestation,
+    gpu: &AttestedGpu,
+    in_log: Option<InLog<'_>>,
+    roots: &EvidenceRoots,
+) -> Option<Result<VendorVerdict, String>> {
     let uuid = &gpu.uuid;
     use crate::encoding::b64_decode;
     use crate::evidence::{self, ChainCache};
     static CHAINS: std::sync::OnceLock<ChainCache> = std::sync::OnceLock::new();
     let blob = |kinds: &[&str]| att.vendor_evidence.iter().find(|e| e.gpu == *uuid && kinds.contains(&e.kind.as_str()));
     let report = blob(REPORT_KINDS)?;
-    let check = || -> Result<String, String> {
+    let check = || -> Result<VendorVerdict, String> {
         let chain = blob(CHAIN_KINDS).ok_or("the report comes without its certificate chain")?;
         let bytes = b64_decode(&report.blob, "attestation report").map_err(|e| e.to_string())?;
         if crate::merkle::Hash::sha256(&bytes) != report.digest {
@@ -192,15 +341,10 @@ pub fn vendor_evidence(att: &GpuAttestation, gpu: &AttestedGpu) -> Option<Result
             .map_err(|e| e.to_string())?;
         let pem = b64_decode(&chain.blob, "certificate chain").map_err(|e| e.to_string())?;
         let certs = evidence::parse_chain(&pem).map_err(|e| e.to_string())?;
-        // The shipped root, parsed once per process.
-        static ROOT: std::sync::OnceLock<Result<x509_cert::Certificate, String>> = std::sync::OnceLock::new();
-        let root = ROOT
-            .get_or_init(|| evidence::parse_root(None).map_err(|e| e.to_string()))
-            .as_ref()
-            .map_err(Clone::clone)?;
+        let root = roots.device.as_ref().ok_or("no NVIDIA device root to check the chain against")?;
         let cache = CHAINS.get_or_init(ChainCache::default);
-        let v = evidence::verify_cached(&parsed, &certs, root, &nonce, att.observed_at.unix_timestamp(), Some(cache))
-            .map_err(|e| e.to_string())?;
+        let at = att.observed_at.unix_timestamp();
+        let v = evidence::verify_cached(&parsed, &certs, root, &nonce, at, Some(cache)).map_err(|e| e.to_string())?;
         let differs = |what: &str, report: Option<&str>, record: Option<&str>| match (report, record) {
             (Some(a), Some(b)) if !a.eq_ignore_ascii_case(b) => {
                 Err(format!("the report's {what} is {a}, the record's {b}: the report is not this GPU's"))
@@ -209,9 +353,108 @@ pub fn vendor_evidence(att: &GpuAttestation, gpu: &AttestedGpu) -> Option<Result
         };
         differs("driver version", v.driver_version.as_deref(), att.driver.driver_version.as_deref())?;
         differs("VBIOS version", v.vbios_version.as_deref(), gpu.facts.vbios_version.as_deref())?;
-        Ok(v.ueid)
+        if let Some(claimed) = &gpu.facts.ueid {
+            if !claimed.eq_ignore_ascii_case(&v.ueid) {
+                return Err(format!("the record names ueid {claimed}, the report's certificate {}", v.ueid));
+            }
+        }
+        let mut level = Evidence::VendorSigned;
+        let mut short_of = None;
+        match (&report.nonce_checkpoint, in_log) {
+            (Some(note), in_log) => {
+                let derived = evidence::derived_nonce(note, &att.host.hostname, att.counter, uuid.as_str());
+                if derived != nonce {
+                    return Err("the report's nonce is not the one derived from the checkpoint, host, counter and GPU the record names".into());
+                }
+                match in_log {
+                    Some(l) => {
+                        let cp = crate::note::open_checkpoint(note.as_bytes(), std::slice::from_ref(l.log_key), None)
+                            .map_err(|e| format!("the checkpoint the nonce was derived from is not this log's: {e}"))?
+                            .checkpoint;
+                        if cp.size > l.index {
+                            return Err(format!(
+                                "the nonce's checkpoint (size {}) is later than the record itself (index {})",
+                                cp.size, l.index
+                            ));
+                        }
+                        level = Evidence::HardwareSigned;
+                    }
+                    None => short_of = Some("no log key at hand to check the nonce's checkpoint".to_string()),
+                }
+            }
+            (None, _) => {
+                short_of =
+                    Some("the nonce was not derived from a log checkpoint: when the report was made is unknown".into())
+            }
+        }
+        let rim = |kind: &str, what: &str| -> Result<Option<crate::rim::Rim>, String> {
+            let Some(b) = att.vendor_evidence.iter().find(|e| e.gpu == *uuid && e.kind == kind) else {
+                return Ok(None);
+            };
+            let packed = b64_decode(&b.blob, "reference manifest").map_err(|e| e.to_string())?;
+            let xml = crate::rim::unpack(&packed).map_err(|e| format!("the {what} RIM: {e}"))?;
+            if crate::merkle::Hash::sha256(&xml) != b.digest {
+                return Err(format!("the {what} RIM's bytes are not the ones its digest names"));
+            }
+            let root = roots.rim.as_ref().ok_or("no NVIDIA RIM root to check the manifest against")?;
+            crate::rim::verify_rim_cached(&xml, root, at, Some(cache))
+                .map(Some)
+                .map_err(|e| format!("the {what} RIM: {e}"))
+        };
+        let (driver, vbios) = (rim(DRIVER_RIM_KIND, "driver")?, rim(VBIOS_RIM_KIND, "VBIOS")?);
+        if driver.is_some() || vbios.is_some() {
+            let cmp = crate::rim::compare(
+                &v.measurements,
+                v.driver_version.as_deref(),
+                v.vbios_version.as_deref(),
+                driver.as_ref(),
+                vbios.as_ref(),
+            )
+            .map_err(|e| e.to_string())?;
+            if !cmp.all_match() {
+                return Err(format!("the measurements are not NVIDIA's reference values: {}", rim_findings(&cmp)));
+            }
+            if level == Evidence::HardwareSigned {
+                if driver.is_some() && vbios.is_some() {
+                    level = Evidence::HardwareVerified;
+                } else {
+                    short_of = Some("only one of the driver and VBIOS RIMs came with the report".into());
+                }
+            }
+        } else if short_of.is_none() {
+            short_of = Some("no reference manifests (RIMs) came with the report".into());
+        }
+        Ok(VendorVerdict {
+            level,
+            ueid: v.ueid,
+            short_of,
+            board: v.project.zip(v.project_sku).map(|(p, s)| (p.trim().to_string(), s.trim().to_string())),
+        })
     };
     Some(check())
+}
+
+/// Every way a RIM comparison fails, in one line: the indexes that differ or are missing, and
+/// the versions that are not the RIMs'.
+pub fn rim_findings(cmp: &crate::rim::Comparison) -> String {
+    use crate::rim::Outcome;
+    let mut parts: Vec<String> = cmp
+        .results
+        .iter()
+        .filter_map(|r| match &r.outcome {
+            Outcome::Differs { .. } => {
+                Some(format!("measurement {} differs from the {} RIM", r.index, r.rim.unwrap_or("reference")))
+            }
+            Outcome::MissingFromReport => Some(format!(
+                "measurement {} of the {} RIM is not in the report",
+                r.index,
+                r.rim.unwrap_or("reference")
+            )),
+            _ => None,
+        })
+        .collect();
+    parts.extend(cmp.version_findings.iter().cloned());
+    parts.join("; ")
 }
 
 /// The part the fleet around the GPU decides: its acquisition verdict, and the anomalies of its

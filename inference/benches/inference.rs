@@ -46,6 +46,7 @@ fn inventory(n: u32) -> Vec<Candidate> {
                 ProbeSource::Nvml
             }),
             fact_anomalies: vec![],
+            ueid: None,
             pci_bus_id: None,
         })
         .collect()

@@ -193,8 +193,12 @@ pub struct Standing {
     pub qualified: bool,
     /// Every GPU's acquisition verdict is lawful (with or without a licence).
     pub lawful: bool,
-    /// Every GPU's record carries NVIDIA evidence that verifies.
+    /// Every GPU's record carries NVIDIA evidence that verifies (`vendor-signed` or better).
     pub vendor_signed: bool,
+    /// Every GPU's evidence is over a nonce tied to the log (`hardware-signed` or better).
+    pub hardware_signed: bool,
+    /// Every GPU's measurements match NVIDIA's signed reference values (`hardware-verified`).
+    pub hardware_verified: bool,
     /// The GPUs' Oct 2023 classifications (`3A090.a.1`, `not 3A090`, …).
     pub classes: BTreeSet<String>,
     pub gpus: usize,
@@ -215,7 +219,9 @@ pub fn standing(policy: &Policy, fleet: &Fleet, host: &str, now: OffsetDateTime)
         attested,
         qualified: any && reasons.iter().all(Vec::is_empty),
         lawful: any && devs.iter().all(|c| matches!(c.verdict, VerdictKind::Lawful | VerdictKind::LawfulUnderLicence)),
-        vendor_signed: any && devs.iter().all(|c| c.evidence == Evidence::VendorSigned),
+        vendor_signed: any && devs.iter().all(|c| c.evidence >= Evidence::VendorSigned),
+        hardware_signed: any && devs.iter().all(|c| c.evidence >= Evidence::HardwareSigned),
+        hardware_verified: any && devs.iter().all(|c| c.evidence >= Evidence::HardwareVerified),
         classes: devs.iter().filter_map(|c| c.classification.clone()).collect(),
         gpus: devs.len(),
         fresh_until: devs.iter().map(|c| c.observed_at).min().and_then(|t| t.checked_add(max_age)),
@@ -228,12 +234,18 @@ fn slug(s: &str) -> String {
 }
 
 /// The Slurm node features a standing earns: `chipledger_attested`, `chipledger_qualified`,
-/// `chipledger_lawful`, `chipledger_vendor_signed`, one `chipledger_class_<class>` per class.
+/// `chipledger_lawful`, `chipledger_vendor_signed`, `chipledger_hardware_signed`,
+/// `chipledger_hardware_verified`, one `chipledger_class_<class>` per class.
 pub fn slurm_features(s: &Standing) -> Vec<String> {
     let mut out = Vec::new();
-    for (on, name) in
-        [(s.attested, "attested"), (s.qualified, "qualified"), (s.lawful, "lawful"), (s.vendor_signed, "vendor_signed")]
-    {
+    for (on, name) in [
+        (s.attested, "attested"),
+        (s.qualified, "qualified"),
+        (s.lawful, "lawful"),
+        (s.vendor_signed, "vendor_signed"),
+        (s.hardware_signed, "hardware_signed"),
+        (s.hardware_verified, "hardware_verified"),
+    ] {
         if on {
             out.push(format!("{FEATURE_PREFIX}{name}"));
         }
@@ -267,9 +279,14 @@ pub fn nfd_features(s: &Standing) -> String {
         let stamp = when.format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
         out.push_str(&format!("# +expiry-time={stamp}\n"));
     }
-    for (name, on) in
-        [("attested", s.attested), ("qualified", s.qualified), ("lawful", s.lawful), ("vendor-signed", s.vendor_signed)]
-    {
+    for (name, on) in [
+        ("attested", s.attested),
+        ("qualified", s.qualified),
+        ("lawful", s.lawful),
+        ("vendor-signed", s.vendor_signed),
+        ("hardware-signed", s.hardware_signed),
+        ("hardware-verified", s.hardware_verified),
+    ] {
         out.push_str(&format!("chipledger-{name}={on}\n"));
     }
     for c in &s.classes {
@@ -420,7 +437,7 @@ fn taint_value(r: &Reason) -> &'static str {
     match r {
         Reason::Stale { .. } => "stale",
         Reason::ImportedOnly { .. } => "imported-only",
-        Reason::NoVendorEvidence => "no-vendor-evidence",
+        Reason::EvidenceBelow { .. } => "evidence-below",
         Reason::Anomaly { .. } => "anomaly",
         Reason::Verdict { .. } => "verdict",
         Reason::Class { .. } => "class",

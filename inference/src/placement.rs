@@ -29,10 +29,13 @@ pub enum Reason {
     ImportedOnly {
         source: ProbeSource,
     },
-    /// The policy requires NVIDIA attestation evidence that verifies (`vendor-signed`); the GPU's
-    /// record has none, is an import, or its evidence did not verify (an `evidence-invalid`
-    /// anomaly then says why).
-    NoVendorEvidence,
+    /// The policy requires at least one evidence level (`hardware-signed`, …) and the GPU's is
+    /// lower: its record carries no NVIDIA evidence, is an import, its nonce is not tied to the
+    /// log, or its evidence did not verify (an `evidence-invalid` anomaly then says why).
+    EvidenceBelow {
+        evidence: chipledger_domain::standing::Evidence,
+        required: chipledger_domain::standing::Evidence,
+    },
     Anomaly {
         kind: String,
         detail: String,
@@ -76,8 +79,8 @@ impl Reason {
                     source_label(*source)
                 )
             }
-            Reason::NoVendorEvidence => {
-                "no NVIDIA attestation evidence that verifies and matches the record; the policy requires vendor-signed evidence".into()
+            Reason::EvidenceBelow { evidence, required } => {
+                format!("its evidence is {}; the policy requires {} or better", evidence.label(), required.label())
             }
             Reason::Anomaly { kind, detail } => format!("anomaly {kind}: {detail}"),
             Reason::Verdict { verdict } => format!("acquisition verdict {verdict} is not allowed by the policy"),
@@ -280,8 +283,8 @@ pub fn disqualify(policy: &Policy, c: &Candidate, now: OffsetDateTime) -> Vec<Re
     if policy.require_live_probe && !c.source.is_live() {
         out.push(Reason::ImportedOnly { source: c.source });
     }
-    if policy.require_vendor_evidence && c.evidence != chipledger_domain::standing::Evidence::VendorSigned {
-        out.push(Reason::NoVendorEvidence);
+    if let Some(required) = policy.require_evidence.filter(|r| c.evidence < *r) {
+        out.push(Reason::EvidenceBelow { evidence: c.evidence, required });
     }
     for a in &c.anomalies {
         let kind = anomaly_kind(a);

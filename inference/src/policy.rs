@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use chipledger_domain::merkle::Hash;
 use chipledger_domain::rules::VerdictKind;
+use chipledger_domain::standing::{Evidence, ALL_EVIDENCE};
 use serde::Deserialize;
 
 use crate::Error;
@@ -18,9 +19,9 @@ pub struct Policy {
     pub name: String,
     pub max_attestation_age: Duration,
     pub require_live_probe: bool,
-    /// Only live-probed GPUs whose record carries NVIDIA attestation evidence that verifies and
-    /// matches it (`vendor-signed`).
-    pub require_vendor_evidence: bool,
+    /// The lowest evidence level a GPU may have (`vendor-signed`, `hardware-signed`,
+    /// `hardware-verified`, …); `None` asks for none.
+    pub require_evidence: Option<Evidence>,
     pub allowed_verdicts: Vec<VerdictKind>,
     /// Anomaly kinds (`nvlink-fewer`, …) tolerated; any other anomaly disqualifies a GPU.
     pub tolerated_anomalies: Vec<String>,
@@ -42,6 +43,7 @@ struct PolicyFile {
     max_attestation_age: Option<String>,
     require_live_probe: Option<bool>,
     require_vendor_evidence: Option<bool>,
+    require_evidence: Option<String>,
     allowed_verdicts: Option<Vec<String>>,
     tolerated_anomalies: Option<Vec<String>>,
     allowed_hosts: Option<Vec<String>>,
@@ -110,6 +112,30 @@ impl Policy {
                 ));
             }
         }
+        // `require_evidence` names the lowest level; `require_vendor_evidence = true` (the older
+        // key) means `vendor-signed`. A file setting either overrides the default's.
+        let require_evidence = match (file.require_evidence, file.require_vendor_evidence) {
+            (Some(_), Some(_)) => {
+                return Err(bad("require_evidence", "set require_evidence or require_vendor_evidence, not both".into()))
+            }
+            (Some(level), None) => Some(level),
+            (None, Some(true)) => Some("vendor-signed".to_string()),
+            (None, Some(false)) => None,
+            (None, None) => match (base.require_evidence, base.require_vendor_evidence) {
+                (Some(level), _) => Some(level),
+                (None, Some(true)) => Some("vendor-signed".to_string()),
+                _ => None,
+            },
+        };
+        let require_evidence = match require_evidence.as_deref() {
+            None | Some("none") => None,
+            Some(level) => {
+                Some(Evidence::parse(level).filter(|e| *e > Evidence::EvidenceInvalid).ok_or_else(|| {
+                    let levels: Vec<&str> = ALL_EVIDENCE.iter().skip(1).map(|e| e.label()).collect();
+                    bad("require_evidence", format!("{level:?} is not an evidence level (none, {})", levels.join(", ")))
+                })?)
+            }
+        };
         let name = file.name.or(base.name).unwrap_or_else(|| "unnamed".into());
         if name.trim().is_empty() {
             return Err(bad("name", "must not be empty".into()));
@@ -118,7 +144,7 @@ impl Policy {
             name,
             max_attestation_age,
             require_live_probe: file.require_live_probe.or(base.require_live_probe).unwrap_or(true),
-            require_vendor_evidence: file.require_vendor_evidence.or(base.require_vendor_evidence).unwrap_or(false),
+            require_evidence,
             allowed_verdicts,
             tolerated_anomalies,
             allowed_hosts: pick(file.allowed_hosts, base.allowed_hosts),

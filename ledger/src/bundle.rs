@@ -224,8 +224,10 @@ pub fn verify_bundle(bytes: &[u8], pinned: Option<&VerifierKey>) -> Result<Bundl
         else {
             continue;
         };
-        latest
-            .insert(uuid.as_str().to_string(), chipledger_domain::fleet::candidate(catalog, a, g, index, Some(trail)));
+        latest.insert(
+            uuid.as_str().to_string(),
+            chipledger_domain::fleet::candidate(catalog, a, g, index, Some(trail), Some(&key)),
+        );
     }
     let mut candidates: Vec<&mut chipledger_domain::fleet::Candidate> = latest.values_mut().collect();
     chipledger_domain::fleet::judge_serials(

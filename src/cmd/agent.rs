@@ -45,6 +45,13 @@ pub enum Command {
         /// Which GPU the evidence is for (default: the only one).
         #[arg(long, value_name = "UUID", requires = "evidence")]
         evidence_gpu: Option<String>,
+        /// NVIDIA's signed reference manifest (RIM, a SWID tag) for the GPU's driver, carried in
+        /// the attestation so readers compare the report's measurements offline.
+        #[arg(long, value_name = "FILE", requires = "evidence")]
+        driver_rim: Option<PathBuf>,
+        /// NVIDIA's signed RIM for the GPU's VBIOS.
+        #[arg(long, value_name = "FILE", requires = "evidence")]
+        vbios_rim: Option<PathBuf>,
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
@@ -140,13 +147,15 @@ pub fn run(data_dir: Option<PathBuf>, cmd: Command) -> Result<()> {
             let report = probe.probe()?;
             print_probe(&report, format)
         }
-        Command::Attest { source, agent, evidence, cert_chain, evidence_gpu, format } => {
+        Command::Attest { source, agent, evidence, cert_chain, evidence_gpu, driver_rim, vbios_rim, format } => {
             let s = settings(data_dir.clone(), &agent, Some(&source))?;
             let (mut attestor, ledger) = attestor(data_dir, &s)?;
             let mut probe = make_probe(&s.config.from_files, s.config.nvml_library.as_deref())?;
             let mut report = probe.probe()?;
             let uuids: Vec<GpuUuid> = report.gpus.iter().filter_map(|g| g.uuid.clone()).collect();
-            report.vendor_evidence = probe.vendor_evidence(&uuids);
+            let host = host::host_facts(s.config.hostname.as_deref());
+            let (counter, requests) = attestor.evidence_plan(&uuids, &host.hostname)?;
+            report.vendor_evidence = probe.vendor_evidence(&requests);
             if let (Some(evidence), Some(chain)) = (&evidence, &cert_chain) {
                 let gpu = match evidence_gpu.as_deref() {
                     Some(u) => GpuUuid::parse(u).context("--evidence-gpu")?,
@@ -162,8 +171,13 @@ pub fn run(data_dir: Option<PathBuf>, cmd: Command) -> Result<()> {
                     bail!("--evidence-gpu {gpu} is not one of this host's GPUs");
                 }
                 report.vendor_evidence.extend(chipledger_agent::evidence::imported(&gpu, evidence, chain)?);
+                report.vendor_evidence.extend(chipledger_agent::evidence::rims(
+                    &gpu,
+                    driver_rim.as_deref(),
+                    vbios_rim.as_deref(),
+                )?);
             }
-            let att = attestor.build(&report, host::host_facts(s.config.hostname.as_deref()))?;
+            let att = attestor.build_with(&report, host, Some(counter))?;
             let spooled = attestor.sign_and_spool(&att)?;
             let flush = attestor.flush()?;
             print_attest(&att, &flush, spooled.counter, &ledger, format)?;

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use chipledger_domain::evidence::{self, decode_report, parse_chain, Report};
+use chipledger_domain::rim;
 
 use crate::output::{self, Format};
 
@@ -30,6 +31,16 @@ pub enum Command {
         /// (default: now; for a logged attestation, its log time).
         #[arg(long)]
         at: Option<String>,
+        /// NVIDIA's signed reference manifest (RIM, a SWID tag) for the driver: the report's
+        /// measurements are compared with its golden values, index by index.
+        #[arg(long, value_name = "FILE")]
+        driver_rim: Option<PathBuf>,
+        /// NVIDIA's signed RIM for the VBIOS.
+        #[arg(long, value_name = "FILE")]
+        vbios_rim: Option<PathBuf>,
+        /// The root the RIMs' signing chains must end in (PEM; default: NVIDIA's RIM root, shipped).
+        #[arg(long, value_name = "PEM")]
+        rim_root: Option<PathBuf>,
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
@@ -44,7 +55,7 @@ fn read(path: &PathBuf, limit: usize) -> Result<Vec<u8>> {
 }
 
 pub fn run(c: Command) -> Result<()> {
-    let Command::Verify { report, cert_chain, nonce, device_root, at, format } = c;
+    let Command::Verify { report, cert_chain, nonce, device_root, at, driver_rim, vbios_rim, rim_root, format } = c;
     let nonce: [u8; 32] = hex::decode(nonce.trim())
         .ok()
         .and_then(|n| n.try_into().ok())
@@ -64,9 +75,30 @@ pub fn run(c: Command) -> Result<()> {
     let parsed = Report::parse(&bytes)?;
     let chain = parse_chain(&read(&cert_chain, evidence::MAX_CHAIN_BYTES)?)?;
     let v = evidence::verify(&parsed, &chain, &root, &nonce, at)?;
+    // The reference manifests, each verified to the RIM root at the same time, then compared.
+    let rim_root_pem = rim_root.as_ref().map(|p| read(p, 64 * 1024)).transpose()?;
+    let rim_root = rim::parse_rim_root(rim_root_pem.as_deref())?;
+    let load = |path: &Option<PathBuf>, what: &str| -> Result<Option<rim::Rim>> {
+        let Some(path) = path else { return Ok(None) };
+        let xml = read(path, rim::MAX_RIM_BYTES)?;
+        rim::verify_rim(&xml, &rim_root, at).map(Some).with_context(|| format!("the {what} RIM {}", path.display()))
+    };
+    let (driver, vbios) = (load(&driver_rim, "driver")?, load(&vbios_rim, "VBIOS")?);
+    let comparison = if driver.is_some() || vbios.is_some() {
+        Some(rim::compare(
+            &v.measurements,
+            v.driver_version.as_deref(),
+            v.vbios_version.as_deref(),
+            driver.as_ref(),
+            vbios.as_ref(),
+        )?)
+    } else {
+        None
+    };
+    let rims_match = comparison.as_ref().is_none_or(rim::Comparison::all_match);
     if format == Format::Json {
         return output::print_json(&serde_json::json!({
-            "valid": true,
+            "valid": rims_match,
             "signature": "ok",
             "chain": format!("ok: {} certificates up to {}", chain.len(), evidence::subject(&root)),
             "nonce": hex::encode(parsed.nonce),
@@ -79,10 +111,19 @@ pub fn run(c: Command) -> Result<()> {
             "project": v.project,
             "project_sku": v.project_sku,
             "measurements": v.measurements,
-        }));
+            "rims": comparison.as_ref().map(|c| serde_json::json!({
+                "driver": driver.as_ref().map(|r| serde_json::json!({"version": r.version, "product": r.product, "tag_id": r.tag_id, "signer": r.signer})),
+                "vbios": vbios.as_ref().map(|r| serde_json::json!({"version": r.version, "product": r.product, "tag_id": r.tag_id, "signer": r.signer})),
+                "all_match": c.all_match(),
+                "version_findings": c.version_findings,
+                "per_index": c.results,
+            })),
+        }))
+        .and_then(|()| rims_verdict(comparison.as_ref()));
     }
     println!(
-        "valid: signed by the GPU's attestation key, {} certificates up to {}",
+        "{}: signed by the GPU's attestation key, {} certificates up to {}",
+        if rims_match { "valid" } else { "signature valid, measurements not" },
         chain.len(),
         evidence::subject(&root)
     );
@@ -98,6 +139,46 @@ pub fn run(c: Command) -> Result<()> {
         hex::encode(parsed.nonce),
         v.measurements.len()
     );
-    println!("  not checked here: revocation (OCSP is online), reference measurements (RIMs)");
-    Ok(())
+    match &comparison {
+        None => println!("  not checked here: revocation (OCSP is online), reference measurements (no RIM given)"),
+        Some(c) => {
+            for (what, r) in [("driver", &driver), ("VBIOS", &vbios)] {
+                if let Some(r) = r {
+                    println!(
+                        "  {what} RIM {} for {} {}: signature and chain valid ({})",
+                        r.tag_id, r.product, r.version, r.signer
+                    );
+                }
+            }
+            for r in &c.results {
+                let verdict = match &r.outcome {
+                    rim::Outcome::Matches => "matches".to_string(),
+                    rim::Outcome::Differs { reported, .. } => format!("DIFFERS (reported {})", hex::encode(reported)),
+                    rim::Outcome::MissingFromReport => "MISSING from the report".to_string(),
+                    rim::Outcome::NotCovered => "not covered by a RIM".to_string(),
+                };
+                // RIM indexes count from 0; the report's SPDM blocks from 1.
+                let rim = r.rim.map_or("no".to_string(), |w| format!("the {w}"));
+                println!("  measurement {:>2} (block {:>2}, {rim} RIM): {verdict}", r.index, u16::from(r.index) + 1);
+            }
+            for f in &c.version_findings {
+                println!("  {f}");
+            }
+            println!("  not checked here: revocation (OCSP is online)");
+        }
+    }
+    rims_verdict(comparison.as_ref())
+}
+
+/// Exit 1 with the findings when the RIMs were given and the measurements are not theirs.
+fn rims_verdict(comparison: Option<&rim::Comparison>) -> Result<()> {
+    match comparison {
+        Some(c) if !c.all_match() => {
+            bail!(
+                "the measurements are not NVIDIA's reference values: {}",
+                chipledger_domain::standing::rim_findings(c)
+            )
+        }
+        _ => Ok(()),
+    }
 }

@@ -326,7 +326,7 @@ fn imported_nvidia_evidence_is_verified_and_held_to_its_dump() {
     assert!(!row("hgx-01").to_string().contains("evidence does not verify"), "{}", row("hgx-01"));
     let invalid = row("hgx-02");
     assert!(invalid.to_string().contains("NVIDIA attestation evidence does not verify"), "{invalid}");
-    assert_eq!(invalid["evidence"], "imported", "{invalid}");
+    assert_eq!(invalid["evidence"], "evidence-invalid", "{invalid}");
     // Placement under a policy that takes imported facts but requires hardware evidence.
     let policy = tmp.path().join("hw.toml");
     std::fs::write(
@@ -342,5 +342,25 @@ fn imported_nvidia_evidence_is_verified_and_held_to_its_dump() {
     );
     let plan: serde_json::Value = serde_json::from_str(&plan.stdout).unwrap();
     assert!(plan["placement"]["host"].is_null(), "{plan}");
-    assert!(plan.to_string().contains("no-vendor-evidence"), "{plan}");
+    assert!(plan.to_string().contains("evidence-below"), "{plan}");
+    // NVIDIA's sample RIMs carried with the evidence: readers verify them at the record's time,
+    // when their signing certificates (valid to June 2025) have expired: evidence-invalid.
+    let rims = [
+        "--driver-rim".to_string(),
+        evidence_dir.join("Driver_RIM_test_no_gpu.swidtag").display().to_string(),
+        "--vbios-rim".into(),
+        evidence_dir.join("1010_0200_882_96005E0001_test_no_gpu.swidtag").display().to_string(),
+    ];
+    let mut args: Vec<String> = ["agent", "attest", "--hostname", "hgx-01", "--from-file"].map(String::from).to_vec();
+    args.extend([matching.display().to_string(), "--evidence".into(), report.display().to_string()]);
+    args.extend(["--cert-chain".into(), chain.display().to_string()]);
+    args.extend(rims);
+    ok_in(&data, &args.iter().map(String::as_str).collect::<Vec<_>>());
+    let rows: serde_json::Value = serde_json::from_str(&ok_in(&data, &["fleet", "--format", "json"]).stdout).unwrap();
+    let row = rows.as_array().unwrap().iter().find(|r| r["host"] == "hgx-01").unwrap();
+    assert_eq!(row["evidence"], "evidence-invalid", "{row}");
+    assert!(
+        row.to_string().contains("the driver RIM: ") && row.to_string().contains("is not valid at the report's time"),
+        "{row}"
+    );
 }

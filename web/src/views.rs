@@ -179,14 +179,22 @@ fn update(ledger: &Ledger, old: &FleetSnapshot) -> Result<FleetSnapshot, crate::
         let Some(index) = candidates.get(uuid.as_str()).map(|c| c.attestation_index) else { continue };
         let Some((_, a)) = unchanged.get(&index) else { continue };
         let Some(g) = a.gpus.iter().find(|g| &g.uuid == uuid) else { continue };
-        let c = chipledger_domain::fleet::candidate(catalog, a, g, index, trails.get(uuid));
+        let c =
+            chipledger_domain::fleet::candidate(catalog, a, g, index, trails.get(uuid), Some(ledger.verifier_key()));
         candidates.insert(uuid.as_str().to_string(), c);
         judge.insert(uuid.clone());
     }
     for (uuid, n) in latest {
         let (index, a) = &new_attestations[n];
         let Some(g) = a.gpus.iter().find(|g| g.uuid.as_str() == uuid) else { continue };
-        let c = chipledger_domain::fleet::candidate(catalog, a, g, *index, trails.get(&g.uuid));
+        let c = chipledger_domain::fleet::candidate(
+            catalog,
+            a,
+            g,
+            *index,
+            trails.get(&g.uuid),
+            Some(ledger.verifier_key()),
+        );
         let before = candidates.insert(uuid.to_string(), c);
         serials.extend(before.and_then(|b| b.serial));
         judge.insert(g.uuid.clone());
@@ -285,10 +293,10 @@ pub(crate) fn timeline(
     }
     entries.sort_by_key(|e| e.index);
     entries.dedup_by_key(|e| e.index);
-    Ok((entries.iter().map(|e| timeline_item(e, uuid)).collect(), truncated))
+    Ok((entries.iter().map(|e| timeline_item(e, uuid, ledger.verifier_key())).collect(), truncated))
 }
 
-fn timeline_item(e: &EntrySummary, uuid: &GpuUuid) -> TimelineItem {
+fn timeline_item(e: &EntrySummary, uuid: &GpuUuid, log_key: &VerifierKey) -> TimelineItem {
     let mut item = TimelineItem {
         index: e.index,
         appended_at: rfc3339(e.appended_at),
@@ -309,7 +317,8 @@ fn timeline_item(e: &EntrySummary, uuid: &GpuUuid) -> TimelineItem {
             );
             // The record's facts judged here, not the agent's identification of them.
             if let (Some(g), Ok(catalog)) = (gpu, Catalog::embedded()) {
-                let judged = chipledger_domain::standing::of_facts(catalog, &a, g);
+                let in_log = chipledger_domain::standing::InLog { log_key, index: e.index };
+                let judged = chipledger_domain::standing::of_facts_in(catalog, &a, g, Some(in_log));
                 item.details.push(format!(
                     "identified as {} ({}); {} evidence; fingerprint {}",
                     judged.sku.as_deref().unwrap_or("no catalog SKU"),

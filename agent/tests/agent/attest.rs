@@ -153,6 +153,7 @@ fn an_attestation_over_the_entry_size_is_refused_before_the_spool() {
             digest: merkle::Hash::sha256(blob.as_bytes()),
             blob: blob.clone(),
             nonce: None,
+            nonce_checkpoint: None,
         })
         .collect();
     let err = agent.sign_and_spool(&att).unwrap_err();

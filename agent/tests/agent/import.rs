@@ -66,6 +66,7 @@ fn the_h800_text_dump_parses_to_exactly_its_facts() {
         slot_number: None,
         nvlinks: None,
         mig_mode_enabled: Some(false),
+        ueid: None,
         observations: Observations {
             temperature_c: Some(35.0),
             utilization_percent: Some(0.0),
@@ -128,6 +129,7 @@ fn the_a100_xml_dump_parses_to_exactly_its_facts_despite_its_attached_count() {
         max_pcie_link_width: Some(16),
         module_id: Some(4),
         mig_mode_enabled: Some(true),
+        ueid: None,
         observations: Observations {
             temperature_c: Some(27.0),
             utilization_percent: None, // N/A with MIG on
@@ -196,6 +198,7 @@ fn the_h100_590_dump_with_its_nvlink_status_parses_to_exactly_its_facts() {
         module_id: Some(7), // under Platform Info in this layout
         nvlinks: Some(links),
         mig_mode_enabled: Some(false),
+        ueid: None,
         observations: Observations {
             temperature_c: Some(41.0),
             utilization_percent: Some(0.0),

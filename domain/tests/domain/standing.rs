@@ -188,6 +188,7 @@ fn nvidia_attestation_evidence_in_a_record_makes_it_vendor_signed_or_invalid() {
             blob: chipledger_domain::encoding::b64_encode(bytes),
             digest: Hash::sha256(bytes),
             nonce: nonce.map(str::to_string),
+            nonce_checkpoint: None,
         };
         att.vendor_evidence = vec![
             blob("nvml-cc-attestation-report", report, nonce),
@@ -222,7 +223,7 @@ fn nvidia_attestation_evidence_in_a_record_makes_it_vendor_signed_or_invalid() {
     bent[at] = if bent[at] == b'0' { b'1' } else { b'0' };
     for att in [with(&bent, Some(nonce)), with(&report, None)] {
         let s = stand(&att);
-        assert_eq!(s.evidence, Evidence::SelfReported);
+        assert_eq!(s.evidence, Evidence::EvidenceInvalid);
         assert_eq!(kinds(&s.anomalies), ["evidence-invalid"], "{:?}", s.anomalies);
         assert_eq!(s.anomalies[0].severity(), chipledger_domain::identify::Severity::Danger);
     }

@@ -46,6 +46,7 @@ fn gpu(host: u8, i: u32) -> Candidate {
         fingerprint_digest: Hash([i as u8; 32]),
         evidence: chipledger_domain::standing::Evidence::SelfReported,
         fact_anomalies: vec![],
+        ueid: None,
         pci_bus_id: Some(format!("00000000:{:02X}:00.0", 0x18 + 0x10 * i)),
     }
 }
@@ -270,6 +271,8 @@ fn features_and_labels_follow_the_hosts_standing() {
          chipledger-qualified=false\n\
          chipledger-lawful=false\n\
          chipledger-vendor-signed=false\n\
+         chipledger-hardware-signed=false\n\
+         chipledger-hardware-verified=false\n\
          chipledger-class-3a090a1=true\n\
          chipledger-class-not3a090=true\n\
          chipledger-gpus=2\n"

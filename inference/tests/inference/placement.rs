@@ -30,6 +30,7 @@ fn gpu(host: &str, i: u32) -> Candidate {
         fingerprint_digest: chipledger_domain::merkle::Hash([i as u8; 32]),
         evidence: chipledger_domain::standing::Evidence::SelfReported,
         fact_anomalies: vec![],
+        ueid: None,
         pci_bus_id: None,
     }
 }
@@ -131,22 +132,47 @@ fn policy_lists_restrict_hosts_skus_and_classes() {
     assert_eq!(fate(&p, &c.uuid), ["class", "sku", "host"]);
 }
 
-/// A policy that requires vendor evidence takes only GPUs whose NVIDIA attestation evidence
-/// verified (`vendor-signed`); one whose evidence did not verify also carries its Danger
-/// `evidence-invalid` anomaly, which no policy tolerates.
+/// A policy names the lowest evidence level it takes: `require_vendor_evidence = true` (the
+/// older key) is `vendor-signed`; `require_evidence = "hardware-signed"` refuses vendor-signed
+/// GPUs too. One whose evidence did not verify also carries its Danger `evidence-invalid`
+/// anomaly, which no policy tolerates. Unknown levels, and both keys at once, are refused.
 #[test]
-fn a_policy_can_require_vendor_signed_evidence() {
+fn a_policy_can_require_an_evidence_level() {
     use chipledger_domain::standing::Evidence;
     let policy = Policy::parse("require_vendor_evidence = true\n", "hw.toml").unwrap();
+    assert_eq!(policy.require_evidence, Some(Evidence::VendorSigned));
     let mut signed = gpu("hgx-01", 1);
     signed.evidence = Evidence::VendorSigned;
     let plain = gpu("hgx-01", 2);
     let mut invalid = gpu("hgx-01", 3);
+    invalid.evidence = Evidence::EvidenceInvalid;
     invalid.anomalies = vec![Anomaly::EvidenceInvalid { reason: "the report's signature does not verify".into() }];
+    let mut hardware = gpu("hgx-01", 4);
+    hardware.evidence = Evidence::HardwareSigned;
+    let mut verified = gpu("hgx-01", 5);
+    verified.evidence = Evidence::HardwareVerified;
+    let all = [signed.clone(), plain.clone(), invalid.clone(), hardware.clone(), verified.clone()];
+    let p = place(&policy, &all, &model(10.0), NOW);
+    assert_eq!(p.chosen, vec![signed.uuid.clone()], "the first that qualifies");
+    assert!(fate(&p, &plain.uuid).contains(&"evidence-below".to_string()), "{:?}", fate(&p, &plain.uuid));
+    assert_eq!(fate(&p, &invalid.uuid), ["evidence-below", "anomaly"]);
+    assert_eq!(fate(&p, &hardware.uuid), ["not-needed"]);
+    let strict = Policy::parse("require_evidence = \"hardware-signed\"\n", "hw.toml").unwrap();
+    let p = place(&strict, &all, &model(10.0), NOW);
+    assert_eq!(p.chosen, vec![hardware.uuid.clone()]);
+    assert_eq!(fate(&p, &signed.uuid), ["evidence-below"]);
+    let reason = &p.not_chosen.iter().find(|n| n.uuid == signed.uuid).unwrap().reasons[0];
+    assert_eq!(reason.explain(), "its evidence is vendor-signed; the policy requires hardware-signed or better");
+    let strictest = Policy::parse("require_evidence = \"hardware-verified\"\n", "hw.toml").unwrap();
+    assert_eq!(place(&strictest, &all, &model(10.0), NOW).chosen, vec![verified.uuid.clone()]);
+    assert!(Policy::parse("require_evidence = \"hardware\"\n", "t.toml")
+        .unwrap_err()
+        .to_string()
+        .contains("hardware-signed"));
+    assert!(Policy::parse("require_evidence = \"evidence-invalid\"\n", "t.toml").is_err());
+    assert!(Policy::parse("require_evidence = \"none\"\nrequire_vendor_evidence = true\n", "t.toml").is_err());
+    assert_eq!(Policy::parse("require_evidence = \"none\"\n", "t.toml").unwrap().require_evidence, None);
     let p = place(&policy, &[signed.clone(), plain.clone(), invalid.clone()], &model(10.0), NOW);
-    assert_eq!(p.chosen, vec![signed.uuid.clone()]);
-    assert!(fate(&p, &plain.uuid).contains(&"no-vendor-evidence".to_string()), "{:?}", fate(&p, &plain.uuid));
-    assert_eq!(fate(&p, &invalid.uuid), ["no-vendor-evidence", "anomaly"]);
     let reasons = &p.not_chosen.iter().find(|n| n.uuid == invalid.uuid).unwrap().reasons;
     assert!(reasons.iter().any(|r| r.explain().contains("evidence-invalid")), "{reasons:?}");
     assert!(Policy::parse("tolerated_anomalies = [\"evidence-invalid\"]\n", "t.toml").is_err());
