@@ -46,10 +46,14 @@ pub fn imported(gpu: &GpuUuid, report: &Path, chain: &Path) -> Result<Vec<Vendor
 }
 
 /// The hardware identity (`ueid`: the serial of the attestation key's certificate, the chain's
-/// first) of `gpu`, from the certificate chain among `evidence`, when there is one that parses.
+/// first) of `gpu`, from the certificate chain among `evidence`, when it parses and a report comes
+/// with it.
 /// A claim the reader checks against the report's verified chain.
 pub fn ueid_of(gpu: &GpuUuid, evidence: &[VendorEvidence]) -> Option<String> {
     const CHAINS: &[&str] = &["nvml-cc-attestation-certificate-chain", "nvidia-attestation-certificate-chain"];
+    const REPORTS: &[&str] = &["nvml-cc-attestation-report", "nvidia-attestation-report"];
+    // No report, no claim: a chain alone proves nothing, and readers would call the claim invalid.
+    evidence.iter().find(|e| e.gpu == *gpu && REPORTS.contains(&e.kind.as_str()))?;
     let chain = evidence.iter().find(|e| e.gpu == *gpu && CHAINS.contains(&e.kind.as_str()))?;
     let pem = base64::engine::general_purpose::STANDARD.decode(&chain.blob).ok()?;
     let certs = parse_chain(&pem).ok()?;

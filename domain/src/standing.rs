@@ -353,10 +353,14 @@ pub fn vendor_evidence(
         };
         differs("driver version", v.driver_version.as_deref(), att.driver.driver_version.as_deref())?;
         differs("VBIOS version", v.vbios_version.as_deref(), gpu.facts.vbios_version.as_deref())?;
-        if let Some(claimed) = &gpu.facts.ueid {
-            if !claimed.eq_ignore_ascii_case(&v.ueid) {
-                return Err(format!("the record names ueid {claimed}, the report's certificate {}", v.ueid));
+        // The record must name the identity its evidence proves: the trail follows the named
+        // one, so a record leaving it out could swap chips under one UUID unseen.
+        match &gpu.facts.ueid {
+            Some(claimed) if claimed.eq_ignore_ascii_case(&v.ueid) => {}
+            Some(claimed) => {
+                return Err(format!("the record names ueid {claimed}, the report's certificate {}", v.ueid))
             }
+            None => return Err(format!("the record does not name the ueid its evidence proves ({})", v.ueid)),
         }
         let mut level = Evidence::VendorSigned;
         let mut short_of = None;

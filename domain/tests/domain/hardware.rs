@@ -48,6 +48,7 @@ impl Scene {
     fn record(&self, nonce: [u8; 32], nonce_checkpoint: Option<&str>, fields: &ReportFields) -> GpuAttestation {
         let mut facts = h800_facts();
         facts.vbios_version = Some(fields.vbios_version.to_uppercase());
+        facts.ueid = Some(self.device.ueid.clone());
         let uuid = facts.uuid.clone().unwrap();
         let id = identify(Catalog::embedded().unwrap(), &facts);
         let report = self.device.report(nonce, fields);
@@ -172,6 +173,10 @@ fn the_ueid_a_record_names_must_be_its_certificates() {
     assert_eq!(scene.judge(&att, Some(11)).evidence, Evidence::HardwareSigned);
     named(&mut att, Some("0BADC0DE"));
     assert!(invalid(&scene.judge(&att, Some(11))).contains("names ueid 0BADC0DE"));
+    // Left out: the trail could not see a chip swapped under this UUID.
+    named(&mut att, None);
+    assert!(invalid(&scene.judge(&att, Some(11))).contains("does not name the ueid"));
+    named(&mut att, Some(&scene.device.ueid));
     // A ueid with no report to prove it.
     att.vendor_evidence.clear();
     assert!(invalid(&scene.judge(&att, Some(11))).contains("no attestation report"));

@@ -180,6 +180,7 @@ fn nvidia_attestation_evidence_in_a_record_makes_it_vendor_signed_or_invalid() {
         let old = att.gpus.remove(0);
         let mut facts = old.facts.clone();
         facts.vbios_version = Some("96.00.9F.00.01".into());
+        facts.ueid = Some("53C22BA15E5D68088282DA074ED9FB37AA585771".into());
         att.gpus.push(chipledger_domain::records::AttestedGpu::new(old.uuid.clone(), facts, old.identification));
         let uuid = att.gpus[0].uuid.clone();
         let blob = |kind: &str, bytes: &[u8], nonce: Option<&str>| VendorEvidence {
