@@ -11,7 +11,7 @@
 //! The signature is ECDSA P-384 with SHA-384 over request ‖ response without the signature.
 //! Only this layout is hand-written; the curve is ring's, the certificates RustCrypto's x509-cert.
 
-use ring::signature::{UnparsedPublicKey, ECDSA_P384_SHA384_ASN1, ECDSA_P384_SHA384_FIXED};
+use aws_lc_rs::signature::{UnparsedPublicKey, ECDSA_P384_SHA384_ASN1, ECDSA_P384_SHA384_FIXED};
 use x509_cert::der::{Decode, DecodePem, Encode};
 use x509_cert::Certificate;
 

@@ -107,7 +107,8 @@ pub fn candidate(
     trail: Option<&Trail>,
     log_key: Option<&VerifierKey>,
 ) -> Candidate {
-    let in_log = log_key.map(|log_key| standing::InLog { log_key, index });
+    let previous = trail.and_then(|t| t.previous_on(&att.host.hostname, index));
+    let in_log = log_key.map(|log_key| standing::InLog { log_key, index, previous });
     let mut facts = standing::of_facts_in(catalog, att, gpu, in_log);
     let classification = standing::class(catalog, facts.sku.as_deref(), RuleVersion::Oct2023);
     if let Some(trail) = trail {
@@ -291,9 +292,10 @@ pub fn load_from(
 }
 
 /// One host's GPUs from `log` at its current checkpoint (signed by `log_key`), judged exactly as
-/// [`load`] judges them — their serials against every GPU in the log reporting the same serial —
-/// while decoding only their own attestations and those of GPUs sharing their serials: what a
-/// scheduler's hook on one node reads. The fleet's candidates are the host's GPUs only.
+/// [`load`] judges them — their serials and hardware identities (`ueid`s) against every GPU in
+/// the log reporting the same — while decoding only their own attestations and those of GPUs
+/// sharing their serials or identities: what a scheduler's hook on one node reads. The fleet's
+/// candidates are the host's GPUs only.
 pub fn load_host(log: &dyn LogClient, log_key: &VerifierKey, host: &str) -> Result<Fleet, Error> {
     let catalog = Catalog::embedded()?;
     let checkpoint_text = log.checkpoint()?;
@@ -302,9 +304,15 @@ pub fn load_host(log: &dyn LogClient, log_key: &VerifierKey, host: &str) -> Resu
     let inventory = log.inventory(AsOf::Size(size))?;
     let serials: std::collections::HashSet<&str> =
         inventory.iter().filter(|g| g.host == host).filter_map(|g| g.serial.as_deref()).collect();
+    let ueids: std::collections::HashSet<String> =
+        inventory.iter().filter(|g| g.host == host).filter_map(|g| g.ueid.as_deref()).map(str::to_uppercase).collect();
     let relevant: Vec<&crate::log::InventoryGpu> = inventory
         .iter()
-        .filter(|g| g.host == host || g.serial.as_deref().is_some_and(|s| serials.contains(s)))
+        .filter(|g| {
+            g.host == host
+                || g.serial.as_deref().is_some_and(|s| serials.contains(s))
+                || g.ueid.as_deref().is_some_and(|u| ueids.contains(&u.to_uppercase()))
+        })
         .collect();
     let mut wanted: Vec<u64> = relevant.iter().map(|g| g.index).collect();
     wanted.sort_unstable();

@@ -46,6 +46,9 @@ pub struct InventoryGpu {
     pub uuid: GpuUuid,
     pub host: String,
     pub serial: Option<String>,
+    /// The hardware identity its NVIDIA evidence names (`GpuFacts::ueid`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ueid: Option<String>,
     pub sku: Option<String>,
     pub fingerprint_digest: Hash,
     /// Index of the attestation this state comes from.

@@ -84,11 +84,16 @@ pub const ALL_EVIDENCE: [Evidence; 6] = [
 ];
 
 /// Where a record sits, for a reader that can check a derived nonce's checkpoint: the log key
-/// that signs the log's checkpoints, and the record's log index.
+/// that signs the log's checkpoints, the record's log index, and the index of the same host's
+/// previous attestation of the GPU when the reader knows it. The checkpoint must come before the
+/// record (a report is no older than it) and, for `hardware-signed`, include that previous
+/// record: otherwise an agent could have collected reports for counters ahead, before the GPU
+/// left, and kept publishing them.
 #[derive(Clone, Copy, Debug)]
 pub struct InLog<'a> {
     pub log_key: &'a crate::keys::VerifierKey,
     pub index: u64,
+    pub previous: Option<u64>,
 }
 
 /// What the reader knows around one GPU that its standing depends on.
@@ -381,7 +386,15 @@ pub fn vendor_evidence(
                                 cp.size, l.index
                             ));
                         }
-                        level = Evidence::HardwareSigned;
+                        match l.previous {
+                            Some(p) if cp.size <= p => {
+                                short_of = Some(format!(
+                                    "the nonce's checkpoint (size {}) does not include this host's previous record of the GPU (index {p}): the report may predate it, so its freshness is not proven",
+                                    cp.size
+                                ))
+                            }
+                            _ => level = Evidence::HardwareSigned,
+                        }
                     }
                     None => short_of = Some("no log key at hand to check the nonce's checkpoint".to_string()),
                 }

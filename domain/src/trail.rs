@@ -23,6 +23,10 @@ pub struct HostSpan {
     pub host: String,
     pub first_index: u64,
     pub last_index: u64,
+    /// The host's attestation of the GPU before `last_index`, if any: a derived nonce's
+    /// checkpoint must include it for the report to count as fresh.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_index: Option<u64>,
     #[serde(with = "time::serde::rfc3339")]
     pub first_observed_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
@@ -96,6 +100,9 @@ impl Trail {
         self.latest = Some((index, digest));
         match self.hosts.get_mut(host) {
             Some(span) => {
+                if span.last_index < index {
+                    span.previous_index = Some(span.last_index);
+                }
                 span.last_index = index;
                 span.last_observed_at = observed_at;
             }
@@ -104,6 +111,7 @@ impl Trail {
                     host: host.to_string(),
                     first_index: index,
                     last_index: index,
+                    previous_index: None,
                     first_observed_at: observed_at,
                     last_observed_at: observed_at,
                 };
@@ -138,6 +146,17 @@ impl Trail {
         let current = self.hosts.values().max_by_key(|h| h.last_index).map(|h| h.host.clone());
         self.hosts.retain(|host, _| Some(host) == current.as_ref());
         self.changes.clear();
+    }
+
+    /// The log index of the GPU's attestation by `host` before the one at `index` (when the
+    /// trail has folded that far), for a derived nonce's freshness bound ([`crate::standing::InLog`]).
+    pub fn previous_on(&self, host: &str, index: u64) -> Option<u64> {
+        let span = self.hosts.get(host)?;
+        match span.last_index.cmp(&index) {
+            std::cmp::Ordering::Less => Some(span.last_index),
+            std::cmp::Ordering::Equal => span.previous_index,
+            std::cmp::Ordering::Greater => None,
+        }
     }
 
     /// The anomalies of the facts' changes: `vbios-changed` for the VBIOS, `identity-changed`

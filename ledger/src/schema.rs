@@ -151,35 +151,51 @@ const MIGRATIONS: &[(i64, &str)] = &[
     CREATE INDEX IF NOT EXISTS entries_rotations ON entries (idx) WHERE kind = 8;
     ",
     ),
+    (
+        7,
+        "
+    -- Each host's attestation of a GPU before its last one: a derived evidence nonce's
+    -- checkpoint must include it (domain::standing::InLog). And each GPU's hardware identity
+    -- (the ueid its NVIDIA evidence names), so a node's hook finds the GPUs elsewhere that
+    -- claim its GPUs' identities. Both filled by rebuilding the trails.
+    ALTER TABLE gpu_hosts ADD COLUMN prev_idx INTEGER;
+    ALTER TABLE gpus ADD COLUMN ueid TEXT;
+    CREATE INDEX gpus_ueid ON gpus (ueid) WHERE ueid IS NOT NULL;
+    ",
+    ),
 ];
 
 /// The newest schema this build writes.
-pub const SCHEMA_VERSION: i64 = 6;
+pub const SCHEMA_VERSION: i64 = 7;
 
-/// Applies every migration the database lacks; refuses a database from a newer build.
+/// Applies every migration the database lacks, all in one transaction (a crash leaves the
+/// database as it was); refuses a database from a newer build.
 pub fn migrate(conn: &mut Connection) -> Result<(), Error> {
     let found: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     if found > SCHEMA_VERSION {
         return Err(Error::SchemaTooNew { found, supported: SCHEMA_VERSION });
     }
-    for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > found) {
-        let tx = conn.transaction()?;
+    let pending: Vec<_> = MIGRATIONS.iter().filter(|(v, _)| *v > found).collect();
+    let Some(&&(last, _)) = pending.last() else { return Ok(()) };
+    let tx = conn.transaction()?;
+    let mut rebuild_trails = false;
+    for (version, sql) in pending {
         tx.execute_batch(sql)?;
-        backfill(&tx, *version)?;
-        tx.pragma_update(None, "user_version", version)?;
-        tx.commit()?;
+        match version {
+            3 => backfill_counters(&tx)?,
+            // The trails are rebuilt once, after the last migration: the code that fills them
+            // writes the newest shape of their tables.
+            4 | 7 => rebuild_trails = true,
+            _ => {}
+        }
         tracing::info!(version, "applied schema migration");
     }
-    Ok(())
-}
-
-/// What a migration needs beyond its SQL, in the same transaction.
-fn backfill(tx: &rusqlite::Transaction<'_>, version: i64) -> Result<(), Error> {
-    match version {
-        3 => backfill_counters(tx),
-        4 => crate::views::backfill_trails(tx),
-        _ => Ok(()),
+    if rebuild_trails {
+        crate::views::backfill_trails(&tx)?;
     }
+    tx.pragma_update(None, "user_version", last)?;
+    tx.commit()?;
+    Ok(())
 }
 
 /// Schema 3: each entry's predicate counter.

@@ -150,9 +150,10 @@ fn apply_attestation(conn: &Connection, idx: i64, a: &GpuAttestation) -> Result<
     // A GPU's latest state is its attestation at the highest log index: the signer's clock
     // (`observed_at`) never orders the view.
     let mut gpu_st = conn.prepare_cached(
-        "INSERT INTO gpus (uuid, idx, host, serial, sku, fingerprint_digest, observed_at, source, known, changes)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+        "INSERT INTO gpus (uuid, idx, host, serial, sku, fingerprint_digest, observed_at, source, known, changes, ueid)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
          ON CONFLICT (uuid) DO UPDATE SET idx = excluded.idx, host = excluded.host, serial = excluded.serial,
+           ueid = excluded.ueid,
            sku = excluded.sku, fingerprint_digest = excluded.fingerprint_digest,
            observed_at = excluded.observed_at, source = excluded.source,
            known = excluded.known, changes = excluded.changes
@@ -160,7 +161,8 @@ fn apply_attestation(conn: &Connection, idx: i64, a: &GpuAttestation) -> Result<
     )?;
     let mut host_st = conn.prepare_cached(
         "INSERT INTO gpu_hosts (uuid, host, first_idx, last_idx, first_ns, last_ns) VALUES (?1, ?2, ?3, ?3, ?4, ?4)
-         ON CONFLICT (uuid, host) DO UPDATE SET last_idx = excluded.last_idx, last_ns = excluded.last_ns
+         ON CONFLICT (uuid, host) DO UPDATE SET last_idx = excluded.last_idx, last_ns = excluded.last_ns,
+           prev_idx = CASE WHEN excluded.last_idx > gpu_hosts.last_idx THEN gpu_hosts.last_idx ELSE gpu_hosts.prev_idx END
          WHERE excluded.last_idx >= gpu_hosts.last_idx",
     )?;
     let mut set_st = conn.prepare_cached("INSERT INTO gpu_facts (uuid, idx, field, value) VALUES (?1, ?2, ?3, ?4)")?;
@@ -194,6 +196,7 @@ fn apply_attestation(conn: &Connection, idx: i64, a: &GpuAttestation) -> Result<
             source,
             to_json(&trail.known)?,
             to_json(&trail.changes)?,
+            g.facts.ueid,
         ])?;
         host_st.execute(params![uuid, a.host.hostname, idx, at_ns])?;
     }
@@ -473,6 +476,7 @@ impl Ledger {
                     uuid: g.uuid.clone(),
                     host: a.host.hostname.clone(),
                     serial: g.facts.serial.clone(),
+                    ueid: g.facts.ueid.clone(),
                     sku: recomputed_sku(g),
                     fingerprint_digest: g.fingerprint_digest,
                     index: idx,
@@ -493,7 +497,7 @@ impl Ledger {
         let conn = reader.unchecked_transaction()?;
         let mut current = conn.prepare_cached("SELECT idx, fingerprint_digest, changes FROM gpus WHERE uuid = ?1")?;
         let mut spans = conn.prepare_cached(
-            "SELECT uuid, host, first_idx, last_idx, first_ns, last_ns FROM gpu_hosts WHERE uuid = ?1 ORDER BY first_idx",
+            "SELECT uuid, host, first_idx, last_idx, first_ns, last_ns, prev_idx FROM gpu_hosts WHERE uuid = ?1 ORDER BY first_idx",
         )?;
         let mut out = HashMap::new();
         for uuid in uuids {
@@ -607,7 +611,7 @@ fn trail_as_of(conn: &Connection, uuid: &GpuUuid, n: u64) -> Result<Trail, Error
     Ok(trail)
 }
 
-/// A `gpu_hosts` row (`uuid, host, first_idx, last_idx, first_ns, last_ns`).
+/// A `gpu_hosts` row (`uuid, host, first_idx, last_idx, first_ns, last_ns, prev_idx`).
 fn host_span(r: &rusqlite::Row<'_>) -> rusqlite::Result<(String, HostSpan)> {
     Ok((
         r.get(0)?,
@@ -617,6 +621,7 @@ fn host_span(r: &rusqlite::Row<'_>) -> rusqlite::Result<(String, HostSpan)> {
             last_index: r.get::<_, i64>(3)? as u64,
             first_observed_at: from_unix_ns(r.get(4)?),
             last_observed_at: from_unix_ns(r.get(5)?),
+            previous_index: r.get::<_, Option<i64>>(6)?.map(|i| i as u64),
         },
     ))
 }
@@ -635,7 +640,8 @@ fn stored_record(conn: &Connection, idx: u64) -> Result<Option<Record>, Error> {
 /// Rows of the `gpus` view (every GPU's latest attestation) with their trails, all or those with
 /// one serial.
 fn latest_gpus(conn: &Connection, serial: Option<&str>) -> Result<Vec<InventoryGpu>, Error> {
-    let columns = "g.uuid, g.idx, g.host, g.serial, g.sku, g.fingerprint_digest, g.observed_at, g.source, g.changes";
+    let columns =
+        "g.uuid, g.idx, g.host, g.serial, g.sku, g.fingerprint_digest, g.observed_at, g.source, g.changes, g.ueid";
     let sql = match serial {
         None => format!("SELECT {columns} FROM gpus g ORDER BY g.host, g.uuid"),
         Some(_) => format!("SELECT {columns} FROM gpus g WHERE g.serial = ?1 ORDER BY g.host, g.uuid"),
@@ -657,6 +663,7 @@ fn latest_gpus(conn: &Connection, serial: Option<&str>) -> Result<Vec<InventoryG
             index,
             host: r.get(2)?,
             serial: r.get(3)?,
+            ueid: r.get(9)?,
             sku: r.get(4)?,
             fingerprint_digest,
             observed_at: from_unix(r.get(6)?),
@@ -671,7 +678,7 @@ fn latest_gpus(conn: &Connection, serial: Option<&str>) -> Result<Vec<InventoryG
     // The hosts of every GPU in one ordered read (or of the few that report `serial`).
     let mut hosts: HashMap<String, Vec<HostSpan>> = HashMap::new();
     let span = host_span;
-    let host_columns = "uuid, host, first_idx, last_idx, first_ns, last_ns";
+    let host_columns = "uuid, host, first_idx, last_idx, first_ns, last_ns, prev_idx";
     match serial {
         None => {
             let mut st = conn.prepare(&format!("SELECT {host_columns} FROM gpu_hosts"))?;

@@ -19,6 +19,7 @@ struct GpuRow {
     idx: u64,
     host: String,
     serial: Option<String>,
+    ueid: Option<String>,
     sku: Option<String>,
     digest: Vec<u8>,
     observed_at: i64,
@@ -78,6 +79,7 @@ impl Expected {
                             host: a.host.hostname.clone(),
                             serial: g.facts.serial.clone(),
                             sku: crate::views::recomputed_sku(g),
+                            ueid: g.facts.ueid.clone(),
                             digest: g.fingerprint_digest.0.to_vec(),
                             observed_at: crate::store::unix(a.observed_at),
                             source: a.source.as_str().to_string(),
@@ -144,7 +146,7 @@ impl Expected {
         }
         // gpus
         let mut st = conn.prepare(
-            "SELECT uuid, idx, host, serial, sku, fingerprint_digest, observed_at, source, known, changes FROM gpus ORDER BY uuid",
+            "SELECT uuid, idx, host, serial, sku, fingerprint_digest, observed_at, source, known, changes, ueid FROM gpus ORDER BY uuid",
         )?;
         let mut rows = st.query([])?;
         let mut expected = self.gpus.iter();
@@ -156,6 +158,7 @@ impl Expected {
                         idx: r.get::<_, i64>(1)? as u64,
                         host: r.get(2)?,
                         serial: r.get(3)?,
+                        ueid: r.get(10)?,
                         sku: r.get(4)?,
                         digest: r.get(5)?,
                         observed_at: r.get(6)?,
@@ -267,7 +270,7 @@ impl Expected {
     /// The `gpu_hosts` view against the replay's trails, GPU by GPU and host by host.
     fn hosts_difference(&self, conn: &Connection) -> Result<Option<String>, Error> {
         let mut st = conn.prepare(
-            "SELECT uuid, host, first_idx, last_idx, first_ns, last_ns FROM gpu_hosts ORDER BY uuid, first_idx, host",
+            "SELECT uuid, host, first_idx, last_idx, first_ns, last_ns, prev_idx FROM gpu_hosts ORDER BY uuid, first_idx, host",
         )?;
         let mut stored: BTreeMap<String, Vec<SpanRow>> = BTreeMap::new();
         let mut rows = st.query([])?;
@@ -278,6 +281,7 @@ impl Expected {
                 r.get::<_, i64>(3)? as u64,
                 r.get(4)?,
                 r.get(5)?,
+                r.get::<_, Option<i64>>(6)?.map(|i| i as u64),
             ));
         }
         for (uuid, trail) in &self.trails {
@@ -287,14 +291,20 @@ impl Expected {
                 .map(|h| {
                     let (first, last) =
                         (crate::views::unix_ns(h.first_observed_at), crate::views::unix_ns(h.last_observed_at));
-                    (h.host.clone(), h.first_index, h.last_index, first, last)
+                    (h.host.clone(), h.first_index, h.last_index, first, last, h.previous_index)
                 })
                 .collect();
             want.sort_by(|a, b| (a.1, &a.0).cmp(&(b.1, &b.0)));
             let have = stored.remove(uuid).unwrap_or_default();
             if have != want {
                 let show = |v: &[SpanRow]| {
-                    v.iter().map(|(h, f, l, _, _)| format!("{h} (entries {f}–{l})")).collect::<Vec<_>>().join(", ")
+                    v.iter()
+                        .map(|(h, f, l, _, _, p)| match p {
+                            Some(p) => format!("{h} (entries {f}–{l}, the one before {p})"),
+                            None => format!("{h} (entries {f}–{l})"),
+                        })
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 };
                 return Ok(Some(format!(
                     "the gpu_hosts view says GPU {uuid} was attested on {}; a replay says on {}",
@@ -355,7 +365,8 @@ fn unreadable_changes() -> BTreeMap<String, Change> {
 }
 
 /// A `gpu_hosts` row: host, first and last index, first and last signer time (Unix ns).
-type SpanRow = (String, u64, u64, i64, i64);
+/// `(host, first index, last index, first ns, last ns, previous index)`.
+type SpanRow = (String, u64, u64, i64, i64, Option<u64>);
 
 /// What the view keeps of one GPU's attestation, in 8 bytes: its host, signer time, digest and
 /// the fact values it set (in field order).

@@ -293,10 +293,17 @@ pub(crate) fn timeline(
     }
     entries.sort_by_key(|e| e.index);
     entries.dedup_by_key(|e| e.index);
-    Ok((entries.iter().map(|e| timeline_item(e, uuid, ledger.verifier_key())).collect(), truncated))
+    // Each host's latest attestation so far: a derived nonce's checkpoint must include it.
+    let mut last_on_host = std::collections::HashMap::new();
+    Ok((entries.iter().map(|e| timeline_item(e, uuid, ledger.verifier_key(), &mut last_on_host)).collect(), truncated))
 }
 
-fn timeline_item(e: &EntrySummary, uuid: &GpuUuid, log_key: &VerifierKey) -> TimelineItem {
+fn timeline_item(
+    e: &EntrySummary,
+    uuid: &GpuUuid,
+    log_key: &VerifierKey,
+    last_on_host: &mut std::collections::HashMap<String, u64>,
+) -> TimelineItem {
     let mut item = TimelineItem {
         index: e.index,
         appended_at: rfc3339(e.appended_at),
@@ -317,7 +324,8 @@ fn timeline_item(e: &EntrySummary, uuid: &GpuUuid, log_key: &VerifierKey) -> Tim
             );
             // The record's facts judged here, not the agent's identification of them.
             if let (Some(g), Ok(catalog)) = (gpu, Catalog::embedded()) {
-                let in_log = chipledger_domain::standing::InLog { log_key, index: e.index };
+                let previous = last_on_host.insert(a.host.hostname.clone(), e.index);
+                let in_log = chipledger_domain::standing::InLog { log_key, index: e.index, previous };
                 let judged = chipledger_domain::standing::of_facts_in(catalog, &a, g, Some(in_log));
                 item.details.push(format!(
                     "identified as {} ({}); {} evidence; fingerprint {}",

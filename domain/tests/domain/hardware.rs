@@ -85,7 +85,12 @@ impl Scene {
     }
 
     fn judge(&self, att: &GpuAttestation, index: Option<u64>) -> FactStanding {
-        let in_log = index.map(|index| InLog { log_key: &self.log_key, index });
+        self.judge_after(att, index, None)
+    }
+
+    /// [`Scene::judge`], by a reader that knows the host's previous record of the GPU.
+    fn judge_after(&self, att: &GpuAttestation, index: Option<u64>, previous: Option<u64>) -> FactStanding {
+        let in_log = index.map(|index| InLog { log_key: &self.log_key, index, previous });
         of_facts_with(Catalog::embedded().unwrap(), att, &att.gpus[0], in_log, &self.roots())
     }
 }
@@ -128,9 +133,23 @@ fn a_report_over_the_derived_nonce_is_hardware_signed_when_the_checkpoint_is_the
         Catalog::embedded().unwrap(),
         &att,
         &att.gpus[0],
-        Some(InLog { log_key: &scene.log_key, index: 11 }),
+        Some(InLog { log_key: &scene.log_key, index: 11, previous: None }),
     );
     assert!(invalid(&shipped).contains("not the pinned root"), "{:?}", shipped.anomalies);
+}
+
+#[test]
+fn a_report_over_a_checkpoint_older_than_the_hosts_previous_record_of_the_gpu_is_not_proven_fresh() {
+    let scene = Scene::new();
+    // The nonce's checkpoint has 10 entries.
+    let att = scene.record(scene.derived(COUNTER), Some(&scene.note), &h800_fields());
+    // The previous record at index 9 is inside the checkpoint: fresh.
+    assert_eq!(scene.judge_after(&att, Some(20), Some(9)).evidence, Evidence::HardwareSigned);
+    // At index 10 it is not: the report could have been collected before it, for a counter
+    // ahead, and published after the GPU was gone.
+    let s = scene.judge_after(&att, Some(20), Some(10));
+    assert_eq!(s.evidence, Evidence::VendorSigned, "{:?}", s.anomalies);
+    assert!(s.anomalies.is_empty(), "not a forgery, only not fresh: {:?}", s.anomalies);
 }
 
 #[test]
@@ -259,7 +278,7 @@ fn matching_signed_rims_make_it_hardware_verified_and_a_differing_one_invalid() 
     let judge = |rims: &[VendorEvidence], index: Option<u64>| {
         let mut att = scene.record(scene.derived(COUNTER), Some(&scene.note), &fields);
         att.vendor_evidence.extend(rims.iter().cloned());
-        let in_log = index.map(|index| InLog { log_key: &scene.log_key, index });
+        let in_log = index.map(|index| InLog { log_key: &scene.log_key, index, previous: None });
         of_facts_with(Catalog::embedded().unwrap(), &att, &att.gpus[0], in_log, &roots)
     };
     let (d, v) = (rim_blob("nvidia-driver-rim", &driver), rim_blob("nvidia-vbios-rim", &vbios));

@@ -105,3 +105,14 @@ fn many_hosts_on_one_uuid_are_one_anomaly() {
     let steps: Vec<Step<'_>> = hosts.iter().enumerate().map(|(i, h)| (i as u64, h.as_str(), 0, V1)).collect();
     check(&steps, &["uuid-on-two-hosts"]);
 }
+
+#[test]
+fn a_trail_knows_each_hosts_attestation_before_the_latest() {
+    let trail =
+        check(&[(1, "a", 0, V1), (4, "b", 30, V1), (5, "a", 60, V1), (9, "a", 120, V1)], &["uuid-on-two-hosts"]);
+    assert_eq!(trail.previous_on("a", 9), Some(5));
+    assert_eq!(trail.previous_on("b", 4), None, "b attested it once");
+    // A record not yet folded in: the host's latest is the one before it.
+    assert_eq!(trail.previous_on("b", 12), Some(4));
+    assert_eq!(trail.previous_on("c", 12), None);
+}

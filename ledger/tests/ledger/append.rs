@@ -116,9 +116,9 @@ fn a_schema_2_log_is_migrated_and_still_finds_duplicates() {
     assert_eq!(f.ledger.audit(&mut |_, _| {}).unwrap().problem, None);
 }
 
-/// What schemas 5 and 4 added: witnesses' cosignatures, the GPU trails.
+/// What schemas 7, 5 and 4 added: ueids, witnesses' cosignatures, the GPU trails.
 const UNDO_SCHEMA_4: &str =
-    "DROP TABLE cosignatures; DROP TABLE gpu_hosts; DROP TABLE gpu_facts; DROP TABLE gpu_settled; ALTER TABLE gpus DROP COLUMN known;
+    "DROP INDEX gpus_ueid; ALTER TABLE gpus DROP COLUMN ueid; DROP TABLE cosignatures; DROP TABLE gpu_hosts; DROP TABLE gpu_facts; DROP TABLE gpu_settled; ALTER TABLE gpus DROP COLUMN known;
      ALTER TABLE gpus DROP COLUMN changes;
      ALTER TABLE gpu_records DROP COLUMN host; ALTER TABLE gpu_records DROP COLUMN observed_ns;
      ALTER TABLE gpu_records DROP COLUMN digest; PRAGMA user_version = 3;";
@@ -140,6 +140,30 @@ fn a_schema_3_log_gets_its_gpu_trails_from_its_entries() {
     assert_eq!(u1.trail.hosts.keys().map(String::as_str).collect::<Vec<_>>(), ["hgx-1", "hgx-2"]);
     assert_eq!(u1.trail.changes.keys().collect::<Vec<_>>(), ["vbios"], "{:?}", u1.trail);
     sql(&f, UNDO_SCHEMA_4);
+    f.reopen();
+    assert_eq!(f.ledger.inventory(AsOf::Latest).unwrap(), before);
+    assert_eq!(f.ledger.audit(&mut |_, _| {}).unwrap().problem, None);
+}
+
+#[test]
+fn a_schema_6_log_learns_each_hosts_attestation_before_the_last_and_each_gpus_ueid() {
+    let mut f = Fixture::new();
+    let one = f.enroll(2, Role::Agent, Some("hgx-1"));
+    let mut named = h800(U1, "1");
+    named.ueid = Some("53C22BA1".into());
+    let first = f.ledger.append(&[attestation(&one, 1, "hgx-1", &[named.clone()], NOW)]).unwrap();
+    let second = f.ledger.append(&[attestation(&one, 2, "hgx-1", &[named.clone()], NOW)]).unwrap();
+    f.ledger.append(&[attestation(&one, 3, "hgx-1", &[named, h800(U2, "2")], NOW)]).unwrap();
+    let before = f.ledger.inventory(AsOf::Latest).unwrap();
+    let u1 = before.iter().find(|g| g.uuid.as_str() == U1).unwrap();
+    assert_eq!(u1.trail.hosts["hgx-1"].previous_index, Some(second[0].index), "first at {}", first[0].index);
+    assert_eq!(u1.ueid.as_deref(), Some("53C22BA1"));
+    assert_eq!(before.iter().find(|g| g.uuid.as_str() == U2).unwrap().ueid, None);
+    sql(
+        &f,
+        "ALTER TABLE gpu_hosts DROP COLUMN prev_idx; DROP INDEX gpus_ueid; ALTER TABLE gpus DROP COLUMN ueid;
+         PRAGMA user_version = 6;",
+    );
     f.reopen();
     assert_eq!(f.ledger.inventory(AsOf::Latest).unwrap(), before);
     assert_eq!(f.ledger.audit(&mut |_, _| {}).unwrap().problem, None);
@@ -509,7 +533,7 @@ fn opening_a_log_while_another_process_appends_never_sees_it_torn() {
 fn a_schema_4_log_gains_cosignatures_served_with_its_checkpoint() {
     let mut f = Fixture::new();
     f.enroll(2, Role::Agent, Some("hgx-1"));
-    sql(&f, "DROP TABLE cosignatures; PRAGMA user_version = 4;");
+    sql(&f, "DROP TABLE cosignatures; ALTER TABLE gpu_hosts DROP COLUMN prev_idx; DROP INDEX gpus_ueid; ALTER TABLE gpus DROP COLUMN ueid; PRAGMA user_version = 4;");
     f.reopen();
     let (size, note) = f.ledger.checkpoint().unwrap();
     let line = "\u{2014} w.example AAAAAQ==\n";

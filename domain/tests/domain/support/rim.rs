@@ -1,15 +1,15 @@
-//! A test CA and a RIM signer: P-384 keys from ring, certificates hand-built with x509-cert's
+//! A test CA and a RIM signer: P-384 keys from aws-lc-rs, certificates hand-built with x509-cert's
 //! types, RIMs signed as NVIDIA's are (enveloped XML-DSig, Canonical XML 1.1, SHA-384, ECDSA
 //! P-384 r ‖ s).
 
 use std::time::Duration;
 
-use chipledger_domain::encoding::b64_encode;
-use chipledger_domain::rim::uri;
-use ring::rand::SystemRandom;
-use ring::signature::{
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{
     EcdsaKeyPair, EcdsaSigningAlgorithm, KeyPair, ECDSA_P384_SHA384_ASN1_SIGNING, ECDSA_P384_SHA384_FIXED_SIGNING,
 };
+use chipledger_domain::encoding::b64_encode;
+use chipledger_domain::rim::uri;
 use sha2::{Digest, Sha384};
 use x509_cert::der::asn1::{BitString, ObjectIdentifier, OctetString, UtcTime};
 use x509_cert::der::{Any, Encode};
@@ -113,7 +113,7 @@ pub fn swid_tag(version: &str, golden: &[(u8, Vec<Vec<u8>>)]) -> String {
 
 fn keypair(alg: &'static EcdsaSigningAlgorithm, rng: &SystemRandom) -> EcdsaKeyPair {
     let pkcs8 = EcdsaKeyPair::generate_pkcs8(alg, rng).unwrap();
-    EcdsaKeyPair::from_pkcs8(alg, pkcs8.as_ref(), rng).unwrap()
+    EcdsaKeyPair::from_pkcs8(alg, pkcs8.as_ref()).unwrap()
 }
 
 /// A certificate for `public_key` issued by the test root ("CN=Test RIM Root", key `ca_key`),

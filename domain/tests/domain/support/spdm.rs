@@ -10,11 +10,11 @@
 //! type 0x01 (a digest of mutable firmware); text fields NUL-terminated (the chip SKU NUL-padded
 //! to 9 bytes); the VBIOS version `aa.bb.cc.dd.ee` as the 8 bytes `dd cc bb aa ee 00 00 00`.
 
-use chipledger_domain::evidence::{decode_report, field, Report};
-use ring::rand::SystemRandom;
-use ring::signature::{
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{
     EcdsaKeyPair, EcdsaSigningAlgorithm, KeyPair, ECDSA_P384_SHA384_ASN1_SIGNING, ECDSA_P384_SHA384_FIXED_SIGNING,
 };
+use chipledger_domain::evidence::{decode_report, field, Report};
 use sha2::{Digest, Sha256, Sha384};
 use x509_cert::der::asn1::{Any, BitString, ObjectIdentifier, OctetString, UtcTime};
 use x509_cert::der::pem::LineEnding;
@@ -218,7 +218,7 @@ fn vbios_version(s: &str) -> Vec<u8> {
 fn key(alg: &'static EcdsaSigningAlgorithm) -> EcdsaKeyPair {
     let rng = SystemRandom::new();
     let pkcs8 = EcdsaKeyPair::generate_pkcs8(alg, &rng).expect("a P-384 key");
-    EcdsaKeyPair::from_pkcs8(alg, pkcs8.as_ref(), &rng).expect("the key just made")
+    EcdsaKeyPair::from_pkcs8(alg, pkcs8.as_ref()).expect("the key just made")
 }
 
 fn name(rfc4514: &str) -> Name {
