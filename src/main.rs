@@ -99,6 +99,9 @@ enum Command {
     /// with the last it cosigned.
     #[command(subcommand)]
     Witness(cmd::witness::Command),
+    /// A landmark: time hosts' signed answers from surveyed coordinates and log location proofs.
+    #[command(subcommand)]
+    Landmark(cmd::landmark::Command),
 }
 
 fn main() -> ExitCode {
@@ -108,6 +111,7 @@ fn main() -> ExitCode {
         Command::Agent(cmd::agent::Command::Run { .. })
             | Command::Serve(_)
             | Command::Witness(cmd::witness::Command::Serve { .. })
+            | Command::Landmark(_)
             | Command::Mirror(_)
             | Command::Node(_)
     ));
@@ -134,6 +138,7 @@ fn main() -> ExitCode {
         Command::Note(c) => cmd::note::run(c),
         Command::Proof(c) => cmd::proof::run(c),
         Command::Witness(c) => cmd::witness::run(c),
+        Command::Landmark(c) => cmd::landmark::run(cli.data_dir, c),
         Command::Evidence(c) => cmd::evidence::run(c),
         Command::Mirror(a) => cmd::mirror::run(a),
     };

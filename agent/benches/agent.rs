@@ -52,6 +52,7 @@ fn attest(c: &mut Criterion) {
         host: Some("hgx-01".into()),
         valid_from: now - time::Duration::days(1),
         valid_until: None,
+        site: None,
     };
     ledger.append(&[sign_record(&enrollment, &admin).unwrap().to_json()]).unwrap();
     let log_key = ledger.verifier_key().clone();

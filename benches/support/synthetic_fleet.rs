@@ -36,6 +36,7 @@ pub fn enrollment(admin: &SigningKey, counter: u64, key: &SigningKey, role: Role
         host: Some(name.to_string()),
         valid_from: now - time::Duration::days(1),
         valid_until: None,
+        site: None,
     };
     sign_record(&e, admin).unwrap().to_json()
 }

@@ -4,6 +4,7 @@
 //! [`wire`] holds the JSON bodies it shares with the server; this crate links no server code, so
 //! an agent or a node built from it carries no HTTP server.
 
+pub mod locate;
 pub mod mirror;
 pub mod wire;
 pub mod witness;

@@ -6,6 +6,8 @@ use crate::merkle::Hash;
 /// what a caller needs to explain it; none of them carries secret material.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum Error {
+    #[error("location proof: {reason}")]
+    Location { reason: String },
     #[error("{what} is not valid standard padded base64")]
     Base64 { what: &'static str },
     #[error("{what} is not valid hex: {reason}")]
@@ -77,6 +79,8 @@ pub enum Error {
     PciId { id: String, reason: &'static str },
     #[error("{input:?} is not an ISO 3166-1 alpha-2 country code")]
     Country { input: String },
+    #[error("coordinate {input:?} is not \"lat,lon\" in decimal degrees (e.g. \"1.2897,103.8501\"): {reason}")]
+    Coordinate { input: String, reason: &'static str },
     #[error("GPU UUID {input:?} is malformed: {reason}")]
     GpuUuid { input: String, reason: &'static str },
     #[error("token is malformed: {reason}")]

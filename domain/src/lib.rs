@@ -6,8 +6,8 @@
 //! catalog ([`catalog`]), GPU fingerprints ([`fingerprint`]), SKU identification and anomalies
 //! ([`identify`]), a GPU's trail through the log and its history anomalies ([`trail`]), a GPU's
 //! standing as a reader computes it ([`standing`]) and the fleet ([`fleet`]), NVIDIA attestation evidence ([`evidence`])
-//! and reference integrity manifests ([`rim`]), country groups ([`country`]), export classification and acquisition verdicts
-//! ([`rules`]), and the [`log::LogClient`] trait through which agents and nodes reach a log.
+//! and reference integrity manifests ([`rim`]), country groups ([`country`]), landmarks' location proofs ([`location_proof`]), export classification and acquisition verdicts
+//! ([`rules`]), delay-based location proofs and their verdicts ([`location`]), and the [`log::LogClient`] trait through which agents and nodes reach a log.
 //!
 //! What it does not do: no file, network or database IO, no clock and no randomness of its own
 //! (time and RNGs are parameters), no printing. Everything here is deterministic, so every other
@@ -27,6 +27,8 @@ pub mod fingerprint;
 pub mod fleet;
 pub mod identify;
 pub mod keys;
+pub mod location;
+pub mod location_proof;
 pub mod log;
 pub mod merkle;
 pub mod note;

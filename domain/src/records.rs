@@ -58,6 +58,9 @@ pub enum Role {
     Node,
     Admin,
     Auditor,
+    /// An independently run signer at surveyed coordinates that times hosts' answers
+    /// (`location-proof/v1`).
+    Landmark,
 }
 
 impl Role {
@@ -67,6 +70,7 @@ impl Role {
             "node" => Some(Role::Node),
             "admin" => Some(Role::Admin),
             "auditor" => Some(Role::Auditor),
+            "landmark" => Some(Role::Landmark),
             _ => None,
         }
     }
@@ -77,6 +81,7 @@ impl Role {
             Role::Node => "node",
             Role::Admin => "admin",
             Role::Auditor => "auditor",
+            Role::Landmark => "landmark",
         }
     }
 
@@ -94,6 +99,7 @@ impl Role {
             ) | (Role::Auditor, RecordKind::Annotation)
                 | (Role::Agent, RecordKind::GpuAttestation)
                 | (Role::Node, RecordKind::RunProvenance | RecordKind::SchedulerJob | RecordKind::ServingBatch)
+                | (Role::Landmark, RecordKind::LocationProof)
         )
     }
 }
@@ -111,10 +117,11 @@ pub enum RecordKind {
     SchedulerJob,
     LogKeyRotation,
     ServingBatch,
+    LocationProof,
 }
 
 impl RecordKind {
-    pub const ALL: [RecordKind; 9] = [
+    pub const ALL: [RecordKind; 10] = [
         RecordKind::KeyEnrollment,
         RecordKind::KeyRevocation,
         RecordKind::GpuAttestation,
@@ -124,6 +131,7 @@ impl RecordKind {
         RecordKind::SchedulerJob,
         RecordKind::LogKeyRotation,
         RecordKind::ServingBatch,
+        RecordKind::LocationProof,
     ];
 
     pub fn slug(self) -> &'static str {
@@ -137,6 +145,7 @@ impl RecordKind {
             RecordKind::SchedulerJob => "scheduler-job",
             RecordKind::LogKeyRotation => "log-key-rotation",
             RecordKind::ServingBatch => "serving-batch",
+            RecordKind::LocationProof => "location-proof",
         }
     }
 
@@ -336,7 +345,7 @@ impl Predicate for Acquisition {
 }
 
 /// `key-enrollment/v1`: an admin makes a key usable for one role.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct KeyEnrollment {
     pub format_version: u32,
     pub counter: u64,
@@ -352,10 +361,53 @@ pub struct KeyEnrollment {
     pub valid_from: OffsetDateTime,
     #[serde(default, skip_serializing_if = "Option::is_none", with = "time::serde::rfc3339::option")]
     pub valid_until: Option<OffsetDateTime>,
+    /// Where the key's holder is: a landmark's surveyed coordinates (required), or the site an
+    /// admin declares for an agent's host (what location proofs are compared with).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub site: Option<Site>,
+}
+
+/// A place an admin vouches for at enrollment.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Site {
+    /// Latitude and longitude in degrees (WGS 84), `"lat,lon"`.
+    pub at: crate::location::Coord,
+    /// Who runs the place (a landmark's operator, a data centre's).
+    pub operator: String,
+    /// The country it is in, as declared.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub country: Option<Country>,
 }
 
 impl Predicate for KeyEnrollment {
     const KIND: RecordKind = RecordKind::KeyEnrollment;
+
+    /// A landmark names itself (`host`) and its surveyed site; only agents and landmarks have a
+    /// site.
+    fn check(&self) -> Result<(), String> {
+        if self.role == Role::Landmark {
+            if self.host.as_deref().is_none_or(|h| h.trim().is_empty()) {
+                return Err("a landmark key must name the landmark (its host)".into());
+            }
+            if self.site.is_none() {
+                return Err("a landmark key must carry its surveyed site (coordinates and operator)".into());
+            }
+        }
+        if let Some(site) = &self.site {
+            if !matches!(self.role, Role::Agent | Role::Landmark) {
+                return Err(format!("a {} key has no site", self.role.as_str()));
+            }
+            let op = site.operator.trim();
+            if op.is_empty() || op.len() > 200 || op.chars().any(char::is_control) {
+                return Err("a site's operator must be 1 to 200 characters, none a control character".into());
+            }
+            if !site.at.lat.is_finite() || !site.at.lon.is_finite() {
+                return Err("a site's coordinates must be finite".into());
+            }
+        }
+        Ok(())
+    }
+
     fn subjects(&self) -> Vec<Subject> {
         vec![Subject {
             name: format!("key:{}", self.key_id),
@@ -654,6 +706,7 @@ pub enum Record {
     LogKeyRotation(Box<crate::rotation::LogKeyRotation>),
     Annotation(Annotation),
     ServingBatch(Box<crate::serving::ServingBatch>),
+    LocationProof(Box<crate::location_proof::LocationProof>),
 }
 
 impl Record {
@@ -668,6 +721,7 @@ impl Record {
             Record::SchedulerJob(_) => RecordKind::SchedulerJob,
             Record::LogKeyRotation(_) => RecordKind::LogKeyRotation,
             Record::ServingBatch(_) => RecordKind::ServingBatch,
+            Record::LocationProof(_) => RecordKind::LocationProof,
         }
     }
 
@@ -683,6 +737,7 @@ impl Record {
             Record::SchedulerJob(r) => r.counter,
             Record::LogKeyRotation(r) => r.counter,
             Record::ServingBatch(r) => r.counter,
+            Record::LocationProof(r) => r.counter,
         }
     }
 
@@ -698,6 +753,7 @@ impl Record {
             Record::SchedulerJob(r) => r.recorded_at,
             Record::LogKeyRotation(r) => r.issued_at,
             Record::ServingBatch(r) => r.closed_at,
+            Record::LocationProof(r) => r.measured_at,
         }
     }
 
@@ -758,6 +814,7 @@ impl Record {
             RecordKind::SchedulerJob => Record::SchedulerJob(Box::new(typed(&raw, &bad)?)),
             RecordKind::LogKeyRotation => Record::LogKeyRotation(Box::new(typed(&raw, &bad)?)),
             RecordKind::ServingBatch => Record::ServingBatch(Box::new(typed(&raw, &bad)?)),
+            RecordKind::LocationProof => Record::LocationProof(Box::new(typed(&raw, &bad)?)),
         })
     }
 }

@@ -85,6 +85,7 @@ fn provenance(c: &mut Criterion) {
             host: Some(host.into()),
             valid_from: NOW - time::Duration::days(1),
             valid_until: None,
+            site: None,
         };
         ledger.append(&[sign_record(&e, &admin).unwrap().to_json()]).unwrap();
     }

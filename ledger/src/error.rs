@@ -84,6 +84,8 @@ pub enum Rejection {
     BadEnrollment(String),
     #[error("invalid revocation: {0}")]
     BadRevocation(String),
+    #[error("invalid location proof: {0}")]
+    BadLocationProof(String),
 }
 
 impl Rejection {

@@ -49,6 +49,8 @@ pub(crate) struct KeyState {
     pub public: PublicKey,
     pub role: Role,
     pub host: Option<String>,
+    /// A landmark's surveyed site, or an agent host's declared one.
+    pub site: Option<chipledger_domain::records::Site>,
     pub valid_from: OffsetDateTime,
     pub valid_until: Option<OffsetDateTime>,
     pub revoked_at: Option<u64>,
@@ -77,6 +79,7 @@ struct LightPredicate {
         alias = "written_at",
         alias = "finished_at",
         alias = "closed_at",
+        alias = "measured_at",
         with = "time::serde::rfc3339"
     )]
     made_at: OffsetDateTime,
@@ -376,6 +379,8 @@ pub(crate) fn authorize(p: &Parsed, registry: &Registry, index: u64) -> Result<(
         Some(Record::GpuAttestation(a)) => Some(a.host.hostname.as_str()),
         Some(Record::SchedulerJob(j)) => Some(j.host.as_str()),
         Some(Record::ServingBatch(b)) => Some(b.node_host.as_str()),
+        // A landmark speaks under the name it was enrolled with.
+        Some(Record::LocationProof(l)) => Some(l.landmark.as_str()),
         _ => None,
     };
     if let Some(claimed) = claimed_host {
@@ -386,6 +391,9 @@ pub(crate) fn authorize(p: &Parsed, registry: &Registry, index: u64) -> Result<(
                 claimed: claimed.to_string(),
             });
         }
+    }
+    if let Some(Record::LocationProof(l)) = &p.record {
+        check_location_proof(l, key, registry, index)?;
     }
     // A rotation statement is bound to its index: it cannot be replayed elsewhere in the log.
     if let Some(Record::LogKeyRotation(r)) = &p.record {
@@ -417,6 +425,35 @@ pub(crate) fn authorize(p: &Parsed, registry: &Registry, index: u64) -> Result<(
         _ => {}
     }
     Ok((key.public, key.enrolled_at))
+}
+
+/// A landmark's proof: measured from the site it was enrolled at, of a host through that
+/// host's live agent key, every answer that key's signature over the landmark's nonce.
+fn check_location_proof(
+    l: &chipledger_domain::location_proof::LocationProof,
+    landmark: &KeyState,
+    registry: &Registry,
+    index: u64,
+) -> Result<(), Rejection> {
+    let bad = |why: String| Err(Rejection::BadLocationProof(why));
+    match &landmark.site {
+        Some(site)
+            if (site.at.lat - l.landmark_at.lat).abs() < 1e-6 && (site.at.lon - l.landmark_at.lon).abs() < 1e-6 => {}
+        Some(site) => {
+            return bad(format!("the landmark states coordinates {}, its enrollment {}", l.landmark_at, site.at))
+        }
+        None => return bad("the landmark's key was enrolled without a site".into()),
+    }
+    let Some(agent) = registry.get(l.subject.key_id.as_str()) else {
+        return bad(format!("the answering key {} is not enrolled", l.subject.key_id));
+    };
+    if agent.role != Role::Agent || agent.host.as_deref() != Some(l.subject.host.as_str()) {
+        return bad(format!("the answering key {} is not an agent key of host {}", l.subject.key_id, l.subject.host));
+    }
+    if agent.revoked_at.is_some_and(|r| r < index) {
+        return bad(format!("the answering key {} is revoked", l.subject.key_id));
+    }
+    l.verify_answers(&agent.public).map_err(|e| Rejection::BadLocationProof(e.to_string()))
 }
 
 /// The registry after the record at `index` (signed by `p.key_id`) is in the log.
@@ -451,6 +488,7 @@ pub(crate) fn key_state(e: &chipledger_domain::records::KeyEnrollment, index: u6
         public: *vkey.public_key(),
         role: e.role,
         host: e.host.clone(),
+        site: e.site.clone(),
         valid_from: e.valid_from,
         valid_until: e.valid_until,
         revoked_at: None,

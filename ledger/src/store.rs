@@ -252,6 +252,7 @@ impl Ledger {
             host: None,
             valid_from: now,
             valid_until: None,
+            site: None,
         };
         let env = records::sign_record(&enrollment, &admin_key)?;
         staged.append(&[env.to_json()])?;
@@ -1189,6 +1190,7 @@ pub(crate) fn kind_code(kind: RecordKind) -> i64 {
         RecordKind::SchedulerJob => 7,
         RecordKind::LogKeyRotation => 8,
         RecordKind::ServingBatch => 9,
+        RecordKind::LocationProof => 10,
     }
 }
 

@@ -63,6 +63,22 @@ pub enum Command {
         #[command(flatten)]
         agent: AgentArgs,
     },
+    /// Answer landmarks' challenges once each: every landmark times this host's signed answers
+    /// to its fresh nonces and logs a location proof of the holder of this host's key.
+    Locate {
+        #[command(flatten)]
+        source: SourceArgs,
+        #[command(flatten)]
+        agent: AgentArgs,
+        /// A landmark's address, HOST:PORT (repeatable).
+        #[arg(long = "landmark", value_name = "ADDR", required = true)]
+        landmarks: Vec<String>,
+        /// Seconds to wait on a landmark at any one step.
+        #[arg(long, default_value_t = 10)]
+        timeout_secs: u64,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
     /// Create this host's agent key (mode 0600) and print what an admin runs to enroll it.
     Enroll {
         #[command(flatten)]
@@ -208,6 +224,22 @@ pub fn run(data_dir: Option<PathBuf>, cmd: Command) -> Result<()> {
             tracing::info!(?stats, "agent stopped");
             Ok(())
         }
+        Command::Locate { source, agent, landmarks, timeout_secs, format } => {
+            let s = settings(data_dir, &agent, Some(&source))?;
+            let key = load_key(&s.key_file)?;
+            let host = host::host_facts(s.config.hostname.as_deref());
+            // The GPUs the proof names; a host whose GPUs cannot be read is still located.
+            let gpus: Vec<GpuUuid> = match make_probe(&s.config.from_files, s.config.nvml_library.as_deref())
+                .and_then(|mut p| Ok(p.probe()?))
+            {
+                Ok(report) => report.gpus.iter().filter_map(|g| g.uuid.clone()).collect(),
+                Err(e) => {
+                    eprintln!("note: the GPUs could not be read ({e:#}); the proofs name none");
+                    Vec::new()
+                }
+            };
+            locate(&key, &host.hostname, &gpus, &landmarks, std::time::Duration::from_secs(timeout_secs.max(1)), format)
+        }
         Command::Enroll { agent } => {
             let s = settings(data_dir, &agent, None)?;
             let name = s.config.hostname.clone().unwrap_or_else(|| host::host_facts(None).hostname);
@@ -234,6 +266,80 @@ pub fn run(data_dir: Option<PathBuf>, cmd: Command) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// One landmark's answer, as `agent locate` prints it.
+#[derive(Serialize)]
+struct Located {
+    landmark_addr: String,
+    landmark: Option<String>,
+    ok: bool,
+    min_rtt_ns: Option<u64>,
+    bound_km: Option<f64>,
+    index: Option<u64>,
+    error: Option<String>,
+}
+
+fn locate(
+    key: &SigningKey,
+    hostname: &str,
+    gpus: &[GpuUuid],
+    landmarks: &[String],
+    timeout: std::time::Duration,
+    format: Format,
+) -> Result<()> {
+    use chipledger_client::locate::respond;
+    let mut rows = Vec::new();
+    for addr in landmarks {
+        let result = std::net::TcpStream::connect(addr)
+            .with_context(|| format!("connecting to landmark {addr}"))
+            .and_then(|mut stream| Ok(respond(&mut stream, key, hostname, gpus, timeout)?));
+        rows.push(match result {
+            Ok((greeting, outcome)) => Located {
+                landmark_addr: addr.clone(),
+                landmark: Some(greeting.landmark),
+                ok: true,
+                min_rtt_ns: outcome.min_rtt_ns,
+                bound_km: outcome.bound_km,
+                index: outcome.index,
+                error: None,
+            },
+            Err(e) => Located {
+                landmark_addr: addr.clone(),
+                landmark: None,
+                ok: false,
+                min_rtt_ns: None,
+                bound_km: None,
+                index: None,
+                error: Some(format!("{e:#}")),
+            },
+        });
+    }
+    match format {
+        Format::Json => output::print_json(&rows)?,
+        Format::Csv => bail!("--format csv is not offered here; use json"),
+        Format::Table => {
+            let mut t =
+                output::table(&["landmark", "address", "least round trip", "within (km)", "log index", "error"]);
+            for r in &rows {
+                t.add_row(vec![
+                    r.landmark.clone().unwrap_or_default(),
+                    r.landmark_addr.clone(),
+                    r.min_rtt_ns.map(|n| format!("{:.3} ms", n as f64 / 1e6)).unwrap_or_default(),
+                    r.bound_km.map(|d| format!("{d:.0}")).unwrap_or_default(),
+                    r.index.map(|i| i.to_string()).unwrap_or_default(),
+                    r.error.clone().unwrap_or_default(),
+                ]);
+            }
+            println!("{t}");
+            println!("the key holder of {hostname} answered; host-key proofs locate the key, not the chip");
+        }
+    }
+    let failed = rows.iter().filter(|r| !r.ok).count();
+    if failed > 0 {
+        bail!("{failed} of {} landmark(s) did not log a proof", rows.len());
+    }
+    Ok(())
 }
 
 fn make_probe(files: &[PathBuf], library: Option<&Path>) -> Result<Box<dyn GpuProbe>> {

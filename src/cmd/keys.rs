@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use chipledger_domain::keys::{KeyId, SigningKey, VerifierKey};
-use chipledger_domain::records::{sign_record, KeyEnrollment, KeyRevocation, Role, FORMAT_VERSION};
+use chipledger_domain::records::{sign_record, KeyEnrollment, KeyRevocation, Role, Site, FORMAT_VERSION};
 use chipledger_ledger::{Ledger, ADMIN_KEY_FILE};
 use time::OffsetDateTime;
 
@@ -36,6 +36,17 @@ pub enum Command {
         /// How many days the enrollment is valid (default: no end).
         #[arg(long)]
         valid_days: Option<i64>,
+        /// The key holder's site, "LAT,LON" in degrees: a landmark's surveyed coordinates
+        /// (required for `--role landmark`), or the site an agent's host is declared at (what
+        /// location proofs are compared with).
+        #[arg(long, value_parser = parse_coord, requires = "operator")]
+        site: Option<chipledger_domain::location::Coord>,
+        /// Who runs the site (a landmark's operator, a data centre's).
+        #[arg(long, requires = "site")]
+        operator: Option<String>,
+        /// The site's country (ISO 3166-1 alpha-2), as declared.
+        #[arg(long, requires = "site", value_parser = parse_country)]
+        country: Option<chipledger_domain::country::Country>,
         /// The admin private key (default: the data directory's admin-key.pem).
         #[arg(long)]
         admin_key: Option<PathBuf>,
@@ -56,9 +67,19 @@ pub enum Command {
     },
 }
 
-/// `--role`: agent, node, auditor or admin.
+/// `--role`: agent, node, auditor, admin or landmark.
 fn parse_role(s: &str) -> Result<Role, String> {
-    Role::parse(s).ok_or_else(|| format!("unknown role {s:?}; one of agent, node, auditor, admin"))
+    Role::parse(s).ok_or_else(|| format!("unknown role {s:?}; one of agent, node, auditor, admin, landmark"))
+}
+
+/// `--country CC`.
+fn parse_country(s: &str) -> Result<chipledger_domain::country::Country, String> {
+    chipledger_domain::country::Country::parse(s).map_err(|e| e.to_string())
+}
+
+/// `--site LAT,LON`.
+pub fn parse_coord(s: &str) -> Result<chipledger_domain::location::Coord, String> {
+    chipledger_domain::location::Coord::parse(s).map_err(|e| e.to_string())
 }
 
 pub fn run(data_dir: Option<PathBuf>, cmd: Command) -> Result<()> {
@@ -72,7 +93,14 @@ pub fn run(data_dir: Option<PathBuf>, cmd: Command) -> Result<()> {
             eprintln!("private key written to {} (mode 0600); key id {}", out.display(), key.key_id());
             Ok(())
         }
-        Command::Enroll { role, name, key, valid_days, admin_key } => {
+        Command::Enroll { role, name, key, valid_days, site, operator, country, admin_key } => {
+            let site = match (site, operator) {
+                (Some(at), Some(operator)) => Some(Site { at, operator, country }),
+                _ if role == Role::Landmark => {
+                    bail!("a landmark is enrolled with its surveyed site: --site LAT,LON --operator WHO")
+                }
+                _ => None,
+            };
             let ledger = datadir::open(data_dir)?;
             let vkey = VerifierKey::parse(&key)?;
             let (admin, counter) = admin_signer(&ledger, admin_key)?;
@@ -87,6 +115,7 @@ pub fn run(data_dir: Option<PathBuf>, cmd: Command) -> Result<()> {
                 host: Some(name),
                 valid_from: now,
                 valid_until: valid_days.map(|d| now + time::Duration::days(d)),
+                site,
             };
             let receipts = ledger.append(&[sign_record(&enrollment, &admin)?.to_json()])?;
             println!("enrolled key {} as {} at index {}", enrollment.key_id, role.as_str(), receipts[0].index);

@@ -13,6 +13,7 @@ pub mod inference;
 pub mod init;
 pub mod k8s;
 pub mod keys;
+pub mod landmark;
 pub mod ledger;
 pub mod mirror;
 pub mod node;

@@ -11,6 +11,7 @@ mod evidence;
 mod inference;
 mod keys_notes_proofs;
 mod ledger;
+mod location;
 mod mirror;
 mod node;
 mod rotation;

@@ -52,6 +52,7 @@ fn main() {
                 host: None,
                 valid_from: now - time::Duration::days(1),
                 valid_until: None,
+                site: None,
             };
             sign_record(&e, &admin).unwrap().to_json()
         })

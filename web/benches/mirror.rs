@@ -75,6 +75,7 @@ fn main() {
         host: None,
         valid_from: NOW - time::Duration::days(1),
         valid_until: None,
+        site: None,
     };
     ledger.append(&[sign_record(&enroll, &admin).unwrap().to_json()]).unwrap();
     let t = Instant::now();

@@ -180,6 +180,7 @@ impl Fleet {
             host: Some(host.to_string()),
             valid_from: now - time::Duration::days(1),
             valid_until: None,
+            site: None,
         };
         self.log.ledger.append(&[sign_record(&e, &self.admin).unwrap().to_json()]).unwrap();
         key

@@ -157,6 +157,7 @@ fn every_predicate_round_trips() {
         host: Some("hgx-h800-01".into()),
         valid_from: datetime!(2026-11-29 09:00 UTC),
         valid_until: None,
+        site: None,
     };
     let env = sign_record(&enr, &peter()).unwrap();
     assert_eq!(Record::from_payload(&env.verify(&peter().public_key()).unwrap()).unwrap(), Record::KeyEnrollment(enr));

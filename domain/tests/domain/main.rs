@@ -10,6 +10,8 @@ mod fingerprint;
 mod hardware;
 mod identify;
 mod keys;
+mod location;
+mod location_proof;
 mod merkle;
 mod note;
 mod rim;

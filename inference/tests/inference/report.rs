@@ -42,6 +42,7 @@ fn enroll(ledger: &Ledger, admin: &SigningKey, counter: u64, key: &SigningKey, r
         host: Some(host.into()),
         valid_from: NOW - time::Duration::days(1),
         valid_until: None,
+        site: None,
     };
     ledger.append(&[sign_record(&e, admin).unwrap().to_json()]).unwrap();
 }

@@ -83,6 +83,7 @@ impl Fixture {
             host: host.map(str::to_string),
             valid_from: NOW - time::Duration::days(10),
             valid_until: None,
+            site: None,
         };
         sign_record(&e, &self.admin).unwrap().to_json()
     }

@@ -308,6 +308,7 @@ fn plan_one(
                 host: (role == Role::Agent).then(|| "walk-host".to_string()),
                 valid_from,
                 valid_until,
+                site: None,
             };
             let env = sign_record(&e, key).unwrap().to_json();
             held.push(new_key);
@@ -361,6 +362,7 @@ fn a_record_at_the_whole_second_before_its_keys_start_is_refused_after_a_reopen_
         host: None,
         valid_from: start,
         valid_until: None,
+        site: None,
     };
     f.ledger.append(&[sign_record(&e, &f.admin).unwrap().to_json()]).unwrap();
     f.reopen_at(start + Duration::seconds(1));

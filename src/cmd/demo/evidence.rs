@@ -51,6 +51,7 @@ fn enroll_one(story: &mut Story, key: &SigningKey, role: Role, name: &str) -> Re
         host: Some(name.to_string()),
         valid_from: now,
         valid_until: None,
+        site: None,
     };
     story.ledger.append(&[sign_record(&e, &story.admin)?.to_json()])?;
     Ok(())

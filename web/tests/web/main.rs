@@ -64,6 +64,7 @@ impl World {
             host: host.map(str::to_string),
             valid_from: NOW - time::Duration::days(1),
             valid_until: None,
+            site: None,
         };
         self.ledger.append(&[sign_record(&e, &self.admin).unwrap().to_json()]).unwrap();
     }

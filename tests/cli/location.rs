@@ -1,0 +1,218 @@
+//! Location proofs through the binary: a landmark process (`landmark serve`) times an agent
+//! process (`agent locate`) over real TCP. Distance is SIMULATED: the kernel here has no netem,
+//! so a relay in this test delays every chunk by a one-way time; the product adds no delay.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use crate::ledger::{fails_in, ok_in};
+use crate::spawn_listening;
+
+const SG_LANDMARK: &str = "1.2966,103.7764";
+const SG_SITE: &str = "1.3521,103.8198";
+
+fn dump() -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("agent/tests/data/nvidia-smi/h800-sxm5-80gb-liguodongiot-llm-action.txt")
+        .display()
+        .to_string()
+}
+
+/// A ledger with agent `hgx-sg` (declared in Singapore) and landmark `sin-1` enrolled; the
+/// landmark's key file.
+fn scene() -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    ok_in(&data, &["init"]);
+    let vkey = ok_in(&data, &["agent", "enroll", "--hostname", "hgx-sg"]);
+    ok_in(
+        &data,
+        &[
+            "keys",
+            "enroll",
+            "--role",
+            "agent",
+            "--name",
+            "hgx-sg",
+            "--key",
+            vkey.stdout.trim(),
+            "--site",
+            SG_SITE,
+            "--operator",
+            "Example DC",
+            "--country",
+            "SG",
+        ],
+    );
+    let lm_key = tmp.path().join("sin-1.pem");
+    let lm = ok_in(&data, &["keys", "generate", "--name", "sin-1", "--out", lm_key.to_str().unwrap()]);
+    // A landmark without its surveyed site is refused at enrollment.
+    fails_in(&data, &["keys", "enroll", "--role", "landmark", "--name", "sin-1", "--key", lm.stdout.trim()], "--site");
+    ok_in(
+        &data,
+        &[
+            "keys",
+            "enroll",
+            "--role",
+            "landmark",
+            "--name",
+            "sin-1",
+            "--key",
+            lm.stdout.trim(),
+            "--site",
+            SG_LANDMARK,
+            "--operator",
+            "Landmark Org",
+        ],
+    );
+    (tmp, data, lm_key)
+}
+
+fn landmark(data: &Path, key: &Path, at: &str, connections: u32) -> (std::process::Child, String) {
+    let args: Vec<String> = [
+        "--data-dir",
+        data.to_str().unwrap(),
+        "landmark",
+        "serve",
+        "--name",
+        "sin-1",
+        "--at",
+        at,
+        "--key",
+        key.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+        "--rounds",
+        "10",
+        "--max-connections",
+        &connections.to_string(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    spawn_listening(&args)
+}
+
+/// Runs `chipledger --data-dir DATA ARGS…`, whatever its exit.
+fn run_in(data: &Path, args: &[&str]) -> crate::Run {
+    let v = crate::ledger::with(data, args);
+    crate::chipledger(&v.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
+/// `agent locate` against `addr`; its JSON rows.
+fn locate(data: &Path, addr: &str) -> (i32, serde_json::Value, String) {
+    let r = run_in(
+        data,
+        &["agent", "locate", "--hostname", "hgx-sg", "--from-file", &dump(), "--landmark", addr, "--format", "json"],
+    );
+    let v = serde_json::from_str(&r.stdout).unwrap_or(serde_json::Value::Null);
+    (r.code, v, r.stderr)
+}
+
+/// A relay that delays every chunk, each way, by `one_way` (the test's stand-in for distance).
+fn relay(upstream: String, one_way: Duration) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for down in listener.incoming().flatten() {
+            let up = TcpStream::connect(&upstream).unwrap();
+            for (from, to) in [(down.try_clone().unwrap(), up.try_clone().unwrap()), (up, down)] {
+                pipe(from, to, one_way);
+            }
+        }
+    });
+    addr
+}
+
+/// Copies `from` to `to`, each chunk sent `delay` after it arrived (chunks keep their order
+/// and do not wait for each other's delay).
+fn pipe(mut from: TcpStream, mut to: TcpStream, delay: Duration) {
+    from.set_nodelay(true).ok();
+    to.set_nodelay(true).ok();
+    let (tx, rx) = mpsc::channel::<(Instant, Vec<u8>)>();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = from.read(&mut buf) {
+            if n == 0 || tx.send((Instant::now(), buf[..n].to_vec())).is_err() {
+                break;
+            }
+        }
+    });
+    std::thread::spawn(move || {
+        for (at, chunk) in rx {
+            if let Some(wait) = (at + delay).checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+            if to.write_all(&chunk).is_err() {
+                break;
+            }
+        }
+        to.shutdown(std::net::Shutdown::Write).ok();
+    });
+}
+
+#[test]
+fn a_landmark_times_an_agents_answers_and_a_relay_only_makes_the_disk_larger() {
+    let (_tmp, data, key) = scene();
+    let (mut lm, addr) = landmark(&data, &key, SG_LANDMARK, 2);
+    // Direct, over loopback.
+    let (code, direct, stderr) = locate(&data, &addr);
+    assert_eq!(code, 0, "{stderr}\n{direct}");
+    let direct = &direct[0];
+    assert_eq!(direct["landmark"], "sin-1");
+    let direct_rtt = direct["min_rtt_ns"].as_u64().unwrap();
+    assert!(direct["index"].as_u64().is_some(), "{direct}");
+    // Through a relay adding 5 ms each way: at least 10 ms, and not much more.
+    let relayed_addr = relay(addr.clone(), Duration::from_millis(5));
+    let (code, relayed, stderr) = locate(&data, &relayed_addr);
+    assert_eq!(code, 0, "{stderr}\n{relayed}");
+    let rtt = relayed[0]["min_rtt_ns"].as_u64().unwrap();
+    assert!(rtt >= 10_000_000, "measured {rtt} ns through a 2 x 5 ms relay");
+    assert!(rtt < 10_000_000 + 40_000_000, "measured {rtt} ns, far over the simulated 10 ms");
+    let (near, far) = (direct["bound_km"].as_f64().unwrap(), relayed[0]["bound_km"].as_f64().unwrap());
+    assert!(far > near && far >= 1_498.0, "direct {direct_rtt} ns -> {near} km; relayed {far} km");
+    lm.wait().unwrap();
+    // Both proofs are in the log, which still verifies end to end.
+    ok_in(&data, &["ledger", "verify"]);
+}
+
+#[test]
+fn a_landmark_claiming_other_coordinates_than_enrolled_gets_no_proof_logged() {
+    let (_tmp, data, key) = scene();
+    // Shanghai coordinates under the Singapore landmark's key.
+    let (mut lm, addr) = landmark(&data, &key, "31.2304,121.4737", 1);
+    let (code, rows, _) = locate(&data, &addr);
+    assert_ne!(code, 0);
+    let error = rows[0]["error"].as_str().unwrap_or_default().to_string();
+    assert!(error.contains("coordinates"), "{rows}");
+    lm.wait().unwrap();
+}
+
+#[test]
+fn an_agent_key_not_enrolled_for_the_host_gets_no_proof_logged() {
+    let (tmp, data, key) = scene();
+    let (mut lm, addr) = landmark(&data, &key, SG_LANDMARK, 1);
+    let state = tmp.path().join("other");
+    ok_in(&data, &["agent", "enroll", "--hostname", "hgx-sg", "--state-dir", state.to_str().unwrap()]);
+    let r = run_in(
+        &data,
+        &[
+            "agent",
+            "locate",
+            "--hostname",
+            "hgx-sg",
+            "--state-dir",
+            state.to_str().unwrap(),
+            "--from-file",
+            &dump(),
+            "--landmark",
+            &addr,
+        ],
+    );
+    assert_ne!(r.code, 0, "{}", r.stdout);
+    assert!(r.stdout.contains("not enrolled") || r.stderr.contains("not enrolled"), "{}{}", r.stdout, r.stderr);
+    lm.wait().unwrap();
+}
