@@ -2,6 +2,9 @@
 //! connection running the protocol's full 64 rounds (greeting, hello, 64 timed challenges and
 //! Ed25519 answers, every answer verified, the outcome line). Rounds per second = 64 / time.
 //!
+//! Also prints the loopback floor: the least round trip of 10 rounds, as a landmark measures it
+//! (the figure: ≤ 0.2 ms, ≤ 30 km of radius).
+//!
 //! Run: `cargo bench -p chipledger-client --bench landmark`.
 
 #![allow(clippy::unwrap_used, missing_debug_implementations)]
@@ -37,6 +40,31 @@ fn bench(c: &mut Criterion) {
         })
     });
     group.finish();
+    // The floor a landmark measures over loopback: the least of 10 rounds, five connections.
+    let floor = (0..5)
+        .map(|_| {
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = listener.local_addr().unwrap();
+            let lm = std::thread::spawn(move || {
+                let (mut stream, _) = listener.accept().unwrap();
+                let m = challenge(&mut stream, "floor", 10, Duration::from_secs(5), &mut rand_core::OsRng).unwrap();
+                let min = m.rounds.iter().map(|r| r.rtt_ns).min();
+                let outcome = Outcome { ok: true, index: None, min_rtt_ns: min, bound_km: None, error: None };
+                send_outcome(&mut stream, &outcome).unwrap();
+                min.unwrap()
+            });
+            let mut stream = TcpStream::connect(addr).unwrap();
+            respond(&mut stream, &key, "bench-host", &[], Duration::from_secs(5)).unwrap();
+            lm.join().unwrap()
+        })
+        .collect::<Vec<_>>();
+    let worst = *floor.iter().max().unwrap();
+    println!(
+        "landmark: loopback floor, least of 10 rounds, over 5 connections: {:?} ns (worst {:.1} us = {:.1} km)",
+        floor,
+        worst as f64 / 1e3,
+        chipledger_domain::location::bound_km(worst, 0)
+    );
 }
 
 criterion_group!(benches, bench);

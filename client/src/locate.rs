@@ -10,7 +10,7 @@
 //! landmark → host   outcome line    {"ok":true,"index":I,"min_rtt_ns":R,"bound_km":D} | {"ok":false,"error":E}
 //! ```
 //!
-//! Lines are bounded (16 KiB) and every read has a deadline. The round trip covers only the
+//! Lines are bounded (16 KiB) and each connection has one deadline, whatever the pace of its reads. The round trip covers only the
 //! challenge exchange, on the landmark's monotonic clock; the landmark checks every answer
 //! after the last round (checking in between would time the landmark, not the distance). A
 //! relay between the two can only add delay. This module adds none: nothing here sleeps.
@@ -101,12 +101,14 @@ pub fn challenge(
     if rounds == 0 || rounds > MAX_ROUNDS {
         return Err(LocateError::Protocol(format!("a landmark runs 1 to {MAX_ROUNDS} rounds, not {rounds}")));
     }
+    // One deadline for the whole connection, not per read: a peer dripping a byte at a time
+    // holds a slot for `timeout` at most.
+    let deadline = Instant::now() + timeout;
     stream.set_nodelay(true).map_err(io("setting TCP_NODELAY"))?;
-    stream.set_read_timeout(Some(timeout)).map_err(io("setting a read deadline"))?;
-    stream.set_write_timeout(Some(timeout)).map_err(io("setting a write deadline"))?;
+    until(stream, deadline)?;
     let greeting = Greeting { v: VERSION, landmark: landmark.to_string(), rounds };
     write_line(stream, &greeting, "sending the greeting")?;
-    let hello: Hello = read_line(stream, "reading the host's hello")?;
+    let hello: Hello = read_line(stream, deadline, "reading the host's hello")?;
     check_hello(&hello)?;
     let public_key = PublicKey::from_bytes(&b64_decode(&hello.public_key, "hello public key").map_err(protocol)?)
         .map_err(|e| LocateError::Protocol(format!("the hello's public key: {e}")))?;
@@ -118,6 +120,7 @@ pub fn challenge(
         rng.fill_bytes(&mut nonce);
         frame[0] = b'C';
         frame[1..].copy_from_slice(&nonce);
+        until(stream, deadline)?;
         let start = Instant::now();
         stream.write_all(&frame).map_err(io("sending a challenge"))?;
         stream.read_exact(&mut reply).map_err(io("reading an answer"))?;
@@ -160,9 +163,9 @@ pub fn respond(
     gpus: &[GpuUuid],
     timeout: Duration,
 ) -> Result<(Greeting, Outcome), LocateError> {
+    let deadline = Instant::now() + timeout;
     stream.set_nodelay(true).map_err(io("setting TCP_NODELAY"))?;
-    stream.set_read_timeout(Some(timeout)).map_err(io("setting a read deadline"))?;
-    stream.set_write_timeout(Some(timeout)).map_err(io("setting a write deadline"))?;
+    until(stream, deadline)?;
     let mut reader = BufReader::new(stream.try_clone().map_err(io("cloning the connection"))?);
     let greeting: Greeting = read_line_from(&mut reader, "reading the landmark's greeting")?;
     if greeting.v != VERSION {
@@ -182,6 +185,7 @@ pub fn respond(
     let mut reply = [0u8; 65];
     reply[0] = b'A';
     for _ in 0..greeting.rounds {
+        until(stream, deadline)?;
         reader.read_exact(&mut frame).map_err(io("reading a challenge"))?;
         if frame[0] != b'C' {
             return Err(LocateError::Protocol("a challenge frame does not start with 'C'".into()));
@@ -191,9 +195,11 @@ pub fn respond(
         reply[1..].copy_from_slice(&key.sign(&answer_message(&greeting.landmark, host, &nonce)));
         stream.write_all(&reply).map_err(io("sending an answer"))?;
     }
+    until(stream, deadline)?;
     let outcome: Outcome = read_line_from(&mut reader, "reading the landmark's outcome")?;
     if !outcome.ok {
-        return Err(LocateError::Refused(outcome.error.unwrap_or_else(|| "no reason given".into())));
+        let why = outcome.error.unwrap_or_else(|| "no reason given".into());
+        return Err(LocateError::Refused(why.chars().filter(|c| !c.is_control()).take(1000).collect()));
     }
     Ok((greeting, outcome))
 }
@@ -225,12 +231,27 @@ fn write_line<T: Serialize>(stream: &mut TcpStream, value: &T, step: &'static st
     stream.write_all(&line).map_err(io(step))
 }
 
-fn read_line<T: for<'de> Deserialize<'de>>(stream: &mut TcpStream, step: &'static str) -> Result<T, LocateError> {
+/// Sets the stream's read and write timeouts to what is left before `deadline`.
+fn until(stream: &TcpStream, deadline: Instant) -> Result<(), LocateError> {
+    let left = deadline.checked_duration_since(Instant::now()).filter(|d| !d.is_zero());
+    let Some(left) = left else {
+        return Err(LocateError::Protocol("the connection's deadline passed".into()));
+    };
+    stream.set_read_timeout(Some(left)).map_err(io("setting a read deadline"))?;
+    stream.set_write_timeout(Some(left)).map_err(io("setting a write deadline"))
+}
+
+fn read_line<T: for<'de> Deserialize<'de>>(
+    stream: &mut TcpStream,
+    deadline: Instant,
+    step: &'static str,
+) -> Result<T, LocateError> {
     // Byte by byte up to the newline: nothing past the line may be consumed (the challenge
     // frames follow on the same stream), and a hello is a few hundred bytes.
     let mut line = Vec::with_capacity(256);
     let mut byte = [0u8; 1];
     loop {
+        until(stream, deadline)?;
         stream.read_exact(&mut byte).map_err(io(step))?;
         if byte[0] == b'\n' {
             break;

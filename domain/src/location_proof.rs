@@ -60,6 +60,8 @@ pub struct LocatedSubject {
     pub host: String,
     /// The agent key that signed the answers (enrolled for `host`).
     pub key_id: KeyId,
+    /// The GPUs the host's agent said it holds: its word, not evidence; no GPU's history lists
+    /// the proof.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub gpus: Vec<GpuUuid>,
 }

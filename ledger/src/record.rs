@@ -453,6 +453,9 @@ fn check_location_proof(
     if agent.revoked_at.is_some_and(|r| r < index) {
         return bad(format!("the answering key {} is revoked", l.subject.key_id));
     }
+    if l.measured_at < agent.valid_from || agent.valid_until.is_some_and(|u| l.measured_at >= u) {
+        return bad(format!("the answering key {} is not valid at the measurement's time", l.subject.key_id));
+    }
     l.verify_answers(&agent.public).map_err(|e| Rejection::BadLocationProof(e.to_string()))
 }
 

@@ -120,13 +120,9 @@ pub(crate) fn apply(conn: &Connection, index: u64, rec: &Record, registry: &Regi
         // Rotations are read from the entries by kind (`Ledger::log_keys`); no view. A serving
         // node's batches (one a second per node) are not each GPU's history: read by kind.
         Record::LogKeyRotation(_) | Record::ServingBatch(_) => {}
-        // A location proof is in the history of each GPU its host's agent named.
-        Record::LocationProof(l) => {
-            let mut st = conn.prepare_cached("INSERT OR IGNORE INTO gpu_records (uuid, idx) VALUES (?1, ?2)")?;
-            for g in &l.subject.gpus {
-                st.execute(params![g.as_str(), idx])?;
-            }
-        }
+        // A location proof locates the holder of a host's key, not a GPU: the GPUs its agent
+        // named are the agent's word, so no GPU's history lists it. Read by kind.
+        Record::LocationProof(_) => {}
         Record::SchedulerJob(j) => {
             let mut st = conn.prepare_cached("INSERT OR IGNORE INTO gpu_records (uuid, idx) VALUES (?1, ?2)")?;
             for g in &j.gpus {

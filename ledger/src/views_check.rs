@@ -89,11 +89,6 @@ impl Expected {
                     );
                 }
             }
-            Some(Record::LocationProof(l)) => {
-                for g in &l.subject.gpus {
-                    about(g.as_str(), 0);
-                }
-            }
             Some(Record::RunProvenance(r)) => {
                 for g in &r.gpus {
                     about(g.uuid.as_str(), 0);

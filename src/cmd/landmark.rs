@@ -175,6 +175,16 @@ fn refused(error: String) -> Outcome {
 /// Signs the measurement as a location proof and appends it; checks the receipt (checkpoint
 /// signed by the log key, the proof's leaf included in it).
 fn record(lm: &Landmark, m: &Measured) -> Result<Outcome> {
+    let min = m.rounds.iter().map(|r| r.rtt_ns).min().unwrap_or(0);
+    if lm.floor_ns > min {
+        anyhow::bail!(
+            "the least round trip ({min} ns) is below the configured floor ({} ns): the floor is not this method's",
+            lm.floor_ns
+        );
+    }
+    // The counter is taken and the proof submitted under the log's lock: proofs reach the log
+    // in counter order.
+    let log = lm.log.lock().unwrap_or_else(|p| p.into_inner());
     let now = OffsetDateTime::now_utc();
     let counter = {
         let mut last = lm.counter.lock().unwrap_or_else(|p| p.into_inner());
@@ -182,19 +192,15 @@ fn record(lm: &Landmark, m: &Measured) -> Result<Outcome> {
         *last = (*last + 1).max(micros);
         *last
     };
-    let min = m.rounds.iter().map(|r| r.rtt_ns).min().unwrap_or(0);
-    let header = ProofHeader {
-        counter,
-        measured_at: now,
-        landmark: lm.name.clone(),
-        landmark_at: lm.at,
-        floor_ns: lm.floor_ns.min(min),
-    };
+    let header =
+        ProofHeader { counter, measured_at: now, landmark: lm.name.clone(), landmark_at: lm.at, floor_ns: lm.floor_ns };
+    // The GPUs are the agent's word, recorded as such; the proof locates the key holder.
     let subject =
         LocatedSubject { host: m.hello.host.clone(), key_id: m.public_key.key_id(), gpus: m.hello.gpus.clone() };
     let proof = LocationProof::new(header, subject, m.rounds.clone());
     let envelope = sign_record(&proof, &lm.key)?.to_json();
-    let receipts = lm.log.lock().unwrap_or_else(|p| p.into_inner()).submit(std::slice::from_ref(&envelope))?;
+    let receipts = log.submit(std::slice::from_ref(&envelope))?;
+    drop(log);
     let receipt = receipts.first().context("the ledger returned no receipt")?;
     receipt.verify(&envelope, &lm.log_key).context("the ledger's receipt does not prove the proof is in the log")?;
     Ok(Outcome {
