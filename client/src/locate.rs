@@ -15,14 +15,14 @@
 //! after the last round (checking in between would time the landmark, not the distance). A
 //! relay between the two can only add delay. This module adds none: nothing here sleeps.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use chipledger_domain::encoding::{b64_decode, b64_encode};
 use chipledger_domain::fingerprint::GpuUuid;
 use chipledger_domain::keys::{PublicKey, SigningKey};
-use chipledger_domain::location_proof::{answer_message, Round, MAX_GPUS, MAX_NAME, MAX_ROUNDS};
+use chipledger_domain::location_proof::{answer_message, check_name, Round, MAX_GPUS, MAX_ROUNDS};
 use rand_core::RngCore;
 use serde::{Deserialize, Serialize};
 
@@ -166,14 +166,17 @@ pub fn respond(
     let deadline = Instant::now() + timeout;
     stream.set_nodelay(true).map_err(io("setting TCP_NODELAY"))?;
     until(stream, deadline)?;
-    let mut reader = BufReader::new(stream.try_clone().map_err(io("cloning the connection"))?);
-    let greeting: Greeting = read_line_from(&mut reader, "reading the landmark's greeting")?;
+    let greeting: Greeting = read_line(stream, deadline, "reading the landmark's greeting")?;
     if greeting.v != VERSION {
         return Err(LocateError::Protocol(format!("the landmark speaks version {}, this agent {VERSION}", greeting.v)));
     }
-    if greeting.rounds == 0 || greeting.rounds > MAX_ROUNDS || !good_name(&greeting.landmark) {
-        return Err(LocateError::Protocol("the landmark's greeting is out of bounds".into()));
+    if greeting.rounds == 0 || greeting.rounds > MAX_ROUNDS {
+        return Err(LocateError::Protocol(format!(
+            "the landmark asks for {} rounds, not 1 to {MAX_ROUNDS}",
+            greeting.rounds
+        )));
     }
+    check_name("landmark", &greeting.landmark).map_err(LocateError::Protocol)?;
     let hello = Hello {
         v: VERSION,
         host: host.to_string(),
@@ -186,7 +189,7 @@ pub fn respond(
     reply[0] = b'A';
     for _ in 0..greeting.rounds {
         until(stream, deadline)?;
-        reader.read_exact(&mut frame).map_err(io("reading a challenge"))?;
+        stream.read_exact(&mut frame).map_err(io("reading a challenge"))?;
         if frame[0] != b'C' {
             return Err(LocateError::Protocol("a challenge frame does not start with 'C'".into()));
         }
@@ -195,8 +198,7 @@ pub fn respond(
         reply[1..].copy_from_slice(&key.sign(&answer_message(&greeting.landmark, host, &nonce)));
         stream.write_all(&reply).map_err(io("sending an answer"))?;
     }
-    until(stream, deadline)?;
-    let outcome: Outcome = read_line_from(&mut reader, "reading the landmark's outcome")?;
+    let outcome: Outcome = read_line(stream, deadline, "reading the landmark's outcome")?;
     if !outcome.ok {
         let why = outcome.error.unwrap_or_else(|| "no reason given".into());
         return Err(LocateError::Refused(why.chars().filter(|c| !c.is_control()).take(1000).collect()));
@@ -208,17 +210,11 @@ fn check_hello(h: &Hello) -> Result<(), LocateError> {
     if h.v != VERSION {
         return Err(LocateError::Protocol(format!("the host speaks version {}, this landmark {VERSION}", h.v)));
     }
-    if !good_name(&h.host) {
-        return Err(LocateError::Protocol(format!("the host name must be 1 to {MAX_NAME} printable characters")));
-    }
+    check_name("host", &h.host).map_err(LocateError::Protocol)?;
     if h.gpus.len() > MAX_GPUS {
         return Err(LocateError::Protocol(format!("a hello names at most {MAX_GPUS} GPUs")));
     }
     Ok(())
-}
-
-fn good_name(s: &str) -> bool {
-    !s.trim().is_empty() && s.len() <= MAX_NAME && !s.chars().any(char::is_control)
 }
 
 fn protocol(e: chipledger_domain::Error) -> LocateError {
@@ -246,8 +242,8 @@ fn read_line<T: for<'de> Deserialize<'de>>(
     deadline: Instant,
     step: &'static str,
 ) -> Result<T, LocateError> {
-    // Byte by byte up to the newline: nothing past the line may be consumed (the challenge
-    // frames follow on the same stream), and a hello is a few hundred bytes.
+    // Byte by byte up to the newline: nothing past the line may be consumed (the frames follow
+    // on the same stream), and a line is a few hundred bytes.
     let mut line = Vec::with_capacity(256);
     let mut byte = [0u8; 1];
     loop {
@@ -260,21 +256,6 @@ fn read_line<T: for<'de> Deserialize<'de>>(
             return Err(LocateError::Protocol(format!("{step}: a line over {MAX_LINE} bytes")));
         }
         line.push(byte[0]);
-    }
-    serde_json::from_slice(&line).map_err(|e| LocateError::Protocol(format!("{step}: {e}")))
-}
-
-fn read_line_from<T: for<'de> Deserialize<'de>>(
-    reader: &mut BufReader<TcpStream>,
-    step: &'static str,
-) -> Result<T, LocateError> {
-    let mut line = Vec::with_capacity(256);
-    let n = reader.by_ref().take(MAX_LINE as u64 + 1).read_until(b'\n', &mut line).map_err(io(step))?;
-    if n == 0 {
-        return Err(LocateError::Protocol(format!("{step}: the connection closed")));
-    }
-    if line.last() != Some(&b'\n') {
-        return Err(LocateError::Protocol(format!("{step}: a line over {MAX_LINE} bytes, or cut short")));
     }
     serde_json::from_slice(&line).map_err(|e| LocateError::Protocol(format!("{step}: {e}")))
 }

@@ -160,6 +160,15 @@ pub struct ProofHeader {
     pub floor_ns: u64,
 }
 
+/// A landmark or host name as a proof (and the protocol) takes it: 1 to [`MAX_NAME`]
+/// characters, none a control character.
+pub fn check_name(what: &str, name: &str) -> Result<(), String> {
+    if name.trim().is_empty() || name.len() > MAX_NAME || name.chars().any(char::is_control) {
+        return Err(format!("the {what} name must be 1 to {MAX_NAME} characters, none a control character"));
+    }
+    Ok(())
+}
+
 /// Signs an answer (the agent's side).
 pub fn answer(key: &crate::keys::SigningKey, landmark: &str, host: &str, nonce: &[u8; 32]) -> String {
     b64_encode(&key.sign(&answer_message(landmark, host, nonce)))
@@ -178,15 +187,8 @@ impl Predicate for LocationProof {
     }
 
     fn check(&self) -> Result<(), String> {
-        let name = |what: &str, s: &str| {
-            if s.trim().is_empty() || s.len() > MAX_NAME || s.chars().any(char::is_control) {
-                Err(format!("the {what} name must be 1 to {MAX_NAME} characters, none a control character"))
-            } else {
-                Ok(())
-            }
-        };
-        name("landmark", &self.landmark)?;
-        name("host", &self.subject.host)?;
+        check_name("landmark", &self.landmark)?;
+        check_name("host", &self.subject.host)?;
         if self.method != Method::HostKey {
             return Err(format!(
                 "method {} is not part of location-proof/v1 (its answers are host-key signatures)",

@@ -85,14 +85,7 @@ fn truncated_and_random_input_is_an_error_never_a_panic() {
     let mut x = 0x2545_f491_4f6c_dd1du64;
     for len in [0usize, 1, 37, 41, 200, 4096, 70_000] {
         for _ in 0..50 {
-            let junk: Vec<u8> = (0..len)
-                .map(|_| {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    x as u8
-                })
-                .collect();
+            let junk = crate::support::junk(&mut x, len);
             let _ = Report::parse(&junk);
             let _ = decode_report(&junk);
             let _ = parse_chain(&junk);

@@ -253,42 +253,26 @@ fn anything_outside_nvidias_xml_dsig_profile_is_refused() {
 fn a_signed_rim_with_a_malformed_golden_entry_is_refused() {
     let signer = rim_signer::TestSigner::new();
     let tag = rim_signer::swid_tag("550.90.07", &[(7, vec![vec![0x11; 48]])]);
-    let entry = format!("index=\"7\" active=\"True\" alternatives=\"1\" ns2:Hash0=\"{}\"", "11".repeat(48));
+    // One measurement entry: index, active, alternatives, hash attribute and its value.
+    let e = |index: &str, active: &str, alternatives: &str, hash: &str, value: String| {
+        format!("index=\"{index}\" active=\"{active}\" alternatives=\"{alternatives}\" ns2:{hash}=\"{value}\"")
+    };
+    let (h47, h48) = ("11".repeat(47), "11".repeat(48));
+    let entry = e("7", "True", "1", "Hash0", h48.clone());
     assert!(tag.contains(&entry));
     let bent = |to: &str| signer.sign(&tag.replacen(&entry, to, 1), false);
     let cases = [
-        (
-            format!("index=\"7\" active=\"True\" alternatives=\"1\" ns2:Hash0=\"{}\"", "11".repeat(47)),
-            "measurement 7: Hash0 is 47 bytes, not 48",
-        ),
-        (
-            format!("index=\"7\" active=\"True\" alternatives=\"1\" ns2:Hash0=\"{}x1\"", "11".repeat(47)),
-            "measurement 7: Hash0 is not hex",
-        ),
-        (
-            format!("index=\"7\" active=\"yes\" alternatives=\"1\" ns2:Hash0=\"{}\"", "11".repeat(48)),
-            "measurement 7: active is Some(\"yes\")",
-        ),
-        (
-            format!("index=\"7\" active=\"True\" alternatives=\"2\" ns2:Hash0=\"{}\"", "11".repeat(48)),
-            "measurement 7: alternatives is \"2\" with 1 hash values",
-        ),
-        (
-            format!("index=\"7\" active=\"True\" alternatives=\"1\" ns2:Hash1=\"{}\"", "11".repeat(48)),
-            "measurement 7: a hash value named \"Hash1\"",
-        ),
-        (
-            format!("index=\"8\" active=\"True\" alternatives=\"1\" ns2:Hash0=\"{}\"", "11".repeat(48)),
-            "measurement 8: the RIM lists it twice",
-        ),
-        (
-            format!("index=\"256\" active=\"True\" alternatives=\"1\" ns2:Hash0=\"{}\"", "11".repeat(48)),
-            "index \"256\" is not a number from 0 to 255",
-        ),
+        (e("7", "True", "1", "Hash0", h47.clone()), "measurement 7: Hash0 is 47 bytes, not 48"),
+        (e("7", "True", "1", "Hash0", format!("{h47}x1")), "measurement 7: Hash0 is not hex"),
+        (e("7", "yes", "1", "Hash0", h48.clone()), "measurement 7: active is Some(\"yes\")"),
+        (e("7", "True", "2", "Hash0", h48.clone()), "measurement 7: alternatives is \"2\" with 1 hash values"),
+        (e("7", "True", "1", "Hash1", h48.clone()), "measurement 7: a hash value named \"Hash1\""),
+        (e("8", "True", "1", "Hash0", h48.clone()), "measurement 8: the RIM lists it twice"),
+        (e("256", "True", "1", "Hash0", h48), "index \"256\" is not a number from 0 to 255"),
     ];
     for (to, why) in cases {
-        let e = check(&bent(&to), &signer.root, AT).unwrap_err();
-        assert!(e.contains(why), "expected {why:?} in: {e}");
+        let err = check(&bent(&to), &signer.root, AT).unwrap_err();
+        assert!(err.contains(why), "expected {why:?} in: {err}");
     }
     let without_meta = signer.sign(&tag.replacen("<ns0:Meta ", "<ns0:Other ", 1), false);
     assert!(check(&without_meta, &signer.root, AT).unwrap_err().contains("the RIM has 0 Meta elements, not one"));
@@ -309,14 +293,7 @@ fn truncated_random_and_non_utf8_input_is_an_error_never_a_panic() {
     let mut x = 0x2545_f491_4f6c_dd1du64;
     for len in [0usize, 1, 16, 200, 4096, 30_000] {
         for _ in 0..20 {
-            let junk: Vec<u8> = (0..len)
-                .map(|_| {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    x as u8
-                })
-                .collect();
+            let junk = crate::support::junk(&mut x, len);
             assert!(check(&junk, &root, AT).is_err());
         }
     }
