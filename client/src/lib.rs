@@ -14,7 +14,8 @@ use std::time::Duration;
 use chipledger_domain::auth::{sign_request, SIGNATURE_HEADER};
 use chipledger_domain::fingerprint::GpuUuid;
 use chipledger_domain::keys::SigningKey;
-use chipledger_domain::log::{AsOf, EntrySummary, InventoryGpu, LogClient, Receipt};
+use chipledger_domain::log::{AsOf, EnrolledSite, EntrySummary, InventoryGpu, LogClient, Receipt};
+use time::OffsetDateTime;
 use chipledger_domain::merkle::Hash;
 use chipledger_domain::Error as DomainError;
 use serde::de::DeserializeOwned;
@@ -294,6 +295,23 @@ impl LogClient for HttpLogClient {
 
     fn acquisitions(&self, serial: &str) -> Result<Vec<EntrySummary>, DomainError> {
         self.get(&format!("/api/v1/acquisitions?serial={}", query_value(serial)))
+    }
+
+    fn location_proofs(&self, host: Option<&str>, since: OffsetDateTime) -> Result<Vec<EntrySummary>, DomainError> {
+        let since = since.format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
+        let mut path = format!("/api/v1/location-proofs?since={}", query_value(&since));
+        if let Some(h) = host {
+            path.push_str(&format!("&host={}", query_value(h)));
+        }
+        let found: Vec<EntrySummary> = self.get(&path)?;
+        if found.len() as u64 > chipledger_domain::log::MAX_LOCATION_PROOFS {
+            return Err(DomainError::Log(format!("{}: more location proofs than any answer holds", self.url(&path))));
+        }
+        Ok(found)
+    }
+
+    fn sites(&self) -> Result<Vec<EnrolledSite>, DomainError> {
+        self.get("/api/v1/sites")
     }
 }
 

@@ -57,6 +57,12 @@ pub struct Candidate {
     /// key certificate's serial).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ueid: Option<String>,
+    /// The licensed destination: the country its serial's latest acquisition shipped it to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub licensed_to: Option<crate::country::Country>,
+    /// Where its host's location proofs put it (`domain::located`), once a reader judged it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<crate::location::Judgement>,
 }
 
 fn default_evidence() -> crate::standing::Evidence {
@@ -133,6 +139,8 @@ pub fn candidate(
         fact_anomalies: facts.anomalies,
         pci_bus_id: gpu.facts.pci_bus_id.clone(),
         ueid: facts.ueid,
+        licensed_to: None,
+        location: None,
     }
 }
 
@@ -212,6 +220,7 @@ pub fn judge_serials_among(
         };
         c.anomalies = c.fact_anomalies.iter().cloned().chain(extra).collect();
         c.verdict = v.verdict;
+        c.licensed_to = acq.map(|a| a.ship_to);
         verdicts.insert(c.uuid.clone(), v);
     }
     // One hardware identity under several UUIDs: every one of them is suspect.
@@ -345,6 +354,23 @@ pub fn load_host(log: &dyn LogClient, log_key: &VerifierKey, host: &str) -> Resu
     Ok(Fleet { checkpoint_text, checkpoint, candidates, attestations: entries, verdicts })
 }
 
+/// Judges where the fleet's GPUs are (`domain::located`): reads the sites and the proofs
+/// appended in the last `max_age_secs` before `now` among the fleet's checkpoint's entries — of
+/// `host` only, for a fleet from [`load_host`], else of every host — and sets each candidate's
+/// `location` and location anomalies. Returns what it read, for pages that draw it.
+pub fn locate(
+    fleet: &mut Fleet,
+    log: &dyn LogClient,
+    host: Option<&str>,
+    now: OffsetDateTime,
+    max_age_secs: u64,
+) -> Result<crate::located::Locations, Error> {
+    let locations = crate::located::Locations::read(log, host, fleet.checkpoint.size, now, max_age_secs)?;
+    let mut refs: Vec<&mut Candidate> = fleet.candidates.iter_mut().collect();
+    locations.apply(&mut refs)?;
+    Ok(locations)
+}
+
 /// Decodes `items` to records on every core; keeps the attestations, by log index.
 pub fn decode_in_parallel<T: Sync>(
     items: &[T],
@@ -448,10 +474,17 @@ pub struct Row {
     /// Its hardware identity, when its NVIDIA evidence verifies.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ueid: Option<String>,
+    /// The location verdict (`consistent`, `possibly-outside`, `contradicts-declared`,
+    /// `unproven`), with what the proofs locate (`host-key`: the key holder); empty when the
+    /// reader did not judge locations.
+    pub location: String,
+    /// What decided the location verdict.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub location_reason: String,
 }
 
 /// The CSV header of [`Row::csv_record`].
-pub const CSV_HEADER: [&str; 11] = [
+pub const CSV_HEADER: [&str; 12] = [
     "host",
     "sku",
     "serial",
@@ -463,6 +496,7 @@ pub const CSV_HEADER: [&str; 11] = [
     "acquisition_verdict",
     "anomalies",
     "attestation_index",
+    "location",
 ];
 
 impl Row {
@@ -482,11 +516,13 @@ impl Row {
             worst: c.anomalies.iter().map(|a| a.severity()).max(),
             attestation_index: c.attestation_index,
             ueid: c.ueid.clone(),
+            location: c.location.as_ref().map(location_label).unwrap_or_default(),
+            location_reason: c.location.as_ref().map(|j| j.reason.clone()).unwrap_or_default(),
         }
     }
 
     /// The row's CSV cells, in [`CSV_HEADER`]'s order, each safe to open in a spreadsheet.
-    pub fn csv_record(&self) -> [String; 11] {
+    pub fn csv_record(&self) -> [String; 12] {
         [
             &self.host,
             &self.sku,
@@ -499,8 +535,17 @@ impl Row {
             &self.verdict,
             &self.anomalies.join("; "),
             &self.attestation_index.to_string(),
+            &self.location,
         ]
         .map(|c| csv_safe(c))
+    }
+}
+
+/// `consistent (host-key)`: the verdict and what the proofs locate.
+pub fn location_label(j: &crate::location::Judgement) -> String {
+    match j.method {
+        Some(m) => format!("{} ({})", j.verdict.label(), m.label()),
+        None => j.verdict.label().to_string(),
     }
 }
 

@@ -68,6 +68,12 @@ pub enum Anomaly {
     /// One hardware identity (`ueid`, the attestation key certificate's serial) under more than
     /// one UUID: the same chip claimed twice, or evidence copied from another GPU.
     UeidUnderTwoUuids { ueid: String, uuids: Vec<GpuUuid> },
+    /// Two landmarks' round trips to the host cannot both be right: their disks do not meet (a
+    /// landmark misplaced or lying, or an answer spoofed).
+    LandmarkDisagreement { landmarks: Vec<String>, reason: String },
+    /// The host's location proofs rule out its declared site or its licensed destination.
+    /// `method` says what they locate (`host-key`: the holder of the host's key).
+    LocationContradictsDeclared { method: String, reason: String },
 }
 
 impl Anomaly {
@@ -147,6 +153,10 @@ impl Anomaly {
                 uuids.len(),
                 uuids.iter().map(|u| u.as_str()).collect::<Vec<_>>().join(", ")
             ),
+            Anomaly::LandmarkDisagreement { reason, .. } => format!("location proofs disagree: {reason}"),
+            Anomaly::LocationContradictsDeclared { method, reason } => {
+                format!("location proofs ({method}) contradict the declaration: {reason}")
+            }
         }
     }
 

@@ -27,6 +27,7 @@ pub mod fingerprint;
 pub mod fleet;
 pub mod identify;
 pub mod keys;
+pub mod located;
 pub mod location;
 pub mod location_proof;
 pub mod log;

@@ -105,6 +105,31 @@ pub trait LogClient {
     fn entry(&self, index: u64) -> Result<EntrySummary, crate::Error>;
     /// The acquisition records that name this serial, in log order.
     fn acquisitions(&self, serial: &str) -> Result<Vec<EntrySummary>, crate::Error>;
+    /// The location proofs that locate `host` (every host's when `None`) appended at or after
+    /// `since`, in log order: the newest [`MAX_LOCATION_PROOFS`] at most.
+    fn location_proofs(&self, host: Option<&str>, since: OffsetDateTime) -> Result<Vec<EntrySummary>, crate::Error>;
+    /// Every enrolled key that carries a site — landmarks' surveyed ones, agents' declared ones —
+    /// in enrollment order, revoked ones included (with when).
+    fn sites(&self) -> Result<Vec<EnrolledSite>, crate::Error>;
+}
+
+/// The most location proofs one [`LogClient::location_proofs`] answer holds (the newest): about
+/// 26 MiB of ten-round proofs, inside what an HTTP client reads in one answer.
+pub const MAX_LOCATION_PROOFS: u64 = 10_000;
+
+/// A key enrolled with a site, as the log's key registry holds it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EnrolledSite {
+    pub key_id: String,
+    pub role: crate::records::Role,
+    /// The landmark's name, or the agent's host.
+    pub host: String,
+    pub site: crate::records::Site,
+    /// The log index of its enrollment.
+    pub enrolled_at: u64,
+    /// The log index of its revocation, if revoked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_at: Option<u64>,
 }
 
 impl Receipt {

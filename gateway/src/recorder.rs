@@ -335,6 +335,16 @@ mod tests {
         fn acquisitions(&self, _: &str) -> Result<Vec<EntrySummary>, chipledger_domain::Error> {
             Err(chipledger_domain::Error::Log("connection refused".into()))
         }
+        fn location_proofs(
+            &self,
+            _: Option<&str>,
+            _: time::OffsetDateTime,
+        ) -> Result<Vec<EntrySummary>, chipledger_domain::Error> {
+            Err(chipledger_domain::Error::Log("connection refused".into()))
+        }
+        fn sites(&self) -> Result<Vec<chipledger_domain::log::EnrolledSite>, chipledger_domain::Error> {
+            Err(chipledger_domain::Error::Log("connection refused".into()))
+        }
     }
 
     fn leaf(i: u64) -> ServedResponse {

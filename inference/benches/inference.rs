@@ -47,6 +47,8 @@ fn inventory(n: u32) -> Vec<Candidate> {
             }),
             fact_anomalies: vec![],
             ueid: None,
+            licensed_to: None,
+            location: None,
             pci_bus_id: None,
         })
         .collect()

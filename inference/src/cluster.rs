@@ -445,6 +445,7 @@ fn taint_value(r: &Reason) -> &'static str {
         Reason::Host { .. } => "host",
         Reason::UnknownMemory => "unknown-memory",
         Reason::Busy => "busy",
+        Reason::Location { .. } => "location",
         Reason::HostTooSmall { .. } | Reason::NotNeeded => "other",
     }
 }

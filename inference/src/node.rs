@@ -39,7 +39,8 @@ pub fn plan(
     requirements: Requirements,
     now: OffsetDateTime,
 ) -> Result<Plan, Error> {
-    let fleet = fleet::load(log, log_key)?;
+    let mut fleet = fleet::load(log, log_key)?;
+    fleet::locate(&mut fleet, log, None, now, policy.location.max_age.as_secs())?;
     let placement = place(policy, &fleet.candidates, &requirements, now);
     Ok(Plan { fleet, requirements, placement, policy: policy.clone(), planned_at: now })
 }
@@ -55,7 +56,8 @@ pub fn plan_host(
     now: OffsetDateTime,
     host: &str,
 ) -> Result<Plan, Error> {
-    let fleet = chipledger_domain::fleet::load_host(log, log_key, host)?;
+    let mut fleet = chipledger_domain::fleet::load_host(log, log_key, host)?;
+    chipledger_domain::fleet::locate(&mut fleet, log, Some(host), now, policy.location.max_age.as_secs())?;
     let placement = place(policy, &fleet.candidates, &requirements, now);
     Ok(Plan { fleet, requirements, placement, policy: policy.clone(), planned_at: now })
 }

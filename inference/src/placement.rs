@@ -54,6 +54,12 @@ pub enum Reason {
     },
     UnknownMemory,
     Busy,
+    /// The policy asks where the GPU is, and its host's location proofs do not show it there
+    /// (none fresh, a verdict other than consistent, or a region reaching beyond the policy's
+    /// site or countries).
+    Location {
+        detail: String,
+    },
     /// Qualifies, but its host's qualifying GPUs together cannot hold the model.
     HostTooSmall {
         available_bytes: u64,
@@ -94,6 +100,7 @@ impl Reason {
             Reason::Host { host } => format!("host {host} is not allowed by the policy"),
             Reason::UnknownMemory => "memory size unknown".to_string(),
             Reason::Busy => "busy with another workload".to_string(),
+            Reason::Location { detail } => format!("location: {detail}"),
             Reason::HostTooSmall { available_bytes, needed_bytes } => format!(
                 "qualifies, but its host's qualifying GPUs hold {:.1} GiB together and the model needs {:.1} GiB",
                 *available_bytes as f64 / GIB,
@@ -312,7 +319,41 @@ pub fn disqualify(policy: &Policy, c: &Candidate, now: OffsetDateTime) -> Vec<Re
     if c.busy {
         out.push(Reason::Busy);
     }
+    if let Some(detail) = location_refusal(&policy.location, c) {
+        out.push(Reason::Location { detail });
+    }
     out
+}
+
+/// Why the policy's `[location]` rule refuses a GPU, if it does.
+fn location_refusal(rule: &crate::policy::LocationRule, c: &Candidate) -> Option<String> {
+    use chipledger_domain::location::{LocationVerdict, Region};
+    if !rule.required() {
+        return None;
+    }
+    let Some(j) = &c.location else {
+        return Some("its host's location proofs were not read".into());
+    };
+    if j.verdict != LocationVerdict::Consistent {
+        return Some(format!("{} ({})", j.verdict.label(), j.reason));
+    }
+    let region = Region::new(j.disks.clone());
+    if let Some((site, km)) = rule.within {
+        if j.disks.is_empty() || !region.within_km_of(site, km) {
+            return Some(format!("the proofs do not place it within {km} km of {site}"));
+        }
+    }
+    if !rule.countries.is_empty() {
+        let inside = match chipledger_domain::location::CountryIndex::embedded() {
+            Ok(index) => !j.disks.is_empty() && region.inside(&rule.countries, index),
+            Err(_) => false,
+        };
+        if !inside {
+            let names: Vec<&str> = rule.countries.iter().map(|c| c.code()).collect();
+            return Some(format!("the proofs do not place it inside {}", names.join(", ")));
+        }
+    }
+    None
 }
 
 /// The kebab-case kind of an anomaly (`nvlink-excess`, …), as policies name them.

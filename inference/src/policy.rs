@@ -32,6 +32,8 @@ pub struct Policy {
     /// Scheduler hooks (the Slurm Prolog): let a job start when the ledger cannot be read. Off
     /// by default: they fail closed.
     pub allow_when_ledger_unreachable: bool,
+    /// Where a GPU must be, by its host's location proofs.
+    pub location: LocationRule,
     /// SHA-256 of the policy text the node loaded (the default's text when no file was given).
     pub digest: Hash,
 }
@@ -51,8 +53,69 @@ struct PolicyFile {
     allowed_classes: Option<Vec<String>>,
     require_gpu_execution: Option<bool>,
     allow_when_ledger_unreachable: Option<bool>,
+    location: Option<LocationFile>,
 }
 
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LocationFile {
+    require: Option<bool>,
+    max_age: Option<String>,
+    site: Option<String>,
+    within_km: Option<f64>,
+    countries: Option<Vec<String>>,
+}
+
+/// The `[location]` table: where a GPU must be, by its host's location proofs (signed round
+/// trips to enrolled landmarks, judged by `domain::located`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct LocationRule {
+    /// A GPU needs a fresh proof whose verdict is `consistent` (also implied by `within` or
+    /// `countries`).
+    pub require: bool,
+    /// How old a proof may be and still count.
+    pub max_age: Duration,
+    /// The region the proofs leave must lie within this many kilometres of this site.
+    pub within: Option<(chipledger_domain::location::Coord, f64)>,
+    /// The region must lie inside these countries (conservatively: every country it may touch).
+    pub countries: std::collections::BTreeSet<chipledger_domain::country::Country>,
+}
+
+impl LocationRule {
+    /// Whether placement checks location at all.
+    pub fn required(&self) -> bool {
+        self.require || self.within.is_some() || !self.countries.is_empty()
+    }
+
+    fn parse(file: LocationFile, bad: &dyn Fn(&str, String) -> Error) -> Result<LocationRule, Error> {
+        let max_age = match &file.max_age {
+            None => Duration::from_secs(chipledger_domain::located::DEFAULT_MAX_AGE_SECS),
+            Some(t) => parse_duration(t).map_err(|m| bad("location.max_age", m))?,
+        };
+        if max_age.is_zero() {
+            return Err(bad("location.max_age", "must be longer than 0s".into()));
+        }
+        let within = match (file.site.as_deref(), file.within_km) {
+            (None, None) => None,
+            (Some(site), Some(km)) => {
+                let at = chipledger_domain::location::Coord::parse(site).map_err(|e| bad("location.site", e.to_string()))?;
+                if !km.is_finite() || km <= 0.0 || km > 20_100.0 {
+                    return Err(bad("location.within_km", format!("{km} is not a distance in 0 < km <= 20,100")));
+                }
+                Some((at, km))
+            }
+            (Some(_), None) => return Err(bad("location.within_km", "site needs within_km (the radius, in km)".into())),
+            (None, Some(_)) => return Err(bad("location.site", "within_km needs site (\"lat,lon\")".into())),
+        };
+        let mut countries = std::collections::BTreeSet::new();
+        for c in file.countries.unwrap_or_default() {
+            let country = chipledger_domain::country::Country::parse(&c)
+                .map_err(|_| bad("location.countries", format!("{c:?} is not an ISO 3166-1 alpha-2 code")))?;
+            countries.insert(country);
+        }
+        Ok(LocationRule { require: file.require.unwrap_or(false), max_age, within, countries })
+    }
+}
 /// Anomaly kinds a policy may name.
 pub const ANOMALY_KINDS: &[&str] = &[
     "unknown-pci-id",
@@ -69,6 +132,8 @@ pub const ANOMALY_KINDS: &[&str] = &[
     "serial-under-two-uuids",
     "uuid-on-two-hosts",
     "moved-host",
+    "landmark-disagreement",
+    "location-contradicts-declared",
 ];
 
 impl Policy {
@@ -140,8 +205,10 @@ impl Policy {
         if name.trim().is_empty() {
             return Err(bad("name", "must not be empty".into()));
         }
+        let location = LocationRule::parse(file.location.or(base.location).unwrap_or_default(), &bad)?;
         Ok(Policy {
             name,
+            location,
             max_attestation_age,
             require_live_probe: file.require_live_probe.or(base.require_live_probe).unwrap_or(true),
             require_evidence,

@@ -1,7 +1,9 @@
 //! The ledger as a [`LogClient`]: agents and nodes on the same machine use the file directly.
 
 use chipledger_domain::fingerprint::GpuUuid;
-use chipledger_domain::log::{AsOf, EntrySummary, InventoryGpu, LogClient, Receipt};
+use chipledger_domain::log::{AsOf, EnrolledSite, EntrySummary, InventoryGpu, LogClient, Receipt, MAX_LOCATION_PROOFS};
+use chipledger_domain::records::RecordKind;
+use time::OffsetDateTime;
 use chipledger_domain::merkle::Hash;
 use chipledger_domain::Error as DomainError;
 
@@ -48,6 +50,34 @@ impl LogClient for Ledger {
 
     fn acquisitions(&self, serial: &str) -> Result<Vec<EntrySummary>, DomainError> {
         self.entries(&EntryFilter { serial: Some(serial.to_string()), ..Default::default() }).map_err(to_domain)
+    }
+
+    fn location_proofs(&self, host: Option<&str>, since: OffsetDateTime) -> Result<Vec<EntrySummary>, DomainError> {
+        let filter = EntryFilter {
+            kind: Some(RecordKind::LocationProof),
+            located: host.map(str::to_string),
+            since: Some(since),
+            last: Some(MAX_LOCATION_PROOFS),
+            ..Default::default()
+        };
+        self.entries(&filter).map_err(to_domain)
+    }
+
+    fn sites(&self) -> Result<Vec<EnrolledSite>, DomainError> {
+        let keys = self.keys().map_err(to_domain)?;
+        Ok(keys
+            .into_iter()
+            .filter_map(|k| {
+                Some(EnrolledSite {
+                    key_id: k.key_id,
+                    role: k.role,
+                    host: k.host?,
+                    site: k.site?,
+                    enrolled_at: k.enrolled_at,
+                    revoked_at: k.revoked_at,
+                })
+            })
+            .collect())
     }
 
     fn entry(&self, index: u64) -> Result<EntrySummary, DomainError> {

@@ -163,10 +163,18 @@ const MIGRATIONS: &[(i64, &str)] = &[
     CREATE INDEX gpus_ueid ON gpus (ueid) WHERE ueid IS NOT NULL;
     ",
     ),
+    (
+        8,
+        "
+    -- Each location proof by the host it locates (its subject): what a scheduler's hook and
+    -- the dashboard read a host's recent proofs from. Filled by a replay of the proofs.
+    CREATE TABLE located (host TEXT NOT NULL, idx INTEGER NOT NULL, PRIMARY KEY (host, idx)) WITHOUT ROWID;
+    ",
+    ),
 ];
 
 /// The newest schema this build writes.
-pub const SCHEMA_VERSION: i64 = 7;
+pub const SCHEMA_VERSION: i64 = 8;
 
 /// Applies every migration the database lacks, all in one transaction (a crash leaves the
 /// database as it was); refuses a database from a newer build.
@@ -186,6 +194,7 @@ pub fn migrate(conn: &mut Connection) -> Result<(), Error> {
             // The trails are rebuilt once, after the last migration: the code that fills them
             // writes the newest shape of their tables.
             4 | 7 => rebuild_trails = true,
+            8 => crate::views::backfill_located(&tx)?,
             _ => {}
         }
         tracing::info!(version, "applied schema migration");

@@ -121,8 +121,12 @@ pub(crate) fn apply(conn: &Connection, index: u64, rec: &Record, registry: &Regi
         // node's batches (one a second per node) are not each GPU's history: read by kind.
         Record::LogKeyRotation(_) | Record::ServingBatch(_) => {}
         // A location proof locates the holder of a host's key, not a GPU: the GPUs its agent
-        // named are the agent's word, so no GPU's history lists it. Read by kind.
-        Record::LocationProof(_) => {}
+        // named are the agent's word, so no GPU's history lists it.
+        // Indexed by the host it locates, for that host's readers.
+        Record::LocationProof(p) => {
+            conn.prepare_cached("INSERT OR IGNORE INTO located (host, idx) VALUES (?1, ?2)")?
+                .execute(params![p.subject.host, idx])?;
+        }
         Record::SchedulerJob(j) => {
             let mut st = conn.prepare_cached("INSERT OR IGNORE INTO gpu_records (uuid, idx) VALUES (?1, ?2)")?;
             for g in &j.gpus {
@@ -240,6 +244,20 @@ fn to_json<K: serde::Serialize, V: serde::Serialize>(
 /// Fills the trail of a log written before it was kept (schema 4) from its entries, as appends
 /// would have. An entry that does not read back is left out: `ledger verify` then names the
 /// difference.
+/// Schema 8: each location proof by the host it locates.
+pub(crate) fn backfill_located(tx: &Connection) -> Result<(), Error> {
+    let mut n = 0u64;
+    crate::record::replay(tx, false, |idx, parsed| {
+        if let Ok(Parsed { record: Some(Record::LocationProof(p)), .. }) = parsed {
+            tx.execute("INSERT OR IGNORE INTO located (host, idx) VALUES (?1, ?2)", params![p.subject.host, idx as i64])?;
+            n += 1;
+        }
+        Ok(())
+    })?;
+    tracing::info!(proofs = n, "indexed the location proofs by host");
+    Ok(())
+}
+
 pub(crate) fn backfill_trails(tx: &Connection) -> Result<(), Error> {
     tx.execute_batch("DELETE FROM gpus; DELETE FROM gpu_hosts; DELETE FROM gpu_facts; DELETE FROM gpu_settled;")?;
     let mut unreadable = 0u64;
@@ -299,6 +317,8 @@ pub struct EntryFilter {
     pub gpu: Option<GpuUuid>,
     /// Only acquisition records naming this serial.
     pub serial: Option<String>,
+    /// Only location proofs of this host.
+    pub located: Option<String>,
     pub since: Option<OffsetDateTime>,
     /// Only entries at or after this index.
     pub from: Option<u64>,
@@ -314,6 +334,9 @@ pub struct KeyInfo {
     pub verifier_key: String,
     pub role: Role,
     pub host: Option<String>,
+    /// A landmark's surveyed site, or an agent host's declared one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub site: Option<chipledger_domain::records::Site>,
     pub enrolled_at: u64,
     pub revoked_at: Option<u64>,
     pub last_counter: u64,
@@ -326,6 +349,7 @@ impl From<KeyState> for KeyInfo {
             verifier_key: k.verifier_key,
             role: k.role,
             host: k.host,
+            site: k.site,
             enrolled_at: k.enrolled_at,
             revoked_at: k.revoked_at,
             last_counter: k.last_counter,
@@ -375,6 +399,10 @@ impl Ledger {
         if let Some(serial) = &filter.serial {
             conds.push("e.idx IN (SELECT idx FROM acquisitions WHERE serial = ?)".into());
             args.push(serial.clone().into());
+        }
+        if let Some(host) = &filter.located {
+            conds.push("e.idx IN (SELECT idx FROM located WHERE host = ?)".into());
+            args.push(host.clone().into());
         }
         if let Some(k) = filter.kind {
             conds.push("e.kind = ?".into());
@@ -541,7 +569,7 @@ impl Ledger {
         let mut w = self.writer_lock();
         let tx = w.conn.transaction()?;
         tx.execute_batch(
-            "DELETE FROM keys; DELETE FROM gpus; DELETE FROM gpu_records; DELETE FROM gpu_hosts; DELETE FROM gpu_facts; DELETE FROM gpu_settled; DELETE FROM acquisitions; DELETE FROM runs;",
+            "DELETE FROM keys; DELETE FROM gpus; DELETE FROM gpu_records; DELETE FROM gpu_hosts; DELETE FROM gpu_facts; DELETE FROM gpu_settled; DELETE FROM acquisitions; DELETE FROM runs; DELETE FROM located;",
         )?;
         let mut registry = Registry::new();
         let mut n = 0u64;

@@ -45,6 +45,8 @@ pub(crate) struct Expected {
     /// serial → the indexes of the acquisitions naming it, in log order.
     acquisitions: BTreeMap<String, Vec<(u64, u64)>>,
     runs: BTreeMap<String, u64>,
+    /// host → the indexes of the location proofs locating it, in log order.
+    located: BTreeMap<String, Vec<(u64, u64)>>,
 }
 
 impl Expected {
@@ -106,6 +108,12 @@ impl Expected {
                     if v.last().map(|(i, _)| *i) != Some(idx) {
                         v.push((idx, 0));
                     }
+                }
+            }
+            Some(Record::LocationProof(p)) => {
+                let v = self.located.entry(p.subject.host.clone()).or_default();
+                if v.last().map(|(i, _)| *i) != Some(idx) {
+                    v.push((idx, 0));
                 }
             }
             Some(Record::Annotation(a)) => {
@@ -245,6 +253,10 @@ impl Expected {
         }
         let sql = "SELECT serial, idx FROM acquisitions ORDER BY serial, idx";
         if let Some(d) = index_difference(conn, sql, "acquisitions", "serial", &self.acquisitions, |_| Ok(0))? {
+            return Ok(Some(d));
+        }
+        let sql = "SELECT host, idx FROM located ORDER BY host, idx";
+        if let Some(d) = index_difference(conn, sql, "located", "host", &self.located, |_| Ok(0))? {
             return Ok(Some(d));
         }
         let mut st = conn.prepare("SELECT run_id, idx FROM runs ORDER BY run_id")?;

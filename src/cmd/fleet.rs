@@ -33,7 +33,10 @@ pub fn run(data_dir: Option<PathBuf>, args: Args) -> Result<()> {
     };
     let pinned = args.log_key.as_deref().map(VerifierKey::parse).transpose().context("--log-key")?;
     let (log, log_key) = target.open(pinned, args.key.as_deref())?;
-    let fleet = fleet::load(log.as_ref(), &log_key).context("reading the fleet")?;
+    let mut fleet = fleet::load(log.as_ref(), &log_key).context("reading the fleet")?;
+    let max_age = chipledger_domain::located::DEFAULT_MAX_AGE_SECS;
+    fleet::locate(&mut fleet, log.as_ref(), None, time::OffsetDateTime::now_utc(), max_age)
+        .context("reading the location proofs")?;
     let rows = fleet::rows(&fleet.candidates);
     match args.format {
         Format::Json => output::print_json(&rows),
@@ -56,6 +59,7 @@ pub fn run(data_dir: Option<PathBuf>, args: Args) -> Result<()> {
                 "evidence",
                 "class (Oct 2023)",
                 "acquisition",
+                "location",
                 "anomalies",
             ]);
             for r in &rows {
@@ -68,6 +72,7 @@ pub fn run(data_dir: Option<PathBuf>, args: Args) -> Result<()> {
                     format!("{} ({})", r.evidence, r.source),
                     r.class_2023.clone(),
                     r.verdict.clone(),
+                    r.location.clone(),
                     if r.anomalies.is_empty() { "none".into() } else { r.anomalies.join("\n") },
                 ]);
             }

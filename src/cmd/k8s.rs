@@ -91,7 +91,10 @@ pub fn run(data_dir: Option<PathBuf>, cmd: Command) -> Result<()> {
     match cmd {
         Command::Labels(a) => {
             let (log, key, policy) = open(data_dir, &a.ledger)?;
-            let fleet = fleet::load_host(log.as_ref(), &key, &a.host).context("reading the host's GPUs")?;
+            let mut fleet = fleet::load_host(log.as_ref(), &key, &a.host).context("reading the host's GPUs")?;
+            let max_age = policy.location.max_age.as_secs();
+            fleet::locate(&mut fleet, log.as_ref(), Some(&a.host), OffsetDateTime::now_utc(), max_age)
+                .context("reading the host's location proofs")?;
             let standing = cluster::standing(&policy, &fleet, &a.host, OffsetDateTime::now_utc());
             let text = cluster::nfd_features(&standing);
             match &a.out {
@@ -104,7 +107,10 @@ pub fn run(data_dir: Option<PathBuf>, cmd: Command) -> Result<()> {
         }
         Command::Taints(a) => {
             let (log, key, policy) = open(data_dir, &a.ledger)?;
-            let fleet = fleet::load(log.as_ref(), &key).context("reading the fleet")?;
+            let mut fleet = fleet::load(log.as_ref(), &key).context("reading the fleet")?;
+            let max_age = policy.location.max_age.as_secs();
+            fleet::locate(&mut fleet, log.as_ref(), None, OffsetDateTime::now_utc(), max_age)
+                .context("reading the location proofs")?;
             let size = std::fs::metadata(&a.resource_slices)
                 .with_context(|| format!("reading {}", a.resource_slices.display()))?
                 .len();

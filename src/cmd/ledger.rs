@@ -31,6 +31,9 @@ pub enum Command {
         kind: Option<RecordKind>,
         #[arg(long)]
         gpu: Option<String>,
+        /// Only the location proofs that locate this host.
+        #[arg(long, value_name = "HOST")]
+        located: Option<String>,
         /// Only entries appended at or after this RFC 3339 time.
         #[arg(long)]
         since: Option<String>,
@@ -266,7 +269,7 @@ fn run_local(data_dir: Option<PathBuf>, cmd: Command) -> Result<()> {
             }
             Ok(())
         }
-        Command::Log { kind, gpu, since, from, limit, format } => {
+        Command::Log { kind, gpu, located, since, from, limit, format } => {
             let filter = EntryFilter {
                 kind,
                 gpu: gpu.as_deref().map(GpuUuid::parse).transpose()?,
@@ -275,6 +278,7 @@ fn run_local(data_dir: Option<PathBuf>, cmd: Command) -> Result<()> {
                 limit,
                 last: None,
                 serial: None,
+                located,
             };
             let entries = ledger.entries(&filter)?;
             match format {

@@ -130,7 +130,11 @@ impl Hooks {
     /// One host's GPUs judged from the log (its current checkpoint).
     fn host_fleet(&self, host: &str) -> Result<(Box<dyn LogClient + Send>, VerifierKey, Fleet)> {
         let (log, key) = self.open()?;
-        let fleet = fleet::load_host(log.as_ref(), &key, host).context("reading the host's GPUs from the ledger")?;
+        let mut fleet =
+            fleet::load_host(log.as_ref(), &key, host).context("reading the host's GPUs from the ledger")?;
+        let max_age = self.policy.location.max_age.as_secs();
+        fleet::locate(&mut fleet, log.as_ref(), Some(host), OffsetDateTime::now_utc(), max_age)
+            .context("reading the host's location proofs")?;
         Ok((log, key, fleet))
     }
 
@@ -428,8 +432,10 @@ fn features(args: FeaturesArgs) -> Result<()> {
         }
     }
     let (log, key) = hooks.open()?;
-    let fleet = fleet::load(log.as_ref(), &key).context("reading the fleet")?;
+    let mut fleet = fleet::load(log.as_ref(), &key).context("reading the fleet")?;
     let now = OffsetDateTime::now_utc();
+    fleet::locate(&mut fleet, log.as_ref(), None, now, hooks.policy.location.max_age.as_secs())
+        .context("reading the location proofs")?;
     for n in wanted {
         let standing = cluster::standing(&hooks.policy, &fleet, hooks.host_of(&n.name), now);
         let ours = cluster::slurm_features(&standing);

@@ -456,3 +456,61 @@ pub(crate) async fn inventory(
         Err(r) => r.into_response(),
     }
 }
+
+#[derive(Deserialize)]
+pub(crate) struct LocationQuery {
+    host: Option<String>,
+    /// RFC 3339: only proofs appended at or after it (default: all).
+    since: Option<String>,
+}
+
+/// Agents locate their own host through landmarks; they do not read where other hosts are.
+fn may_read_locations(p: &Principal) -> Result<(), ApiError> {
+    match p.scope() {
+        Scope::Agent { .. } => p.may_read_all("location proofs or enrolled sites"),
+        Scope::Everything | Scope::Node => Ok(()),
+    }
+}
+
+/// The location proofs of one host (or every host), appended since a time, in log order: the
+/// newest `MAX_LOCATION_PROOFS`.
+pub(crate) async fn location_proofs(
+    State(s): State<AppState>,
+    Extension(p): Extension<Principal>,
+    Query(q): Query<LocationQuery>,
+) -> Response {
+    if let Err(e) = may_read_locations(&p) {
+        return e.into_response();
+    }
+    let since = match q.since {
+        None => time::OffsetDateTime::UNIX_EPOCH,
+        Some(t) => match time::OffsetDateTime::parse(&t, &time::format_description::well_known::Rfc3339) {
+            Ok(t) => t,
+            Err(e) => return problem(StatusCode::BAD_REQUEST, format!("since {t:?} is not RFC 3339: {e}")),
+        },
+    };
+    if let Some(h) = &q.host {
+        if let Err(reason) = chipledger_domain::location_proof::check_name("host", h) {
+            return problem(StatusCode::BAD_REQUEST, reason);
+        }
+    }
+    let ledger = s.ledger.clone();
+    match blocking(move || LogClient::location_proofs(ledger.as_ref(), q.host.as_deref(), since).map_err(domain_error))
+        .await
+    {
+        Ok(v) => Json(v).into_response(),
+        Err(r) => r.into_response(),
+    }
+}
+
+/// The enrolled keys with a site: landmarks and the hosts that declared one.
+pub(crate) async fn sites(State(s): State<AppState>, Extension(p): Extension<Principal>) -> Response {
+    if let Err(e) = may_read_locations(&p) {
+        return e.into_response();
+    }
+    let ledger = s.ledger.clone();
+    match blocking(move || LogClient::sites(ledger.as_ref()).map_err(domain_error)).await {
+        Ok(v) => Json(v).into_response(),
+        Err(r) => r.into_response(),
+    }
+}

@@ -55,6 +55,8 @@ pub(crate) fn router_with(state: AppState) -> Router {
         .route("/api/v1/proof/consistency", get(api::consistency))
         .route("/api/v1/gpus/{uuid}/history", get(api::history))
         .route("/api/v1/acquisitions", get(api::acquisitions))
+        .route("/api/v1/location-proofs", get(api::location_proofs))
+        .route("/api/v1/sites", get(api::sites))
         .route("/api/v1/inventory", get(api::inventory))
         .route("/api/v1/runs", get(api::runs))
         .route_layer(axum::middleware::from_fn(require_reader));

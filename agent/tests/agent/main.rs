@@ -144,6 +144,18 @@ impl LogClient for Reachable {
         self.check()?;
         self.ledger.acquisitions(serial)
     }
+    fn location_proofs(
+        &self,
+        host: Option<&str>,
+        since: time::OffsetDateTime,
+    ) -> Result<Vec<EntrySummary>, chipledger_domain::Error> {
+        self.check()?;
+        LogClient::location_proofs(self.ledger.as_ref(), host, since)
+    }
+    fn sites(&self) -> Result<Vec<chipledger_domain::log::EnrolledSite>, chipledger_domain::Error> {
+        self.check()?;
+        LogClient::sites(self.ledger.as_ref())
+    }
 }
 
 /// A fresh ledger with an admin key, a clock, and a way to enroll agent keys.

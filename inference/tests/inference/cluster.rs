@@ -47,6 +47,8 @@ fn gpu(host: u8, i: u32) -> Candidate {
         evidence: chipledger_domain::standing::Evidence::SelfReported,
         fact_anomalies: vec![],
         ueid: None,
+        licensed_to: None,
+        location: None,
         pci_bus_id: Some(format!("00000000:{:02X}:00.0", 0x18 + 0x10 * i)),
     }
 }

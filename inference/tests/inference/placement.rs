@@ -31,6 +31,8 @@ fn gpu(host: &str, i: u32) -> Candidate {
         evidence: chipledger_domain::standing::Evidence::SelfReported,
         fact_anomalies: vec![],
         ueid: None,
+        licensed_to: None,
+        location: None,
         pci_bus_id: None,
     }
 }

@@ -1,0 +1,197 @@
+//! Where the fleet's GPUs are, as a reader judges it from the log: each host's recent location
+//! proofs (`location-proof/v1`, signed by landmarks), the landmarks' surveyed sites and the
+//! hosts' declared ones (both from the admins' enrollments), and each GPU's licensed destination
+//! (its acquisition's `ship_to`) → a [`Judgement`] per GPU (`domain::location::judge`), and the
+//! anomalies it gives: `landmark-disagreement` (round trips that cannot all be right) and
+//! `location-contradicts-declared` (physics rules the declared site or the licence out).
+//!
+//! The log checked each proof when it took it in (the landmark signed from the site it was
+//! enrolled at; every answer is the subject host's enrolled agent key's signature over the
+//! landmark's nonce): a reader of a log it trusts for its views takes the proofs as the log
+//! gives them; an auditor re-checks them offline (a bundle or a diversion report replays the
+//! same checks). A proof locates the holder of the host's key (`host-key`), never a chip.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use time::OffsetDateTime;
+
+use crate::country::Country;
+use crate::dsse::Envelope;
+use crate::fleet::Candidate;
+use crate::identify::Anomaly;
+use crate::location::{judge, CountryIndex, JudgeInput, Judgement, LocationVerdict, Proof};
+use crate::location_proof::LocationProof;
+use crate::log::{EnrolledSite, LogClient};
+use crate::merkle::Hash;
+use crate::records::{Record, Role};
+use crate::Error;
+
+/// How old a location proof may be and still count, by default: a day (an agent answers its
+/// landmarks hourly by default).
+pub const DEFAULT_MAX_AGE_SECS: u64 = 24 * 3600;
+
+/// One location proof as the log holds it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LoggedProof {
+    pub index: u64,
+    pub leaf_hash: Hash,
+    pub record: LocationProof,
+}
+
+impl LoggedProof {
+    /// The facts [`judge`] reads.
+    pub fn facts(&self) -> Proof {
+        facts(&self.record)
+    }
+}
+
+/// The facts [`judge`] reads from a proof.
+pub fn facts(p: &LocationProof) -> Proof {
+    Proof {
+        landmark: p.landmark.clone(),
+        landmark_site: p.landmark_at,
+        rtt_ns: p.min_rtt_ns,
+        floor_ns: p.floor_ns,
+        at: p.measured_at.unix_timestamp(),
+        method: p.method,
+    }
+}
+
+/// The location facts of a fleet (or of one host) at one point of the log.
+#[derive(Clone, Debug)]
+pub struct Locations {
+    /// The landmarks' enrollments (role `landmark`), revoked ones included.
+    pub landmarks: Vec<EnrolledSite>,
+    /// host → its declared site: the newest unrevoked agent enrollment of the host with a site.
+    pub declared: BTreeMap<String, EnrolledSite>,
+    /// host → its proofs appended in the window, in log order.
+    pub proofs: BTreeMap<String, Vec<LoggedProof>>,
+    /// The reader's time and how old a proof may be.
+    pub now: OffsetDateTime,
+    pub max_age_secs: u64,
+}
+
+impl Locations {
+    /// Reads the sites and the proofs appended in the last `max_age_secs` before `now` — of
+    /// `host` only, or of every host — among the first `size` entries of `log`.
+    pub fn read(
+        log: &dyn LogClient,
+        host: Option<&str>,
+        size: u64,
+        now: OffsetDateTime,
+        max_age_secs: u64,
+    ) -> Result<Locations, Error> {
+        let age = time::Duration::seconds(i64::try_from(max_age_secs).unwrap_or(i64::MAX));
+        let since = now.checked_sub(age).unwrap_or(OffsetDateTime::UNIX_EPOCH);
+        let mut proofs: BTreeMap<String, Vec<LoggedProof>> = BTreeMap::new();
+        for e in log.location_proofs(host, since)?.into_iter().filter(|e| e.index < size) {
+            let env = Envelope::from_json(e.envelope.as_bytes())?;
+            let Record::LocationProof(record) = Record::from_payload(&env.payload_bytes()?)? else {
+                return Err(Error::Log(format!("entry {} was listed as a location proof and is not one", e.index)));
+            };
+            if host.is_some_and(|h| h != record.subject.host) {
+                return Err(Error::Log(format!("entry {} locates another host than the one asked for", e.index)));
+            }
+            let host = record.subject.host.clone();
+            proofs.entry(host).or_default().push(LoggedProof { index: e.index, leaf_hash: e.leaf_hash, record: *record });
+        }
+        let (landmarks, declared) = split_sites(log.sites()?, size);
+        Ok(Locations { landmarks, declared, proofs, now, max_age_secs })
+    }
+
+    /// Builds the facts from what a caller already holds (a bundle, a report).
+    pub fn from_parts(
+        sites: Vec<EnrolledSite>,
+        proofs: Vec<LoggedProof>,
+        now: OffsetDateTime,
+        max_age_secs: u64,
+    ) -> Locations {
+        let (landmarks, declared) = split_sites(sites, u64::MAX);
+        let mut by_host: BTreeMap<String, Vec<LoggedProof>> = BTreeMap::new();
+        for p in proofs {
+            by_host.entry(p.record.subject.host.clone()).or_default().push(p);
+        }
+        for list in by_host.values_mut() {
+            list.sort_by_key(|p| p.index);
+        }
+        Locations { landmarks, declared, proofs: by_host, now, max_age_secs }
+    }
+
+    /// The host's proofs as [`judge`] reads them.
+    pub fn proof_facts(&self, host: &str) -> Vec<Proof> {
+        self.proofs.get(host).map_or_else(Vec::new, |ps| ps.iter().map(LoggedProof::facts).collect())
+    }
+
+    /// Judges `host` against its declared site and the `allowed` countries.
+    pub fn judge(&self, host: &str, allowed: &BTreeSet<Country>, index: &CountryIndex) -> Judgement {
+        let proofs = self.proof_facts(host);
+        judge(&JudgeInput {
+            proofs: &proofs,
+            now: self.now.unix_timestamp(),
+            max_age_secs: self.max_age_secs,
+            declared: self.declared.get(host).map(|s| s.site.at),
+            allowed,
+            index,
+        })
+    }
+
+    /// Judges every candidate's location — its host's proofs, against its host's declared site
+    /// and its own licensed destination (`Candidate::licensed_to`) — and adds the anomalies the
+    /// judgement gives. Run after [`crate::fleet::judge_serials`], which sets both.
+    pub fn apply(&self, candidates: &mut [&mut Candidate]) -> Result<(), Error> {
+        let index = CountryIndex::embedded()?;
+        let mut memo: HashMap<(String, Option<Country>), Judgement> = HashMap::new();
+        for c in candidates.iter_mut() {
+            let key = (c.host.clone(), c.licensed_to);
+            let j = memo
+                .entry(key)
+                .or_insert_with(|| {
+                    let allowed: BTreeSet<Country> = c.licensed_to.into_iter().collect();
+                    self.judge(&c.host, &allowed, index)
+                })
+                .clone();
+            c.anomalies.retain(|a| !is_location_anomaly(a));
+            c.anomalies.extend(anomalies(&j));
+            c.location = Some(j);
+        }
+        Ok(())
+    }
+}
+
+/// The anomalies a judgement gives: each pair of landmarks that cannot both be right, and a
+/// declaration (or licence) that physics rules out.
+pub fn anomalies(j: &Judgement) -> Vec<Anomaly> {
+    let mut out: Vec<Anomaly> = j
+        .disagreements
+        .iter()
+        .map(|(a, b)| Anomaly::LandmarkDisagreement { landmarks: vec![a.clone(), b.clone()], reason: j.reason.clone() })
+        .collect();
+    if j.verdict == LocationVerdict::ContradictsDeclared {
+        let method = j.method.map(|m| m.label().to_string()).unwrap_or_default();
+        out.push(Anomaly::LocationContradictsDeclared { method, reason: j.reason.clone() });
+    }
+    out
+}
+
+fn is_location_anomaly(a: &Anomaly) -> bool {
+    matches!(a, Anomaly::LandmarkDisagreement { .. } | Anomaly::LocationContradictsDeclared { .. })
+}
+
+/// The landmarks enrolled among the first `size` entries, and each host's declared site.
+fn split_sites(sites: Vec<EnrolledSite>, size: u64) -> (Vec<EnrolledSite>, BTreeMap<String, EnrolledSite>) {
+    let mut landmarks = Vec::new();
+    let mut declared: BTreeMap<String, EnrolledSite> = BTreeMap::new();
+    for s in sites.into_iter().filter(|s| s.enrolled_at < size) {
+        match s.role {
+            Role::Landmark => landmarks.push(s),
+            Role::Agent if s.revoked_at.is_none_or(|r| r >= size) => {
+                let newer = declared.get(&s.host).is_none_or(|d| d.enrolled_at < s.enrolled_at);
+                if newer {
+                    declared.insert(s.host.clone(), s);
+                }
+            }
+            _ => {}
+        }
+    }
+    (landmarks, declared)
+}
