@@ -15,10 +15,10 @@ use chipledger_domain::auth::{sign_request, SIGNATURE_HEADER};
 use chipledger_domain::fingerprint::GpuUuid;
 use chipledger_domain::keys::SigningKey;
 use chipledger_domain::log::{AsOf, EnrolledSite, EntrySummary, InventoryGpu, LogClient, Receipt};
-use time::OffsetDateTime;
 use chipledger_domain::merkle::Hash;
 use chipledger_domain::Error as DomainError;
 use serde::de::DeserializeOwned;
+use time::OffsetDateTime;
 
 use crate::wire::{Hashes, Problem};
 

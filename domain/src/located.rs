@@ -93,7 +93,11 @@ impl Locations {
                 return Err(Error::Log(format!("entry {} locates another host than the one asked for", e.index)));
             }
             let host = record.subject.host.clone();
-            proofs.entry(host).or_default().push(LoggedProof { index: e.index, leaf_hash: e.leaf_hash, record: *record });
+            proofs.entry(host).or_default().push(LoggedProof {
+                index: e.index,
+                leaf_hash: e.leaf_hash,
+                record: *record,
+            });
         }
         let (landmarks, declared) = split_sites(log.sites()?, size);
         Ok(Locations { landmarks, declared, proofs, now, max_age_secs })

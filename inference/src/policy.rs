@@ -98,13 +98,16 @@ impl LocationRule {
         let within = match (file.site.as_deref(), file.within_km) {
             (None, None) => None,
             (Some(site), Some(km)) => {
-                let at = chipledger_domain::location::Coord::parse(site).map_err(|e| bad("location.site", e.to_string()))?;
+                let at =
+                    chipledger_domain::location::Coord::parse(site).map_err(|e| bad("location.site", e.to_string()))?;
                 if !km.is_finite() || km <= 0.0 || km > 20_100.0 {
                     return Err(bad("location.within_km", format!("{km} is not a distance in 0 < km <= 20,100")));
                 }
                 Some((at, km))
             }
-            (Some(_), None) => return Err(bad("location.within_km", "site needs within_km (the radius, in km)".into())),
+            (Some(_), None) => {
+                return Err(bad("location.within_km", "site needs within_km (the radius, in km)".into()))
+            }
             (None, Some(_)) => return Err(bad("location.site", "within_km needs site (\"lat,lon\")".into())),
         };
         let mut countries = std::collections::BTreeSet::new();

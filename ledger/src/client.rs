@@ -2,10 +2,10 @@
 
 use chipledger_domain::fingerprint::GpuUuid;
 use chipledger_domain::log::{AsOf, EnrolledSite, EntrySummary, InventoryGpu, LogClient, Receipt, MAX_LOCATION_PROOFS};
-use chipledger_domain::records::RecordKind;
-use time::OffsetDateTime;
 use chipledger_domain::merkle::Hash;
+use chipledger_domain::records::RecordKind;
 use chipledger_domain::Error as DomainError;
+use time::OffsetDateTime;
 
 use crate::{EntryFilter, Error, Ledger};
 

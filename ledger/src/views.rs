@@ -249,7 +249,10 @@ pub(crate) fn backfill_located(tx: &Connection) -> Result<(), Error> {
     let mut n = 0u64;
     crate::record::replay(tx, false, |idx, parsed| {
         if let Ok(Parsed { record: Some(Record::LocationProof(p)), .. }) = parsed {
-            tx.execute("INSERT OR IGNORE INTO located (host, idx) VALUES (?1, ?2)", params![p.subject.host, idx as i64])?;
+            tx.execute(
+                "INSERT OR IGNORE INTO located (host, idx) VALUES (?1, ?2)",
+                params![p.subject.host, idx as i64],
+            )?;
             n += 1;
         }
         Ok(())

@@ -70,7 +70,7 @@ pub fn run(data_dir: Option<PathBuf>, cmd: Command) -> Result<()> {
 }
 
 /// What every connection's thread shares.
-struct Landmark {
+pub(crate) struct Landmark {
     name: String,
     at: Coord,
     key: SigningKey,
@@ -82,6 +82,31 @@ struct Landmark {
     /// The last counter used: strictly increasing, seeded from the clock so a restart does not
     /// reuse one.
     counter: Mutex<u64>,
+}
+
+impl Landmark {
+    /// A landmark named `name` at `at`, signing with `key` and logging to `log` (whose key is
+    /// `log_key`), with nothing subtracted from its round trips.
+    pub(crate) fn new(
+        name: String,
+        at: Coord,
+        key: SigningKey,
+        log: Box<dyn LogClient + Send>,
+        log_key: VerifierKey,
+        rounds: usize,
+    ) -> Landmark {
+        Landmark {
+            name,
+            at,
+            key,
+            log: Mutex::new(log),
+            log_key,
+            floor_ns: 0,
+            rounds,
+            timeout: Duration::from_secs(10),
+            counter: Mutex::new(0),
+        }
+    }
 }
 
 fn serve(data_dir: Option<PathBuf>, args: ServeArgs) -> Result<()> {
@@ -146,7 +171,7 @@ fn serve(data_dir: Option<PathBuf>, args: ServeArgs) -> Result<()> {
 }
 
 /// Measures one host and answers it with the outcome; failures are logged and told to the host.
-fn measure_one(lm: &Landmark, mut stream: TcpStream, peer: &str) {
+pub(crate) fn measure_one(lm: &Landmark, mut stream: TcpStream, peer: &str) {
     let measured = match locate::challenge(&mut stream, &lm.name, lm.rounds, lm.timeout, &mut rand_core::OsRng) {
         Ok(m) => m,
         Err(e) => {

@@ -216,3 +216,32 @@ fn an_agent_key_not_enrolled_for_the_host_gets_no_proof_logged() {
     assert!(r.stdout.contains("not enrolled") || r.stderr.contains("not enrolled"), "{}{}", r.stdout, r.stderr);
     lm.wait().unwrap();
 }
+
+#[test]
+fn the_fleet_shows_where_its_hosts_proofs_put_each_gpu_and_the_log_lists_them_by_host() {
+    let (_tmp, data, key) = scene();
+    ok_in(&data, &["agent", "attest", "--hostname", "hgx-sg", "--from-file", &dump()]);
+    let (mut lm, addr) = landmark(&data, &key, SG_LANDMARK, 1);
+    let (code, rows, stderr) = locate(&data, &addr);
+    assert_eq!(code, 0, "{stderr}\n{rows}");
+    lm.wait().unwrap();
+    let listed = ok_in(&data, &["ledger", "log", "--located", "hgx-sg", "--format", "json"]);
+    let listed: serde_json::Value = serde_json::from_str(&listed.stdout).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
+    assert_eq!(listed[0]["kind"], "location-proof");
+    let none = ok_in(&data, &["ledger", "log", "--located", "elsewhere", "--format", "json"]);
+    assert_eq!(none.stdout.trim(), "[]");
+
+    let fleet = ok_in(&data, &["fleet", "--format", "json"]);
+    let fleet: serde_json::Value = serde_json::from_str(&fleet.stdout).unwrap();
+    let gpu = &fleet[0];
+    // Loopback bounds the key holder within a few km of the landmark's site; the host's declared
+    // site is 7.8 km away, so physics rules the declaration out: a Danger anomaly says so.
+    assert_eq!(gpu["location"], "contradicts-declared (host-key)", "{gpu}");
+    let reason = gpu["location_reason"].as_str().unwrap();
+    assert!(reason.contains("7.8 km from landmark sin-1"), "{gpu}");
+    let anomalies = gpu["anomalies"].to_string();
+    assert!(anomalies.contains("contradict the declaration"), "{gpu}");
+    let csv = ok_in(&data, &["fleet", "--format", "csv"]);
+    assert!(csv.stdout.lines().next().unwrap().ends_with(",location"), "{}", csv.stdout);
+}

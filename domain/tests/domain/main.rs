@@ -10,6 +10,7 @@ mod fingerprint;
 mod hardware;
 mod identify;
 mod keys;
+mod located;
 mod location;
 mod location_proof;
 mod merkle;

@@ -399,3 +399,69 @@ fn launch_lines_pin_each_engine_to_the_placed_gpus_by_uuid() {
     assert_eq!(one.len(), 1);
     assert!(one[0].1.ends_with("vllm serve m --tensor-parallel-size 2"));
 }
+
+/// A policy's `[location]` table: off by default; with `require`, a GPU needs a consistent
+/// verdict from fresh proofs; `site` + `within_km` and `countries` narrow the region further.
+/// Bad tables say which key is wrong.
+#[test]
+fn a_location_rule_refuses_gpus_the_proofs_do_not_place_where_it_asks() {
+    use chipledger_domain::location::{Disk, Judgement, LocationVerdict, Method};
+    let judged = |verdict: LocationVerdict, center: &str, radius_km: f64| Judgement {
+        verdict,
+        method: Some(Method::HostKey),
+        disks: vec![Disk {
+            landmark: "sin-1".into(),
+            center: chipledger_domain::location::Coord::parse(center).unwrap(),
+            radius_km,
+        }],
+        countries: Default::default(),
+        disagreements: vec![],
+        reason: "the round trip to landmark sin-1 bounds the key holder within 30 km".into(),
+    };
+    let mut c = gpu("hgx-01", 1);
+    let default = Policy::builtin();
+    assert!(!default.location.required());
+    let p = place(&default, std::slice::from_ref(&c), &model(10.0), NOW);
+    assert_eq!(fate(&p, &c.uuid), ["chosen"], "no location rule, no location reason");
+
+    let policy = Policy::parse("[location]\nrequire = true\n", "t.toml").unwrap();
+    assert_eq!(policy.location.max_age.as_secs(), 86_400);
+    let p = place(&policy, std::slice::from_ref(&c), &model(10.0), NOW);
+    assert_eq!(fate(&p, &c.uuid), ["location"], "a fleet whose locations were not read");
+
+    c.location = Some(judged(LocationVerdict::Unproven, "1.2966,103.7764", 30.0));
+    let p = place(&policy, std::slice::from_ref(&c), &model(10.0), NOW);
+    assert_eq!(fate(&p, &c.uuid), ["location"]);
+    c.location = Some(judged(LocationVerdict::Consistent, "1.2966,103.7764", 30.0));
+    let p = place(&policy, std::slice::from_ref(&c), &model(10.0), NOW);
+    assert_eq!(fate(&p, &c.uuid), ["chosen"]);
+
+    // Within 100 km of the site: a 30 km disk 20 km away is; a 300 km one is not.
+    let near = Policy::parse("[location]\nsite = \"1.3521,103.8198\"\nwithin_km = 100\n", "t.toml").unwrap();
+    assert!(near.location.required());
+    let p = place(&near, std::slice::from_ref(&c), &model(10.0), NOW);
+    assert_eq!(fate(&p, &c.uuid), ["chosen"]);
+    c.location = Some(judged(LocationVerdict::Consistent, "1.2966,103.7764", 300.0));
+    let p = place(&near, std::slice::from_ref(&c), &model(10.0), NOW);
+    assert_eq!(fate(&p, &c.uuid), ["location"]);
+    let why = p.not_chosen.iter().flat_map(|n| n.reasons.iter()).map(Reason::explain).collect::<Vec<_>>().join(" ");
+    assert!(why.contains("within 100 km"), "{why}");
+
+    // Inside China: a disk around Singapore is not.
+    let cn = Policy::parse("[location]\ncountries = [\"CN\"]\n", "t.toml").unwrap();
+    let p = place(&cn, std::slice::from_ref(&c), &model(10.0), NOW);
+    assert_eq!(fate(&p, &c.uuid), ["location"]);
+
+    for (text, key) in [
+        ("[location]\nsite = \"1,2\"\n", "location.within_km"),
+        ("[location]\nwithin_km = 5.0\n", "location.site"),
+        ("[location]\nsite = \"91,0\"\nwithin_km = 5.0\n", "location.site"),
+        ("[location]\nsite = \"1,2\"\nwithin_km = -1.0\n", "location.within_km"),
+        ("[location]\ncountries = [\"XX1\"]\n", "location.countries"),
+        ("[location]\nmax_age = \"0s\"\n", "location.max_age"),
+        ("[location]\nnear = true\n", "unknown field `near`"),
+    ] {
+        let e = Policy::parse(text, "t.toml").unwrap_err().to_string();
+        assert!(e.contains(key), "{text:?}: {e}");
+    }
+}

@@ -116,9 +116,9 @@ fn a_schema_2_log_is_migrated_and_still_finds_duplicates() {
     assert_eq!(f.ledger.audit(&mut |_, _| {}).unwrap().problem, None);
 }
 
-/// What schemas 7, 5 and 4 added: ueids, witnesses' cosignatures, the GPU trails.
+/// What schemas 8, 7, 5 and 4 added: ueids, witnesses' cosignatures, the GPU trails.
 const UNDO_SCHEMA_4: &str =
-    "DROP INDEX gpus_ueid; ALTER TABLE gpus DROP COLUMN ueid; DROP TABLE cosignatures; DROP TABLE gpu_hosts; DROP TABLE gpu_facts; DROP TABLE gpu_settled; ALTER TABLE gpus DROP COLUMN known;
+    "DROP TABLE located; DROP INDEX gpus_ueid; ALTER TABLE gpus DROP COLUMN ueid; DROP TABLE cosignatures; DROP TABLE gpu_hosts; DROP TABLE gpu_facts; DROP TABLE gpu_settled; ALTER TABLE gpus DROP COLUMN known;
      ALTER TABLE gpus DROP COLUMN changes;
      ALTER TABLE gpu_records DROP COLUMN host; ALTER TABLE gpu_records DROP COLUMN observed_ns;
      ALTER TABLE gpu_records DROP COLUMN digest; PRAGMA user_version = 3;";
@@ -161,8 +161,8 @@ fn a_schema_6_log_learns_each_hosts_attestation_before_the_last_and_each_gpus_ue
     assert_eq!(before.iter().find(|g| g.uuid.as_str() == U2).unwrap().ueid, None);
     sql(
         &f,
-        "ALTER TABLE gpu_hosts DROP COLUMN prev_idx; DROP INDEX gpus_ueid; ALTER TABLE gpus DROP COLUMN ueid;
-         PRAGMA user_version = 6;",
+        "DROP TABLE located; ALTER TABLE gpu_hosts DROP COLUMN prev_idx; DROP INDEX gpus_ueid;
+         ALTER TABLE gpus DROP COLUMN ueid; PRAGMA user_version = 6;",
     );
     f.reopen();
     assert_eq!(f.ledger.inventory(AsOf::Latest).unwrap(), before);
@@ -533,7 +533,7 @@ fn opening_a_log_while_another_process_appends_never_sees_it_torn() {
 fn a_schema_4_log_gains_cosignatures_served_with_its_checkpoint() {
     let mut f = Fixture::new();
     f.enroll(2, Role::Agent, Some("hgx-1"));
-    sql(&f, "DROP TABLE cosignatures; ALTER TABLE gpu_hosts DROP COLUMN prev_idx; DROP INDEX gpus_ueid; ALTER TABLE gpus DROP COLUMN ueid; PRAGMA user_version = 4;");
+    sql(&f, "DROP TABLE located; DROP TABLE cosignatures; ALTER TABLE gpu_hosts DROP COLUMN prev_idx; DROP INDEX gpus_ueid; ALTER TABLE gpus DROP COLUMN ueid; PRAGMA user_version = 4;");
     f.reopen();
     let (size, note) = f.ledger.checkpoint().unwrap();
     let line = "\u{2014} w.example AAAAAQ==\n";
@@ -544,4 +544,75 @@ fn a_schema_4_log_gains_cosignatures_served_with_its_checkpoint() {
     assert!(f.ledger.add_cosignature(size + 7, "w.example", line).is_err());
     assert!(f.ledger.add_cosignature(size, "w.example", "not a signature line").is_err());
     assert_eq!(f.ledger.audit(&mut |_, _| {}).unwrap().problem, None);
+}
+
+/// A landmark at Singapore's coordinates, and a proof of `host` answered by `agent`.
+fn landmark_and_proof(f: &mut Fixture, agent: &SigningKey, host: &str, counter: u64) -> (SigningKey, Vec<u8>) {
+    use chipledger_domain::location::Coord;
+    use chipledger_domain::location_proof::{answer, LocatedSubject, LocationProof, ProofHeader, Round};
+    let landmark = SigningKey::from_seed(&[40; 32]);
+    let at = Coord::parse("1.2966,103.7764").unwrap();
+    f.admin_counter += 1;
+    let e = chipledger_domain::records::KeyEnrollment {
+        format_version: FORMAT_VERSION,
+        counter: f.admin_counter,
+        issued_at: NOW,
+        key_id: landmark.key_id(),
+        verifier_key: VerifierKey::new("sin-1", landmark.public_key()).unwrap().to_string(),
+        role: Role::Landmark,
+        host: Some("sin-1".into()),
+        valid_from: NOW - time::Duration::days(10),
+        valid_until: None,
+        site: Some(chipledger_domain::records::Site { at, operator: "Landmark Org".into(), country: None }),
+    };
+    f.ledger.append(&[sign_record(&e, &f.admin).unwrap().to_json()]).unwrap();
+    let rounds = (0..3u8)
+        .map(|i| {
+            let nonce = [i + counter as u8; 32];
+            Round {
+                nonce: nonce.iter().map(|b| format!("{b:02x}")).collect(),
+                rtt_ns: 200_000 + u64::from(i),
+                answer: answer(agent, "sin-1", host, &nonce),
+            }
+        })
+        .collect();
+    let header = ProofHeader { counter, measured_at: NOW, landmark: "sin-1".into(), landmark_at: at, floor_ns: 0 };
+    let subject = LocatedSubject { host: host.into(), key_id: agent.key_id(), gpus: vec![] };
+    let proof = LocationProof::new(header, subject, rounds);
+    let signed = sign_record(&proof, &landmark).unwrap().to_json();
+    (landmark, signed)
+}
+
+/// Location proofs are listed by the host they locate; a schema-7 log indexes its proofs on
+/// opening, and the audit checks the index against a replay.
+#[test]
+fn location_proofs_are_listed_by_host_and_a_schema_7_log_indexes_its_own() {
+    use chipledger_domain::log::LogClient;
+    let mut f = Fixture::new();
+    let agent = f.enroll(2, Role::Agent, Some("hgx-1"));
+    f.enroll(3, Role::Agent, Some("hgx-2"));
+    let (_, proof) = landmark_and_proof(&mut f, &agent, "hgx-1", 1);
+    let receipt = f.ledger.append(&[proof]).unwrap();
+    let listed = |f: &Fixture, host: Option<&str>| -> Vec<u64> {
+        LogClient::location_proofs(&f.ledger, host, NOW - time::Duration::days(1))
+            .unwrap()
+            .iter()
+            .map(|e| e.index)
+            .collect()
+    };
+    assert_eq!(listed(&f, Some("hgx-1")), vec![receipt[0].index]);
+    assert_eq!(listed(&f, Some("hgx-2")), Vec::<u64>::new());
+    assert_eq!(listed(&f, None), vec![receipt[0].index]);
+    let sites = LogClient::sites(&f.ledger).unwrap();
+    assert_eq!(sites.len(), 1, "only the landmark has a site: {sites:?}");
+    assert_eq!((sites[0].role, sites[0].host.as_str()), (Role::Landmark, "sin-1"));
+
+    sql(&f, "DROP TABLE located; PRAGMA user_version = 7;");
+    f.reopen();
+    assert_eq!(listed(&f, Some("hgx-1")), vec![receipt[0].index]);
+    assert_eq!(f.ledger.audit(&mut |_, _| {}).unwrap().problem, None);
+    // A row the log's entries do not give is named by the audit.
+    sql(&f, "INSERT INTO located (host, idx) VALUES ('hgx-2', 1)");
+    let problem = f.ledger.audit(&mut |_, _| {}).unwrap().problem.expect("the audit names the stray row");
+    assert!(format!("{problem:?}").contains("located"), "{problem:?}");
 }

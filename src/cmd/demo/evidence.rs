@@ -1,4 +1,4 @@
-//! Scenes 1–3: the keys an admin enrolls, the attestations the agents sign from imported dumps,
+//! Scenes 1–3: the keys an admin enrolls (agents with their declared sites, landmarks at theirs), the attestations the agents sign from imported dumps,
 //! and the acquisition records the admin signs.
 
 use anyhow::{bail, Result};
@@ -7,7 +7,8 @@ use chipledger_agent::smi::parse_dumps;
 use chipledger_domain::country::Country;
 use chipledger_domain::identify::HistoryRules;
 use chipledger_domain::keys::{SigningKey, VerifierKey};
-use chipledger_domain::records::{sign_record, Acquisition, HostFacts, KeyEnrollment, Role, FORMAT_VERSION};
+use chipledger_domain::location::Coord;
+use chipledger_domain::records::{sign_record, Acquisition, HostFacts, KeyEnrollment, Role, Site, FORMAT_VERSION};
 use chipledger_ledger::{Ledger, LedgerConfig};
 use time::Date;
 
@@ -19,6 +20,8 @@ pub(super) struct Keys {
     /// One per host, in the order of the hosts.
     pub agents: Vec<SigningKey>,
     pub node: SigningKey,
+    /// One per landmark, in `location::LANDMARKS` order.
+    pub landmarks: Vec<SigningKey>,
 }
 
 /// Scene 1: an agent key for each host (bound to it) and one inference-node key, admin-signed.
@@ -26,19 +29,38 @@ pub(super) fn enroll(story: &mut Story, hosts: &[Host]) -> Result<Keys> {
     let mut agents = Vec::new();
     for h in hosts {
         let key = SigningKey::generate(&mut rand_core::OsRng);
-        enroll_one(story, &key, Role::Agent, h.name)?;
+        let site = match &h.site {
+            Some(p) => Some(Site {
+                at: Coord::parse(p.at)?,
+                operator: p.operator.to_string(),
+                country: Some(Country::parse(p.country)?),
+            }),
+            None => None,
+        };
+        enroll_one(story, &key, Role::Agent, h.name, site)?;
         agents.push(key);
     }
     let node = SigningKey::generate(&mut rand_core::OsRng);
-    enroll_one(story, &node, Role::Node, "node-01")?;
+    enroll_one(story, &node, Role::Node, "node-01", None)?;
+    let mut landmarks = Vec::new();
+    for (name, at, operator) in super::location::LANDMARKS {
+        let key = SigningKey::generate(&mut rand_core::OsRng);
+        let site = Site { at: Coord::parse(at)?, operator: operator.to_string(), country: None };
+        enroll_one(story, &key, Role::Landmark, name, Some(site))?;
+        landmarks.push(key);
+    }
     // Kept where `chipledger run` looks for it, so the data directory works after the demo.
     let path = story.dir.join("node-key.pem");
     chipledger_ledger::write_private_file(&path, node.to_pkcs8_pem()?.as_bytes())?;
-    println!("   enrolled {} agent keys and 1 inference-node key (admin-signed)", hosts.len());
-    Ok(Keys { agents, node })
+    println!(
+        "   enrolled {} agent keys (each with its host's declared site), 1 inference-node key and {} landmark keys at surveyed sites (admin-signed)",
+        hosts.len(),
+        landmarks.len()
+    );
+    Ok(Keys { agents, node, landmarks })
 }
 
-fn enroll_one(story: &mut Story, key: &SigningKey, role: Role, name: &str) -> Result<()> {
+fn enroll_one(story: &mut Story, key: &SigningKey, role: Role, name: &str, site: Option<Site>) -> Result<()> {
     story.admin_counter += 1;
     let now = story.clock.now();
     let e = KeyEnrollment {
@@ -51,17 +73,18 @@ fn enroll_one(story: &mut Story, key: &SigningKey, role: Role, name: &str) -> Re
         host: Some(name.to_string()),
         valid_from: now,
         valid_until: None,
-        site: None,
+        site,
     };
     story.ledger.append(&[sign_record(&e, &story.admin)?.to_json()])?;
     Ok(())
 }
 
 /// Scene 2: each agent imports its dumps, identifies, signs, submits and checks the receipt.
-pub(super) fn attest(story: &Story, hosts: &[Host], keys: Vec<SigningKey>) -> Result<()> {
+pub(super) fn attest(story: &Story, hosts: &[Host], keys: &[SigningKey]) -> Result<()> {
     println!();
     println!("2. attestations (imported evidence)");
     for (h, key) in hosts.iter().zip(keys) {
+        let key = SigningKey::from_pkcs8_pem(&key.to_pkcs8_pem()?)?;
         let files: Vec<(&str, &str)> = h.files.iter().map(|(n, t)| (*n, t.as_str())).collect();
         let report = parse_dumps(&files)?;
         let log = Ledger::open(&story.dir, LedgerConfig::default(), story.clock.clone())?;

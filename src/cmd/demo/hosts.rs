@@ -10,12 +10,25 @@ const H100_NVLINK: &str =
 const H800_TXT: &str = include_str!("../../../agent/tests/data/nvidia-smi/h800-sxm5-80gb-liguodongiot-llm-action.txt");
 pub(super) const DEMO_POLICY: &str = include_str!("../../../inference/policies/demo.toml");
 
-/// A simulated host: its name and the dumps its agent imports.
+/// A simulated host: its name, the dumps its agent imports, and the site an admin declares
+/// for it.
 pub(super) struct Host {
     pub name: &'static str,
     pub what: &'static str,
     pub files: Vec<(&'static str, String)>,
+    pub site: Option<Place>,
 }
+
+/// A declared site, and how far (SIMULATED) the host's answers really travel to each landmark:
+/// the relay's one-way delay per landmark, in `location::LANDMARKS` order.
+pub(super) struct Place {
+    pub at: &'static str,
+    pub operator: &'static str,
+    pub country: &'static str,
+    pub one_way_ms: [f64; 2],
+}
+
+const SHANGHAI_DC: &str = "31.1434,121.8052";
 
 pub(super) fn hosts() -> Vec<Host> {
     // The H100 capture masked UUID and serial to zeros; this simulated host gets its own.
@@ -36,21 +49,49 @@ pub(super) fn hosts() -> Vec<Host> {
             name: "dgx-a100-01",
             what: "A100 host (real nvidia-smi -q -x dump)",
             files: vec![("a100.xml", A100_XML.to_string())],
+            // In Shanghai: 0.25 ms each way to the Shanghai landmark, 15 ms to Singapore's.
+            site: Some(Place {
+                at: SHANGHAI_DC,
+                operator: "Example DC Shanghai",
+                country: "CN",
+                one_way_ms: [15.0, 0.25],
+            }),
         },
         Host {
             name: "hgx-h100-01",
             what: "H100 host (real nvidia-smi -q + nvlink -s dumps)",
             files: vec![("h100.txt", h100), ("h100-nvlink.txt", h100_links)],
+            // In Abu Dhabi, far from both landmarks: the proofs can only say "somewhere in a
+            // few thousand km".
+            site: Some(Place {
+                at: "24.4539,54.3773",
+                operator: "Example DC Abu Dhabi",
+                country: "AE",
+                one_way_ms: [25.0, 27.0],
+            }),
         },
         Host {
             name: "hgx-h800-01",
             what: "H800 host (real nvidia-smi -q dump)",
             files: vec![("h800.txt", H800_TXT.to_string())],
+            site: Some(Place {
+                at: SHANGHAI_DC,
+                operator: "Example DC Shanghai",
+                country: "CN",
+                one_way_ms: [15.0, 0.25],
+            }),
         },
         Host {
             name: "hgx-h800-02",
             what: "an \"H800\" with H100 NVLink (PLANTED anomaly: the H100 dump with its device id edited)",
             files: vec![("h800-suspect.txt", relabelled), ("h800-suspect-nvlink.txt", relabelled_links)],
+            // PLANTED: declared in Singapore, but it answers Shanghai in 3 ms and Singapore in 70.
+            site: Some(Place {
+                at: "1.3521,103.8198",
+                operator: "Example DC Singapore",
+                country: "SG",
+                one_way_ms: [35.0, 1.5],
+            }),
         },
     ]
 }

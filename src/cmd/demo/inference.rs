@@ -1,4 +1,4 @@
-//! Scenes 4–5: the fleet as the scheduler and an auditor see it, DeepSeek-R1 671B planned on it,
+//! Scenes 5–6: the fleet as the scheduler and an auditor see it, DeepSeek-R1 671B planned on it,
 //! and a run of the tiny model on a qualifying GPU with its provenance signed and appended.
 
 use std::path::PathBuf;
@@ -40,8 +40,9 @@ pub(super) fn fleet(story: &Story) -> Result<Fleet> {
     let tiny_req = Requirements::new(requirements::from_model_dir(&tiny_dir)?, Some(1024));
     let plan = node::plan(&story.ledger, &story.info.log_verifier_key, &policy, tiny_req, story.clock.now())?;
     println!();
-    println!("4. the fleet at checkpoint size {}", plan.fleet.checkpoint.size);
-    let mut t = output::table(&["host", "SKU", "serial", "source", "class (Oct 2023)", "acquisition", "anomalies"]);
+    println!("5. the fleet at checkpoint size {}", plan.fleet.checkpoint.size);
+    let mut t =
+        output::table(&["host", "SKU", "serial", "source", "class (Oct 2023)", "acquisition", "location", "anomalies"]);
     for c in &plan.fleet.candidates {
         let anomalies = if c.anomalies.is_empty() {
             "none".to_string()
@@ -55,6 +56,7 @@ pub(super) fn fleet(story: &Story) -> Result<Fleet> {
             format!("{} (imported)", c.source.as_str()),
             c.classification.clone().unwrap_or_default(),
             c.verdict.label().to_string(),
+            c.location.as_ref().map(chipledger_domain::fleet::location_label).unwrap_or_default(),
             anomalies,
         ]);
     }
@@ -65,7 +67,7 @@ pub(super) fn fleet(story: &Story) -> Result<Fleet> {
 /// Scene 5a: how much DeepSeek-R1 671B needs, and which hosts could hold it.
 pub(super) fn plan_r1(story: &Story, fleet: &Fleet) -> Result<()> {
     println!();
-    println!("5. planning DeepSeek-R1 (671B) on this fleet, policy {:?}", fleet.policy.name);
+    println!("6. planning DeepSeek-R1 (671B) on this fleet, policy {:?}", fleet.policy.name);
     let Some(shape) = requirements::preset("deepseek-r1") else { bail!("the deepseek-r1 preset is missing") };
     let r1 = Requirements::new(shape, Some(8192));
     let r1_plan =

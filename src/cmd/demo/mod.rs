@@ -6,6 +6,7 @@ mod dashboard;
 mod evidence;
 mod hosts;
 mod inference;
+mod location;
 mod verify;
 
 use std::path::PathBuf;
@@ -42,7 +43,7 @@ pub fn run(data_dir: Option<PathBuf>, args: Args) -> Result<()> {
     let started = Instant::now();
     let dir = fresh_dir(data_dir)?;
     println!("chipledger demo — every step on this machine, no GPU needed");
-    println!("SIMULATED: four GPU hosts whose agents import real nvidia-smi dumps (evidence, not live probes), and a tiny random-weight model.");
+    println!("SIMULATED: four GPU hosts whose agents import real nvidia-smi dumps (evidence, not live probes), a tiny random-weight model, and the distances between hosts and landmarks.");
     println!();
 
     println!("1. ledger: {}", dir.display());
@@ -55,8 +56,9 @@ pub fn run(data_dir: Option<PathBuf>, args: Args) -> Result<()> {
 
     let hosts = hosts::hosts();
     let keys = evidence::enroll(&mut story, &hosts)?;
-    evidence::attest(&story, &hosts, keys.agents)?;
+    evidence::attest(&story, &hosts, &keys.agents)?;
     evidence::acquisitions(&mut story)?;
+    location::prove(&story, &hosts, &keys.agents, &keys.landmarks)?;
     let fleet = inference::fleet(&story)?;
     inference::plan_r1(&story, &fleet)?;
     let run = inference::run_tiny(&story, &fleet, keys.node)?;

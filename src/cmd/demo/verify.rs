@@ -1,4 +1,4 @@
-//! Scene 6: the provenance report verified offline, and the whole ledger audited.
+//! Scene 7: the provenance report verified offline, and the whole ledger audited.
 
 use anyhow::{bail, Result};
 use chipledger_inference::report;
@@ -10,7 +10,7 @@ use crate::output;
 pub(super) fn report_and_ledger(story: &Story, fleet: &Fleet, run: &Run) -> Result<()> {
     let Run { record, file, .. } = run;
     println!();
-    println!("6. provenance report {} (log index {})", record.run_id, file.receipt.index);
+    println!("7. provenance report {} (log index {})", record.run_id, file.receipt.index);
     println!("   executed on: {} — placed on:", record.backend);
     for gpu in &record.gpus {
         println!(
