@@ -13,7 +13,12 @@
 //! hostname = "gpu-07"                # override the system host name
 //! from_files = []                    # nvidia-smi dumps instead of NVML (imports, not live)
 //! nvml_library = "/usr/lib/x86_64-linux-gnu/libnvidia-ml.so.1"  # pin the NVML library
+//! landmarks = ["sin-1.example.org:7443"]  # landmarks `agent run` answers (HOST:PORT, at most 16)
+//! locate_interval = "1h"             # …once at start, then this often (± jitter; at least 10s)
 //! ```
+//!
+//! The landmark list is plain data here: this crate does not dial (the binary answers
+//! landmarks through `chipledger_client::locate`).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -41,7 +46,18 @@ struct FileConfig {
     hostname: Option<String>,
     from_files: Option<Vec<PathBuf>>,
     nvml_library: Option<PathBuf>,
+    landmarks: Option<Vec<String>>,
+    locate_interval: Option<String>,
 }
+
+/// The most landmarks an agent answers.
+pub const MAX_LANDMARKS: usize = 16;
+/// The longest landmark address, `HOST:PORT`, in bytes.
+pub const MAX_LANDMARK_ADDR: usize = 255;
+/// How often `agent run` answers its landmarks unless configured otherwise…
+pub const DEFAULT_LOCATE_INTERVAL: Duration = Duration::from_secs(3600);
+/// …and at most how often.
+pub const MIN_LOCATE_INTERVAL: Duration = Duration::from_secs(10);
 
 /// The agent's settings after file and environment.
 #[derive(Clone, Debug, PartialEq)]
@@ -55,6 +71,10 @@ pub struct AgentConfig {
     pub hostname: Option<String>,
     pub from_files: Vec<PathBuf>,
     pub nvml_library: Option<PathBuf>,
+    /// Landmarks (`HOST:PORT`) the daemon answers, checked by [`check_landmarks`].
+    pub landmarks: Vec<String>,
+    /// How often the daemon answers them (± the schedule's jitter).
+    pub locate_interval: Duration,
 }
 
 impl AgentConfig {
@@ -87,11 +107,7 @@ impl AgentConfig {
             |key: &str, from_file: Option<String>, default: Duration, min: Duration| -> Result<Duration, Error> {
                 let (v, from) = pick(key, from_file);
                 let Some(v) = v else { return Ok(default) };
-                let d = parse_duration(&v).map_err(|m| cfg_err(&from, key, m))?;
-                if d < min {
-                    return Err(cfg_err(&from, key, format!("{v:?} is shorter than the minimum {}", show(min))));
-                }
-                Ok(d)
+                parse_duration_at_least(&v, min).map_err(|m| cfg_err(&from, key, m))
             };
         let defaults = Schedule::default();
         let interval = duration("interval", file.interval, defaults.interval, Duration::from_secs(1))?;
@@ -108,6 +124,14 @@ impl AgentConfig {
                 j
             }
         };
+        let locate_interval =
+            duration("locate_interval", file.locate_interval, DEFAULT_LOCATE_INTERVAL, MIN_LOCATE_INTERVAL)?;
+        // The environment's list is comma-separated; it replaces the file's.
+        let (landmarks, from) = match pick("landmarks", None) {
+            (Some(list), from) => (list.split(',').map(|a| a.trim().to_string()).collect(), from),
+            (None, _) => (file.landmarks.unwrap_or_default(), origin.clone()),
+        };
+        check_landmarks(&landmarks).map_err(|m| cfg_err(&from, "landmarks", m))?;
         let (from_files, _) = pick("from_files", None);
         let from_files = match from_files {
             Some(list) => list.split(':').filter(|s| !s.is_empty()).map(PathBuf::from).collect(),
@@ -122,6 +146,8 @@ impl AgentConfig {
             hostname: pick("hostname", file.hostname).0,
             from_files,
             nvml_library: pick("nvml_library", file.nvml_library.map(|p| p.display().to_string())).0.map(PathBuf::from),
+            landmarks,
+            locate_interval,
         })
     }
 }
@@ -151,6 +177,47 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "d" => secs(86_400),
         other => Err(format!("unknown unit {other:?} in {s:?}; use ms, s, m, h or d")),
     }
+}
+
+/// [`parse_duration`], refusing anything shorter than `min`.
+pub fn parse_duration_at_least(s: &str, min: Duration) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d < min {
+        return Err(format!("{s:?} is shorter than the minimum {}", show(min)));
+    }
+    Ok(d)
+}
+
+/// A landmark list an agent may answer: at most [`MAX_LANDMARKS`], each a non-empty `HOST:PORT`
+/// of at most [`MAX_LANDMARK_ADDR`] bytes without spaces or control characters. The message
+/// names the first bad entry (counting from 1). Whether the host resolves is the dial's
+/// business.
+pub fn check_landmarks(list: &[String]) -> Result<(), String> {
+    if list.len() > MAX_LANDMARKS {
+        return Err(format!("{} landmarks; an agent answers at most {MAX_LANDMARKS}", list.len()));
+    }
+    for (i, addr) in list.iter().enumerate() {
+        let n = i + 1;
+        if addr.is_empty() {
+            return Err(format!("entry {n} is empty; a landmark is HOST:PORT"));
+        }
+        if addr.len() > MAX_LANDMARK_ADDR {
+            return Err(format!(
+                "entry {n} is {} bytes; a landmark address is at most {MAX_LANDMARK_ADDR}",
+                addr.len()
+            ));
+        }
+        let shown: String = addr.chars().filter(|c| !c.is_control()).collect();
+        let hostport = addr.rsplit_once(':').filter(|(host, port)| {
+            !host.is_empty()
+                && !addr.contains(|c: char| c.is_whitespace() || c.is_control())
+                && port.parse::<u16>().is_ok_and(|p| p != 0)
+        });
+        if hostport.is_none() {
+            return Err(format!("entry {n} ({shown:?}) is not HOST:PORT (a host name or address and a port 1-65535)"));
+        }
+    }
+    Ok(())
 }
 
 fn show(d: Duration) -> String {

@@ -198,8 +198,9 @@ impl Daemon {
     }
 }
 
-/// `interval` ± `jitter`·`interval`, uniformly.
-fn jittered(interval: Duration, jitter: f64) -> Duration {
+/// `interval` ± `jitter`·`interval`, uniformly (the binary's landmark responder draws its waits
+/// the same way).
+pub fn jittered(interval: Duration, jitter: f64) -> Duration {
     let u = (rand_core::OsRng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
     interval.mul_f64((1.0 + jitter * (2.0 * u - 1.0)).max(0.0))
 }

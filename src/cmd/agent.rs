@@ -1,11 +1,14 @@
 //! `chipledger agent …`: probe, attest, run the daemon, enroll the host key.
 
+mod responder;
+
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc};
+use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use chipledger_agent::attest::{Attestor, AttestorConfig};
-use chipledger_agent::config::AgentConfig;
+use chipledger_agent::config::{self, AgentConfig};
 use chipledger_agent::daemon::{Control, Daemon};
 use chipledger_agent::{host, FileProbe, GpuProbe, NvmlProbe, ProbeReport};
 use chipledger_domain::catalog::Catalog;
@@ -55,13 +58,16 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
-    /// Run the agent daemon: attest every interval and whenever the GPUs change; SIGTERM stops
-    /// it, SIGHUP re-reads the configuration.
+    /// Run the agent daemon: attest every interval and whenever the GPUs change, and answer the
+    /// configured landmarks at start and every --locate-every; SIGTERM stops it, SIGHUP re-reads
+    /// the configuration.
     Run {
         #[command(flatten)]
         source: SourceArgs,
         #[command(flatten)]
         agent: AgentArgs,
+        #[command(flatten)]
+        locating: LocatingArgs,
     },
     /// Answer landmarks' challenges once each: every landmark times this host's signed answers
     /// to its fresh nonces and logs a location proof of the holder of this host's key.
@@ -70,8 +76,8 @@ pub enum Command {
         source: SourceArgs,
         #[command(flatten)]
         agent: AgentArgs,
-        /// A landmark's address, HOST:PORT (repeatable).
-        #[arg(long = "landmark", value_name = "ADDR", required = true)]
+        /// A landmark's address, HOST:PORT (repeatable; default: `landmarks` of agent.toml).
+        #[arg(long = "landmark", value_name = "ADDR")]
         landmarks: Vec<String>,
         /// Seconds to wait on a landmark at any one step.
         #[arg(long, default_value_t = 10)]
@@ -95,6 +101,37 @@ pub struct SourceArgs {
     /// Load NVML from this path instead of the default search path.
     #[arg(long, value_name = "PATH")]
     nvml_library: Option<PathBuf>,
+}
+
+/// Which landmarks `agent run` answers, and how often.
+#[derive(Clone, Debug, clap::Args)]
+pub struct LocatingArgs {
+    /// A landmark to answer, HOST:PORT (repeatable, at most 16; replaces `landmarks` of
+    /// agent.toml): once at start, then every --locate-every.
+    #[arg(long = "landmark", value_name = "ADDR")]
+    landmarks: Vec<String>,
+    /// How often to answer the landmarks, ± the jitter (e.g. 30m, 1h; at least 10s; default:
+    /// `locate_interval` of agent.toml, else 1h).
+    #[arg(long, value_name = "DURATION", value_parser = parse_locate_every)]
+    locate_every: Option<Duration>,
+}
+
+impl LocatingArgs {
+    /// The flags over the file and the environment.
+    fn apply(&self, config: &mut AgentConfig) -> Result<()> {
+        if !self.landmarks.is_empty() {
+            config::check_landmarks(&self.landmarks).map_err(|m| anyhow!("--landmark: {m}"))?;
+            config.landmarks = self.landmarks.clone();
+        }
+        if let Some(every) = self.locate_every {
+            config.locate_interval = every;
+        }
+        Ok(())
+    }
+}
+
+fn parse_locate_every(s: &str) -> Result<Duration, String> {
+    config::parse_duration_at_least(s, config::MIN_LOCATE_INTERVAL)
 }
 
 #[derive(Debug, clap::Args)]
@@ -212,33 +249,62 @@ pub fn run(data_dir: Option<PathBuf>, cmd: Command) -> Result<()> {
             }
             Ok(())
         }
-        Command::Run { source, agent } => {
-            let s = settings(data_dir.clone(), &agent, Some(&source))?;
+        Command::Run { source, agent, locating } => {
+            let mut s = settings(data_dir.clone(), &agent, Some(&source))?;
+            locating.apply(&mut s.config)?;
             let (attestor, _) = attestor(data_dir, &s)?;
             let probe = make_probe(&s.config.from_files, s.config.nvml_library.as_deref())?;
+            let plan = plan(&s.config);
+            let landmarks = responder::spawn(
+                responder::Responder {
+                    key: load_key(&s.key_file)?,
+                    hostname: plan.hostname.clone(),
+                    gpus: Vec::new(), // read at each round
+                    timeout: ANSWER_TIMEOUT,
+                },
+                plan,
+                {
+                    let (files, library) = (s.config.from_files.clone(), s.config.nvml_library.clone());
+                    Box::new(move || match gpu_uuids(&files, library.as_deref()) {
+                        Ok(gpus) => gpus,
+                        Err(e) => {
+                            let error = format!("{e:#}");
+                            tracing::warn!(%error, "the GPUs could not be read; the location proofs name none");
+                            Vec::new()
+                        }
+                    })
+                },
+            )?;
             let (tx, rx) = mpsc::channel();
-            forward_signals(tx, s.config_path.clone(), agent.hostname.clone())?;
+            let flags = Flags { hostname: agent.hostname.clone(), locating };
+            forward_signals(tx, landmarks.reloader(), s.config_path.clone(), flags)?;
             let mut daemon =
                 Daemon::new(attestor, probe, Box::new(host::host_facts), s.config.schedule, s.config.hostname.clone());
-            let stats = daemon.run(&rx)?;
+            let stats = daemon.run(&rx);
+            landmarks.stop();
+            let stats = stats?;
             tracing::info!(?stats, "agent stopped");
             Ok(())
         }
         Command::Locate { source, agent, landmarks, timeout_secs, format } => {
             let s = settings(data_dir, &agent, Some(&source))?;
-            let key = load_key(&s.key_file)?;
-            let host = host::host_facts(s.config.hostname.as_deref());
+            let landmarks = if landmarks.is_empty() { s.config.landmarks.clone() } else { landmarks };
+            if landmarks.is_empty() {
+                bail!("no landmarks to answer: pass --landmark HOST:PORT, or set `landmarks` in agent.toml");
+            }
+            config::check_landmarks(&landmarks).map_err(|m| anyhow!("--landmark: {m}"))?;
             // The GPUs the proof names; a host whose GPUs cannot be read is still located.
-            let gpus: Vec<GpuUuid> = match make_probe(&s.config.from_files, s.config.nvml_library.as_deref())
-                .and_then(|mut p| Ok(p.probe()?))
-            {
-                Ok(report) => report.gpus.iter().filter_map(|g| g.uuid.clone()).collect(),
-                Err(e) => {
-                    eprintln!("note: the GPUs could not be read ({e:#}); the proofs name none");
-                    Vec::new()
-                }
+            let gpus = gpu_uuids(&s.config.from_files, s.config.nvml_library.as_deref()).unwrap_or_else(|e| {
+                eprintln!("note: the GPUs could not be read ({e:#}); the proofs name none");
+                Vec::new()
+            });
+            let responder = responder::Responder {
+                key: load_key(&s.key_file)?,
+                hostname: host::host_facts(s.config.hostname.as_deref()).hostname,
+                gpus,
+                timeout: Duration::from_secs(timeout_secs.max(1)),
             };
-            locate(&key, &host.hostname, &gpus, &landmarks, std::time::Duration::from_secs(timeout_secs.max(1)), format)
+            locate(&responder, &landmarks, format)
         }
         Command::Enroll { agent } => {
             let s = settings(data_dir, &agent, None)?;
@@ -280,21 +346,11 @@ struct Located {
     error: Option<String>,
 }
 
-fn locate(
-    key: &SigningKey,
-    hostname: &str,
-    gpus: &[GpuUuid],
-    landmarks: &[String],
-    timeout: std::time::Duration,
-    format: Format,
-) -> Result<()> {
-    use chipledger_client::locate::respond;
+fn locate(responder: &responder::Responder, landmarks: &[String], format: Format) -> Result<()> {
+    let hostname = &responder.hostname;
     let mut rows = Vec::new();
     for addr in landmarks {
-        let result = std::net::TcpStream::connect(addr)
-            .with_context(|| format!("connecting to landmark {addr}"))
-            .and_then(|mut stream| Ok(respond(&mut stream, key, hostname, gpus, timeout)?));
-        rows.push(match result {
+        rows.push(match responder.answer(addr) {
             Ok((greeting, outcome)) => Located {
                 landmark_addr: addr.clone(),
                 landmark: Some(greeting.landmark),
@@ -342,6 +398,25 @@ fn locate(
     Ok(())
 }
 
+/// How long `agent run` gives a landmark at each dial (the default of `agent locate`).
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What the daemon's landmark responder answers, from the settings.
+fn plan(config: &AgentConfig) -> responder::Plan {
+    responder::Plan {
+        landmarks: config.landmarks.clone(),
+        every: config.locate_interval,
+        jitter: config.schedule.jitter,
+        hostname: host::host_facts(config.hostname.as_deref()).hostname,
+    }
+}
+
+/// The UUIDs of this host's GPUs, as the probe reads them now.
+fn gpu_uuids(files: &[PathBuf], library: Option<&Path>) -> Result<Vec<GpuUuid>> {
+    let report = make_probe(files, library)?.probe()?;
+    Ok(report.gpus.iter().filter_map(|g| g.uuid.clone()).collect())
+}
+
 fn make_probe(files: &[PathBuf], library: Option<&Path>) -> Result<Box<dyn GpuProbe>> {
     if files.is_empty() {
         Ok(Box::new(NvmlProbe::new(library)?))
@@ -386,8 +461,20 @@ struct LedgerInfo {
     dir: PathBuf,
 }
 
-/// SIGTERM / SIGINT stop the daemon between steps; SIGHUP re-reads the configuration.
-fn forward_signals(tx: mpsc::Sender<Control>, config: Option<PathBuf>, hostname_flag: Option<String>) -> Result<()> {
+/// The flags of `agent run` that win over a re-read configuration.
+struct Flags {
+    hostname: Option<String>,
+    locating: LocatingArgs,
+}
+
+/// SIGTERM / SIGINT stop the daemon between steps; SIGHUP re-reads the configuration (the
+/// schedule, the host name, the landmarks and their interval; flags still win).
+fn forward_signals(
+    tx: mpsc::Sender<Control>,
+    landmarks: responder::Reloader,
+    config: Option<PathBuf>,
+    flags: Flags,
+) -> Result<()> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     let mut signals =
         signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP]).context("installing signal handlers")?;
@@ -395,10 +482,20 @@ fn forward_signals(tx: mpsc::Sender<Control>, config: Option<PathBuf>, hostname_
         for signal in signals.forever() {
             let msg = if signal == SIGHUP {
                 let env = |k: &str| std::env::var(k).ok();
-                match AgentConfig::load(config.as_deref(), &env) {
-                    Ok(c) => Control::Reload { schedule: c.schedule, hostname: hostname_flag.clone().or(c.hostname) },
+                let loaded =
+                    AgentConfig::load(config.as_deref(), &env).map_err(anyhow::Error::from).and_then(|mut c| {
+                        flags.locating.apply(&mut c)?;
+                        c.hostname = flags.hostname.clone().or(c.hostname);
+                        Ok(c)
+                    });
+                match loaded {
+                    Ok(c) => {
+                        landmarks.reload(plan(&c));
+                        Control::Reload { schedule: c.schedule, hostname: c.hostname }
+                    }
                     Err(e) => {
-                        tracing::error!(error = %e, "SIGHUP: the configuration does not load; keeping the old one");
+                        let error = format!("{e:#}");
+                        tracing::error!(%error, "SIGHUP: the configuration does not load; keeping the old one");
                         continue;
                     }
                 }

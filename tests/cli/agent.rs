@@ -133,7 +133,7 @@ fn attestation_count(data: &Path) -> usize {
     serde_json::from_str::<serde_json::Value>(&r.stdout).unwrap().as_array().unwrap().len()
 }
 
-fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+pub fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
     let start = Instant::now();
     while !f() {
         assert!(start.elapsed() < Duration::from_secs(30), "timed out waiting for {what}");
@@ -142,7 +142,7 @@ fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
 }
 
 /// A running `agent run` whose stderr lines arrive on a channel.
-struct Daemon {
+pub struct Daemon {
     child: std::process::Child,
     lines: std::sync::mpsc::Receiver<String>,
     seen: Vec<String>,
@@ -150,8 +150,13 @@ struct Daemon {
 
 impl Daemon {
     fn start(data: &Path, config: &Path) -> Daemon {
+        Daemon::start_with(data, &["--config", config.to_str().unwrap()])
+    }
+
+    /// `agent run ARGS…` on the ledger in `data`.
+    pub fn start_with(data: &Path, args: &[&str]) -> Daemon {
         let mut child = Command::new(env!("CARGO_BIN_EXE_chipledger"))
-            .args(with(data, &["agent", "run", "--config", config.to_str().unwrap()]))
+            .args(with(data, &[&["agent", "run"], args].concat()))
             .env("CHIPLEDGER_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -174,7 +179,7 @@ impl Daemon {
 
     /// Waits for a log line containing `part` (signal handlers are in place once the daemon
     /// says it started).
-    fn wait_line(&mut self, part: &str) {
+    pub fn wait_line(&mut self, part: &str) {
         let deadline = Instant::now() + Duration::from_secs(30);
         while !self.seen.iter().any(|l| l.contains(part)) {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -189,8 +194,8 @@ impl Daemon {
         assert!(Command::new("kill").args([sig, &self.child.id().to_string()]).status().unwrap().success());
     }
 
-    /// SIGTERM, then the exit must be clean.
-    fn stop(mut self) -> Vec<String> {
+    /// SIGTERM, then the exit must be clean; every line it logged.
+    pub fn stop(mut self) -> Vec<String> {
         self.signal("-TERM");
         let status = self.child.wait().unwrap();
         self.seen.extend(self.lines.iter());

@@ -245,3 +245,99 @@ fn the_fleet_shows_where_its_hosts_proofs_put_each_gpu_and_the_log_lists_them_by
     let csv = ok_in(&data, &["fleet", "--format", "csv"]);
     assert!(csv.stdout.lines().next().unwrap().ends_with(",location"), "{}", csv.stdout);
 }
+
+/// The `location-proof/v1` entries in the log: each one's index and statement.
+fn proofs(data: &Path) -> Vec<(u64, serde_json::Value)> {
+    let r = ok_in(data, &["ledger", "log", "--kind", "location-proof", "--format", "json"]);
+    let entries: Vec<serde_json::Value> = serde_json::from_str(&r.stdout).unwrap();
+    entries
+        .iter()
+        .map(|e| {
+            let envelope: serde_json::Value = serde_json::from_str(e["envelope"].as_str().unwrap()).unwrap();
+            let payload =
+                chipledger_domain::encoding::b64_decode(envelope["payload"].as_str().unwrap(), "payload").unwrap();
+            (e["index"].as_u64().unwrap(), serde_json::from_slice(&payload).unwrap())
+        })
+        .collect()
+}
+
+/// `agent run --landmark` answers its landmarks at start and every --locate-every: a landmark
+/// that refuses the connection is logged as a warning and the next one is still answered; each
+/// answer is logged with the landmark, the bound and the proof's index; SIGTERM ends the daemon
+/// at once though the next round is seconds away.
+#[test]
+fn the_daemon_answers_its_landmarks_at_start_and_every_interval_and_stops_at_once() {
+    let (_tmp, data, key) = scene();
+    let (mut lm, addr) = landmark(&data, &key, SG_LANDMARK, 2);
+    // A port nothing listens on: bound, then closed.
+    let refused = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
+    let mut daemon = crate::agent::Daemon::start_with(
+        &data,
+        &[
+            "--hostname",
+            "hgx-sg",
+            "--from-file",
+            &dump(),
+            "--landmark",
+            &refused,
+            "--landmark",
+            &addr,
+            "--locate-every",
+            "10s",
+        ],
+    );
+    daemon.wait_line("location proof logged");
+    crate::agent::wait_for("a second proof, one interval later", || proofs(&data).len() == 2);
+    let asked = Instant::now();
+    let lines = daemon.stop();
+    assert!(
+        asked.elapsed() < Duration::from_secs(5),
+        "SIGTERM took {:?}: the responder sleeps out its interval",
+        asked.elapsed()
+    );
+    lm.wait().unwrap();
+    let all = lines.join("\n");
+    let proofs = proofs(&data);
+    for (index, statement) in &proofs {
+        let subject = &statement["predicate"]["subject"];
+        assert_eq!(subject["host"], "hgx-sg", "{statement}");
+        // The GPUs the attestation names, as the agent's word.
+        assert!(subject.to_string().contains("GPU-34bf77d1-c686-6821-79a8-32d326c5039c"), "{statement}");
+        assert!(
+            lines.iter().any(|l| l.contains("location proof logged")
+                && l.contains("landmark=sin-1")
+                && l.contains(&format!("index={index}"))
+                && l.contains("bound_km=")),
+            "no log line for the proof at {index}:\n{all}"
+        );
+    }
+    let warnings: Vec<&String> = lines.iter().filter(|l| l.contains("WARN") && l.contains(&refused)).collect();
+    assert!(warnings.len() >= 2, "the refusing landmark is a warning each round:\n{all}");
+    let pem = std::fs::read_to_string(data.join("agent/agent-key.pem")).unwrap();
+    let secret = pem.lines().find(|l| !l.starts_with("-----")).unwrap();
+    assert!(!all.contains(secret), "the agent key reached the log:\n{all}");
+    ok_in(&data, &["ledger", "verify"]);
+}
+
+#[test]
+fn the_daemon_refuses_a_bad_landmark_list_or_interval_before_starting() {
+    let (_tmp, data, _) = scene();
+    let run = |extra: &[&str]| {
+        let mut args = vec!["agent", "run", "--hostname", "hgx-sg", "--from-file"];
+        let d = dump();
+        args.push(&d);
+        args.extend_from_slice(extra);
+        run_in(&data, &args)
+    };
+    let r = run(&["--landmark", "no-port.example.org"]);
+    assert!(r.code != 0 && r.stderr.contains("--landmark: entry 1"), "{}", r.stderr);
+    let r = run(&["--landmark", "a.example.org:7443", "--locate-every", "5s"]);
+    assert!(r.code != 0 && r.stderr.contains("minimum 10s"), "{}", r.stderr);
+    let many: Vec<String> = (0..17).map(|i| format!("lm-{i}.example.org:7443")).collect();
+    let mut args: Vec<&str> = Vec::new();
+    for m in &many {
+        args.extend(["--landmark", m]);
+    }
+    let r = run(&args);
+    assert!(r.code != 0 && r.stderr.contains("at most 16"), "{}", r.stderr);
+}

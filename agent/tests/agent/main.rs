@@ -6,6 +6,7 @@
 
 mod anomalies;
 mod attest;
+mod config;
 mod daemon;
 mod import;
 mod probe_contract;
