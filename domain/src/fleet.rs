@@ -365,10 +365,47 @@ pub fn locate(
     now: OffsetDateTime,
     max_age_secs: u64,
 ) -> Result<crate::located::Locations, Error> {
-    let locations = crate::located::Locations::read(log, host, fleet.checkpoint.size, now, max_age_secs)?;
+    let size = fleet.checkpoint.size;
+    let mut locations = crate::located::Locations::read(log, host, size, now, max_age_secs)?;
+    if locations.truncated {
+        // One answer holds the newest proofs only: read each of the fleet's hosts on its own.
+        let hosts: std::collections::BTreeSet<&str> = fleet.candidates.iter().map(|c| c.host.as_str()).collect();
+        locations.proofs.clear();
+        for h in hosts {
+            let one = crate::located::Locations::read(log, Some(h), size, now, max_age_secs)?;
+            if one.truncated {
+                return Err(Error::Log(format!(
+                    "host {h} has more location proofs in the window than one read holds ({}): a landmark should \
+                     not measure one host that often",
+                    crate::log::MAX_LOCATION_PROOFS
+                )));
+            }
+            locations.proofs.extend(one.proofs);
+        }
+        locations.truncated = false;
+    }
     let mut refs: Vec<&mut Candidate> = fleet.candidates.iter_mut().collect();
     locations.apply(&mut refs)?;
     Ok(locations)
+}
+
+/// [`locate`] for a reader whose decision may not need it: when `required`, a failed read is an
+/// error; otherwise the fleet is left unlocated (every `location` `None`) and the error returned
+/// as `Ok(Some(reason))` for the caller to log — a log that serves no location proofs (an older
+/// server) then stops no job that does not ask where its GPUs are.
+pub fn locate_if(
+    fleet: &mut Fleet,
+    log: &dyn LogClient,
+    host: Option<&str>,
+    now: OffsetDateTime,
+    max_age_secs: u64,
+    required: bool,
+) -> Result<Option<String>, Error> {
+    match locate(fleet, log, host, now, max_age_secs) {
+        Ok(_) => Ok(None),
+        Err(e) if !required => Ok(Some(e.to_string())),
+        Err(e) => Err(e),
+    }
 }
 
 /// Decodes `items` to records on every core; keeps the attestations, by log index.

@@ -35,6 +35,8 @@ pub const DEFAULT_MAX_AGE_SECS: u64 = 24 * 3600;
 pub struct LoggedProof {
     pub index: u64,
     pub leaf_hash: Hash,
+    /// The key that signed it (the landmark's).
+    pub signer: String,
     pub record: LocationProof,
 }
 
@@ -62,10 +64,14 @@ pub fn facts(p: &LocationProof) -> Proof {
 pub struct Locations {
     /// The landmarks' enrollments (role `landmark`), revoked ones included.
     pub landmarks: Vec<EnrolledSite>,
-    /// host → its declared site: the newest unrevoked agent enrollment of the host with a site.
-    pub declared: BTreeMap<String, EnrolledSite>,
+    /// host → its current agent key: the newest enrolled for the host and not revoked. Only its
+    /// proofs count, and its site is the host's declared one.
+    pub current: BTreeMap<String, EnrolledSite>,
     /// host → its proofs appended in the window, in log order.
     pub proofs: BTreeMap<String, Vec<LoggedProof>>,
+    /// Whether a read of every host's proofs came back full: some may be missing, and each host
+    /// must be read on its own ([`crate::fleet::locate`] does).
+    pub truncated: bool,
     /// The reader's time and how old a proof may be.
     pub now: OffsetDateTime,
     pub max_age_secs: u64,
@@ -84,7 +90,9 @@ impl Locations {
         let age = time::Duration::seconds(i64::try_from(max_age_secs).unwrap_or(i64::MAX));
         let since = now.checked_sub(age).unwrap_or(OffsetDateTime::UNIX_EPOCH);
         let mut proofs: BTreeMap<String, Vec<LoggedProof>> = BTreeMap::new();
-        for e in log.location_proofs(host, since)?.into_iter().filter(|e| e.index < size) {
+        let listed = log.location_proofs(host, since)?;
+        let truncated = listed.len() as u64 >= crate::log::MAX_LOCATION_PROOFS;
+        for e in listed.into_iter().filter(|e| e.index < size) {
             let env = Envelope::from_json(e.envelope.as_bytes())?;
             let Record::LocationProof(record) = Record::from_payload(&env.payload_bytes()?)? else {
                 return Err(Error::Log(format!("entry {} was listed as a location proof and is not one", e.index)));
@@ -93,14 +101,11 @@ impl Locations {
                 return Err(Error::Log(format!("entry {} locates another host than the one asked for", e.index)));
             }
             let host = record.subject.host.clone();
-            proofs.entry(host).or_default().push(LoggedProof {
-                index: e.index,
-                leaf_hash: e.leaf_hash,
-                record: *record,
-            });
+            let proof = LoggedProof { index: e.index, leaf_hash: e.leaf_hash, signer: e.key_id, record: *record };
+            proofs.entry(host).or_default().push(proof);
         }
-        let (landmarks, declared) = split_sites(log.sites()?, size);
-        Ok(Locations { landmarks, declared, proofs, now, max_age_secs })
+        let (landmarks, current) = split_sites(log.sites()?, size);
+        Ok(Locations { landmarks, current, proofs, truncated, now, max_age_secs })
     }
 
     /// Builds the facts from what a caller already holds (a bundle, a report).
@@ -110,7 +115,7 @@ impl Locations {
         now: OffsetDateTime,
         max_age_secs: u64,
     ) -> Locations {
-        let (landmarks, declared) = split_sites(sites, u64::MAX);
+        let (landmarks, current) = split_sites(sites, u64::MAX);
         let mut by_host: BTreeMap<String, Vec<LoggedProof>> = BTreeMap::new();
         for p in proofs {
             by_host.entry(p.record.subject.host.clone()).or_default().push(p);
@@ -118,12 +123,35 @@ impl Locations {
         for list in by_host.values_mut() {
             list.sort_by_key(|p| p.index);
         }
-        Locations { landmarks, declared, proofs: by_host, now, max_age_secs }
+        Locations { landmarks, current, proofs: by_host, truncated: false, now, max_age_secs }
     }
 
-    /// The host's proofs as [`judge`] reads them.
+    /// The host's declared site: its current agent key's.
+    pub fn declared(&self, host: &str) -> Option<&crate::records::Site> {
+        self.current.get(host).and_then(|k| k.site.as_ref())
+    }
+
+    /// The host's proofs that count, as [`judge`] reads them: answered by its current agent key,
+    /// signed by a landmark key not revoked, and of each landmark only the newest (a host that
+    /// moved is where its latest answers put it, not at the intersection of old and new).
     pub fn proof_facts(&self, host: &str) -> Vec<Proof> {
-        self.proofs.get(host).map_or_else(Vec::new, |ps| ps.iter().map(LoggedProof::facts).collect())
+        self.counted(host).map(LoggedProof::facts).collect()
+    }
+
+    /// The host's proofs that count ([`Self::proof_facts`]), newest of each landmark, in log order.
+    pub fn counted<'a>(&'a self, host: &str) -> impl Iterator<Item = &'a LoggedProof> + 'a {
+        let current = self.current.get(host).map(|k| k.key_id.as_str());
+        let live_landmark = |signer: &str| self.landmarks.iter().any(|l| l.key_id == signer && l.revoked_at.is_none());
+        let all = self.proofs.get(host).map_or(&[][..], Vec::as_slice);
+        let mut newest: BTreeMap<&str, &LoggedProof> = BTreeMap::new();
+        for p in all {
+            if Some(p.record.subject.key_id.0.as_str()) == current && live_landmark(&p.signer) {
+                newest.insert(p.record.landmark.as_str(), p);
+            }
+        }
+        let mut kept: Vec<&LoggedProof> = newest.into_values().collect();
+        kept.sort_by_key(|p| p.index);
+        kept.into_iter()
     }
 
     /// Judges `host` against its declared site and the `allowed` countries.
@@ -133,7 +161,7 @@ impl Locations {
             proofs: &proofs,
             now: self.now.unix_timestamp(),
             max_age_secs: self.max_age_secs,
-            declared: self.declared.get(host).map(|s| s.site.at),
+            declared: self.declared(host).map(|s| s.at),
             allowed,
             index,
         })
@@ -181,21 +209,23 @@ fn is_location_anomaly(a: &Anomaly) -> bool {
     matches!(a, Anomaly::LandmarkDisagreement { .. } | Anomaly::LocationContradictsDeclared { .. })
 }
 
-/// The landmarks enrolled among the first `size` entries, and each host's declared site.
+/// The landmarks enrolled among the first `size` entries (a revocation after `size` not yet
+/// seen), and each host's current agent key.
 fn split_sites(sites: Vec<EnrolledSite>, size: u64) -> (Vec<EnrolledSite>, BTreeMap<String, EnrolledSite>) {
     let mut landmarks = Vec::new();
-    let mut declared: BTreeMap<String, EnrolledSite> = BTreeMap::new();
-    for s in sites.into_iter().filter(|s| s.enrolled_at < size) {
+    let mut current: BTreeMap<String, EnrolledSite> = BTreeMap::new();
+    for mut s in sites.into_iter().filter(|s| s.enrolled_at < size) {
+        s.revoked_at = s.revoked_at.filter(|r| *r < size);
         match s.role {
             Role::Landmark => landmarks.push(s),
-            Role::Agent if s.revoked_at.is_none_or(|r| r >= size) => {
-                let newer = declared.get(&s.host).is_none_or(|d| d.enrolled_at < s.enrolled_at);
+            Role::Agent if s.revoked_at.is_none() => {
+                let newer = current.get(&s.host).is_none_or(|d| d.enrolled_at < s.enrolled_at);
                 if newer {
-                    declared.insert(s.host.clone(), s);
+                    current.insert(s.host.clone(), s);
                 }
             }
             _ => {}
         }
     }
-    (landmarks, declared)
+    (landmarks, current)
 }

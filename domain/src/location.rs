@@ -312,6 +312,16 @@ pub fn judge(input: &JudgeInput) -> Judgement {
             let reason = format!("{bounds}, which reaches none of the licensed countries ({licensed})");
             return decide(LocationVerdict::ContradictsDeclared, reason);
         }
+        // The declaration itself must be a licensed place (a site at sea is in no country: the
+        // region's countries decide alone).
+        if let Some(site) = input.declared {
+            let home = input.index.set_at(site);
+            if !home.is_empty() && !home.intersects(&allowed) {
+                let named = codes(input.index.countries_of(&home).into_iter());
+                let reason = format!("the declared site is in {named}, not in the licensed {licensed}");
+                return decide(LocationVerdict::ContradictsDeclared, reason);
+            }
+        }
         (allowed, format!("the licensed {licensed}"))
     } else if let Some(site) = input.declared {
         let home = input.index.set_at(site);
@@ -323,8 +333,8 @@ pub fn judge(input: &JudgeInput) -> Judgement {
         };
         (home, what)
     } else {
-        let reason = format!("{bounds}; there is no declared site or licensed destination to compare with");
-        return decide(LocationVerdict::Consistent, reason);
+        let reason = format!("{bounds}; there is no declared site or licensed destination to compare it with");
+        return decide(LocationVerdict::Unproven, reason);
     };
 
     let outside = set.without(&limit);

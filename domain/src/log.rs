@@ -108,8 +108,8 @@ pub trait LogClient {
     /// The location proofs that locate `host` (every host's when `None`) appended at or after
     /// `since`, in log order: the newest [`MAX_LOCATION_PROOFS`] at most.
     fn location_proofs(&self, host: Option<&str>, since: OffsetDateTime) -> Result<Vec<EntrySummary>, crate::Error>;
-    /// Every enrolled key that carries a site — landmarks' surveyed ones, agents' declared ones —
-    /// in enrollment order, revoked ones included (with when).
+    /// Every enrolled landmark and agent key, with its site if it has one (a landmark's surveyed
+    /// one, an agent host's declared one), in enrollment order, revoked ones included (with when).
     fn sites(&self) -> Result<Vec<EnrolledSite>, crate::Error>;
 }
 
@@ -117,14 +117,15 @@ pub trait LogClient {
 /// 26 MiB of ten-round proofs, inside what an HTTP client reads in one answer.
 pub const MAX_LOCATION_PROOFS: u64 = 10_000;
 
-/// A key enrolled with a site, as the log's key registry holds it.
+/// A landmark or agent key and its site, as the log's key registry holds them.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EnrolledSite {
     pub key_id: String,
     pub role: crate::records::Role,
     /// The landmark's name, or the agent's host.
     pub host: String,
-    pub site: crate::records::Site,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub site: Option<crate::records::Site>,
     /// The log index of its enrollment.
     pub enrolled_at: u64,
     /// The log index of its revocation, if revoked.

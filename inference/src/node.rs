@@ -40,7 +40,7 @@ pub fn plan(
     now: OffsetDateTime,
 ) -> Result<Plan, Error> {
     let mut fleet = fleet::load(log, log_key)?;
-    fleet::locate(&mut fleet, log, None, now, policy.location.max_age.as_secs())?;
+    locate(&mut fleet, log, None, policy, now)?;
     let placement = place(policy, &fleet.candidates, &requirements, now);
     Ok(Plan { fleet, requirements, placement, policy: policy.clone(), planned_at: now })
 }
@@ -57,9 +57,25 @@ pub fn plan_host(
     host: &str,
 ) -> Result<Plan, Error> {
     let mut fleet = chipledger_domain::fleet::load_host(log, log_key, host)?;
-    chipledger_domain::fleet::locate(&mut fleet, log, Some(host), now, policy.location.max_age.as_secs())?;
+    locate(&mut fleet, log, Some(host), policy, now)?;
     let placement = place(policy, &fleet.candidates, &requirements, now);
     Ok(Plan { fleet, requirements, placement, policy: policy.clone(), planned_at: now })
+}
+
+/// Judges the fleet's locations; a failed read stops the plan only when the policy asks where
+/// GPUs are.
+fn locate(
+    fleet: &mut Fleet,
+    log: &dyn LogClient,
+    host: Option<&str>,
+    policy: &Policy,
+    now: OffsetDateTime,
+) -> Result<(), Error> {
+    let (max_age, required) = (policy.location.max_age.as_secs(), policy.location.required());
+    if let Some(reason) = fleet::locate_if(fleet, log, host, now, max_age, required)? {
+        tracing::warn!(%reason, "location proofs not read; the policy does not need them");
+    }
+    Ok(())
 }
 
 impl Plan {

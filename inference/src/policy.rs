@@ -92,8 +92,8 @@ impl LocationRule {
             None => Duration::from_secs(chipledger_domain::located::DEFAULT_MAX_AGE_SECS),
             Some(t) => parse_duration(t).map_err(|m| bad("location.max_age", m))?,
         };
-        if max_age.is_zero() {
-            return Err(bad("location.max_age", "must be longer than 0s".into()));
+        if max_age.is_zero() || max_age > Duration::from_secs(30 * 86_400) {
+            return Err(bad("location.max_age", "must be longer than 0s and at most 30d".into()));
         }
         let within = match (file.site.as_deref(), file.within_km) {
             (None, None) => None,

@@ -67,12 +67,15 @@ impl LogClient for Ledger {
         let keys = self.keys().map_err(to_domain)?;
         Ok(keys
             .into_iter()
+            .filter(|k| {
+                matches!(k.role, chipledger_domain::records::Role::Agent | chipledger_domain::records::Role::Landmark)
+            })
             .filter_map(|k| {
                 Some(EnrolledSite {
                     key_id: k.key_id,
                     role: k.role,
                     host: k.host?,
-                    site: k.site?,
+                    site: k.site,
                     enrolled_at: k.enrolled_at,
                     revoked_at: k.revoked_at,
                 })

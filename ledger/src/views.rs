@@ -241,9 +241,6 @@ fn to_json<K: serde::Serialize, V: serde::Serialize>(
     serde_json::to_string(map).map(Some).map_err(|e| Error::Corrupt(format!("a trail column: {e}")))
 }
 
-/// Fills the trail of a log written before it was kept (schema 4) from its entries, as appends
-/// would have. An entry that does not read back is left out: `ledger verify` then names the
-/// difference.
 /// Schema 8: each location proof by the host it locates.
 pub(crate) fn backfill_located(tx: &Connection) -> Result<(), Error> {
     let mut n = 0u64;
@@ -261,6 +258,9 @@ pub(crate) fn backfill_located(tx: &Connection) -> Result<(), Error> {
     Ok(())
 }
 
+/// Fills the trail of a log written before it was kept (schema 4) from its entries, as appends
+/// would have. An entry that does not read back is left out: `ledger verify` then names the
+/// difference.
 pub(crate) fn backfill_trails(tx: &Connection) -> Result<(), Error> {
     tx.execute_batch("DELETE FROM gpus; DELETE FROM gpu_hosts; DELETE FROM gpu_facts; DELETE FROM gpu_settled;")?;
     let mut unreadable = 0u64;

@@ -92,9 +92,13 @@ pub fn run(data_dir: Option<PathBuf>, cmd: Command) -> Result<()> {
         Command::Labels(a) => {
             let (log, key, policy) = open(data_dir, &a.ledger)?;
             let mut fleet = fleet::load_host(log.as_ref(), &key, &a.host).context("reading the host's GPUs")?;
-            let max_age = policy.location.max_age.as_secs();
-            fleet::locate(&mut fleet, log.as_ref(), Some(&a.host), OffsetDateTime::now_utc(), max_age)
-                .context("reading the host's location proofs")?;
+            let (max_age, required) = (policy.location.max_age.as_secs(), policy.location.required());
+            let now = OffsetDateTime::now_utc();
+            if let Some(reason) = fleet::locate_if(&mut fleet, log.as_ref(), Some(&a.host), now, max_age, required)
+                .context("reading the host's location proofs")?
+            {
+                tracing::warn!(%reason, "location proofs not read; the policy does not need them");
+            }
             let standing = cluster::standing(&policy, &fleet, &a.host, OffsetDateTime::now_utc());
             let text = cluster::nfd_features(&standing);
             match &a.out {
@@ -108,9 +112,13 @@ pub fn run(data_dir: Option<PathBuf>, cmd: Command) -> Result<()> {
         Command::Taints(a) => {
             let (log, key, policy) = open(data_dir, &a.ledger)?;
             let mut fleet = fleet::load(log.as_ref(), &key).context("reading the fleet")?;
-            let max_age = policy.location.max_age.as_secs();
-            fleet::locate(&mut fleet, log.as_ref(), None, OffsetDateTime::now_utc(), max_age)
-                .context("reading the location proofs")?;
+            let (max_age, required) = (policy.location.max_age.as_secs(), policy.location.required());
+            let now = OffsetDateTime::now_utc();
+            if let Some(reason) = fleet::locate_if(&mut fleet, log.as_ref(), None, now, max_age, required)
+                .context("reading the location proofs")?
+            {
+                tracing::warn!(%reason, "location proofs not read; the policy does not need them");
+            }
             let size = std::fs::metadata(&a.resource_slices)
                 .with_context(|| format!("reading {}", a.resource_slices.display()))?
                 .len();

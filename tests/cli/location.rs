@@ -236,12 +236,21 @@ fn the_fleet_shows_where_its_hosts_proofs_put_each_gpu_and_the_log_lists_them_by
     let fleet: serde_json::Value = serde_json::from_str(&fleet.stdout).unwrap();
     let gpu = &fleet[0];
     // Loopback bounds the key holder within a few km of the landmark's site; the host's declared
-    // site is 7.8 km away, so physics rules the declaration out: a Danger anomaly says so.
-    assert_eq!(gpu["location"], "contradicts-declared (host-key)", "{gpu}");
+    // site is 7.8 km away. A round trip that short rules the declaration out (a Danger anomaly
+    // says so); a longer one (a loaded machine) leaves it possible, but Singapore's neighbours
+    // are then within reach too.
+    let bound = rows[0]["bound_km"].as_f64().unwrap();
     let reason = gpu["location_reason"].as_str().unwrap();
-    assert!(reason.contains("7.8 km from landmark sin-1"), "{gpu}");
     let anomalies = gpu["anomalies"].to_string();
-    assert!(anomalies.contains("contradict the declaration"), "{gpu}");
+    if bound < 7.8 {
+        assert_eq!(gpu["location"], "contradicts-declared (host-key)", "{gpu}");
+        assert!(reason.contains("7.8 km from landmark sin-1"), "{gpu}");
+        assert!(anomalies.contains("contradict the declaration"), "{gpu}");
+    } else {
+        assert_eq!(gpu["location"], "possibly-outside (host-key)", "{gpu}");
+        assert!(reason.contains("landmark sin-1") && reason.contains("MY"), "{gpu}");
+        assert!(!anomalies.contains("contradict"), "{gpu}");
+    }
     let csv = ok_in(&data, &["fleet", "--format", "csv"]);
     assert!(csv.stdout.lines().next().unwrap().ends_with(",location"), "{}", csv.stdout);
 }

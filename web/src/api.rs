@@ -464,7 +464,10 @@ pub(crate) struct LocationQuery {
     since: Option<String>,
 }
 
-/// Agents locate their own host through landmarks; they do not read where other hosts are.
+/// How far back one read of location proofs may reach (a policy's `max_age` is at most 30 days).
+const MAX_LOCATION_WINDOW_DAYS: i64 = 31;
+
+/// Agents (and landmarks) do not read where hosts are.
 fn may_read_locations(p: &Principal) -> Result<(), ApiError> {
     match p.scope() {
         Scope::Agent { .. } => p.may_read_all("location proofs or enrolled sites"),
@@ -482,10 +485,23 @@ pub(crate) async fn location_proofs(
     if let Err(e) = may_read_locations(&p) {
         return e.into_response();
     }
+    // Readers want recent proofs: a window bounds what one request makes the server read.
+    let earliest = s.ledger.now() - time::Duration::days(MAX_LOCATION_WINDOW_DAYS);
     let since = match q.since {
-        None => time::OffsetDateTime::UNIX_EPOCH,
+        None => {
+            return problem(
+                StatusCode::BAD_REQUEST,
+                format!("give since (RFC 3339, within the last {MAX_LOCATION_WINDOW_DAYS} days)"),
+            )
+        }
         Some(t) => match time::OffsetDateTime::parse(&t, &time::format_description::well_known::Rfc3339) {
-            Ok(t) => t,
+            Ok(t) if t >= earliest => t,
+            Ok(_) => {
+                return problem(
+                    StatusCode::BAD_REQUEST,
+                    format!("since {t:?} is more than {MAX_LOCATION_WINDOW_DAYS} days ago"),
+                )
+            }
             Err(e) => return problem(StatusCode::BAD_REQUEST, format!("since {t:?} is not RFC 3339: {e}")),
         },
     };

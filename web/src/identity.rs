@@ -64,6 +64,10 @@ impl Principal {
     pub(crate) fn scope(&self) -> Scope {
         match self {
             Principal::Key { role: Role::Agent, host, .. } => Scope::Agent { host: host.clone().unwrap_or_default() },
+            // A landmark submits its proofs and checks their receipts; it reads no fleet.
+            Principal::Key { role: Role::Landmark, host, .. } => {
+                Scope::Agent { host: host.clone().unwrap_or_default() }
+            }
             Principal::Key { role: Role::Node, .. } => Scope::Node,
             _ => Scope::Everything,
         }

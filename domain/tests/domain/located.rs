@@ -28,10 +28,10 @@ fn at(s: &str) -> Coord {
 
 fn site(role: Role, host: &str, place: &str, enrolled_at: u64, revoked_at: Option<u64>) -> EnrolledSite {
     EnrolledSite {
-        key_id: format!("key-{host}-{enrolled_at}"),
+        key_id: format!("key-{host}"),
         role,
         host: host.to_string(),
-        site: Site { at: at(place), operator: format!("{host} operator"), country: None },
+        site: Some(Site { at: at(place), operator: format!("{host} operator"), country: None }),
         enrolled_at,
         revoked_at,
     }
@@ -50,7 +50,8 @@ fn proof(index: u64, landmark: &str, place: &str, host: &str, from: &str, extra_
     };
     let subject = LocatedSubject { host: host.to_string(), key_id: KeyId(format!("key-{host}")), gpus: vec![] };
     let rounds = vec![Round { nonce: "00".repeat(32), rtt_ns: (rtt_ms * 1e6) as u64, answer: String::new() }];
-    LoggedProof { index, leaf_hash: Hash([index as u8; 32]), record: LocationProof::new(header, subject, rounds) }
+    let record = LocationProof::new(header, subject, rounds);
+    LoggedProof { index, leaf_hash: Hash([index as u8; 32]), signer: format!("key-{landmark}"), record }
 }
 
 fn gpu(host: &str, n: u32, licensed_to: Option<&str>) -> Candidate {
@@ -131,6 +132,7 @@ fn landmarks_that_cannot_both_be_right_raise_the_anomaly_and_prove_nothing() {
     ];
     let mut all = sites();
     all.push(site(Role::Landmark, "lm-ldn", LONDON, 5, None));
+    assert!(all.iter().any(|s| s.key_id == "key-lm-ldn"));
     let locations = Locations::from_parts(all, proofs, NOW, 86_400);
     let gpus = judged(&locations, vec![gpu("hgx-honest", 1, Some("SG"))]);
     let j = gpus[0].location.as_ref().unwrap();
@@ -164,13 +166,37 @@ fn stale_proofs_and_revoked_declarations_do_not_count() {
     let gpus = judged(&locations, vec![gpu("hgx-honest", 1, None)]);
     assert_eq!(gpus[0].location.as_ref().unwrap().verdict, LocationVerdict::Unproven);
 
-    // The declared site is the newest unrevoked agent enrollment's.
+    // The declared site is the newest unrevoked agent key's.
     let all = vec![
         site(Role::Agent, "hgx-honest", LONDON, 3, None),
         site(Role::Agent, "hgx-honest", SINGAPORE, 7, None),
         site(Role::Agent, "hgx-honest", SHANGHAI, 9, Some(12)),
     ];
     let locations = Locations::from_parts(all, vec![], NOW, 86_400);
-    assert_eq!(locations.declared["hgx-honest"].site.at, at(SINGAPORE));
+    assert_eq!(locations.declared("hgx-honest").unwrap().at, at(SINGAPORE));
     assert!(locations.landmarks.is_empty());
+}
+
+#[test]
+fn only_the_current_keys_answers_to_live_landmarks_count_and_of_each_landmark_the_newest() {
+    // The planted host's Shanghai proof would contradict it; each way of hiding it fails or not:
+    let planted = || proof(12, "lm-sh", SHANGHAI, "hgx-planted", SHANGHAI, 3.0);
+    let verdict = |sites: Vec<EnrolledSite>, proofs: Vec<LoggedProof>| {
+        let locations = Locations::from_parts(sites, proofs, NOW, 86_400);
+        let gpus = judged(&locations, vec![gpu("hgx-planted", 2, Some("SG"))]);
+        gpus[0].location.clone().unwrap().verdict
+    };
+    assert_eq!(verdict(sites(), vec![planted()]), LocationVerdict::ContradictsDeclared);
+    // A landmark revoked (for lying, say) proves nothing any more.
+    let mut revoked = sites();
+    revoked[1].revoked_at = Some(20);
+    assert_eq!(verdict(revoked, vec![planted()]), LocationVerdict::Unproven);
+    // Answers by another key of the host (an old one left enrolled, or a decoy's) do not count.
+    let mut decoy = planted();
+    decoy.record.subject.key_id = KeyId("key-hgx-planted-old".into());
+    assert_eq!(verdict(sites(), vec![decoy]), LocationVerdict::Unproven);
+    // A newer proof from the same landmark replaces the older one: a host that moved is where
+    // its latest answers put it.
+    let moved = proof(30, "lm-sh", SHANGHAI, "hgx-planted", SINGAPORE, 0.5);
+    assert_eq!(verdict(sites(), vec![planted(), moved]), LocationVerdict::PossiblyOutside);
 }

@@ -604,8 +604,13 @@ fn location_proofs_are_listed_by_host_and_a_schema_7_log_indexes_its_own() {
     assert_eq!(listed(&f, Some("hgx-2")), Vec::<u64>::new());
     assert_eq!(listed(&f, None), vec![receipt[0].index]);
     let sites = LogClient::sites(&f.ledger).unwrap();
-    assert_eq!(sites.len(), 1, "only the landmark has a site: {sites:?}");
-    assert_eq!((sites[0].role, sites[0].host.as_str()), (Role::Landmark, "sin-1"));
+    // The two agent keys (no site) and the landmark (its site); not the admin's key.
+    let listed_sites: Vec<(Role, &str, bool)> =
+        sites.iter().map(|s| (s.role, s.host.as_str(), s.site.is_some())).collect();
+    assert_eq!(
+        listed_sites,
+        [(Role::Agent, "hgx-1", false), (Role::Agent, "hgx-2", false), (Role::Landmark, "sin-1", true)]
+    );
 
     sql(&f, "DROP TABLE located; PRAGMA user_version = 7;");
     f.reopen();
