@@ -72,6 +72,9 @@ pub struct Locations {
     /// Whether a read of every host's proofs came back full: some may be missing, and each host
     /// must be read on its own ([`crate::fleet::locate`] does).
     pub truncated: bool,
+    /// Hosts whose own read came back full: their newest proofs may have pushed out a landmark's
+    /// (one that contradicts them, say), so they are judged `unproven`.
+    pub overflowing: BTreeSet<String>,
     /// The reader's time and how old a proof may be.
     pub now: OffsetDateTime,
     pub max_age_secs: u64,
@@ -105,7 +108,11 @@ impl Locations {
             proofs.entry(host).or_default().push(proof);
         }
         let (landmarks, current) = split_sites(log.sites()?, size);
-        Ok(Locations { landmarks, current, proofs, truncated, now, max_age_secs })
+        let overflowing = match host {
+            Some(h) if truncated => BTreeSet::from([h.to_string()]),
+            _ => BTreeSet::new(),
+        };
+        Ok(Locations { landmarks, current, proofs, truncated, overflowing, now, max_age_secs })
     }
 
     /// Builds the facts from what a caller already holds (a bundle, a report).
@@ -123,7 +130,15 @@ impl Locations {
         for list in by_host.values_mut() {
             list.sort_by_key(|p| p.index);
         }
-        Locations { landmarks, current, proofs: by_host, truncated: false, now, max_age_secs }
+        Locations {
+            landmarks,
+            current,
+            proofs: by_host,
+            truncated: false,
+            overflowing: BTreeSet::new(),
+            now,
+            max_age_secs,
+        }
     }
 
     /// The host's declared site: its current agent key's.
@@ -156,6 +171,15 @@ impl Locations {
 
     /// Judges `host` against its declared site and the `allowed` countries.
     pub fn judge(&self, host: &str, allowed: &BTreeSet<Country>, index: &CountryIndex) -> Judgement {
+        if self.overflowing.contains(host) {
+            let mut j = judge(&JudgeInput { proofs: &[], now: 0, max_age_secs: 0, declared: None, allowed, index });
+            j.reason = format!(
+                "more than {} location proofs of this host in the window: far more than its agent answers; some may \
+                 have been pushed out of the read, so none is trusted",
+                crate::log::MAX_LOCATION_PROOFS
+            );
+            return j;
+        }
         let proofs = self.proof_facts(host);
         judge(&JudgeInput {
             proofs: &proofs,

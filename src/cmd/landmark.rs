@@ -1,11 +1,12 @@
 //! `chipledger landmark serve`: an independently run signer at surveyed coordinates that times
 //! hosts' signed answers to its fresh nonces and logs each measurement as `location-proof/v1`.
 
+use std::collections::HashMap;
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use chipledger_client::locate::{self, Measured, Outcome};
@@ -61,6 +62,10 @@ pub struct ServeArgs {
     /// Stop after this many connections (for scripted runs and tests).
     #[arg(long)]
     max_connections: Option<u64>,
+    /// Log at most one proof per host every this many seconds: a host that asks more often is
+    /// refused (readers take a bounded number of proofs per host; an agent answers hourly).
+    #[arg(long, default_value_t = 10)]
+    min_interval_secs: u64,
 }
 
 pub fn run(data_dir: Option<PathBuf>, cmd: Command) -> Result<()> {
@@ -82,7 +87,14 @@ pub(crate) struct Landmark {
     /// The last counter used: strictly increasing, seeded from the clock so a restart does not
     /// reuse one.
     counter: Mutex<u64>,
+    /// How often one host's proof may be logged, and when each host's last one was.
+    min_interval: Duration,
+    last_logged: Mutex<HashMap<String, Instant>>,
 }
+
+/// The most hosts whose last proof a landmark remembers before forgetting those past the
+/// interval.
+const MAX_REMEMBERED_HOSTS: usize = 65_536;
 
 impl Landmark {
     /// A landmark named `name` at `at`, signing with `key` and logging to `log` (whose key is
@@ -105,7 +117,28 @@ impl Landmark {
             rounds,
             timeout: Duration::from_secs(10),
             counter: Mutex::new(0),
+            min_interval: Duration::ZERO,
+            last_logged: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Refuses a host whose last proof was logged less than the interval ago; else notes now.
+    fn may_log(&self, host: &str) -> Result<()> {
+        let mut last = self.last_logged.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        if let Some(at) = last.get(host).filter(|at| now.duration_since(**at) < self.min_interval) {
+            anyhow::bail!(
+                "this landmark logged a proof of {host} {:.0} s ago; it logs one per host every {} s at most",
+                now.duration_since(*at).as_secs_f64(),
+                self.min_interval.as_secs()
+            );
+        }
+        if last.len() >= MAX_REMEMBERED_HOSTS {
+            let keep = self.min_interval;
+            last.retain(|_, at| now.duration_since(*at) < keep);
+        }
+        last.insert(host.to_string(), now);
+        Ok(())
     }
 }
 
@@ -136,6 +169,8 @@ fn serve(data_dir: Option<PathBuf>, args: ServeArgs) -> Result<()> {
         rounds: args.rounds as usize,
         timeout: Duration::from_secs(args.timeout_secs.max(1)),
         counter: Mutex::new(0),
+        min_interval: Duration::from_secs(args.min_interval_secs),
+        last_logged: Mutex::new(HashMap::new()),
     });
     let busy = Arc::new(AtomicUsize::new(0));
     let mut served = 0u64;
@@ -207,6 +242,7 @@ fn record(lm: &Landmark, m: &Measured) -> Result<Outcome> {
             lm.floor_ns
         );
     }
+    lm.may_log(&m.hello.host)?;
     // The counter is taken and the proof submitted under the log's lock: proofs reach the log
     // in counter order.
     let log = lm.log.lock().unwrap_or_else(|p| p.into_inner());

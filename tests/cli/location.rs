@@ -72,6 +72,17 @@ fn scene() -> (tempfile::TempDir, PathBuf, PathBuf) {
 }
 
 fn landmark(data: &Path, key: &Path, at: &str, connections: u32) -> (std::process::Child, String) {
+    landmark_with(data, key, at, connections, "0")
+}
+
+/// `landmark serve` logging at most one proof per host every `min_interval` seconds.
+fn landmark_with(
+    data: &Path,
+    key: &Path,
+    at: &str,
+    connections: u32,
+    min_interval: &str,
+) -> (std::process::Child, String) {
     let args: Vec<String> = [
         "--data-dir",
         data.to_str().unwrap(),
@@ -89,6 +100,8 @@ fn landmark(data: &Path, key: &Path, at: &str, connections: u32) -> (std::proces
         "10",
         "--max-connections",
         &connections.to_string(),
+        "--min-interval-secs",
+        min_interval,
     ]
     .iter()
     .map(|s| s.to_string())
@@ -177,6 +190,21 @@ fn a_landmark_times_an_agents_answers_and_a_relay_only_makes_the_disk_larger() {
     lm.wait().unwrap();
     // Both proofs are in the log, which still verifies end to end.
     ok_in(&data, &["ledger", "verify"]);
+}
+
+#[test]
+fn a_landmark_logs_one_proof_per_host_per_interval() {
+    let (_tmp, data, key) = scene();
+    let (mut lm, addr) = landmark_with(&data, &key, SG_LANDMARK, 2, "3600");
+    let (code, rows, stderr) = locate(&data, &addr);
+    assert_eq!(code, 0, "{stderr}\n{rows}");
+    let (code, rows, _) = locate(&data, &addr);
+    assert_ne!(code, 0);
+    let error = rows[0]["error"].as_str().unwrap_or_default().to_string();
+    assert!(error.contains("one per host every 3600 s"), "{rows}");
+    lm.wait().unwrap();
+    let listed = ok_in(&data, &["ledger", "log", "--located", "hgx-sg", "--format", "json"]);
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&listed.stdout).unwrap().as_array().unwrap().len(), 1);
 }
 
 #[test]
