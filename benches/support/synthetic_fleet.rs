@@ -1,7 +1,8 @@
 //! A fleet-scale ledger for benchmarks (web's `fleet`, the root's `slurm`): `hosts` eight-GPU
 //! H800 hosts named `hgx-0000`…, each with its own agent key enrolled by the admin and attested
 //! through the real Attestor from `board` (a synthetic eight-GPU dump made of the shipped one;
-//! each host's GPUs get their own UUIDs and serials). Included by path; not a crate.
+//! each host's GPUs get their own UUIDs and serials). Included by path; not a crate. Host `h`'s
+//! agent key is [`agent_key`]`(h)`, so a benchmark can make it answer (a landmark's challenge).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -16,6 +17,13 @@ use chipledger_ledger::{InitInfo, Ledger, LedgerConfig, SystemClock};
 pub struct Built {
     pub info: InitInfo,
     pub admin: SigningKey,
+}
+
+/// Host `h`'s agent key (derived from `h`: benchmark data, not a secret).
+pub fn agent_key(h: usize) -> SigningKey {
+    let mut seed = [0x5a; 32];
+    seed[..8].copy_from_slice(&(h as u64).to_le_bytes());
+    SigningKey::from_seed(&seed)
 }
 
 /// `hgx-0000`, …
@@ -68,7 +76,7 @@ pub fn attest_host(dir: &Path, info: &InitInfo, board: &str, h: usize, key: Sign
 pub fn build(dir: &Path, hosts: usize, board: &str, extra: &[(&SigningKey, Role, &str)]) -> Built {
     let (ledger, info) = Ledger::init(dir, "bench.example/log", Arc::new(SystemClock), &mut rand_core::OsRng).unwrap();
     let admin = SigningKey::from_pkcs8_pem(&std::fs::read_to_string(&info.admin_key_path).unwrap()).unwrap();
-    let keys: Vec<SigningKey> = (0..hosts).map(|_| SigningKey::generate(&mut rand_core::OsRng)).collect();
+    let keys: Vec<SigningKey> = (0..hosts).map(agent_key).collect();
     let mut enrollments: Vec<Vec<u8>> =
         keys.iter().enumerate().map(|(h, k)| enrollment(&admin, 2 + h as u64, k, Role::Agent, &host_name(h))).collect();
     for (i, (k, role, name)) in extra.iter().enumerate() {

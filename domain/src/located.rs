@@ -155,9 +155,13 @@ impl Locations {
 
     /// The host's proofs that count ([`Self::proof_facts`]), newest of each landmark, in log order.
     pub fn counted<'a>(&'a self, host: &str) -> impl Iterator<Item = &'a LoggedProof> + 'a {
+        self.counted_of(host, self.proofs.get(host).map_or(&[][..], Vec::as_slice))
+    }
+
+    /// Which of `all` (proofs of `host`, in log order) count, as [`Self::counted`] decides.
+    pub fn counted_of<'a>(&'a self, host: &str, all: &'a [LoggedProof]) -> impl Iterator<Item = &'a LoggedProof> + 'a {
         let current = self.current.get(host).map(|k| k.key_id.as_str());
         let live_landmark = |signer: &str| self.landmarks.iter().any(|l| l.key_id == signer && l.revoked_at.is_none());
-        let all = self.proofs.get(host).map_or(&[][..], Vec::as_slice);
         let mut newest: BTreeMap<&str, &LoggedProof> = BTreeMap::new();
         for p in all {
             if Some(p.record.subject.key_id.0.as_str()) == current && live_landmark(&p.signer) {
@@ -180,10 +184,24 @@ impl Locations {
             );
             return j;
         }
-        let proofs = self.proof_facts(host);
+        let all = self.proofs.get(host).map_or(&[][..], Vec::as_slice);
+        self.judge_with(host, all, allowed, index, self.now)
+    }
+
+    /// [`Self::judge`] on the proofs `all` of `host` (in log order) at `now`, with these sites:
+    /// for a reader that keeps the proofs itself (the dashboard).
+    pub fn judge_with(
+        &self,
+        host: &str,
+        all: &[LoggedProof],
+        allowed: &BTreeSet<Country>,
+        index: &CountryIndex,
+        now: OffsetDateTime,
+    ) -> Judgement {
+        let proofs: Vec<Proof> = self.counted_of(host, all).map(LoggedProof::facts).collect();
         judge(&JudgeInput {
             proofs: &proofs,
-            now: self.now.unix_timestamp(),
+            now: now.unix_timestamp(),
             max_age_secs: self.max_age_secs,
             declared: self.declared(host).map(|s| s.at),
             allowed,

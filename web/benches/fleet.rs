@@ -3,7 +3,11 @@
 //! served through the router in-process, so the times are server time:
 //! - cold: the first fleet page (reads and checks every attestation, classifies, verdicts);
 //! - warm: the fleet page again (the fleet is cached per checkpoint), a filtered and sorted page,
-//!   the CSV export of all 10,000 rows, `/metrics`.
+//!   the CSV export of all 10,000 rows, `/metrics`;
+//! - after a host re-attests: the page reads only the new entries;
+//! - with location proofs (three landmarks × every host): the first page after they were
+//!   appended (reads them, judges every host), the page again, the CSV export, a GPU's page
+//!   with its host's proofs and the map.
 //!
 //! `CHIPLEDGER_BENCH_HOSTS` sets the number of hosts (default 1,250).
 //! Run: `cargo bench -p chipledger-web --bench fleet`.
@@ -22,9 +26,11 @@ use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::http::Request;
-use chipledger_domain::keys::SigningKey;
+use chipledger_domain::keys::{SigningKey, VerifierKey};
+use chipledger_domain::location::Coord;
+use chipledger_domain::location_proof::{answer, LocatedSubject, LocationProof, ProofHeader, Round};
 use chipledger_domain::log::Clock;
-use chipledger_domain::records::Role;
+use chipledger_domain::records::{sign_record, KeyEnrollment, Role, Site, FORMAT_VERSION};
 use chipledger_ledger::{Ledger, LedgerConfig, SystemClock};
 use chipledger_web::{router, ServerConfig};
 use http_body_util::BodyExt;
@@ -107,6 +113,97 @@ fn main() {
         ms(times[2]),
         ms(times[4])
     );
+
+    // Three landmarks each time every host once (three rounds): an hour of hourly answers.
+    let landmarks = [
+        ("fra-1", "50.1109,8.6821", 500_000u64),
+        ("sin-1", "1.2966,103.7764", 95_000_000),
+        ("iad-1", "39.0438,-77.4874", 46_000_000),
+    ];
+    let setup = Instant::now();
+    let measured_at = clock.now() - time::Duration::minutes(10);
+    for (n, (name, site, rtt_ns)) in landmarks.iter().enumerate() {
+        let key = SigningKey::generate(&mut rand_core::OsRng);
+        let admin_counter = 2 + (hosts + 100 + n) as u64;
+        ledger.append(&[landmark_enrollment(&built.admin, admin_counter, &key, name, site)]).unwrap();
+        let proofs: Vec<Vec<u8>> = (0..hosts)
+            .map(|h| {
+                let host = synthetic_fleet::host_name(h);
+                let agent = synthetic_fleet::agent_key(h);
+                let rounds = (0..3u8)
+                    .map(|i| {
+                        let mut nonce = [i; 32];
+                        nonce[..8].copy_from_slice(&(h as u64).to_le_bytes());
+                        let rtt_ns = rtt_ns + u64::from(i) * 20_000 + (h as u64 % 97) * 1_000;
+                        Round { nonce: hex::encode(nonce), rtt_ns, answer: answer(&agent, name, &host, &nonce) }
+                    })
+                    .collect();
+                let header = ProofHeader {
+                    counter: 1 + h as u64,
+                    measured_at,
+                    landmark: name.to_string(),
+                    landmark_at: Coord::parse(site).unwrap(),
+                    floor_ns: 0,
+                };
+                let subject = LocatedSubject { host, key_id: agent.key_id(), gpus: vec![] };
+                sign_record(&LocationProof::new(header, subject, rounds), &key).unwrap().to_json()
+            })
+            .collect();
+        for chunk in proofs.chunks(500) {
+            ledger.append(chunk).unwrap();
+        }
+    }
+    println!(
+        "location proofs: {} landmarks x {hosts} hosts appended in {:.1} s",
+        landmarks.len(),
+        setup.elapsed().as_secs_f64()
+    );
+    let (first, _) = get("/");
+    println!(
+        "fleet page, first after the proofs (reads {} proofs, judges every host): {:.1} ms",
+        landmarks.len() * hosts,
+        ms(first)
+    );
+    let rows: serde_json::Value = {
+        let req = Request::builder()
+            .uri("/fleet.json?q=hgx-0000")
+            .header("authorization", format!("Bearer {token}"))
+            .body(Body::empty())
+            .unwrap();
+        let app = app.clone();
+        let body = rt.block_on(async move { app.oneshot(req).await.unwrap().into_body().collect().await.unwrap() });
+        serde_json::from_slice(&body.to_bytes()).unwrap()
+    };
+    let uuid = rows[0]["uuid"].as_str().unwrap().to_string();
+    println!("  (hgx-0000: {})", rows[0]["location"]);
+    let gpu_page = format!("/gpus/{uuid}");
+    for (what, uri) in [
+        ("fleet page, warm, with locations", "/"),
+        ("CSV export of every row, with locations", "/fleet.csv"),
+        ("a GPU's page with its host's proofs and the map", gpu_page.as_str()),
+    ] {
+        let mut times: Vec<Duration> = (0..15).map(|_| get(uri).0).collect();
+        times.sort();
+        println!("{what}: median {:.1} ms, max {:.1} ms ({} bytes)", ms(times[7]), ms(times[14]), get(uri).1);
+    }
+}
+
+/// An admin-signed enrollment of landmark `name` at its surveyed `site`.
+fn landmark_enrollment(admin: &SigningKey, counter: u64, key: &SigningKey, name: &str, site: &str) -> Vec<u8> {
+    let now = SystemClock.now();
+    let e = KeyEnrollment {
+        format_version: FORMAT_VERSION,
+        counter,
+        issued_at: now,
+        key_id: key.key_id(),
+        verifier_key: VerifierKey::new(name, key.public_key()).unwrap().to_string(),
+        role: Role::Landmark,
+        host: Some(name.to_string()),
+        valid_from: now - time::Duration::days(1),
+        valid_until: None,
+        site: Some(Site { at: Coord::parse(site).unwrap(), operator: "bench".into(), country: None }),
+    };
+    sign_record(&e, admin).unwrap().to_json()
 }
 
 fn ms(d: Duration) -> f64 {

@@ -9,15 +9,16 @@
 //! 503. The client agents and nodes use is `chipledger-client`, which links none of this.
 //!
 //! The same router serves the auditor dashboard (server-rendered askama pages, CSV/JSON exports,
-//! evidence bundles, the admin's acquisition form) and `/metrics`, `/healthz`, `/readyz`. The
+//! evidence bundles, each GPU's location verdict judged per request with its map, the admin's
+//! acquisition form) and `/metrics`, `/healthz`, `/readyz`. The
 //! checkpoint and hash tiles are public (sizes and hashes: witnesses and mirrors follow the log
 //! without an account); every other read needs a credential — a request signed by an enrolled
 //! key, a person's token, or a session made from one — and a wrong credential is refused, never treated as anonymous; writes are
 //! authorised by the envelopes' own signatures. [`serve`] adds TLS, a WAL-folding thread, the
 //! periodic audit and graceful shutdown. The auth matrix is in `web/API.md`.
 
-// Layered: each module imports only the layers below it — error, config, listen, views,
-// audit, identity, limits, witnessing, state, auth, api, ops, pages, router, server, witness, mirror (lowest first;
+// Layered: each module imports only the layers below it — error, config, listen, map, views,
+// locations, audit, identity, limits, witnessing, state, auth, api, ops, pages, router, server, witness, mirror (lowest first;
 // `WEB_LAYERS` in tests/cli/architecture.rs, which checks every import).
 mod api;
 mod audit;
@@ -27,6 +28,8 @@ mod error;
 mod identity;
 mod limits;
 mod listen;
+mod locations;
+mod map;
 mod mirror;
 mod ops;
 mod pages;

@@ -12,6 +12,7 @@ use crate::config::ServerConfig;
 use crate::error::ApiError;
 use crate::identity::Sessions;
 use crate::limits::{RateLimiter, Replays};
+use crate::locations::LocationCache;
 use crate::views::FleetCache;
 use crate::witnessing::Witnessing;
 
@@ -37,6 +38,8 @@ pub(crate) struct AppState {
     /// A writability check is running.
     pub ready_checking: Arc<std::sync::atomic::AtomicBool>,
     pub fleet: Arc<FleetCache>,
+    /// The location facts as of the last checkpoint a page read (the judgements are per request).
+    pub locations: Arc<LocationCache>,
     pub audit: Arc<AuditStatus>,
     /// Each witness's progress (the witnessing thread's, when `serve` runs one).
     pub witnessing: Arc<Witnessing>,
@@ -64,6 +67,7 @@ impl AppState {
             ready: Arc::new(std::sync::Mutex::new(None)),
             ready_checking: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             fleet: Arc::new(FleetCache::default()),
+            locations: Arc::new(LocationCache::default()),
             audit: Arc::new(AuditStatus::default()),
             witnessing: Arc::new(Witnessing::default()),
             admin_key,

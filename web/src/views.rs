@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use chipledger_domain::catalog::Catalog;
+use chipledger_domain::country::Country;
 use chipledger_domain::dsse::Envelope;
 use chipledger_domain::fingerprint::GpuUuid;
 use chipledger_domain::fleet::Candidate;
@@ -30,6 +31,8 @@ pub(crate) struct FleetSnapshot {
     pub size: u64,
     pub rows: Vec<FleetRow>,
     pub verdicts: BTreeMap<String, Verdict>,
+    /// Each row's licensed destination (its acquisition's `ship_to`), in the rows' order.
+    pub licensed: Vec<Option<Country>>,
     /// What an update needs: each GPU's scheduler view, and every acquisition by serial.
     candidates: HashMap<String, Candidate>,
     acquisitions: HashMap<String, Vec<(u64, Acquisition)>>,
@@ -225,7 +228,16 @@ fn snapshot(
     acquisitions: HashMap<String, Vec<(u64, Acquisition)>>,
 ) -> FleetSnapshot {
     let rows = chipledger_domain::fleet::rows(candidates.values());
-    FleetSnapshot { size, rows, verdicts, candidates, acquisitions }
+    let licensed = rows.iter().map(|r| candidates.get(&r.uuid).and_then(|c| c.licensed_to)).collect();
+    FleetSnapshot { size, rows, verdicts, licensed, candidates, acquisitions }
+}
+
+impl FleetSnapshot {
+    /// The GPU's row and its licensed destination.
+    pub(crate) fn gpu(&self, uuid: &str) -> Option<(&FleetRow, Option<Country>)> {
+        let at = self.rows.iter().position(|r| r.uuid == uuid)?;
+        Some((&self.rows[at], self.licensed.get(at).copied().flatten()))
+    }
 }
 
 pub(crate) fn rfc3339(t: OffsetDateTime) -> String {

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use super::{attachment, page_access, Chrome};
 use crate::error::ApiError;
 use crate::identity::Principal;
+use crate::locations;
 use crate::state::{blocking, AppState};
 use crate::views::{self, FleetRow};
 
@@ -33,6 +34,9 @@ pub(crate) struct FleetQuery {
     pub verdict: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub anomalies: String,
+    /// A location verdict (`contradicts-declared`, …).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub location: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub sort: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -56,6 +60,7 @@ impl FleetQuery {
             && (self.class.is_empty() || r.class_2023 == self.class)
             && (self.verdict.is_empty() || r.verdict == self.verdict)
             && (self.anomalies != "yes" || !r.anomalies.is_empty())
+            && (self.location.is_empty() || verdict_of(&r.location) == self.location)
     }
 
     fn compare(&self, a: &FleetRow, b: &FleetRow) -> Ordering {
@@ -67,6 +72,7 @@ impl FleetQuery {
             "class" => a.class_2023.cmp(&b.class_2023),
             "verdict" => a.verdict.cmp(&b.verdict),
             "anomalies" => a.anomalies.len().cmp(&b.anomalies.len()),
+            "location" => a.location.cmp(&b.location),
             _ => a.host.cmp(&b.host),
         };
         let o = primary.then_with(|| a.host.cmp(&b.host)).then_with(|| a.uuid.cmp(&b.uuid));
@@ -128,6 +134,7 @@ struct ShownRow<'a> {
     age: String,
     stale: bool,
     css: &'static str,
+    location_css: &'static str,
 }
 
 #[derive(Template)]
@@ -141,6 +148,7 @@ struct FleetPage<'a> {
     skus: Vec<String>,
     classes: Vec<String>,
     verdicts: Vec<String>,
+    locations: Vec<String>,
     charts: Vec<Chart>,
     headers: Vec<Header>,
     rows: Vec<ShownRow<'a>>,
@@ -156,12 +164,24 @@ fn distinct(rows: &[FleetRow], key: impl Fn(&FleetRow) -> &str) -> Vec<String> {
     set.into_iter().map(str::to_string).collect()
 }
 
+/// The verdict of a location column's value: `consistent` of `consistent (host-key)`.
+fn verdict_of(location: &str) -> &str {
+    location.split(' ').next().unwrap_or_default()
+}
+
+/// The fleet at the latest checkpoint, each GPU's location judged now: the checkpoint's size and
+/// the rows.
+fn located(s: &AppState) -> Result<(u64, std::sync::Arc<Vec<FleetRow>>), ApiError> {
+    let snap = s.fleet.get(&s.ledger)?;
+    Ok((snap.size, s.locations.rows(&s.ledger, &snap, s.ledger.now())?))
+}
+
 /// Renders the fleet page for `q`.
 pub(crate) fn fleet_html(s: &AppState, chrome: Option<Chrome>, q: FleetQuery) -> Result<String, ApiError> {
-    let snap = s.fleet.get(&s.ledger)?;
+    let (size, rows) = located(s)?;
     let now = s.ledger.now();
     let max_age = s.config.fresh_for;
-    let selected = q.select(&snap.rows);
+    let selected = q.select(&rows);
     let total = selected.len();
     let pages = total.div_ceil(PER_PAGE).max(1);
     let page = q.page.unwrap_or(1).clamp(1, pages);
@@ -179,6 +199,7 @@ pub(crate) fn fleet_html(s: &AppState, chrome: Option<Chrome>, q: FleetQuery) ->
                 Some(Severity::Warning) => "warning",
                 _ => "",
             },
+            location_css: locations::css(&r.location),
         })
         .collect();
     let with_page = |p: usize| FleetQuery { page: Some(p), ..q.clone() }.encode();
@@ -193,6 +214,7 @@ pub(crate) fn fleet_html(s: &AppState, chrome: Option<Chrome>, q: FleetQuery) ->
         ("Class (Oct 2023)", "class"),
         ("Acquisition", "verdict"),
         ("Anomalies", "anomalies"),
+        ("Location", "location"),
     ];
     let current = if q.sort.is_empty() { "host" } else { q.sort.as_str() };
     let headers = columns
@@ -210,11 +232,12 @@ pub(crate) fn fleet_html(s: &AppState, chrome: Option<Chrome>, q: FleetQuery) ->
     let page_html = FleetPage {
         chrome,
         origin: s.ledger.origin().into(),
-        size: snap.size,
+        size,
         query: export.encode(),
-        skus: distinct(&snap.rows, |r| &r.sku),
-        classes: distinct(&snap.rows, |r| &r.class_2023),
-        verdicts: distinct(&snap.rows, |r| &r.verdict),
+        skus: distinct(&rows, |r| &r.sku),
+        classes: distinct(&rows, |r| &r.class_2023),
+        verdicts: distinct(&rows, |r| &r.verdict),
+        locations: distinct(&rows, |r| verdict_of(&r.location)),
         charts: vec![
             chart("GPUs by SKU", &selected, |r| &r.sku),
             chart("GPUs by export class (Oct 2023)", &selected, |r| &r.class_2023),
@@ -270,11 +293,11 @@ async fn fleet_export(
     }
     let st = s.clone();
     let result = blocking(move || {
-        let snap = st.fleet.get(&st.ledger)?;
-        let rows = q.select(&snap.rows);
+        let (size, all) = located(&st)?;
+        let rows = q.select(&all);
         match json {
             true => serde_json::to_vec_pretty(&rows)
-                .map(|b| (b, "application/json", format!("fleet-{}.json", snap.size)))
+                .map(|b| (b, "application/json", format!("fleet-{size}.json")))
                 .map_err(|e| ApiError::internal(e.to_string())),
             false => {
                 let mut w = csv::Writer::from_writer(Vec::new());
@@ -286,7 +309,7 @@ async fn fleet_export(
                 }
                 out?;
                 let bytes = w.into_inner().map_err(|e| ApiError::internal(e.to_string()))?;
-                Ok((bytes, "text/csv; charset=utf-8", format!("fleet-{}.csv", snap.size)))
+                Ok((bytes, "text/csv; charset=utf-8", format!("fleet-{size}.csv")))
             }
         }
     })

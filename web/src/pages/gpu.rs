@@ -1,4 +1,5 @@
-//! One GPU's page: identity, classification under each rule version, and its timeline.
+//! One GPU's page: identity, classification under each rule version, where its host's location
+//! proofs put it (with the map), and its timeline.
 
 use askama::Template;
 use axum::extract::{Path, State};
@@ -11,6 +12,7 @@ use chipledger_domain::rules::Verdict;
 use super::{message, page_access, render, Chrome};
 use crate::error::ApiError;
 use crate::identity::Principal;
+use crate::locations::{self, GpuLocation};
 use crate::state::{blocking, AppState};
 use crate::views::{self, FleetRow, TimelineItem};
 
@@ -22,6 +24,7 @@ struct GpuPage {
     uuid: String,
     row: Option<FleetRow>,
     verdict: Option<Verdict>,
+    location: Option<GpuLocation>,
     classes: Vec<(String, String, String)>,
     timeline: Vec<TimelineItem>,
     /// The timeline shows only the latest records of a GPU with a long history.
@@ -45,7 +48,15 @@ pub(crate) async fn gpu(
     let c = chrome.clone();
     let result = blocking(move || {
         let snap = st.fleet.get(&st.ledger)?;
-        let row = snap.rows.iter().find(|r| r.uuid == uuid.as_str()).cloned();
+        let (row, location) = match snap.gpu(uuid.as_str()) {
+            Some((row, licensed)) => {
+                let now = st.ledger.now();
+                let facts = st.locations.facts(&st.ledger, snap.size, now)?;
+                let (row, location) = locations::gpu_location(&facts, row, licensed, now)?;
+                (Some(row), Some(location))
+            }
+            None => (None, None),
+        };
         let verdict = snap.verdicts.get(uuid.as_str()).cloned();
         let (timeline, truncated) = views::timeline(&st.ledger, &uuid, row.as_ref().map(|r| r.serial.as_str()))
             .map_err(|e| ApiError::internal(e.to_string()))?;
@@ -56,6 +67,7 @@ pub(crate) async fn gpu(
             uuid: uuid.as_str().to_string(),
             row,
             verdict,
+            location,
             classes,
             timeline,
             truncated,

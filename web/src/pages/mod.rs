@@ -1,6 +1,7 @@
 //! The auditor dashboard: server-rendered pages (askama), exports, the evidence bundle and the
 //! admin's acquisition form. Pages need a person (token or session); the form needs an admin and
-//! the session's CSRF token. Everything works without JavaScript; the charts are inline SVG.
+//! the session's CSRF token. Everything works without JavaScript; the charts and a GPU's location
+//! map are inline SVG.
 
 use askama::Template;
 use axum::http::{header, HeaderValue, StatusCode, Uri};

@@ -7,6 +7,7 @@ mod api;
 mod auth;
 mod browser;
 mod dash;
+mod location;
 mod tls;
 mod trust;
 mod witness;
