@@ -62,7 +62,8 @@ enum Command {
     /// receipt for every response.
     #[command(subcommand)]
     Node(cmd::node::Command),
-    /// Provenance reports and serving receipts: verify offline.
+    /// Reports: verify provenance reports, serving receipts and diversion reports offline; write
+    /// a diversion report (chips located elsewhere than licensed, other end users, tampering).
     #[command(subcommand)]
     Report(cmd::inference::ReportCommand),
     /// Models: generate the deterministic tiny test model.
@@ -125,7 +126,7 @@ fn main() -> ExitCode {
         Command::K8s(c) => cmd::k8s::run(cli.data_dir, c),
         Command::Plan(a) => cmd::inference::plan(cli.data_dir, a),
         Command::Run(a) => cmd::inference::run(cli.data_dir, a),
-        Command::Report(c) => cmd::inference::report(c),
+        Command::Report(c) => cmd::inference::report(cli.data_dir, c),
         Command::Node(c) => cmd::node::run(cli.data_dir, c),
         Command::Serve(a) => cmd::serve::run(cli.data_dir, a),
         Command::Model(c) => cmd::inference::model(c),

@@ -442,13 +442,11 @@ type Decoded = (u64, (Hash, GpuAttestation));
 /// The GPU among `uuids` an admin last resolved `serial` to within the first `size` entries:
 /// an annotation of that GPU with `resolves_serial` (the log lets only admin keys sign one).
 pub fn serial_owner(log: &dyn LogClient, serial: &str, uuids: &[GpuUuid], size: u64) -> Result<Option<GpuUuid>, Error> {
-    // One purchase's serial is one card; a serial claimed by more UUIDs than any host holds GPUs
-    // is not a question an annotation settles, and its histories are not read at all.
-    const MAX_CLAIMANTS: usize = 16;
+    // Past the cap no resolution counts, and the histories are not read at all.
     if uuids.len() > MAX_CLAIMANTS {
         return Ok(None);
     }
-    let mut latest: Option<(u64, GpuUuid)> = None;
+    let mut found = Vec::new();
     for uuid in uuids {
         for e in log
             .history(uuid, None)?
@@ -457,17 +455,52 @@ pub fn serial_owner(log: &dyn LogClient, serial: &str, uuids: &[GpuUuid], size: 
         {
             let env = Envelope::from_json(e.envelope.as_bytes())?;
             if let Record::Annotation(a) = Record::from_payload(&env.payload_bytes()?)? {
-                let about_it = matches!(&a.target, crate::records::AnnotationTarget::Gpu { uuid: u } if u == uuid);
-                if about_it
-                    && a.resolves_serial.as_deref() == Some(serial)
-                    && latest.as_ref().is_none_or(|(i, _)| *i < e.index)
-                {
-                    latest = Some((e.index, uuid.clone()));
+                if let Some(r) = Resolution::of(e.index, &a) {
+                    found.push(r);
                 }
             }
         }
     }
-    Ok(latest.map(|(_, u)| u))
+    Ok(resolved_owner(serial, uuids, &found))
+}
+
+/// One purchase's serial is one card: a serial claimed by more UUIDs than any host holds GPUs
+/// is not a question an annotation settles.
+pub const MAX_CLAIMANTS: usize = 16;
+
+/// An admin's annotation at log index `index` saying that `serial` belongs to GPU `uuid`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Resolution {
+    pub index: u64,
+    pub uuid: GpuUuid,
+    pub serial: String,
+}
+
+impl Resolution {
+    /// The resolution an annotation at `index` makes, if it is about a GPU and resolves a serial.
+    pub fn of(index: u64, a: &crate::records::Annotation) -> Option<Resolution> {
+        let crate::records::AnnotationTarget::Gpu { uuid } = &a.target else { return None };
+        let serial = a.resolves_serial.clone()?;
+        Some(Resolution { index, uuid: uuid.clone(), serial })
+    }
+}
+
+/// The GPU among `uuids` that the latest of `resolutions` naming `serial` and one of them
+/// resolves it to; none past [`MAX_CLAIMANTS`] claimants. What [`serial_owner`] decides from a
+/// log, for a caller holding the annotations (a bundle).
+pub fn resolved_owner<'a>(
+    serial: &str,
+    uuids: &[GpuUuid],
+    resolutions: impl IntoIterator<Item = &'a Resolution>,
+) -> Option<GpuUuid> {
+    if uuids.len() > MAX_CLAIMANTS {
+        return None;
+    }
+    resolutions
+        .into_iter()
+        .filter(|r| r.serial == serial && uuids.contains(&r.uuid))
+        .max_by_key(|r| r.index)
+        .map(|r| r.uuid.clone())
 }
 
 /// The latest acquisition record naming `serial` within the first `size` entries.

@@ -7,7 +7,7 @@
 //! ([`identify`]), a GPU's trail through the log and its history anomalies ([`trail`]), a GPU's
 //! standing as a reader computes it ([`standing`]) and the fleet ([`fleet`]), NVIDIA attestation evidence ([`evidence`])
 //! and reference integrity manifests ([`rim`]), country groups ([`country`]), landmarks' location proofs ([`location_proof`]), export classification and acquisition verdicts
-//! ([`rules`]), delay-based location proofs and their verdicts ([`location`]), and the [`log::LogClient`] trait through which agents and nodes reach a log.
+//! ([`rules`]), delay-based location proofs and their verdicts ([`location`]), the events a diversion report lists ([`diversion`]), and the [`log::LogClient`] trait through which agents and nodes reach a log.
 //!
 //! What it does not do: no file, network or database IO, no clock and no randomness of its own
 //! (time and RNGs are parameters), no printing. Everything here is deterministic, so every other
@@ -19,6 +19,7 @@ pub mod auth;
 pub mod catalog;
 pub mod cosignature;
 pub mod country;
+pub mod diversion;
 pub mod dsse;
 pub mod encoding;
 mod error;

@@ -208,6 +208,21 @@ pub struct Proof {
     pub method: Method,
 }
 
+impl Proof {
+    /// Whether the proof counts at `now` (Unix seconds): measured in the last `max_age_secs`,
+    /// not after `now`, from a landmark site that is a place on Earth. [`judge`] reads only
+    /// the proofs that count; a reader citing the proofs a judgement rests on names these.
+    pub fn counts(&self, now: i64, max_age_secs: u64) -> bool {
+        self.is_fresh(now, max_age_secs) && self.landmark_site.is_valid()
+    }
+
+    /// Whether the proof was measured in the last `max_age_secs` before `now`, and not after it.
+    pub fn is_fresh(&self, now: i64, max_age_secs: u64) -> bool {
+        let earliest = i128::from(now) - i128::from(max_age_secs);
+        (earliest..=i128::from(now)).contains(&i128::from(self.at))
+    }
+}
+
 /// Everything [`judge`] looks at.
 #[derive(Clone, Copy, Debug)]
 pub struct JudgeInput<'a> {
@@ -243,11 +258,9 @@ pub struct Judgement {
 /// Judges a GPU's location proofs: which count, the region they leave, and how it compares with
 /// the declaration. Pure and total: any input gives a judgement, nothing panics.
 pub fn judge(input: &JudgeInput) -> Judgement {
-    let earliest = i128::from(input.now) - i128::from(input.max_age_secs);
-    let fresh = |p: &&Proof| (earliest..=i128::from(input.now)).contains(&i128::from(p.at));
-    let used: Vec<&Proof> = input.proofs.iter().filter(fresh).filter(|p| p.landmark_site.is_valid()).collect();
+    let used: Vec<&Proof> = input.proofs.iter().filter(|p| p.counts(input.now, input.max_age_secs)).collect();
     if used.is_empty() {
-        let stale = input.proofs.iter().filter(|p| !fresh(p)).count();
+        let stale = input.proofs.iter().filter(|p| !p.is_fresh(input.now, input.max_age_secs)).count();
         let reason = match (input.proofs.len(), stale) {
             (0, _) => "no location proof".to_string(),
             (n, s) if s == n => {

@@ -2,13 +2,18 @@
 //! signed checkpoint, an inclusion proof for each entry and the log's verifier key. A bundle is
 //! verifiable on another machine with nothing else.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
+use chipledger_domain::catalog::Catalog;
 use chipledger_domain::fingerprint::GpuUuid;
+use chipledger_domain::fleet::{self, Candidate, Resolution};
 use chipledger_domain::keys::VerifierKey;
+use chipledger_domain::located::LoggedProof;
+use chipledger_domain::log::EnrolledSite;
 use chipledger_domain::merkle::{leaf_hash, verify_inclusion, Hash};
 use chipledger_domain::note::open_checkpoint;
-use chipledger_domain::records::{Record, RecordKind};
+use chipledger_domain::records::{Acquisition, GpuAttestation, Record, RecordKind};
+use chipledger_domain::trail::Trail;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
@@ -121,6 +126,32 @@ impl Ledger {
     }
 }
 
+impl Ledger {
+    /// A bundle of exactly the entries at `indexes`, each with its inclusion proof against the
+    /// checkpoint of `size` (with the witnesses' cosignatures kept for it), described as
+    /// `selection`. Key records are not added: the caller names the ones it needs.
+    pub fn export_indexes(&self, indexes: &BTreeSet<u64>, size: u64, selection: &str) -> Result<Bundle, Error> {
+        let checkpoint = self.cosigned_checkpoint_at(size)?;
+        let mut entries = Vec::with_capacity(indexes.len());
+        for &index in indexes {
+            if index >= size {
+                return Err(Error::NoSuchEntry { index, size });
+            }
+            let envelope = String::from_utf8(self.envelope(index)?)
+                .map_err(|_| Error::Corrupt(format!("entry {index} is not UTF-8 JSON")))?;
+            entries.push(BundleEntry { index, envelope, inclusion_proof: self.inclusion_proof(index, size)? });
+        }
+        Ok(Bundle {
+            format: BUNDLE_FORMAT.into(),
+            origin: self.origin().to_string(),
+            log_verifier_key: self.verifier_key().to_string(),
+            checkpoint,
+            selection: selection.to_string(),
+            entries,
+        })
+    }
+}
+
 fn describe(sel: &Selection) -> String {
     let mut parts = Vec::new();
     if let Some(g) = &sel.gpu {
@@ -146,11 +177,32 @@ fn describe(sel: &Selection) -> String {
 /// the bundle names), every entry's inclusion, and every record's signature and authorisation
 /// by the key records in the bundle.
 pub fn verify_bundle(bytes: &[u8], pinned: Option<&VerifierKey>) -> Result<BundleReport, Error> {
-    let bad = |what: String| Error::Corrupt(format!("bundle: {what}"));
     if bytes.len() > MAX_BUNDLE_BYTES {
-        return Err(bad(format!("{} bytes is over the {MAX_BUNDLE_BYTES}-byte limit", bytes.len())));
+        return Err(Error::Bundle(format!("{} bytes is over the {MAX_BUNDLE_BYTES}-byte limit", bytes.len())));
     }
-    let b: Bundle = serde_json::from_slice(bytes).map_err(|e| bad(format!("not a bundle: {e}")))?;
+    let b: Bundle = serde_json::from_slice(bytes).map_err(|e| Error::Bundle(format!("not a bundle: {e}")))?;
+    Ok(replay(&b, pinned)?.report)
+}
+
+/// What replaying a verified bundle gives a reader: the report, and the bundle's records as
+/// `domain::fleet` and `domain::located` read them.
+pub(crate) struct Replayed {
+    pub report: BundleReport,
+    /// Each GPU as of its latest attestation in the bundle, its serial judged against the
+    /// bundle's acquisitions and resolutions (locations not yet judged).
+    pub candidates: Vec<Candidate>,
+    /// serial → its latest acquisition in the bundle and that acquisition's index.
+    pub acquisitions: BTreeMap<String, (u64, Acquisition)>,
+    pub proofs: Vec<LoggedProof>,
+    /// The keys enrolled with a site (landmarks', agents'), as the log's registry gives them.
+    pub sites: Vec<EnrolledSite>,
+    /// The indexes the bundle holds.
+    pub indexes: BTreeSet<u64>,
+}
+
+/// Verifies a parsed bundle ([`verify_bundle`]) and judges its GPUs from its records only.
+pub(crate) fn replay(b: &Bundle, pinned: Option<&VerifierKey>) -> Result<Replayed, Error> {
+    let bad = |what: String| Error::Bundle(what);
     if b.format != BUNDLE_FORMAT {
         return Err(bad(format!("format {:?} is not {BUNDLE_FORMAT}", b.format)));
     }
@@ -165,30 +217,34 @@ pub fn verify_bundle(bytes: &[u8], pinned: Option<&VerifierKey>) -> Result<Bundl
     let mut registry = Registry::new();
     let mut by_kind: BTreeMap<String, usize> = BTreeMap::new();
     let mut last: Option<u64> = None;
-    let catalog = chipledger_domain::catalog::Catalog::embedded()?;
+    let catalog = Catalog::embedded()?;
     // Each GPU's trail through the bundle's attestations, and those attestations by index. A
     // bundle cut for a host or a time range holds part of a GPU's history: its trail, and so
     // its history anomalies, are the bundle's (`BundleReport` says so).
-    let mut trails: BTreeMap<chipledger_domain::fingerprint::GpuUuid, chipledger_domain::trail::Trail> =
-        BTreeMap::new();
-    let mut attestations: BTreeMap<u64, chipledger_domain::records::GpuAttestation> = BTreeMap::new();
-    let mut acquisitions: BTreeMap<String, chipledger_domain::records::Acquisition> = BTreeMap::new();
+    let mut trails: BTreeMap<GpuUuid, Trail> = BTreeMap::new();
+    let mut attestations: BTreeMap<u64, GpuAttestation> = BTreeMap::new();
+    let mut acquisitions: BTreeMap<String, (u64, Acquisition)> = BTreeMap::new();
+    let mut resolutions: Vec<Resolution> = Vec::new();
+    let mut proofs: Vec<LoggedProof> = Vec::new();
+    let mut indexes = BTreeSet::new();
     for e in &b.entries {
         let at = |what: String| bad(format!("entry {}: {what}", e.index));
         if last.is_some_and(|l| e.index <= l) {
             return Err(at("entries are not in increasing index order".into()));
         }
         last = Some(e.index);
+        indexes.insert(e.index);
         let bytes = e.envelope.as_bytes();
-        verify_inclusion(e.index, size, &leaf_hash(bytes), &e.inclusion_proof, &cp.checkpoint.root)
+        let leaf = leaf_hash(bytes);
+        verify_inclusion(e.index, size, &leaf, &e.inclusion_proof, &cp.checkpoint.root)
             .map_err(|err| at(err.to_string()))?;
-        let p = record::parse(bytes, usize::MAX, false).map_err(|r| at(r.to_string()))?;
+        let p = record::parse(bytes, usize::MAX, true).map_err(|r| at(r.to_string()))?;
         let (public, _) = record::authorize(&p, &registry, e.index).map_err(|r| at(r.to_string()))?;
         public.verify(&p.message, &p.signature).map_err(|_| at("the signature does not verify".into()))?;
         record::apply(&p, &mut registry, e.index);
         *by_kind.entry(p.kind.slug().to_string()).or_default() += 1;
         match &p.record {
-            Some(chipledger_domain::records::Record::GpuAttestation(a)) => {
+            Some(Record::GpuAttestation(a)) => {
                 for g in &a.gpus {
                     trails.entry(g.uuid.clone()).or_default().fold(
                         e.index,
@@ -200,23 +256,31 @@ pub fn verify_bundle(bytes: &[u8], pinned: Option<&VerifierKey>) -> Result<Bundl
                 }
                 attestations.insert(e.index, a.clone());
             }
-            // An admin's settlement of a GPU's history (the log admits only admin ones).
-            _ if p.settles_history => {
-                if let Some(trail) =
-                    p.gpu_target.as_ref().and_then(|u| GpuUuid::parse(u).ok()).and_then(|u| trails.get_mut(&u))
-                {
-                    trail.settle();
+            // An admin's settlement of a GPU's history, or resolution of a shared serial (the
+            // log admits only admin ones, and so does `authorize` above).
+            Some(Record::Annotation(a)) => {
+                if p.settles_history {
+                    if let Some(trail) =
+                        p.gpu_target.as_ref().and_then(|u| GpuUuid::parse(u).ok()).and_then(|u| trails.get_mut(&u))
+                    {
+                        trail.settle();
+                    }
+                }
+                resolutions.extend(Resolution::of(e.index, a));
+            }
+            Some(Record::Acquisition(a)) => {
+                for s in &a.serials {
+                    acquisitions.insert(s.clone(), (e.index, a.clone()));
                 }
             }
-            Some(chipledger_domain::records::Record::Acquisition(a)) => {
-                for s in &a.serials {
-                    acquisitions.insert(s.clone(), a.clone());
-                }
+            Some(Record::LocationProof(l)) => {
+                let signer = p.key_id.clone();
+                proofs.push(LoggedProof { index: e.index, leaf_hash: leaf, signer, record: (**l).clone() });
             }
             _ => {}
         }
     }
-    let mut latest: BTreeMap<String, chipledger_domain::fleet::Candidate> = BTreeMap::new();
+    let mut latest: BTreeMap<String, Candidate> = BTreeMap::new();
     for (uuid, trail) in &trails {
         let Some((index, _)) = trail.latest else { continue };
         let Some((a, g)) =
@@ -224,27 +288,43 @@ pub fn verify_bundle(bytes: &[u8], pinned: Option<&VerifierKey>) -> Result<Bundl
         else {
             continue;
         };
-        latest.insert(
-            uuid.as_str().to_string(),
-            chipledger_domain::fleet::candidate(catalog, a, g, index, Some(trail), Some(&key)),
-        );
+        latest.insert(uuid.as_str().to_string(), fleet::candidate(catalog, a, g, index, Some(trail), Some(&key)));
     }
-    let mut candidates: Vec<&mut chipledger_domain::fleet::Candidate> = latest.values_mut().collect();
-    chipledger_domain::fleet::judge_serials(
+    let mut candidates: Vec<&mut Candidate> = latest.values_mut().collect();
+    fleet::judge_serials(
         catalog,
         &mut candidates,
-        &mut |serial| Ok(acquisitions.get(serial).cloned()),
-        // A bundle holds the records it was cut for; resolutions of shared serials are the log's.
-        &mut |_, _| Ok(None),
+        &mut |serial| Ok(acquisitions.get(serial).map(|(_, a)| a.clone())),
+        // Resolutions of shared serials the bundle holds; one outside it is not seen.
+        &mut |serial, uuids| Ok(fleet::resolved_owner(serial, uuids, &resolutions)),
     )?;
-    let gpus = chipledger_domain::fleet::rows(latest.values());
-    Ok(BundleReport {
-        gpus,
-        origin: b.origin,
+    // As `LogClient::sites` lists them: every agent and landmark key, with its site if any.
+    let mut sites = registry
+        .values()
+        .filter(|k| {
+            matches!(k.role, chipledger_domain::records::Role::Agent | chipledger_domain::records::Role::Landmark)
+        })
+        .filter_map(|k| {
+            Some(EnrolledSite {
+                key_id: k.key_id.clone(),
+                role: k.role,
+                host: k.host.clone()?,
+                site: k.site.clone(),
+                enrolled_at: k.enrolled_at,
+                revoked_at: k.revoked_at,
+            })
+        })
+        .collect::<Vec<_>>();
+    sites.sort_by_key(|s| s.enrolled_at);
+    let candidates: Vec<Candidate> = latest.into_values().collect();
+    let report = BundleReport {
+        gpus: fleet::rows(&candidates),
+        origin: b.origin.clone(),
         tree_size: size,
         root: cp.checkpoint.root,
         entries: b.entries.len(),
         by_kind,
         log_key_pinned: pinned.is_some(),
-    })
+    };
+    Ok(Replayed { report, candidates, acquisitions, proofs, sites, indexes })
 }

@@ -31,14 +31,28 @@ impl Ledger {
     /// The latest checkpoint with every cosignature kept for it appended (a valid signed note:
     /// readers that know the witnesses' keys check a quorum; others ignore the extra lines).
     pub fn cosigned_checkpoint(&self) -> Result<(u64, String), Error> {
+        self.cosigned(None)
+    }
+
+    /// The checkpoint signed at `size`, with every cosignature kept for it appended.
+    pub fn cosigned_checkpoint_at(&self, size: u64) -> Result<String, Error> {
+        Ok(self.cosigned(Some(size))?.1)
+    }
+
+    fn cosigned(&self, size: Option<u64>) -> Result<(u64, String), Error> {
         let conn = self.reader();
         let tx = conn.unchecked_transaction()?;
-        let (size, note): (i64, Vec<u8>) = tx
-            .query_row("SELECT size, note FROM checkpoints ORDER BY size DESC LIMIT 1", [], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
-            .optional()?
-            .ok_or_else(|| Error::Corrupt("the log has no checkpoint".into()))?;
+        let row = |r: &rusqlite::Row<'_>| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?));
+        let found = match size {
+            None => tx.query_row("SELECT size, note FROM checkpoints ORDER BY size DESC LIMIT 1", [], row),
+            Some(s) => tx.query_row("SELECT size, note FROM checkpoints WHERE size = ?1", [s as i64], row),
+        }
+        .optional()?;
+        let (size, note) = match (found, size) {
+            (Some(found), _) => found,
+            (None, None) => return Err(Error::Corrupt("the log has no checkpoint".into())),
+            (None, Some(s)) => return Err(Error::Corrupt(format!("no checkpoint was signed at size {s}"))),
+        };
         let mut note = String::from_utf8_lossy(&note).into_owned();
         let mut st = tx.prepare_cached("SELECT line FROM cosignatures WHERE size = ?1 ORDER BY witness")?;
         for line in st.query_map([size], |r| r.get::<_, String>(0))? {

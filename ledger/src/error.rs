@@ -34,6 +34,13 @@ pub enum Error {
     NoSuchToken { id: String },
     #[error("token {id} is already revoked")]
     TokenAlreadyRevoked { id: String },
+    /// An evidence bundle that does not verify (its checkpoint, an entry's inclusion, signature
+    /// or authorisation, or its form).
+    #[error("the evidence bundle does not verify: {0}")]
+    Bundle(String),
+    /// A diversion report that does not verify, or that this log could not write so that it would.
+    #[error("diversion report: {0}")]
+    Diversion(String),
     /// A key rotation asked for out of turn.
     #[error("log key rotation: {0}")]
     Rotation(String),

@@ -4,8 +4,8 @@
 //! (signature by an enrolled, unrevoked key of the right role, per-key counters, time window,
 //! idempotent duplicates), group commit with one signed C2SP checkpoint per committed batch in
 //! the same transaction, inclusion/consistency proofs and C2SP tiles in O(log n) reads, derived
-//! views (key registry, GPU inventory, per-GPU history, acquisitions, runs), a full [`audit`] and
-//! offline evidence bundles ([`bundle`]).
+//! views (key registry, GPU inventory, per-GPU history, acquisitions, runs), a full [`audit`],
+//! offline evidence bundles ([`bundle`]) and diversion reports built on them ([`diversion`]).
 //!
 //! It is the only crate that knows SQL. It never UPDATEs or DELETEs an entry or a checkpoint,
 //! and it does not interpret records beyond what validation and the views need.
@@ -16,6 +16,7 @@ pub mod audit;
 pub mod bundle;
 mod client;
 mod cosignatures;
+pub mod diversion;
 mod error;
 #[doc(hidden)]
 #[allow(clippy::expect_used, clippy::panic)] // a fuzz target's failures are panics, on purpose

@@ -141,7 +141,9 @@ pub enum BackendArg {
 
 #[derive(Debug, clap::Subcommand)]
 pub enum ReportCommand {
-    /// Check a provenance report offline: signatures, checkpoints, inclusion proofs, digests.
+    /// Check a provenance report, a serving receipt or a diversion report offline: signatures,
+    /// checkpoints, inclusion proofs, digests; a diversion report's events recomputed from its
+    /// own records.
     Verify {
         file: PathBuf,
         /// Pin the log's verifier key (otherwise the key named in the file is used).
@@ -161,6 +163,10 @@ pub enum ReportCommand {
         #[arg(long, value_name = "FILE")]
         request: Option<PathBuf>,
     },
+    /// Write a diversion report from the local ledger: GPUs whose location proofs put them
+    /// elsewhere than licensed, whose site operator is not the acquisition's end user, or whose
+    /// records signal tampering or spoofing, with an evidence bundle of the entries they rest on.
+    Diversion(super::diversion::Args),
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -505,16 +511,31 @@ pub(crate) fn read_node_key(path: &Path, name: Option<String>, state: PathBuf) -
     Ok(NodeKey { key, host, state })
 }
 
-pub fn report(cmd: ReportCommand) -> Result<()> {
+pub fn report(data_dir: Option<PathBuf>, cmd: ReportCommand) -> Result<()> {
     match cmd {
+        ReportCommand::Diversion(args) => super::diversion::write(data_dir, args),
         ReportCommand::Verify { file, log_key, model, witnesses, response, request } => {
             let key = log_key.as_deref().map(VerifierKey::parse).transpose().context("--log-key")?;
-            let text = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            // No report of any format is larger than a diversion report may be.
+            let text = super::note::read_bounded(&file, chipledger_ledger::diversion::MAX_REPORT_BYTES)?;
             #[derive(serde::Deserialize)]
             struct Format {
                 format: Option<String>,
             }
-            let format = serde_json::from_slice::<Format>(&text).ok().and_then(|f| f.format);
+            let format = match serde_json::from_slice::<Format>(&text) {
+                Ok(f) => f.format,
+                Err(e) => bail!(
+                    "{} is not a report: {e} (a run report, a serving receipt and a diversion report are each one \
+                     JSON object)",
+                    file.display()
+                ),
+            };
+            if format.as_deref() == Some(chipledger_ledger::diversion::DIVERSION_FORMAT) {
+                if model.is_some() || response.is_some() || request.is_some() {
+                    bail!("--model, --response and --request are for run reports and serving receipts; {} is a diversion report", file.display());
+                }
+                return super::diversion::verify(&file, &text, key.as_ref(), &witnesses);
+            }
             if format.as_deref() == Some(report::SERVING_RECEIPT_FORMAT) {
                 let Some(key) = key else {
                     bail!(
@@ -526,8 +547,8 @@ pub fn report(cmd: ReportCommand) -> Result<()> {
             }
             if format.is_none() {
                 bail!(
-                    "{} is neither a run report nor a serving receipt (it has no \"format\"); a receipt still pending \
-                     in its batch is fetched again once its batch is in the log",
+                    "{} is neither a run report, a serving receipt nor a diversion report (it has no \"format\"); a \
+                     receipt still pending in its batch is fetched again once its batch is in the log",
                     file.display()
                 );
             }

@@ -6,6 +6,7 @@ pub mod agent;
 pub mod catalog;
 pub mod classify;
 pub mod demo;
+pub mod diversion;
 pub mod evidence;
 pub mod fleet;
 pub mod gpu;

@@ -49,6 +49,10 @@ pub fn read_bounded(path: &std::path::Path, limit: usize) -> Result<Vec<u8>> {
         std::io::stdin().take(limit as u64 + 1).read_to_end(&mut buf)
     } else {
         let f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+        // A file that says it is too large is refused before a byte of it is read.
+        if f.metadata().is_ok_and(|m| m.is_file() && m.len() > limit as u64) {
+            anyhow::bail!("{} is larger than {limit} bytes", path.display());
+        }
         f.take(limit as u64 + 1).read_to_end(&mut buf)
     };
     read.with_context(|| format!("reading {}", path.display()))?;

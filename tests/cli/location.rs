@@ -14,7 +14,7 @@ use crate::spawn_listening;
 const SG_LANDMARK: &str = "1.2966,103.7764";
 const SG_SITE: &str = "1.3521,103.8198";
 
-fn dump() -> String {
+pub(crate) fn dump() -> String {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("agent/tests/data/nvidia-smi/h800-sxm5-80gb-liguodongiot-llm-action.txt")
         .display()
@@ -72,7 +72,7 @@ fn scene() -> (tempfile::TempDir, PathBuf, PathBuf) {
 }
 
 fn landmark(data: &Path, key: &Path, at: &str, connections: u32) -> (std::process::Child, String) {
-    landmark_with(data, key, at, connections, "0")
+    landmark_named(data, key, "sin-1", at, connections, "0")
 }
 
 /// `landmark serve` logging at most one proof per host every `min_interval` seconds.
@@ -83,13 +83,26 @@ fn landmark_with(
     connections: u32,
     min_interval: &str,
 ) -> (std::process::Child, String) {
+    landmark_named(data, key, "sin-1", at, connections, min_interval)
+}
+
+/// `landmark serve` as `name` at `at`, for `connections` connections, logging at most one proof
+/// per host every `min_interval` seconds: the child and its address.
+pub(crate) fn landmark_named(
+    data: &Path,
+    key: &Path,
+    name: &str,
+    at: &str,
+    connections: u32,
+    min_interval: &str,
+) -> (std::process::Child, String) {
     let args: Vec<String> = [
         "--data-dir",
         data.to_str().unwrap(),
         "landmark",
         "serve",
         "--name",
-        "sin-1",
+        name,
         "--at",
         at,
         "--key",
@@ -116,7 +129,7 @@ fn run_in(data: &Path, args: &[&str]) -> crate::Run {
 }
 
 /// `agent locate` against `addr`; its JSON rows.
-fn locate(data: &Path, addr: &str) -> (i32, serde_json::Value, String) {
+pub(crate) fn locate(data: &Path, addr: &str) -> (i32, serde_json::Value, String) {
     let r = run_in(
         data,
         &["agent", "locate", "--hostname", "hgx-sg", "--from-file", &dump(), "--landmark", addr, "--format", "json"],

@@ -6,6 +6,7 @@
 mod agent;
 mod architecture;
 mod catalog;
+mod diversion;
 mod docs;
 mod evidence;
 mod inference;

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a failure is the point
 
 mod catalog;
+mod diversion;
 mod dsse_records;
 mod evidence;
 mod fingerprint;
