@@ -186,6 +186,9 @@ fn the_demo_tells_the_whole_story_and_leaves_a_ledger_that_verifies() {
         "hgx-h800-02  ↔ sha-1: least round trip",
         "contradicts-declared (host-key)",
         "the declared site is 3,806 km from landmark sha-1",
+        "location-other-than-licensed hgx-h800-02",
+        "tampering-or-spoofing hgx-h800-02",
+        "events recomputed",
         "no host can hold DeepSeek-R1",
         "nor split across hosts: no split over 2 to 8 hosts",
         "placed on hgx-h100-01",
@@ -199,6 +202,8 @@ fn the_demo_tells_the_whole_story_and_leaves_a_ledger_that_verifies() {
     ok_in(&data, &["ledger", "verify"]);
     let run = std::fs::read_dir(data.join("runs")).unwrap().next().unwrap().unwrap().path();
     ok(&["report", "verify", run.to_str().unwrap()]);
+    let diversion = ok(&["report", "verify", data.join("diversion-report.json").to_str().unwrap()]);
+    assert!(diversion.stdout.contains("hgx-h800-02"), "{}", diversion.stdout);
     // The data directory works after the demo: the run it suggests needs no key set-up.
     let line = r.stdout.lines().find(|l| l.contains(" run --model ")).expect("the demo suggests a run");
     assert!(line.contains("--node-name node-01"), "{line}");

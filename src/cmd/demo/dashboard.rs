@@ -1,4 +1,4 @@
-//! Scene 8 (`--serve`): the dashboard on loopback, with an auditor's login token.
+//! Scene 9 (`--serve`): the dashboard on loopback, with an auditor's login token.
 
 use std::sync::Arc;
 

@@ -20,12 +20,13 @@ pub(super) struct Host {
 }
 
 /// A declared site, and how far (SIMULATED) the host's answers really travel to each landmark:
-/// the relay's one-way delay per landmark, in `location::LANDMARKS` order.
+/// the relay's one-way delay per landmark, in `location::LANDMARKS` order (`None`: its agent
+/// answers no landmark).
 pub(super) struct Place {
     pub at: &'static str,
     pub operator: &'static str,
     pub country: &'static str,
-    pub one_way_ms: [f64; 2],
+    pub one_way_ms: Option<[f64; 2]>,
 }
 
 const SHANGHAI_DC: &str = "31.1434,121.8052";
@@ -52,22 +53,21 @@ pub(super) fn hosts() -> Vec<Host> {
             // In Shanghai: 0.25 ms each way to the Shanghai landmark, 15 ms to Singapore's.
             site: Some(Place {
                 at: SHANGHAI_DC,
-                operator: "Example DC Shanghai",
+                operator: "Example AI Lab (simulated)",
                 country: "CN",
-                one_way_ms: [15.0, 0.25],
+                one_way_ms: Some([15.0, 0.25]),
             }),
         },
         Host {
             name: "hgx-h100-01",
             what: "H100 host (real nvidia-smi -q + nvlink -s dumps)",
             files: vec![("h100.txt", h100), ("h100-nvlink.txt", h100_links)],
-            // In Abu Dhabi, far from both landmarks: the proofs can only say "somewhere in a
-            // few thousand km".
+            // In Abu Dhabi, with no landmark near: its agent answers none, and it stays unproven.
             site: Some(Place {
                 at: "24.4539,54.3773",
-                operator: "Example DC Abu Dhabi",
+                operator: "Example AI Lab (simulated)",
                 country: "AE",
-                one_way_ms: [25.0, 27.0],
+                one_way_ms: None,
             }),
         },
         Host {
@@ -76,9 +76,9 @@ pub(super) fn hosts() -> Vec<Host> {
             files: vec![("h800.txt", H800_TXT.to_string())],
             site: Some(Place {
                 at: SHANGHAI_DC,
-                operator: "Example DC Shanghai",
+                operator: "Example AI Lab (simulated)",
                 country: "CN",
-                one_way_ms: [15.0, 0.25],
+                one_way_ms: Some([15.0, 0.25]),
             }),
         },
         Host {
@@ -90,7 +90,7 @@ pub(super) fn hosts() -> Vec<Host> {
                 at: "1.3521,103.8198",
                 operator: "Example DC Singapore",
                 country: "SG",
-                one_way_ms: [35.0, 1.5],
+                one_way_ms: Some([35.0, 1.5]),
             }),
         },
     ]

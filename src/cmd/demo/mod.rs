@@ -3,6 +3,7 @@
 //! is a function of its own; `run` tells them in order over one [`Story`].
 
 mod dashboard;
+mod diversion;
 mod evidence;
 mod hosts;
 mod inference;
@@ -63,6 +64,7 @@ pub fn run(data_dir: Option<PathBuf>, args: Args) -> Result<()> {
     inference::plan_r1(&story, &fleet)?;
     let run = inference::run_tiny(&story, &fleet, keys.node)?;
     verify::report_and_ledger(&story, &fleet, &run)?;
+    diversion::report(&story)?;
 
     println!();
     println!(
@@ -71,6 +73,11 @@ pub fn run(data_dir: Option<PathBuf>, args: Args) -> Result<()> {
         story.dir.display()
     );
     println!("  chipledger report verify {} --log-key {}", run.report_path.display(), story.info.log_verifier_key);
+    println!(
+        "  chipledger report verify {} --log-key {}   (the diversion report)",
+        story.dir.join("diversion-report.json").display(),
+        story.info.log_verifier_key
+    );
     println!(
         "  chipledger --data-dir {} run --model {} --policy inference/policies/demo.toml --node-name node-01 --prompt \"Hello\"",
         story.dir.display(),
