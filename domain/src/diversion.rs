@@ -75,10 +75,13 @@ impl Event {
     }
 
     /// `location-other-than-licensed GPU-… on HOST`, or with the signal for tampering.
+    /// `kind (signal) of UUID on host`, on one line (a host name from a hostile file may hold
+    /// control characters).
     pub fn name(&self) -> String {
+        let host = one_line(&self.host);
         match &self.signal {
-            Some(s) => format!("{} ({s}) of {} on {}", self.kind.label(), self.uuid, self.host),
-            None => format!("{} of {} on {}", self.kind.label(), self.uuid, self.host),
+            Some(s) => format!("{} ({}) of {} on {host}", self.kind.label(), one_line(s), self.uuid),
+            None => format!("{} of {} on {host}", self.kind.label(), self.uuid),
         }
     }
 }

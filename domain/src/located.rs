@@ -30,6 +30,9 @@ use crate::Error;
 /// landmarks hourly by default).
 pub const DEFAULT_MAX_AGE_SECS: u64 = 24 * 3600;
 
+/// The most landmarks whose proofs one host's judgement counts (the newest ones').
+pub const MAX_LANDMARKS: usize = 64;
+
 /// One location proof as the log holds it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct LoggedProof {
@@ -130,15 +133,14 @@ impl Locations {
         for list in by_host.values_mut() {
             list.sort_by_key(|p| p.index);
         }
-        Locations {
-            landmarks,
-            current,
-            proofs: by_host,
-            truncated: false,
-            overflowing: BTreeSet::new(),
-            now,
-            max_age_secs,
-        }
+        // As a reader of the log judges them: a host with a full read's worth of proofs is over
+        // the limit ([`Self::read`]).
+        let overflowing = by_host
+            .iter()
+            .filter(|(_, ps)| ps.len() as u64 >= crate::log::MAX_LOCATION_PROOFS)
+            .map(|(h, _)| h.clone())
+            .collect();
+        Locations { landmarks, current, proofs: by_host, truncated: false, overflowing, now, max_age_secs }
     }
 
     /// The host's declared site: its current agent key's.
@@ -170,26 +172,23 @@ impl Locations {
         }
         let mut kept: Vec<&LoggedProof> = newest.into_values().collect();
         kept.sort_by_key(|p| p.index);
+        // The newest proofs of at most MAX_LANDMARKS landmarks: the region's cost grows with the
+        // cube of their number.
+        let extra = kept.len().saturating_sub(MAX_LANDMARKS);
+        kept.drain(..extra);
         kept.into_iter()
     }
 
     /// Judges `host` against its declared site and the `allowed` countries.
     pub fn judge(&self, host: &str, allowed: &BTreeSet<Country>, index: &CountryIndex) -> Judgement {
-        if self.overflowing.contains(host) {
-            let mut j = judge(&JudgeInput { proofs: &[], now: 0, max_age_secs: 0, declared: None, allowed, index });
-            j.reason = format!(
-                "more than {} location proofs of this host in the window: far more than its agent answers; some may \
-                 have been pushed out of the read, so none is trusted",
-                crate::log::MAX_LOCATION_PROOFS
-            );
-            return j;
-        }
         let all = self.proofs.get(host).map_or(&[][..], Vec::as_slice);
         self.judge_with(host, all, allowed, index, self.now)
     }
 
     /// [`Self::judge`] on the proofs `all` of `host` (in log order) at `now`, with these sites:
-    /// for a reader that keeps the proofs itself (the dashboard).
+    /// for a reader that keeps the proofs itself (the dashboard). A host with a full read's
+    /// worth of proofs is `unproven`: its newest answers may have pushed a contradicting
+    /// landmark's proof out of the read.
     pub fn judge_with(
         &self,
         host: &str,
@@ -198,6 +197,15 @@ impl Locations {
         index: &CountryIndex,
         now: OffsetDateTime,
     ) -> Judgement {
+        if self.overflowing.contains(host) || all.len() as u64 >= crate::log::MAX_LOCATION_PROOFS {
+            let mut j = judge(&JudgeInput { proofs: &[], now: 0, max_age_secs: 0, declared: None, allowed, index });
+            j.reason = format!(
+                "{} or more location proofs of this host in the window: far more than its agent answers; some may \
+                 have been pushed out of a read, so none is trusted",
+                crate::log::MAX_LOCATION_PROOFS
+            );
+            return j;
+        }
         let proofs: Vec<Proof> = self.counted_of(host, all).map(LoggedProof::facts).collect();
         judge(&JudgeInput {
             proofs: &proofs,

@@ -35,6 +35,10 @@ use crate::{EntryFilter, Error, Ledger};
 pub const DIVERSION_FORMAT: &str = "chipledger-diversion-report/v1";
 /// The largest report [`verify_diversion_report`] reads: a bundle's limit.
 pub const MAX_REPORT_BYTES: usize = MAX_BUNDLE_BYTES;
+/// The shortest and longest proof age a report may judge under: a minute, and 30 days (a
+/// policy's longest `max_age`).
+pub const MIN_MAX_AGE_SECS: u64 = 60;
+pub const MAX_MAX_AGE_SECS: u64 = 30 * 86_400;
 
 /// A diversion report: what it claims, and the entries that show it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -245,7 +249,35 @@ pub fn check(report: &DiversionReport, pinned: Option<&VerifierKey>) -> Result<V
     if report.format != DIVERSION_FORMAT {
         return Err(bad(format!("format {:?} is not {DIVERSION_FORMAT}", report.format)));
     }
+    // The settings the events were judged under are the writer's word: bound them so that no
+    // choice of them makes a report's location events vanish.
+    if !(MIN_MAX_AGE_SECS..=MAX_MAX_AGE_SECS).contains(&report.max_age_secs) {
+        return Err(bad(format!(
+            "max_age_secs {} is outside {MIN_MAX_AGE_SECS}..={MAX_MAX_AGE_SECS}: a proof's age is judged in minutes to days",
+            report.max_age_secs
+        )));
+    }
+    if report.since.is_none() && report.since_index != 0 {
+        return Err(bad(format!("since_index is {} without a since time", report.since_index)));
+    }
     let replayed = bundle::replay(&report.bundle, pinned)?;
+    if report.since_index > replayed.report.tree_size {
+        return Err(bad(format!(
+            "since_index {} is beyond the checkpoint's {} entries",
+            report.since_index, replayed.report.tree_size
+        )));
+    }
+    // Judged no earlier than the newest proof it carries: an earlier time would set its proofs
+    // in the future, where none counts.
+    // (In whole seconds, as proofs are judged.)
+    if let Some(newest) = replayed.proofs.iter().map(|p| p.record.measured_at).max() {
+        if report.generated_at.unix_timestamp() < newest.unix_timestamp() {
+            return Err(bad(format!(
+                "generated_at {} is before the newest location proof it carries ({newest})",
+                report.generated_at
+            )));
+        }
+    }
     for e in &report.events {
         if let Some(i) = e.cites.iter().find(|i| !replayed.indexes.contains(i)) {
             return Err(bad(format!("event {} cites entry {i}, which its bundle does not hold", e.name())));

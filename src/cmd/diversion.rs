@@ -37,14 +37,21 @@ pub fn write(data_dir: Option<PathBuf>, args: Args) -> Result<()> {
     let max_age = chipledger_agent::config::parse_duration(&args.max_age)
         .map_err(|e| anyhow::anyhow!("--max-age: {e}"))?
         .as_secs();
-    if max_age == 0 {
-        bail!("--max-age must be at least 1s: a proof measured at no age counts for no one");
+    use chipledger_ledger::diversion::{MAX_MAX_AGE_SECS, MAX_REPORT_BYTES, MIN_MAX_AGE_SECS};
+    if !(MIN_MAX_AGE_SECS..=MAX_MAX_AGE_SECS).contains(&max_age) {
+        bail!("--max-age must be between 1m and 30d");
     }
     let ledger = datadir::open(data_dir)?;
     let report = ledger
         .diversion_report(&DiversionOptions { now: ledger.now(), since, max_age_secs: max_age })
         .context("writing the diversion report")?;
     let bytes = serde_json::to_vec_pretty(&report)?;
+    if bytes.len() > MAX_REPORT_BYTES {
+        bail!(
+            "the report would be {} bytes, over the {MAX_REPORT_BYTES} a verifier reads: narrow it with --since",
+            bytes.len()
+        );
+    }
     std::fs::write(&args.out, &bytes).with_context(|| format!("writing {}", args.out.display()))?;
     let gpus: std::collections::BTreeSet<&str> = report.events.iter().map(|e| e.uuid.as_str()).collect();
     println!(
@@ -76,10 +83,13 @@ pub fn verify(
         println!("witnessed by {} of {} required: {}", cosigned.len(), policy.quorum, names.join(", "));
     }
     println!(
-        "valid: diversion report of {:?} generated {}: {} event(s), each recomputed from the report's {} entries \
-         ({} GPU(s)), included in its checkpoint of size {} (root {})",
+        "valid: diversion report of {:?} generated {} (proofs counted up to {} s old; events from entry {} on): {} \
+         event(s), each as the report's own {} entries give it ({} GPU(s)), included in its checkpoint of size {} \
+         (root {}); entries the file leaves out are not seen",
         v.origin,
         chipledger_domain::fleet::rfc3339(v.generated_at),
+        v.max_age_secs,
+        v.since_index,
         v.events.len(),
         v.entries,
         v.gpus,

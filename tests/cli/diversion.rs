@@ -222,6 +222,16 @@ fn an_edited_diversion_report_fails_and_names_what_changed() {
     // A later reader's clock: the proof would be stale, and the event would not follow.
     let later = |r: &mut Value| r["generated_at"] = "2099-01-01T00:00:00Z".into();
     edited_fails(dir, &report, &vkey, later, "which its records do not give");
+    // Settings under which no proof would count, or no event would be listed.
+    edited_fails(dir, &report, &vkey, |r| r["max_age_secs"] = 1.into(), "max_age_secs 1 is outside");
+    edited_fails(dir, &report, &vkey, |r| r["since_index"] = 3.into(), "since_index is 3 without a since time");
+    let beyond = |r: &mut Value| {
+        r["since"] = "2026-01-01T00:00:00Z".into();
+        r["since_index"] = 1_000_000.into();
+    };
+    edited_fails(dir, &report, &vkey, beyond, "since_index 1000000 is beyond the checkpoint");
+    let earlier = |r: &mut Value| r["generated_at"] = "2000-01-01T00:00:00Z".into();
+    edited_fails(dir, &report, &vkey, earlier, "is before the newest location proof it carries");
     // Not a report's shape.
     edited_fails(dir, &report, &vkey, |r| r["events"] = "none".into(), "not a diversion report");
     // Cut short.
@@ -246,7 +256,8 @@ fn since_keeps_the_events_whose_newest_entry_was_appended_at_or_after_it() {
     let v = ok(&["report", "verify", path.to_str().unwrap(), "--log-key", &vkey]);
     assert!(v.stdout.contains(": 0 event(s)"), "{}", v.stdout);
     fails_in(&data, &["report", "diversion", "--since", "yesterday", "--out", "x.json"], "RFC 3339");
-    fails_in(&data, &["report", "diversion", "--max-age", "0s", "--out", "x.json"], "at least 1s");
+    fails_in(&data, &["report", "diversion", "--max-age", "0s", "--out", "x.json"], "between 1m and 30d");
+    fails_in(&data, &["report", "diversion", "--max-age", "31d", "--out", "x.json"], "between 1m and 30d");
 }
 
 /// A report carries what its GPUs are judged by beyond the entries its events cite: another

@@ -16,7 +16,11 @@ use chipledger_domain::fleet::location_label;
 use chipledger_domain::identify::Severity;
 use chipledger_domain::located::{self, Locations, LoggedProof, DEFAULT_MAX_AGE_SECS};
 use chipledger_domain::location::{bound_km, Coord, CountryIndex, Judgement, LocationVerdict};
-use chipledger_domain::log::{EnrolledSite, EntrySummary, LogClient, MAX_LOCATION_PROOFS};
+use chipledger_domain::log::{EnrolledSite, EntrySummary, LogClient};
+
+/// The most proofs the dashboard keeps (newest first), without their rounds: a few hundred
+/// bytes each. Beyond it, a warning in the server's log: the oldest in the window are not seen.
+const KEPT: u64 = 200_000;
 use chipledger_domain::records::{Record, RecordKind, Role};
 use chipledger_ledger::{EntryFilter, Ledger};
 use time::OffsetDateTime;
@@ -28,12 +32,12 @@ use crate::views::{self, FleetRow, FleetSnapshot};
 /// The location facts as of one checkpoint: the sites, and the proofs appended at or after
 /// `since`, decoded once.
 ///
-/// `Locations::read` takes the newest [`MAX_LOCATION_PROOFS`] proofs appended at or after
-/// `now − max age` (the ledger's `since`: an entry's append time is its first checkpoint's).
-/// Those are the newest of the proofs kept here, so a later request filters what is kept by
-/// append time and takes the newest as many: the same proofs, in the same order, without
-/// reading or decoding them again. Append times grow with the index (checkpoints are signed in
-/// order), so each host's proofs in a window are a suffix of its list.
+/// Every proof appended at or after `now − max age` (the ledger's `since`: an entry's append time
+/// is its first checkpoint's) is kept, up to [`KEPT`] — what `fleet::locate` reads, per host
+/// when one read is full — without its rounds (judging reads none): a later request filters
+/// what is kept by append time, without reading or decoding them again. Append times grow with
+/// the index (checkpoints are signed in order), so each host's proofs in a window are a suffix
+/// of its list.
 #[derive(Debug)]
 pub(crate) struct LocationFacts {
     size: u64,
@@ -123,7 +127,7 @@ impl LocationFacts {
         let filter = EntryFilter {
             kind: Some(RecordKind::LocationProof),
             since: Some(at_unix(since)),
-            last: Some(MAX_LOCATION_PROOFS),
+            last: Some(KEPT),
             ..EntryFilter::default()
         };
         let entries = ledger.entries(&filter).map_err(ledger_error)?;
@@ -152,7 +156,7 @@ impl LocationFacts {
         };
         let enrollments = new(RecordKind::KeyEnrollment, None)?;
         let revocations = new(RecordKind::KeyRevocation, None)?;
-        let proofs = new(RecordKind::LocationProof, Some(MAX_LOCATION_PROOFS))?;
+        let proofs = new(RecordKind::LocationProof, Some(KEPT))?;
         let mut enrolled = self.enrolled.clone();
         // What the ledger's registry makes of them (`LogClient::sites`): a key enrolled for a
         // host at a site, until its revocation.
@@ -216,15 +220,24 @@ impl LocationFacts {
             let appended = e.appended_at.unix_timestamp();
             let h = self.by_host.entry(p.subject.host.clone()).or_default();
             h.at.push((e.index, appended));
-            h.logged.push(LoggedProof { index: e.index, leaf_hash: e.leaf_hash, signer: e.key_id.clone(), record: *p });
+            let mut record = *p;
+            // Judging reads the least round trip, not the rounds.
+            record.rounds = Vec::new();
+            h.logged.push(LoggedProof { index: e.index, leaf_hash: e.leaf_hash, signer: e.key_id.clone(), record });
             self.order.push((e.index, appended));
         }
         Ok(())
     }
 
-    /// Keeps the newest [`MAX_LOCATION_PROOFS`].
+    /// Keeps the newest [`KEPT`].
     fn trim(&mut self) {
-        let over = self.order.len().checked_sub(MAX_LOCATION_PROOFS as usize);
+        let over = self.order.len().checked_sub(KEPT as usize);
+        if over.is_some_and(|n| n > 0) {
+            tracing::warn!(
+                kept = KEPT,
+                "more location proofs in the window than the dashboard keeps; the oldest are not seen"
+            );
+        }
         let Some(&(cutoff, _)) = over.and_then(|n| self.order.get(n)) else { return };
         self.order.retain(|(i, _)| *i >= cutoff);
         for h in self.by_host.values_mut() {
@@ -236,12 +249,12 @@ impl LocationFacts {
     }
 
     /// `host`'s proofs in the window that ends at `now`, as `Locations::read` gives them:
-    /// appended at or after `now − max age`, among the newest [`MAX_LOCATION_PROOFS`] such.
+    /// appended at or after `now − max age`, among the newest [`KEPT`] such.
     fn window(&self, host: &str, now: OffsetDateTime) -> (&[(u64, i64)], &[LoggedProof]) {
         let Some(h) = self.by_host.get(host) else { return (&[], &[]) };
         let since = window_start(now);
         let first = self.order.partition_point(|(_, appended)| *appended < since);
-        let first = first.max(self.order.len().saturating_sub(MAX_LOCATION_PROOFS as usize));
+        let first = first.max(self.order.len().saturating_sub(KEPT as usize));
         let cutoff = self.order.get(first).map_or(u64::MAX, |(i, _)| *i);
         let start = h.at.partition_point(|(i, appended)| *i < cutoff || *appended < since);
         (&h.at[start..], &h.logged[start..])
@@ -361,8 +374,8 @@ pub(crate) struct ProofRow {
     pub bound_km: String,
     pub method: &'static str,
     pub measured_at: String,
-    /// Measured in the window at a place on Earth: the judgement used it.
-    pub counted: bool,
+    /// Why the judgement did not use it; empty when it did.
+    pub not_counted: String,
 }
 
 /// `row` (a GPU on `row.host`, licensed to `licensed`) with its location judged at `now`, and
@@ -382,10 +395,29 @@ pub(crate) fn gpu_location(
     // The proofs the judgement can use: the host's current key's, to live landmarks, the newest
     // of each landmark.
     let usable: BTreeSet<u64> = facts.sites.counted_of(&row.host, logged).map(|p| p.index).collect();
+    let current = facts.sites.current.get(&row.host).map(|k| k.key_id.as_str());
+    let live = |signer: &str| facts.sites.landmarks.iter().any(|l| l.key_id == signer && l.revoked_at.is_none());
+    // Why a proof does not count, in the order the judgement decides it.
+    let why_not = |l: &LoggedProof, p: &chipledger_domain::location::Proof| -> String {
+        if current != Some(l.record.subject.key_id.as_str()) {
+            "answered by another key than the host's current agent key".into()
+        } else if !live(&l.signer) {
+            "its landmark's key is revoked".into()
+        } else if !usable.contains(&l.index) {
+            "a newer proof from this landmark replaced it".into()
+        } else if !(earliest..=i128::from(now_unix)).contains(&i128::from(p.at)) {
+            format!("measured outside the last {} h", DEFAULT_MAX_AGE_SECS / 3600)
+        } else if !p.landmark_site.is_valid() {
+            "its landmark's site is not a place on Earth".into()
+        } else {
+            String::new()
+        }
+    };
     let rows = at
         .iter()
-        .zip(logged.iter().map(|l| located::facts(&l.record)))
-        .map(|(&(index, _), p)| ProofRow {
+        .zip(logged.iter().map(|l| (l, located::facts(&l.record))))
+        .map(|(&(index, _), (l, p))| ProofRow {
+            not_counted: why_not(l, &p),
             index,
             landmark: p.landmark.clone(),
             site: p.landmark_site.to_string(),
@@ -397,10 +429,6 @@ pub(crate) fn gpu_location(
             bound_km: format!("{:.0}", bound_km(p.rtt_ns, p.floor_ns)),
             method: p.method.label(),
             measured_at: OffsetDateTime::from_unix_timestamp(p.at).map(views::rfc3339).unwrap_or_default(),
-            // `judge`'s own rule: usable, measured within the window, at a place on Earth.
-            counted: usable.contains(&index)
-                && (earliest..=i128::from(now_unix)).contains(&i128::from(p.at))
-                && p.landmark_site.is_valid(),
         })
         .collect();
     let declared = facts.sites.declared(&row.host);

@@ -200,3 +200,28 @@ fn only_the_current_keys_answers_to_live_landmarks_count_and_of_each_landmark_th
     let moved = proof(30, "lm-sh", SHANGHAI, "hgx-planted", SINGAPORE, 0.5);
     assert_eq!(verdict(sites(), vec![planted(), moved]), LocationVerdict::PossiblyOutside);
 }
+
+#[test]
+fn a_host_counts_at_most_64_landmarks_and_one_with_a_full_reads_worth_of_proofs_is_unproven() {
+    use chipledger_domain::located::MAX_LANDMARKS;
+    use chipledger_domain::log::MAX_LOCATION_PROOFS;
+    let mut all = sites();
+    let mut proofs = Vec::new();
+    for i in 0..70u64 {
+        let name = format!("lm-{i}");
+        all.push(site(Role::Landmark, &name, SINGAPORE, 100 + i, None));
+        proofs.push(proof(1_000 + i, &name, SINGAPORE, "hgx-honest", SINGAPORE, 0.3));
+    }
+    let locations = Locations::from_parts(all.clone(), proofs, NOW, 86_400);
+    let counted: Vec<u64> = locations.counted("hgx-honest").map(|p| p.index).collect();
+    assert_eq!(counted.len(), MAX_LANDMARKS);
+    assert_eq!(counted.first(), Some(&1_006), "the newest 64 landmarks' proofs");
+
+    let flood: Vec<LoggedProof> =
+        (0..MAX_LOCATION_PROOFS).map(|i| proof(10_000 + i, "lm-sh", SHANGHAI, "hgx-planted", SHANGHAI, 3.0)).collect();
+    let locations = Locations::from_parts(all, flood, NOW, 86_400);
+    let gpus = judged(&locations, vec![gpu("hgx-planted", 2, Some("SG"))]);
+    let j = gpus[0].location.as_ref().unwrap();
+    assert_eq!(j.verdict, LocationVerdict::Unproven);
+    assert!(j.reason.contains("none is trusted"), "{}", j.reason);
+}
