@@ -377,6 +377,17 @@ pub struct Site {
     /// The country it is in, as declared.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub country: Option<Country>,
+    /// A landmark's answer-processing floor the admin has verified, in nanoseconds: the most its
+    /// proofs may subtract from a round trip (0: none, the larger, conservative disk).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub floor_ns: u64,
+}
+
+/// The largest answer-processing floor an enrollment may approve: 1 ms.
+pub const MAX_FLOOR_NS: u64 = 1_000_000;
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl Predicate for KeyEnrollment {
@@ -403,6 +414,14 @@ impl Predicate for KeyEnrollment {
             }
             if !site.at.lat.is_finite() || !site.at.lon.is_finite() {
                 return Err("a site's coordinates must be finite".into());
+            }
+            // A floor is a landmark's, and at most a millisecond (150 km of radius): answers
+            // are signed in tens of microseconds.
+            if site.floor_ns > 0 && self.role != Role::Landmark {
+                return Err("only a landmark's site has an approved floor".into());
+            }
+            if site.floor_ns > MAX_FLOOR_NS {
+                return Err(format!("an approved floor is at most {MAX_FLOOR_NS} ns"));
             }
         }
         Ok(())

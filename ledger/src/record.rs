@@ -444,6 +444,14 @@ fn check_location_proof(
         }
         None => return bad("the landmark's key was enrolled without a site".into()),
     }
+    // Only a floor an admin approved at enrollment is subtracted.
+    let approved = landmark.site.as_ref().map_or(0, |s| s.floor_ns);
+    if l.floor_ns > approved {
+        return bad(format!(
+            "the proof subtracts a floor of {} ns; the landmark's enrollment approves {approved} ns",
+            l.floor_ns
+        ));
+    }
     let Some(agent) = registry.get(l.subject.key_id.as_str()) else {
         return bad(format!("the answering key {} is not enrolled", l.subject.key_id));
     };

@@ -47,6 +47,10 @@ pub enum Command {
         /// The site's country (ISO 3166-1 alpha-2), as declared.
         #[arg(long, requires = "site", value_parser = parse_country)]
         country: Option<chipledger_domain::country::Country>,
+        /// For a landmark: the answer-processing time (ns) its operator measured and you have
+        /// verified; its proofs may subtract at most this from a round trip (default 0).
+        #[arg(long, requires = "site", default_value_t = 0)]
+        floor_ns: u64,
         /// The admin private key (default: the data directory's admin-key.pem).
         #[arg(long)]
         admin_key: Option<PathBuf>,
@@ -93,9 +97,12 @@ pub fn run(data_dir: Option<PathBuf>, cmd: Command) -> Result<()> {
             eprintln!("private key written to {} (mode 0600); key id {}", out.display(), key.key_id());
             Ok(())
         }
-        Command::Enroll { role, name, key, valid_days, site, operator, country, admin_key } => {
+        Command::Enroll { role, name, key, valid_days, site, operator, country, floor_ns, admin_key } => {
+            if floor_ns > 0 && role != Role::Landmark {
+                bail!("--floor-ns is a landmark's: the most its proofs may subtract from a round trip");
+            }
             let site = match (site, operator) {
-                (Some(at), Some(operator)) => Some(Site { at, operator, country }),
+                (Some(at), Some(operator)) => Some(Site { at, operator, country, floor_ns }),
                 _ if role == Role::Landmark => {
                     bail!("a landmark is enrolled with its surveyed site: --site LAT,LON --operator WHO")
                 }

@@ -391,3 +391,77 @@ fn the_daemon_refuses_a_bad_landmark_list_or_interval_before_starting() {
     let r = run(&args);
     assert!(r.code != 0 && r.stderr.contains("at most 16"), "{}", r.stderr);
 }
+
+#[test]
+fn a_landmark_subtracts_only_the_floor_its_enrollment_approves() {
+    let (tmp, data, _) = scene();
+    let key = tmp.path().join("sin-2.pem");
+    let lm = ok_in(&data, &["keys", "generate", "--name", "sin-2", "--out", key.to_str().unwrap()]);
+    let enroll = |role: &str, floor: &str| {
+        run_in(
+            &data,
+            &[
+                "keys",
+                "enroll",
+                "--role",
+                role,
+                "--name",
+                "sin-2",
+                "--key",
+                lm.stdout.trim(),
+                "--site",
+                SG_LANDMARK,
+                "--operator",
+                "Landmark Org",
+                "--floor-ns",
+                floor,
+            ],
+        )
+    };
+    let agent = enroll("agent", "5000");
+    assert!(agent.code != 0 && agent.stderr.contains("--floor-ns is a landmark's"), "{}", agent.stderr);
+    let too_big = enroll("landmark", "2000000");
+    assert!(too_big.code != 0 && too_big.stderr.contains("at most 1000000 ns"), "{}", too_big.stderr);
+    assert_eq!(enroll("landmark", "5000").code, 0);
+    let serve = |floor: &str| {
+        let args: Vec<String> = [
+            "--data-dir",
+            data.to_str().unwrap(),
+            "landmark",
+            "serve",
+            "--name",
+            "sin-2",
+            "--at",
+            SG_LANDMARK,
+            "--key",
+            key.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--max-connections",
+            "1",
+            "--min-interval-secs",
+            "0",
+            "--floor-ns",
+            floor,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        spawn_listening(&args)
+    };
+    // More than approved: the log refuses the proof.
+    let (mut server, addr) = serve("10000");
+    let (code, rows, _) = locate(&data, &addr);
+    assert_ne!(code, 0);
+    assert!(rows[0]["error"].as_str().unwrap_or_default().contains("approves 5000 ns"), "{rows}");
+    server.wait().unwrap();
+    // The approved floor: logged, and the bound is drawn from the round trip less it.
+    let (mut server, addr) = serve("5000");
+    let (code, rows, stderr) = locate(&data, &addr);
+    assert_eq!(code, 0, "{stderr}\n{rows}");
+    server.wait().unwrap();
+    let rtt = rows[0]["min_rtt_ns"].as_u64().unwrap();
+    let bound = rows[0]["bound_km"].as_f64().unwrap();
+    let expected = 299.792458 * (rtt - 5000) as f64 / 1e6 / 2.0;
+    assert!((bound - expected).abs() < 1e-6, "{bound} km for {rtt} ns less 5000 ns");
+}

@@ -201,7 +201,7 @@ fn landmark_enrollment(admin: &SigningKey, counter: u64, key: &SigningKey, name:
         host: Some(name.to_string()),
         valid_from: now - time::Duration::days(1),
         valid_until: None,
-        site: Some(Site { at: Coord::parse(site).unwrap(), operator: "bench".into(), country: None }),
+        site: Some(Site { at: Coord::parse(site).unwrap(), operator: "bench".into(), country: None, floor_ns: 0 }),
     };
     sign_record(&e, admin).unwrap().to_json()
 }

@@ -52,7 +52,7 @@ fn site(role: Role, host: &str, coords: &str, operator: &str, enrolled_at: u64) 
         key_id: format!("{enrolled_at:064x}"),
         role,
         host: host.into(),
-        site: Some(Site { at: at(coords), operator: operator.into(), country: None }),
+        site: Some(Site { at: at(coords), operator: operator.into(), country: None, floor_ns: 0 }),
         enrolled_at,
         revoked_at: None,
     }

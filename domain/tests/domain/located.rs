@@ -31,7 +31,7 @@ fn site(role: Role, host: &str, place: &str, enrolled_at: u64, revoked_at: Optio
         key_id: format!("key-{host}"),
         role,
         host: host.to_string(),
-        site: Some(Site { at: at(place), operator: format!("{host} operator"), country: None }),
+        site: Some(Site { at: at(place), operator: format!("{host} operator"), country: None, floor_ns: 0 }),
         enrolled_at,
         revoked_at,
     }

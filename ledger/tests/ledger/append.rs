@@ -563,7 +563,12 @@ fn landmark_and_proof(f: &mut Fixture, agent: &SigningKey, host: &str, counter: 
         host: Some("sin-1".into()),
         valid_from: NOW - time::Duration::days(10),
         valid_until: None,
-        site: Some(chipledger_domain::records::Site { at, operator: "Landmark Org".into(), country: None }),
+        site: Some(chipledger_domain::records::Site {
+            at,
+            operator: "Landmark Org".into(),
+            country: None,
+            floor_ns: 0,
+        }),
     };
     f.ledger.append(&[sign_record(&e, &f.admin).unwrap().to_json()]).unwrap();
     let rounds = (0..3u8)

@@ -34,6 +34,7 @@ pub(super) fn enroll(story: &mut Story, hosts: &[Host]) -> Result<Keys> {
                 at: Coord::parse(p.at)?,
                 operator: p.operator.to_string(),
                 country: Some(Country::parse(p.country)?),
+                floor_ns: 0,
             }),
             None => None,
         };
@@ -45,7 +46,7 @@ pub(super) fn enroll(story: &mut Story, hosts: &[Host]) -> Result<Keys> {
     let mut landmarks = Vec::new();
     for (name, at, operator) in super::location::LANDMARKS {
         let key = SigningKey::generate(&mut rand_core::OsRng);
-        let site = Site { at: Coord::parse(at)?, operator: operator.to_string(), country: None };
+        let site = Site { at: Coord::parse(at)?, operator: operator.to_string(), country: None, floor_ns: 0 };
         enroll_one(story, &key, Role::Landmark, name, Some(site))?;
         landmarks.push(key);
     }

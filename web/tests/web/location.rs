@@ -48,6 +48,7 @@ fn enroll_at(w: &mut World, key: &SigningKey, role: Role, name: &str, site: Opti
             at: at(coord),
             operator: operator.into(),
             country: country.map(|c| Country::parse(c).unwrap()),
+            floor_ns: 0,
         }),
     };
     w.ledger.append(&[sign_record(&e, &w.admin).unwrap().to_json()]).unwrap();
