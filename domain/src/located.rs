@@ -162,11 +162,9 @@ impl Locations {
 
     /// Which of `all` (proofs of `host`, in log order) count, as [`Self::counted`] decides.
     pub fn counted_of<'a>(&'a self, host: &str, all: &'a [LoggedProof]) -> impl Iterator<Item = &'a LoggedProof> + 'a {
-        let current = self.current.get(host).map(|k| k.key_id.as_str());
-        let live_landmark = |signer: &str| self.landmarks.iter().any(|l| l.key_id == signer && l.revoked_at.is_none());
         let mut newest: BTreeMap<&str, &LoggedProof> = BTreeMap::new();
         for p in all {
-            if Some(p.record.subject.key_id.0.as_str()) == current && live_landmark(&p.signer) {
+            if self.is_current_answer(host, p) && self.is_live_landmark(&p.signer) {
                 newest.insert(p.record.landmark.as_str(), p);
             }
         }
@@ -177,6 +175,50 @@ impl Locations {
         let extra = kept.len().saturating_sub(MAX_LANDMARKS);
         kept.drain(..extra);
         kept.into_iter()
+    }
+
+    /// Whether `p` was answered by `host`'s current agent key.
+    fn is_current_answer(&self, host: &str, p: &LoggedProof) -> bool {
+        self.current.get(host).is_some_and(|k| k.key_id == p.record.subject.key_id.0)
+    }
+
+    /// Whether `signer` is an enrolled landmark key not revoked.
+    fn is_live_landmark(&self, signer: &str) -> bool {
+        self.landmarks.iter().any(|l| l.key_id == signer && l.revoked_at.is_none())
+    }
+
+    /// For each of `all` (proofs of `host`, in log order), why a judgement at `now` does not use
+    /// it, in the order the rules apply; `None` for a proof it uses.
+    pub fn not_counted(&self, host: &str, all: &[LoggedProof], now: OffsetDateTime) -> Vec<Option<String>> {
+        let used: BTreeSet<u64> = self.counted_of(host, all).map(|p| p.index).collect();
+        let newest_of_landmark: BTreeMap<&str, u64> = all
+            .iter()
+            .filter(|p| self.is_current_answer(host, p) && self.is_live_landmark(&p.signer))
+            .fold(BTreeMap::new(), |mut m, p| {
+                m.insert(p.record.landmark.as_str(), p.index);
+                m
+            });
+        all.iter()
+            .map(|p| {
+                let facts = p.facts();
+                let why = if !self.is_current_answer(host, p) {
+                    "answered by another key than the host's current agent key".to_string()
+                } else if !self.is_live_landmark(&p.signer) {
+                    "its landmark's key is revoked".to_string()
+                } else if newest_of_landmark.get(p.record.landmark.as_str()) != Some(&p.index) {
+                    "a newer proof from this landmark replaced it".to_string()
+                } else if !used.contains(&p.index) {
+                    format!("only the newest {MAX_LANDMARKS} landmarks' proofs count")
+                } else if !facts.is_fresh(now.unix_timestamp(), self.max_age_secs) {
+                    format!("measured outside the last {} h", self.max_age_secs / 3600)
+                } else if !facts.landmark_site.is_valid() {
+                    "its landmark's site is not a place on Earth".to_string()
+                } else {
+                    return None;
+                };
+                Some(why)
+            })
+            .collect()
     }
 
     /// Judges `host` against its declared site and the `allowed` countries.
@@ -198,13 +240,11 @@ impl Locations {
         now: OffsetDateTime,
     ) -> Judgement {
         if self.overflowing.contains(host) || all.len() as u64 >= crate::log::MAX_LOCATION_PROOFS {
-            let mut j = judge(&JudgeInput { proofs: &[], now: 0, max_age_secs: 0, declared: None, allowed, index });
-            j.reason = format!(
+            return Judgement::unproven(format!(
                 "{} or more location proofs of this host in the window: far more than its agent answers; some may \
                  have been pushed out of a read, so none is trusted",
                 crate::log::MAX_LOCATION_PROOFS
-            );
-            return j;
+            ));
         }
         let proofs: Vec<Proof> = self.counted_of(host, all).map(LoggedProof::facts).collect();
         judge(&JudgeInput {

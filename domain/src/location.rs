@@ -365,6 +365,13 @@ pub fn judge(input: &JudgeInput) -> Judgement {
     decide(LocationVerdict::PossiblyOutside, format!("{bounds}, which may reach {beyond} outside {what}"))
 }
 
+impl Judgement {
+    /// `unproven`, for `reason`: no proof counted.
+    pub fn unproven(reason: String) -> Judgement {
+        unproven(reason)
+    }
+}
+
 fn unproven(reason: String) -> Judgement {
     Judgement {
         verdict: LocationVerdict::Unproven,

@@ -63,8 +63,8 @@ pub fn plan_host(
 }
 
 /// Judges the fleet's locations; a failed read stops the plan only when the policy asks where
-/// GPUs are.
-fn locate(
+/// GPUs are (the node's plans and the scheduler hooks alike).
+pub fn locate(
     fleet: &mut Fleet,
     log: &dyn LogClient,
     host: Option<&str>,

@@ -92,14 +92,10 @@ pub fn run(data_dir: Option<PathBuf>, cmd: Command) -> Result<()> {
         Command::Labels(a) => {
             let (log, key, policy) = open(data_dir, &a.ledger)?;
             let mut fleet = fleet::load_host(log.as_ref(), &key, &a.host).context("reading the host's GPUs")?;
-            let (max_age, required) = (policy.location.max_age.as_secs(), policy.location.required());
             let now = OffsetDateTime::now_utc();
-            if let Some(reason) = fleet::locate_if(&mut fleet, log.as_ref(), Some(&a.host), now, max_age, required)
-                .context("reading the host's location proofs")?
-            {
-                tracing::warn!(%reason, "location proofs not read; the policy does not need them");
-            }
-            let standing = cluster::standing(&policy, &fleet, &a.host, OffsetDateTime::now_utc());
+            chipledger_inference::node::locate(&mut fleet, log.as_ref(), Some(&a.host), &policy, now)
+                .context("reading the host's location proofs")?;
+            let standing = cluster::standing(&policy, &fleet, &a.host, now);
             let text = cluster::nfd_features(&standing);
             match &a.out {
                 Some(path) => write_atomic(path, text.as_bytes()),
@@ -112,13 +108,9 @@ pub fn run(data_dir: Option<PathBuf>, cmd: Command) -> Result<()> {
         Command::Taints(a) => {
             let (log, key, policy) = open(data_dir, &a.ledger)?;
             let mut fleet = fleet::load(log.as_ref(), &key).context("reading the fleet")?;
-            let (max_age, required) = (policy.location.max_age.as_secs(), policy.location.required());
             let now = OffsetDateTime::now_utc();
-            if let Some(reason) = fleet::locate_if(&mut fleet, log.as_ref(), None, now, max_age, required)
-                .context("reading the location proofs")?
-            {
-                tracing::warn!(%reason, "location proofs not read; the policy does not need them");
-            }
+            chipledger_inference::node::locate(&mut fleet, log.as_ref(), None, &policy, now)
+                .context("reading the location proofs")?;
             let size = std::fs::metadata(&a.resource_slices)
                 .with_context(|| format!("reading {}", a.resource_slices.display()))?
                 .len();

@@ -132,13 +132,14 @@ impl Hooks {
         let (log, key) = self.open()?;
         let mut fleet =
             fleet::load_host(log.as_ref(), &key, host).context("reading the host's GPUs from the ledger")?;
-        let (max_age, required) = (self.policy.location.max_age.as_secs(), self.policy.location.required());
-        if let Some(reason) =
-            fleet::locate_if(&mut fleet, log.as_ref(), Some(host), OffsetDateTime::now_utc(), max_age, required)
-                .context("reading the host's location proofs")?
-        {
-            tracing::warn!(%reason, "location proofs not read; the policy does not need them");
-        }
+        chipledger_inference::node::locate(
+            &mut fleet,
+            log.as_ref(),
+            Some(host),
+            &self.policy,
+            OffsetDateTime::now_utc(),
+        )
+        .context("reading the host's location proofs")?;
         Ok((log, key, fleet))
     }
 
@@ -438,12 +439,8 @@ fn features(args: FeaturesArgs) -> Result<()> {
     let (log, key) = hooks.open()?;
     let mut fleet = fleet::load(log.as_ref(), &key).context("reading the fleet")?;
     let now = OffsetDateTime::now_utc();
-    let (max_age, required) = (hooks.policy.location.max_age.as_secs(), hooks.policy.location.required());
-    if let Some(reason) = fleet::locate_if(&mut fleet, log.as_ref(), None, now, max_age, required)
-        .context("reading the location proofs")?
-    {
-        tracing::warn!(%reason, "location proofs not read; the policy does not need them");
-    }
+    chipledger_inference::node::locate(&mut fleet, log.as_ref(), None, &hooks.policy, now)
+        .context("reading the location proofs")?;
     for n in wanted {
         let standing = cluster::standing(&hooks.policy, &fleet, hooks.host_of(&n.name), now);
         let ours = cluster::slurm_features(&standing);

@@ -390,34 +390,14 @@ pub(crate) fn gpu_location(
     let j = facts.judge(&row.host, licensed, now, index);
     let located = Judged::of(&j).apply(row);
     let (at, logged) = facts.window(&row.host, now);
-    let now_unix = now.unix_timestamp();
-    let earliest = i128::from(now_unix) - i128::from(DEFAULT_MAX_AGE_SECS);
-    // The proofs the judgement can use: the host's current key's, to live landmarks, the newest
-    // of each landmark.
-    let usable: BTreeSet<u64> = facts.sites.counted_of(&row.host, logged).map(|p| p.index).collect();
-    let current = facts.sites.current.get(&row.host).map(|k| k.key_id.as_str());
-    let live = |signer: &str| facts.sites.landmarks.iter().any(|l| l.key_id == signer && l.revoked_at.is_none());
-    // Why a proof does not count, in the order the judgement decides it.
-    let why_not = |l: &LoggedProof, p: &chipledger_domain::location::Proof| -> String {
-        if current != Some(l.record.subject.key_id.as_str()) {
-            "answered by another key than the host's current agent key".into()
-        } else if !live(&l.signer) {
-            "its landmark's key is revoked".into()
-        } else if !usable.contains(&l.index) {
-            "a newer proof from this landmark replaced it".into()
-        } else if !(earliest..=i128::from(now_unix)).contains(&i128::from(p.at)) {
-            format!("measured outside the last {} h", DEFAULT_MAX_AGE_SECS / 3600)
-        } else if !p.landmark_site.is_valid() {
-            "its landmark's site is not a place on Earth".into()
-        } else {
-            String::new()
-        }
-    };
+    // Why each proof does not count, by the judgement's own rules.
+    let not_counted = facts.sites.not_counted(&row.host, logged, now);
     let rows = at
         .iter()
-        .zip(logged.iter().map(|l| (l, located::facts(&l.record))))
-        .map(|(&(index, _), (l, p))| ProofRow {
-            not_counted: why_not(l, &p),
+        .zip(logged.iter().map(|l| located::facts(&l.record)))
+        .zip(not_counted)
+        .map(|((&(index, _), p), why)| ProofRow {
+            not_counted: why.unwrap_or_default(),
             index,
             landmark: p.landmark.clone(),
             site: p.landmark_site.to_string(),
