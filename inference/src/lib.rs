@@ -17,6 +17,7 @@
 mod error;
 
 pub mod cluster;
+pub mod engine;
 pub mod fleet;
 #[doc(hidden)]
 pub mod fuzzing;

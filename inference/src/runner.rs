@@ -20,6 +20,7 @@ use chipledger_domain::records::ModelFile;
 use sha2::{Digest, Sha256};
 use tokenizers::Tokenizer;
 
+use crate::engine;
 use crate::Error;
 
 /// candle 0.11's `quantized_llama` precomputes rotary tables for this many positions only.
@@ -27,9 +28,27 @@ pub const QUANTIZED_LLAMA_MAX_CONTEXT: usize = quantized_llama::MAX_SEQ_LEN;
 
 enum Weights {
     Qwen2(qwen2::ModelForCausalLM),
-    Llama { model: llama::Llama, config: llama::Config, cache: llama::Cache },
+    Llama {
+        model: llama::Llama,
+        config: llama::Config,
+        cache: llama::Cache,
+    },
     QuantizedQwen2(quantized_qwen2::ModelWeights),
     QuantizedLlama(quantized_llama::ModelWeights),
+    /// chipledger's own CPU engine ([`crate::engine`]).
+    Native(Box<engine::Engine>),
+}
+
+/// Which implementation runs a quantized GGUF model on the CPU.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Engine {
+    /// [`crate::engine`] where it computes every tensor of the file (`Q8_0`, `Q4_0`, `Q4_1`
+    /// matrices), candle's models otherwise.
+    #[default]
+    Native,
+    /// candle's `quantized_qwen2`/`quantized_llama`: the reference the native engine is tested
+    /// against.
+    Reference,
 }
 
 /// Where a model executes.
@@ -228,11 +247,21 @@ impl Model {
     /// Loads a model directory or a `.gguf` file onto `device`. `progress(done, total)` is called
     /// as weight files are read.
     pub fn load(path: &Path, backend: Backend, progress: &mut dyn FnMut(u64, u64)) -> Result<Model, Error> {
+        Model::load_with(path, backend, Engine::Native, progress)
+    }
+
+    /// [`Model::load`] with the choice of engine for quantized GGUF files on the CPU.
+    pub fn load_with(
+        path: &Path,
+        backend: Backend,
+        engine: Engine,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<Model, Error> {
         let device = backend.device()?;
         if path.is_dir() {
             Model::load_dir(path, &device, progress)
         } else {
-            Model::load_gguf(path, &device, progress)
+            Model::load_gguf(path, &device, engine, progress)
         }
     }
 
@@ -291,7 +320,12 @@ impl Model {
         Ok(Model::finish(name, arch, "safetensors", files, max_context, weights, tokenizer, eos_from_config, device))
     }
 
-    fn load_gguf(path: &Path, device: &Device, progress: &mut dyn FnMut(u64, u64)) -> Result<Model, Error> {
+    fn load_gguf(
+        path: &Path,
+        device: &Device,
+        engine: Engine,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<Model, Error> {
         let sha256 = file_digest(path)?;
         progress(1, 2);
         let mut file = std::fs::File::open(path).map_err(Error::io(path))?;
@@ -307,24 +341,43 @@ impl Model {
         let tokenizer = gguf_tokenizer(&content).map_err(|m| Error::Model { path: path.to_path_buf(), message: m })?;
         let eos: Vec<u32> = md.get("tokenizer.ggml.eos_token_id").and_then(|v| v.to_u32().ok()).into_iter().collect();
         let ctx = md.get(&format!("{arch}.context_length")).and_then(|v| v.to_u32().ok()).unwrap_or(4096) as usize;
-        let (weights, max_context) = match arch.as_str() {
-            "llama" => (
-                Weights::QuantizedLlama(
-                    quantized_llama::ModelWeights::from_gguf(content, &mut file, device).map_err(candle(path))?,
+        let native = if engine == Engine::Native && device.is_cpu() {
+            match engine::Engine::load(&content, &mut file, &arch, engine::Features::detect()) {
+                Ok(e) => Some(e),
+                Err(engine::LoadError::Unsupported(why)) => {
+                    tracing::info!(model = %path.display(), %why, "running on candle's reference models");
+                    None
+                }
+                Err(engine::LoadError::Invalid(message)) => {
+                    return Err(Error::Model { path: path.to_path_buf(), message })
+                }
+            }
+        } else {
+            None
+        };
+        let (weights, max_context) = if let Some(e) = native {
+            let max = e.max_context().min(ctx);
+            (Weights::Native(Box::new(e)), max)
+        } else {
+            match arch.as_str() {
+                "llama" => (
+                    Weights::QuantizedLlama(
+                        quantized_llama::ModelWeights::from_gguf(content, &mut file, device).map_err(candle(path))?,
+                    ),
+                    ctx.min(QUANTIZED_LLAMA_MAX_CONTEXT),
                 ),
-                ctx.min(QUANTIZED_LLAMA_MAX_CONTEXT),
-            ),
-            "qwen2" => (
-                Weights::QuantizedQwen2(
-                    quantized_qwen2::ModelWeights::from_gguf(content, &mut file, device).map_err(candle(path))?,
+                "qwen2" => (
+                    Weights::QuantizedQwen2(
+                        quantized_qwen2::ModelWeights::from_gguf(content, &mut file, device).map_err(candle(path))?,
+                    ),
+                    ctx,
                 ),
-                ctx,
-            ),
-            other => {
-                return Err(Error::Model {
-                    path: path.to_path_buf(),
-                    message: format!("GGUF architecture {other:?} is not supported (qwen2 or llama)"),
-                })
+                other => {
+                    return Err(Error::Model {
+                        path: path.to_path_buf(),
+                        message: format!("GGUF architecture {other:?} is not supported (qwen2 or llama)"),
+                    })
+                }
             }
         };
         progress(2, 2);
@@ -372,6 +425,14 @@ impl Model {
         }
     }
 
+    /// What computes this model: `native (avx512-vnni)`, `native (portable)` or `candle`.
+    pub fn engine(&self) -> String {
+        match &self.weights {
+            Weights::Native(e) => format!("native ({})", e.kernels()),
+            _ => "candle".into(),
+        }
+    }
+
     pub fn template(&self) -> ChatTemplate {
         self.template
     }
@@ -411,6 +472,7 @@ impl Model {
             }
             // The quantized models reset their cache when a sequence starts at position 0.
             Weights::QuantizedQwen2(_) | Weights::QuantizedLlama(_) => {}
+            Weights::Native(e) => e.reset(),
         }
         Ok(())
     }
@@ -421,12 +483,18 @@ impl Model {
 
     /// Logits of the last position after feeding `tokens` at position `pos` (KV cache on).
     pub fn forward(&mut self, tokens: &[u32], pos: usize) -> Result<Vec<f32>, Error> {
+        if let Weights::Native(e) = &mut self.weights {
+            return e.forward(tokens, pos).map_err(|message| Error::Model { path: PathBuf::from(&self.name), message });
+        }
         let input = Tensor::new(tokens, &self.device).and_then(|t| t.unsqueeze(0)).map_err(|e| self.err(e))?;
         let logits = match &mut self.weights {
             Weights::Qwen2(m) => m.forward(&input, pos),
             Weights::Llama { model, cache, .. } => model.forward(&input, pos, cache),
             Weights::QuantizedQwen2(m) => m.forward(&input, pos),
             Weights::QuantizedLlama(m) => m.forward(&input, pos),
+            Weights::Native(_) => {
+                return Err(self.err(candle_core::Error::Msg("native weights on candle's path".into())))
+            }
         }
         .map_err(|e| Error::Model { path: PathBuf::from(&self.name), message: e.to_string() })?;
         let logits = logits

@@ -1,0 +1,281 @@
+//! Block-quantized weights, repacked once at load for integer dot products, and activations
+//! quantized once per matrix product.
+//!
+//! GGML's `Q8_0`, `Q4_0` and `Q4_1` blocks (32 values, one f16 scale, `Q4_1` also an f16 minimum)
+//! are repacked in groups of four rows, block by block, so that one 512-bit register holds the
+//! same half-block of four rows and one AVX-512 VNNI instruction multiplies it by a token's
+//! half-block (broadcast four times): two instructions give four rows' dot products for a block,
+//! four lanes each, and one conversion, one multiply and one fused add scale them.
+//!
+//! - `Q8_0`: per group and block, 128 bytes: values 0–15 of rows 0–3, then values 16–31, each
+//!   stored as `q + 128` (unsigned; the product then carries `128 · Σx`, removed by starting
+//!   the sum at `−`[`Acts::corr`]).
+//! - `Q4_0`, `Q4_1`: per group and block, the four rows' 16 GGML bytes as they are (low nibbles
+//!   are values 0–15, high nibbles 16–31), 0–15 unsigned. `Q4_0` means `q − 8` (`8 · Σx` removed
+//!   the same way); `Q4_1` means `d·q + m` (the `m · d_x · Σx` term added from [`Acts::s4`]).
+//! - Scales (and `Q4_1` minimums) widened to f32, four per group and block. Rows past the end
+//!   of the matrix (the last group's padding) have scale 0.
+//!
+//! Activations are quantized exactly as GGML's (and candle's) `Q8_0`/`Q8_1` are: per block
+//! `d = max|x| / 127`, `q = round(x / d)`, the scale kept as f16 — so the integer sums are the
+//! reference's, and only the order of the float additions differs.
+
+use half::f16;
+
+/// Values per block.
+pub const BLOCK: usize = 32;
+/// Rows per group.
+pub const GROUP: usize = 4;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Q8_0,
+    Q4_0,
+    Q4_1,
+}
+
+impl Kind {
+    /// Bytes of one GGML block.
+    pub fn ggml_block_bytes(self) -> usize {
+        match self {
+            Kind::Q8_0 => 34,
+            Kind::Q4_0 => 18,
+            Kind::Q4_1 => 20,
+        }
+    }
+
+    /// Bytes of one repacked group-block (four rows' values of one block).
+    pub fn group_bytes(self) -> usize {
+        match self {
+            Kind::Q8_0 => GROUP * BLOCK,
+            Kind::Q4_0 | Kind::Q4_1 => GROUP * BLOCK / 2,
+        }
+    }
+
+    /// What one unsigned weight value stands for above its signed value: the integer product of
+    /// a block carries `offset · Σx`.
+    pub fn offset(self) -> i32 {
+        match self {
+            Kind::Q8_0 => 128,
+            Kind::Q4_0 => 8,
+            Kind::Q4_1 => 0,
+        }
+    }
+}
+
+/// A repacked weight matrix: `rows` output features × `cols` inputs.
+#[derive(Clone)]
+pub struct QMatrix {
+    pub kind: Kind,
+    pub rows: usize,
+    pub cols: usize,
+    /// Blocks per row.
+    pub blocks: usize,
+    /// Groups of four rows (the last padded).
+    pub groups: usize,
+    /// `groups × blocks × kind.group_bytes()`.
+    pub data: Vec<u8>,
+    /// Scales, `groups × blocks × 4`.
+    pub d: Vec<f32>,
+    /// `Q4_1` minimums, `groups × blocks × 4`; empty otherwise.
+    pub m: Vec<f32>,
+}
+
+impl std::fmt::Debug for QMatrix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QMatrix")
+            .field("kind", &self.kind)
+            .field("rows", &self.rows)
+            .field("cols", &self.cols)
+            .finish_non_exhaustive()
+    }
+}
+
+fn f16_at(bytes: &[u8], at: usize) -> f32 {
+    f16::from_le_bytes([bytes[at], bytes[at + 1]]).to_f32()
+}
+
+impl QMatrix {
+    /// Repacks GGML blocks (`rows × cols/32` of them, row-major) of `kind`.
+    pub fn repack(kind: Kind, rows: usize, cols: usize, ggml: &[u8]) -> Result<QMatrix, String> {
+        if cols == 0 || rows == 0 || !cols.is_multiple_of(BLOCK) {
+            return Err(format!("a {rows}×{cols} matrix: inputs must be a positive multiple of {BLOCK}"));
+        }
+        let blocks = cols / BLOCK;
+        let expected = rows
+            .checked_mul(blocks)
+            .and_then(|n| n.checked_mul(kind.ggml_block_bytes()))
+            .ok_or_else(|| format!("a {rows}×{cols} matrix is too large"))?;
+        if ggml.len() != expected {
+            return Err(format!("{kind:?} {rows}×{cols}: {} bytes, expected {expected}", ggml.len()));
+        }
+        let groups = rows.div_ceil(GROUP);
+        let gb = kind.group_bytes();
+        // Padding rows: Q8_0 values 0 (stored 128), Q4 values 0, scales 0.
+        let mut data = vec![if kind == Kind::Q8_0 { 128u8 } else { 0 }; groups * blocks * gb];
+        let mut d = vec![0f32; groups * blocks * GROUP];
+        let mut m = if kind == Kind::Q4_1 { vec![0f32; groups * blocks * GROUP] } else { Vec::new() };
+        let bb = kind.ggml_block_bytes();
+        for r in 0..rows {
+            let (g, i) = (r / GROUP, r % GROUP);
+            for b in 0..blocks {
+                let src = &ggml[(r * blocks + b) * bb..(r * blocks + b + 1) * bb];
+                let gbi = g * blocks + b;
+                d[gbi * GROUP + i] = f16_at(src, 0);
+                let dst = &mut data[gbi * gb..(gbi + 1) * gb];
+                match kind {
+                    Kind::Q8_0 => {
+                        for (j, &q) in src[2..34].iter().enumerate() {
+                            dst[(j / 16) * 64 + i * 16 + j % 16] = q ^ 0x80;
+                        }
+                    }
+                    Kind::Q4_0 => dst[i * 16..(i + 1) * 16].copy_from_slice(&src[2..18]),
+                    Kind::Q4_1 => {
+                        m[gbi * GROUP + i] = f16_at(src, 2);
+                        dst[i * 16..(i + 1) * 16].copy_from_slice(&src[4..20]);
+                    }
+                }
+            }
+        }
+        Ok(QMatrix { kind, rows, cols, blocks, groups, data, d, m })
+    }
+
+    /// The unsigned stored value `j` (0–31) of row `r`'s block `b`.
+    #[inline(always)]
+    fn stored(&self, r: usize, b: usize, j: usize) -> u8 {
+        let (g, i) = (r / GROUP, r % GROUP);
+        let at = (g * self.blocks + b) * self.kind.group_bytes();
+        match self.kind {
+            Kind::Q8_0 => self.data[at + (j / 16) * 64 + i * 16 + j % 16],
+            Kind::Q4_0 | Kind::Q4_1 => {
+                let byte = self.data[at + i * 16 + j % 16];
+                if j < 16 {
+                    byte & 0x0F
+                } else {
+                    byte >> 4
+                }
+            }
+        }
+    }
+
+    /// Row `r` as floats (the reference dequantization: `d·(q − offset)`, or `d·q + m`).
+    pub fn dequantize_row(&self, r: usize, out: &mut [f32]) {
+        let (g, i) = (r / GROUP, r % GROUP);
+        for (b, chunk) in out.chunks_mut(BLOCK).enumerate().take(self.blocks) {
+            let d = self.d[(g * self.blocks + b) * GROUP + i];
+            for (j, o) in chunk.iter_mut().enumerate() {
+                let q = i32::from(self.stored(r, b, j));
+                *o = match self.kind {
+                    Kind::Q8_0 => d * (q - 128) as f32,
+                    Kind::Q4_0 => d * (q - 8) as f32,
+                    Kind::Q4_1 => d * q as f32 + self.m[(g * self.blocks + b) * GROUP + i],
+                };
+            }
+        }
+    }
+}
+
+/// Activations quantized per block for one weight kind: `tokens` rows of `blocks` blocks.
+#[derive(Debug, Default)]
+pub struct Acts {
+    pub tokens: usize,
+    pub blocks: usize,
+    /// `tokens × blocks·32`.
+    pub q: Vec<i8>,
+    /// Scales (f16-rounded), `tokens × blocks`.
+    pub d: Vec<f32>,
+    /// Per block, `−offset · Σq / 4`: four lanes of it start a row's integer sum, removing what
+    /// the unsigned weights added.
+    pub nc: Vec<i32>,
+    /// `Q4_1` only: per block `d·Σq` (as f16, as GGML's `Q8_1` keeps it) / 4.
+    pub s4: Vec<f32>,
+}
+
+impl Acts {
+    /// Quantizes `tokens` rows of `cols` floats (`x`, row-major) for products with `kind`
+    /// weights.
+    pub fn quantize(&mut self, x: &[f32], tokens: usize, cols: usize, kind: Kind) {
+        let blocks = cols / BLOCK;
+        self.tokens = tokens;
+        self.blocks = blocks;
+        self.q.clear();
+        self.q.resize(tokens * cols, 0);
+        self.d.clear();
+        self.d.resize(tokens * blocks, 0.0);
+        self.nc.clear();
+        self.nc.resize(tokens * blocks, 0);
+        self.s4.clear();
+        if kind == Kind::Q4_1 {
+            self.s4.resize(tokens * blocks, 0.0);
+        }
+        let offset = kind.offset();
+        for (i, (xs, q)) in x[..tokens * cols].chunks_exact(BLOCK).zip(self.q.chunks_exact_mut(BLOCK)).enumerate() {
+            let amax = xs.iter().fold(0f32, |a, v| a.max(v.abs()));
+            let d = amax / 127.0;
+            let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+            let dh = f16::from_f32(d);
+            let mut sum = 0i32;
+            for (qv, &v) in q.iter_mut().zip(xs) {
+                *qv = round_half_away(v * id);
+                sum += i32::from(*qv);
+            }
+            self.d[i] = dh.to_f32();
+            self.nc[i] = -(offset * sum / 4);
+            if kind == Kind::Q4_1 {
+                self.s4[i] = (f16::from_f32(sum as f32) * dh).to_f32() / 4.0;
+            }
+        }
+    }
+}
+
+/// `v.round() as i8` (half away from zero, saturating) without a call into libm: exact for
+/// every f32, as `as` conversions truncate exactly.
+#[inline(always)]
+fn round_half_away(v: f32) -> i8 {
+    let v = v.clamp(-128.0, 127.0);
+    let t = v as i32;
+    let frac = v - t as f32;
+    let r = if frac >= 0.5 {
+        t + 1
+    } else if frac <= -0.5 {
+        t - 1
+    } else {
+        t
+    };
+    r.clamp(-128, 127) as i8
+}
+
+/// The portable kernel: `out[(t − t0)·ld + (r − r0)] = W[r] · x[t]` for the given rows and tokens.
+pub fn matmul_portable(
+    w: &QMatrix,
+    rows: std::ops::Range<usize>,
+    x: &Acts,
+    toks: std::ops::Range<usize>,
+    out: &mut [f32],
+    ld: usize,
+) {
+    let mut wv = [0u8; BLOCK];
+    for r in rows.clone() {
+        let (g, i) = (r / GROUP, r % GROUP);
+        for t in toks.clone() {
+            let mut acc = 0f32;
+            for b in 0..w.blocks {
+                for (j, v) in wv.iter_mut().enumerate() {
+                    *v = w.stored(r, b, j);
+                }
+                let xq = &x.q[(t * x.blocks + b) * BLOCK..(t * x.blocks + b + 1) * BLOCK];
+                let at = t * x.blocks + b;
+                let mut sum = 4 * x.nc[at];
+                for (wq, xq) in wv.iter().zip(xq) {
+                    sum += i32::from(*wq) * i32::from(*xq);
+                }
+                let gbi = (g * w.blocks + b) * GROUP + i;
+                acc += w.d[gbi] * x.d[at] * sum as f32;
+                if w.kind == Kind::Q4_1 {
+                    acc += w.m[gbi] * x.s4[at] * 4.0;
+                }
+            }
+            out[(t - toks.start) * ld + (r - rows.start)] = acc;
+        }
+    }
+}

@@ -1,0 +1,167 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use candle_core::quantized::{GgmlDType, QTensor};
+use candle_core::{Device, Tensor};
+
+use super::quant::{matmul_portable, Acts, Kind, QMatrix};
+use super::*;
+use crate::tiny::SplitMix64;
+
+fn kinds() -> [(Kind, GgmlDType); 3] {
+    [(Kind::Q8_0, GgmlDType::Q8_0), (Kind::Q4_0, GgmlDType::Q4_0), (Kind::Q4_1, GgmlDType::Q4_1)]
+}
+
+fn random(rng: &mut SplitMix64, n: usize, std: f64) -> Vec<f32> {
+    (0..n).map(|_| rng.normal(std)).collect()
+}
+
+/// candle's quantization of a random `rows × cols` matrix: (GGML bytes, candle's dequantization).
+fn quantized(rng: &mut SplitMix64, rows: usize, cols: usize, dtype: GgmlDType) -> (Vec<u8>, Vec<f32>) {
+    let w = Tensor::from_vec(random(rng, rows * cols, 0.5), (rows, cols), &Device::Cpu).unwrap();
+    let q = QTensor::quantize(&w, dtype).unwrap();
+    let back = q.dequantize(&Device::Cpu).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    (q.data().unwrap().into_owned(), back)
+}
+
+#[test]
+fn repacked_rows_dequantize_to_candles_values() {
+    let mut rng = SplitMix64::new(7);
+    for (kind, dtype) in kinds() {
+        // 96 inputs: three blocks, so the row ends in a padded pair.
+        let (rows, cols) = (5, 96);
+        let (bytes, reference) = quantized(&mut rng, rows, cols, dtype);
+        let m = QMatrix::repack(kind, rows, cols, &bytes).unwrap();
+        assert_eq!((m.blocks, m.groups), (3, 2));
+        let mut row = vec![0f32; cols];
+        for r in 0..rows {
+            m.dequantize_row(r, &mut row);
+            assert_eq!(row, reference[r * cols..(r + 1) * cols], "{kind:?} row {r}");
+        }
+    }
+}
+
+#[test]
+fn repack_refuses_inconsistent_sizes() {
+    for (kind, _) in kinds() {
+        assert!(QMatrix::repack(kind, 2, 48, &vec![0; 2 * kind.ggml_block_bytes()]).is_err(), "not whole blocks");
+        assert!(QMatrix::repack(kind, 2, 64, &vec![0; 3 * kind.ggml_block_bytes()]).is_err(), "short data");
+        assert!(QMatrix::repack(kind, 0, 64, &[]).is_err(), "no rows");
+    }
+}
+
+/// The portable kernel against plain float arithmetic on the dequantized values.
+#[test]
+fn portable_kernel_is_the_float_product_of_the_quantized_values() {
+    let mut rng = SplitMix64::new(11);
+    for (kind, dtype) in kinds() {
+        let (rows, cols, tokens) = (7, 160, 3);
+        let (bytes, wf) = quantized(&mut rng, rows, cols, dtype);
+        let m = QMatrix::repack(kind, rows, cols, &bytes).unwrap();
+        let x = random(&mut rng, tokens * cols, 1.0);
+        let mut acts = Acts::default();
+        acts.quantize(&x, tokens, cols, kind);
+        let mut out = vec![0f32; tokens * rows];
+        matmul_portable(&m, 0..rows, &acts, 0..tokens, &mut out, rows);
+        for t in 0..tokens {
+            for r in 0..rows {
+                // The activations as quantized: d·q per block (for Q4_1, the sum term as Q8_1 keeps it).
+                let mut want = 0f64;
+                for c in 0..cols {
+                    let b = t * m.blocks + c / 32;
+                    let xq = f64::from(acts.q[t * cols + c]) * f64::from(acts.d[b]);
+                    want += f64::from(wf[r * cols + c]) * xq;
+                }
+                let got = f64::from(out[t * rows + r]);
+                // Q4_1's minimum term uses the f16-rounded block sum: a little looser.
+                let tol = if kind == Kind::Q4_1 { 2e-2 } else { 1e-3 };
+                assert!((got - want).abs() <= tol * (1.0 + want.abs()), "{kind:?} t{t} r{r}: {got} vs {want}");
+            }
+        }
+    }
+}
+
+/// Every SIMD kernel computes what the portable one does, over shapes with leftover rows,
+/// tokens and blocks.
+#[test]
+fn simd_kernels_match_the_portable_kernel() {
+    let f = Features::detect();
+    if !f.any() {
+        eprintln!("this CPU has no SIMD kernel to compare");
+        return;
+    }
+    let mut rng = SplitMix64::new(13);
+    for (kind, dtype) in kinds() {
+        for &(rows, cols, tokens) in
+            &[(1, 32, 1), (4, 64, 4), (9, 96, 7), (13, 224, 1), (6, 896, 13), (21, 64, 20), (17, 96, 1)]
+        {
+            let (bytes, _) = quantized(&mut rng, rows, cols, dtype);
+            let m = QMatrix::repack(kind, rows, cols, &bytes).unwrap();
+            let x = random(&mut rng, tokens * cols, 1.0);
+            let mut acts = Acts::default();
+            acts.quantize(&x, tokens, cols, kind);
+            let mut want = vec![0f32; tokens * rows];
+            matmul_portable(&m, 0..rows, &acts, 0..tokens, &mut want, rows);
+            let mut got = vec![f32::NAN; tokens * rows];
+            assert!(kernel(f, &m, 0..rows, &acts, 0..tokens, &mut got, rows));
+            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                assert!((g - w).abs() <= 1e-4 * (1.0 + w.abs()), "{kind:?} {rows}×{cols}×{tokens} at {i}: {g} vs {w}");
+            }
+            // A sub-range (from a group of rows) into a strided output.
+            if rows > 4 && tokens > 1 {
+                let ld = rows + 3;
+                let mut part = vec![0f32; (tokens - 1) * ld];
+                assert!(kernel(f, &m, 4..rows, &acts, 1..tokens, &mut part, ld));
+                for t in 1..tokens {
+                    for r in 4..rows {
+                        let (g, w) = (part[(t - 1) * ld + r - 4], want[t * rows + r]);
+                        assert!((g - w).abs() <= 1e-4 * (1.0 + w.abs()), "{kind:?} sub-range t{t} r{r}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The threaded product equals the kernel's, for prefill-sized, decode and small batches.
+#[test]
+fn threaded_products_split_without_changing_results() {
+    let mut rng = SplitMix64::new(17);
+    let (rows, cols) = (37, 128);
+    let (bytes, _) = quantized(&mut rng, rows, cols, GgmlDType::Q8_0);
+    let m = QMatrix::repack(Kind::Q8_0, rows, cols, &bytes).unwrap();
+    for tokens in [1, 3, 33] {
+        let x = random(&mut rng, tokens * cols, 1.0);
+        let mut acts = Acts::default();
+        acts.quantize(&x, tokens, cols, Kind::Q8_0);
+        let mut want = vec![0f32; tokens * rows];
+        matmul_portable(&m, 0..rows, &acts, 0..tokens, &mut want, rows);
+        for f in [Features::none(), Features::detect()] {
+            let mut got = vec![f32::NAN; tokens * rows];
+            matmul(f, &m, &acts, &mut got);
+            for (g, w) in got.iter().zip(&want) {
+                assert!((g - w).abs() <= 1e-4 * (1.0 + w.abs()), "{tokens} tokens, {}: {g} vs {w}", f.name());
+            }
+        }
+    }
+}
+
+#[test]
+fn attention_kernels_agree() {
+    let mut rng = SplitMix64::new(19);
+    let hd = 64;
+    let len = 37;
+    let q = random(&mut rng, hd, 1.0);
+    let k = random(&mut rng, len * hd, 1.0);
+    let v = random(&mut rng, len * hd, 1.0);
+    let mut scores = Vec::new();
+    let mut want = vec![0f32; hd];
+    attend(Features::none(), &q, &k, &v, len, 0.125, &mut scores, &mut want);
+    // Softmax weights sum to one: the output is inside the values' range.
+    let (lo, hi) = v.iter().fold((f32::MAX, f32::MIN), |(a, b), &x| (a.min(x), b.max(x)));
+    assert!(want.iter().all(|&o| o >= lo && o <= hi));
+    let mut got = vec![0f32; hd];
+    attend(Features::detect(), &q, &k, &v, len, 0.125, &mut scores, &mut got);
+    for (g, w) in got.iter().zip(&want) {
+        assert!((g - w).abs() <= 1e-5 * (1.0 + w.abs()));
+    }
+}

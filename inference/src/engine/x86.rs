@@ -1,0 +1,288 @@
+//! AVX-512 VNNI kernels: the one place in the crate with `unsafe` — the intrinsics that read
+//! memory through pointers, and the calls into `#[target_feature]` functions, each made only after
+//! [`Features::detect`] saw the CPU has the features (checked once, at load). Every pointer read
+//! is of a slice whose length was checked just before; `engine::tests` compares every kernel with
+//! the portable one on random shapes, tails and all.
+#![allow(unsafe_code)]
+
+use std::arch::x86_64::*;
+use std::ops::Range;
+
+use super::quant::{Acts, Kind, QMatrix, BLOCK, GROUP};
+
+/// The SIMD level this CPU offers the engine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Features {
+    avx512_vnni: bool,
+}
+
+impl Features {
+    pub fn detect() -> Features {
+        Features {
+            avx512_vnni: is_x86_feature_detected!("avx512f")
+                && is_x86_feature_detected!("avx512bw")
+                && is_x86_feature_detected!("avx512vnni")
+                && is_x86_feature_detected!("fma"),
+        }
+    }
+
+    pub fn none() -> Features {
+        Features { avx512_vnni: false }
+    }
+
+    pub fn any(self) -> bool {
+        self.avx512_vnni
+    }
+
+    pub fn name(self) -> &'static str {
+        if self.avx512_vnni {
+            "avx512-vnni"
+        } else {
+            "portable"
+        }
+    }
+}
+
+/// `out[(t − t0)·ld + (r − r0)] = W[r] · x[t]`, or `false` when this CPU lacks the features.
+pub fn matmul(
+    f: Features,
+    w: &QMatrix,
+    rows: Range<usize>,
+    x: &Acts,
+    toks: Range<usize>,
+    out: &mut [f32],
+    ld: usize,
+) -> bool {
+    if !f.avx512_vnni {
+        return false;
+    }
+    check(w, &rows, x, &toks, out, ld);
+    // SAFETY: `Features::detect` saw avx512f, avx512bw, avx512vnni and fma on this CPU, and
+    // `check` bounded every index the kernel reads or writes.
+    unsafe { matmul_vnni(w, rows, x, toks, out, ld) };
+    true
+}
+
+/// [`super::attend_generic`] compiled for AVX-512, or `false` when this CPU lacks it.
+#[allow(clippy::too_many_arguments)]
+pub fn attend(
+    f: Features,
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    len: usize,
+    scale: f32,
+    scores: &mut Vec<f32>,
+    out: &mut [f32],
+) -> bool {
+    if !f.avx512_vnni {
+        return false;
+    }
+    // SAFETY: `Features::detect` saw avx512f and fma; the function indexes with checks.
+    unsafe { attend_avx512(q, k, v, len, scale, scores, out) };
+    true
+}
+
+#[target_feature(enable = "avx512f,fma")]
+#[allow(clippy::too_many_arguments)]
+fn attend_avx512(q: &[f32], k: &[f32], v: &[f32], len: usize, scale: f32, scores: &mut Vec<f32>, out: &mut [f32]) {
+    super::attend_generic(q, k, v, len, scale, scores, out);
+}
+
+/// Every index the kernels touch, checked once (they index without checks).
+fn check(w: &QMatrix, rows: &Range<usize>, x: &Acts, toks: &Range<usize>, out: &mut [f32], ld: usize) {
+    assert!(rows.start <= rows.end && rows.end <= w.rows, "rows out of range");
+    assert!(rows.start.is_multiple_of(GROUP), "rows must start at a group of {GROUP}");
+    assert!(toks.start <= toks.end && toks.end <= x.tokens, "tokens out of range");
+    assert_eq!(x.blocks, w.blocks, "activations and weights differ in width");
+    let gbs = w.groups * w.blocks;
+    assert!(w.groups * GROUP >= w.rows && w.data.len() >= gbs * w.kind.group_bytes());
+    assert!(w.d.len() >= gbs * GROUP && (w.kind != Kind::Q4_1 || w.m.len() >= gbs * GROUP));
+    assert!(x.q.len() >= x.tokens * x.blocks * BLOCK && x.d.len() >= x.tokens * x.blocks);
+    assert!(x.nc.len() >= x.tokens * x.blocks && (w.kind != Kind::Q4_1 || x.s4.len() >= x.tokens * x.blocks));
+    if !rows.is_empty() && !toks.is_empty() {
+        assert!(ld >= rows.len(), "output stride too small");
+        assert!(out.len() >= (toks.len() - 1) * ld + rows.len(), "output too small");
+    }
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,fma")]
+unsafe fn matmul_vnni(w: &QMatrix, rows: Range<usize>, x: &Acts, toks: Range<usize>, out: &mut [f32], ld: usize) {
+    // SAFETY (all three): the caller's `check` bounded rows, tokens and the output.
+    unsafe {
+        match w.kind {
+            Kind::Q8_0 => tiles::<0>(w, rows, x, toks, out, ld),
+            Kind::Q4_0 => tiles::<1>(w, rows, x, toks, out, ld),
+            Kind::Q4_1 => tiles::<2>(w, rows, x, toks, out, ld),
+        }
+    }
+}
+
+/// Activation bytes one token chunk may span: the chunk stays in L2 while every group of rows
+/// passes over it.
+const CHUNK_BYTES: usize = 1 << 20;
+/// A prefill tile: groups (of four rows) × tokens.
+const TG: usize = 2;
+const TT: usize = 6;
+/// A decode tile: groups for one token.
+const DG: usize = 4;
+
+/// Where a tile writes: the output, its stride, and the range's first row and token.
+struct Out<'a> {
+    out: &'a mut [f32],
+    ld: usize,
+    rows: Range<usize>,
+    t0: usize,
+}
+
+/// The range in tiles, token chunk by token chunk.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,fma")]
+unsafe fn tiles<const K: u8>(
+    w: &QMatrix,
+    rows: Range<usize>,
+    x: &Acts,
+    toks: Range<usize>,
+    out: &mut [f32],
+    ld: usize,
+) {
+    let (g_start, g_end) = (rows.start / GROUP, rows.end.div_ceil(GROUP));
+    let mut o = Out { out, ld, rows, t0: toks.start };
+    let chunk = (CHUNK_BYTES / (w.blocks * (BLOCK + 8))).max(TT).next_multiple_of(TT);
+    let mut c = toks.start;
+    // SAFETY (every tile): groups and tokens inside the range `check` bounded.
+    unsafe {
+        if toks.len() == 1 {
+            let mut g = g_start;
+            while g + DG <= g_end {
+                tile::<K, DG, 1>(w, g, x, c, &mut o);
+                g += DG;
+            }
+            while g < g_end {
+                tile::<K, 1, 1>(w, g, x, c, &mut o);
+                g += 1;
+            }
+            return;
+        }
+        while c < toks.end {
+            let end = (c + chunk).min(toks.end);
+            let mut g = g_start;
+            while g + TG <= g_end {
+                let mut t = c;
+                while t + TT <= end {
+                    tile::<K, TG, TT>(w, g, x, t, &mut o);
+                    t += TT;
+                }
+                while t < end {
+                    tile::<K, TG, 1>(w, g, x, t, &mut o);
+                    t += 1;
+                }
+                g += TG;
+            }
+            while g < g_end {
+                let mut t = c;
+                while t + TT <= end {
+                    tile::<K, 1, TT>(w, g, x, t, &mut o);
+                    t += TT;
+                }
+                while t < end {
+                    tile::<K, 1, 1>(w, g, x, t, &mut o);
+                    t += 1;
+                }
+                g += 1;
+            }
+            c = end;
+        }
+    }
+}
+
+/// Lanes `4i..4i+4` = `v[i]`: one value per row of a group, four lanes each.
+#[inline(always)]
+unsafe fn per_row(p: *const f32) -> __m512 {
+    let idx = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
+    // SAFETY: the caller's `p` points at four readable f32s.
+    let four = unsafe { _mm_loadu_ps(p) };
+    _mm512_permutexvar_ps(idx, _mm512_castps128_ps512(four))
+}
+
+/// The four rows' sums of a tile accumulator (four lanes per row).
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn row_sums(a: __m512) -> [f32; 4] {
+    let a = _mm512_add_ps(a, _mm512_permute_ps::<0b10_11_00_01>(a));
+    let a = _mm512_add_ps(a, _mm512_permute_ps::<0b01_00_11_10>(a));
+    [
+        _mm_cvtss_f32(_mm512_extractf32x4_ps::<0>(a)),
+        _mm_cvtss_f32(_mm512_extractf32x4_ps::<1>(a)),
+        _mm_cvtss_f32(_mm512_extractf32x4_ps::<2>(a)),
+        _mm_cvtss_f32(_mm512_extractf32x4_ps::<3>(a)),
+    ]
+}
+
+/// `G` groups of rows from `g0` × `T` tokens from `t0`.
+#[allow(clippy::needless_range_loop)] // indices name the tile's (group, token) registers
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,fma")]
+unsafe fn tile<const K: u8, const G: usize, const T: usize>(w: &QMatrix, g0: usize, x: &Acts, t0: usize, o: &mut Out) {
+    let blocks = w.blocks;
+    let gb = w.kind.group_bytes();
+    let mut acc = [[_mm512_setzero_ps(); T]; G];
+    let low = _mm512_set1_epi8(0x0F);
+    for b in 0..blocks {
+        let mut wa = [_mm512_setzero_si512(); G];
+        let mut wb = [_mm512_setzero_si512(); G];
+        let mut ws = [_mm512_setzero_ps(); G];
+        let mut wm = [_mm512_setzero_ps(); G];
+        for k in 0..G {
+            let gbi = (g0 + k) * blocks + b;
+            // SAFETY: `check` bounded the groups; data holds `group_bytes` per group-block,
+            // d and m four values.
+            unsafe {
+                let p = w.data.as_ptr().add(gbi * gb);
+                if K == 0 {
+                    wa[k] = _mm512_loadu_si512(p.cast());
+                    wb[k] = _mm512_loadu_si512(p.add(64).cast());
+                } else {
+                    let v = _mm512_loadu_si512(p.cast());
+                    wa[k] = _mm512_and_si512(v, low);
+                    wb[k] = _mm512_and_si512(_mm512_srli_epi16::<4>(v), low);
+                }
+                ws[k] = per_row(w.d.as_ptr().add(gbi * GROUP));
+                if K == 2 {
+                    wm[k] = per_row(w.m.as_ptr().add(gbi * GROUP));
+                }
+            }
+        }
+        for j in 0..T {
+            let at = (t0 + j) * blocks + b;
+            // SAFETY: `check` bounded the tokens: q holds 32 values, d and nc (and s4) one per
+            // (token, block).
+            let (xa, xb, nc, xs, s4) = unsafe {
+                let p = x.q.as_ptr().add(at * BLOCK);
+                (
+                    _mm512_broadcast_i32x4(_mm_loadu_si128(p.cast())),
+                    _mm512_broadcast_i32x4(_mm_loadu_si128(p.add(16).cast())),
+                    _mm512_set1_epi32(*x.nc.get_unchecked(at)),
+                    _mm512_set1_ps(*x.d.get_unchecked(at)),
+                    if K == 2 { _mm512_set1_ps(*x.s4.get_unchecked(at)) } else { _mm512_setzero_ps() },
+                )
+            };
+            for k in 0..G {
+                let sum = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(nc, wa[k], xa), wb[k], xb);
+                acc[k][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), _mm512_mul_ps(ws[k], xs), acc[k][j]);
+                if K == 2 {
+                    acc[k][j] = _mm512_fmadd_ps(wm[k], s4, acc[k][j]);
+                }
+            }
+        }
+    }
+    for (k, groups) in acc.iter().enumerate() {
+        for (j, a) in groups.iter().enumerate() {
+            let t = t0 + j - o.t0;
+            for (i, v) in row_sums(*a).into_iter().enumerate() {
+                let r = (g0 + k) * GROUP + i;
+                if o.rows.contains(&r) {
+                    o.out[t * o.ld + r - o.rows.start] = v;
+                }
+            }
+        }
+    }
+}
