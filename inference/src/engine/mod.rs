@@ -98,11 +98,38 @@ enum Embedding {
     Output,
 }
 
-/// One layer's cache: per KV head, `positions × head_dim` keys (rotated) and values.
+/// Positions per block of the key cache.
+pub(crate) const KEYS: usize = 16;
+
+/// One layer's cache, per KV head: keys (rotated) in blocks of [`KEYS`] positions stored
+/// dimension-major (`[block][dim][position]`, so a query meets 16 keys in one vector), values
+/// `positions × head_dim`.
 #[derive(Default)]
 struct Cache {
     k: Vec<Vec<f32>>,
     v: Vec<Vec<f32>>,
+}
+
+impl Cache {
+    fn push(&mut self, g: usize, p: usize, k: &[f32], v: &[f32]) {
+        let hd = k.len();
+        let (block, lane) = (p / KEYS, p % KEYS);
+        let keys = &mut self.k[g];
+        if keys.len() < (block + 1) * KEYS * hd {
+            keys.resize((block + 1) * KEYS * hd, 0.0);
+        }
+        for (d, &x) in k.iter().enumerate() {
+            keys[block * KEYS * hd + d * KEYS + lane] = x;
+        }
+        self.v[g].truncate(p * hd);
+        self.v[g].extend_from_slice(v);
+    }
+
+    /// Keeps positions `..pos` (later lanes of the last key block are overwritten before use).
+    fn truncate(&mut self, pos: usize, hd: usize) {
+        self.k.iter_mut().for_each(|k| k.truncate(pos.div_ceil(KEYS) * KEYS * hd));
+        self.v.iter_mut().for_each(|v| v.truncate(pos * hd));
+    }
 }
 
 /// Buffers reused across calls.
@@ -431,7 +458,7 @@ impl Engine {
         rms_norm(&x[..d], &self.norm, self.cfg.eps, &mut h);
         self.scratch.x = x;
         let mut acts = std::mem::take(&mut self.scratch.acts);
-        acts.quantize(&h, 1, d, self.output.kind);
+        acts.quantize(&h, 1, d, self.output.kind, row_quantizer(self.features));
         let mut logits = vec![0f32; vocab];
         matmul(self.features, &self.output, &acts, &mut logits);
         self.scratch.acts = acts;
@@ -442,7 +469,7 @@ impl Engine {
     fn truncate(&mut self, pos: usize) {
         let w = self.cfg.head_dim;
         for c in &mut self.cache {
-            c.k.iter_mut().chain(c.v.iter_mut()).for_each(|v| v.truncate(pos * w));
+            c.truncate(pos, w);
         }
         self.len = pos;
     }
@@ -501,8 +528,8 @@ impl Engine {
         let cache = &mut self.cache[l];
         for t in 0..n {
             for g in 0..cfg.kv_heads {
-                cache.k[g].extend_from_slice(&s.k[t * kvw + g * hd..t * kvw + (g + 1) * hd]);
-                cache.v[g].extend_from_slice(&s.v[t * kvw + g * hd..t * kvw + (g + 1) * hd]);
+                let at = t * kvw + g * hd..t * kvw + (g + 1) * hd;
+                cache.push(g, pos + t, &s.k[at.clone()], &s.v[at]);
             }
         }
         // The last layer needs only the last token from here on.
@@ -536,8 +563,9 @@ impl Engine {
     }
 }
 
+/// `v` at length `n`, its old contents kept (every caller overwrites every element).
 fn resize(v: &mut Vec<f32>, n: usize) {
-    v.clear();
+    v.truncate(n);
     v.resize(n, 0.0);
 }
 
@@ -565,7 +593,7 @@ fn rotate(x: &mut [f32], cos: &[f32], sin: &[f32], neox: bool) {
 
 /// `out = x · Wᵀ` for `n` rows of `x`, quantizing `x` for `w`'s kind into `acts`.
 fn project(f: Features, w: &QMatrix, x: &[f32], n: usize, acts: &mut Acts, out: &mut [f32]) {
-    acts.quantize(x, n, w.cols, w.kind);
+    acts.quantize(x, n, w.cols, w.kind, row_quantizer(f));
     matmul(f, w, acts, out);
 }
 
@@ -615,6 +643,16 @@ fn matmul(f: Features, w: &QMatrix, x: &Acts, out: &mut [f32]) {
             }
         }
     }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn row_quantizer(f: Features) -> quant::RowQuantizer {
+    x86::row_quantizer(f)
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn row_quantizer(_: Features) -> quant::RowQuantizer {
+    quant::quantize_rows_portable
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -691,7 +729,9 @@ fn attend(
     attend_generic(q, k, v, len, scale, scores, out);
 }
 
-/// The arithmetic of [`attend`], inlined into each kernel's target features.
+/// The arithmetic of [`attend`], inlined into each kernel's target features: scores against
+/// 16 keys at a time (dimension-major blocks: every step is one vector operation), softmax,
+/// then the values weighted row by row.
 #[inline(always)]
 pub(crate) fn attend_generic(
     q: &[f32],
@@ -704,12 +744,17 @@ pub(crate) fn attend_generic(
 ) {
     let hd = q.len();
     scores.clear();
-    let mut max = f32::NEG_INFINITY;
-    for kr in k[..len * hd].chunks_exact(hd) {
-        let s = dot(q, kr) * scale;
-        max = max.max(s);
-        scores.push(s);
+    for block in k.chunks_exact(KEYS * hd).take(len.div_ceil(KEYS)) {
+        let mut acc = [0f32; KEYS];
+        for (&qd, keys) in q.iter().zip(block.chunks_exact(KEYS)) {
+            for (a, &kd) in acc.iter_mut().zip(keys) {
+                *a += qd * kd;
+            }
+        }
+        scores.extend(acc.iter().map(|a| a * scale));
     }
+    scores.truncate(len);
+    let max = scores.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
     let mut sum = 0f32;
     for s in scores.iter_mut() {
         *s = (*s - max).exp();
@@ -720,23 +765,6 @@ pub(crate) fn attend_generic(
         let p = p / sum;
         out.iter_mut().zip(vr).for_each(|(o, v)| *o += p * v);
     }
-}
-
-/// A dot product with 16 running sums (vectorizes without reassociating floats).
-#[inline(always)]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 16];
-    let n = a.len() / 16 * 16;
-    for (ca, cb) in a[..n].chunks_exact(16).zip(b[..n].chunks_exact(16)) {
-        for i in 0..16 {
-            acc[i] += ca[i] * cb[i];
-        }
-    }
-    let mut s = acc.iter().sum::<f32>();
-    for (x, y) in a[n..].iter().zip(&b[n..]) {
-        s += x * y;
-    }
-    s
 }
 
 #[cfg(test)]

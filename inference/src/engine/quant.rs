@@ -193,39 +193,80 @@ pub struct Acts {
 
 impl Acts {
     /// Quantizes `tokens` rows of `cols` floats (`x`, row-major) for products with `kind`
-    /// weights.
-    pub fn quantize(&mut self, x: &[f32], tokens: usize, cols: usize, kind: Kind) {
+    /// weights, with `rows` doing the work for a run of whole rows (a SIMD build of
+    /// [`quantize_rows`]), split over the thread pool for many tokens.
+    pub fn quantize(&mut self, x: &[f32], tokens: usize, cols: usize, kind: Kind, rows: RowQuantizer) {
         let blocks = cols / BLOCK;
         self.tokens = tokens;
         self.blocks = blocks;
-        self.q.clear();
-        self.q.resize(tokens * cols, 0);
-        self.d.clear();
-        self.d.resize(tokens * blocks, 0.0);
-        self.nc.clear();
-        self.nc.resize(tokens * blocks, 0);
-        self.s4.clear();
-        if kind == Kind::Q4_1 {
-            self.s4.resize(tokens * blocks, 0.0);
-        }
+        // Every element is written below: only growth needs filling.
+        fit(&mut self.q, tokens * cols, 0);
+        fit(&mut self.d, tokens * blocks, 0.0);
+        fit(&mut self.nc, tokens * blocks, 0);
+        let q41 = kind == Kind::Q4_1;
+        fit(&mut self.s4, if q41 { tokens * blocks } else { 0 }, 0.0);
         let offset = kind.offset();
-        for (i, (xs, q)) in x[..tokens * cols].chunks_exact(BLOCK).zip(self.q.chunks_exact_mut(BLOCK)).enumerate() {
-            let amax = xs.iter().fold(0f32, |a, v| a.max(v.abs()));
-            let d = amax / 127.0;
-            let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-            let dh = f16::from_f32(d);
-            let mut sum = 0i32;
-            for (qv, &v) in q.iter_mut().zip(xs) {
-                *qv = round_half_away(v * id);
-                sum += i32::from(*qv);
-            }
-            self.d[i] = dh.to_f32();
-            self.nc[i] = -(offset * sum / 4);
-            if kind == Kind::Q4_1 {
-                self.s4[i] = (f16::from_f32(sum as f32) * dh).to_f32() / 4.0;
-            }
+        let x = &x[..tokens * cols];
+        if tokens < 16 {
+            rows(x, &mut self.q, &mut self.d, &mut self.nc, &mut self.s4, offset, q41);
+            return;
+        }
+        use rayon::prelude::*;
+        let per = tokens.div_ceil(rayon::current_num_threads().max(1) * 2);
+        let s4: Vec<&mut [f32]> = if q41 {
+            self.s4.chunks_mut(per * blocks).collect()
+        } else {
+            (0..tokens.div_ceil(per)).map(|_| &mut [][..]).collect()
+        };
+        x.par_chunks(per * cols)
+            .zip(self.q.par_chunks_mut(per * cols))
+            .zip(self.d.par_chunks_mut(per * blocks))
+            .zip(self.nc.par_chunks_mut(per * blocks))
+            .zip(s4)
+            .for_each(|((((x, q), d), nc), s4)| rows(x, q, d, nc, s4, offset, q41));
+    }
+}
+
+/// A function quantizing whole rows: `(x, q, d, nc, s4, offset, q4_1)`.
+pub type RowQuantizer = fn(&[f32], &mut [i8], &mut [f32], &mut [i32], &mut [f32], i32, bool);
+
+fn fit<T: Copy>(v: &mut Vec<T>, n: usize, zero: T) {
+    v.truncate(n);
+    v.resize(n, zero);
+}
+
+/// Quantizes blocks of `x` into `q` (the same length), their scales into `d`, their
+/// corrections into `nc` and (`Q4_1`) their scaled sums into `s4`, one per block.
+#[inline(always)]
+pub fn quantize_rows(x: &[f32], q: &mut [i8], d: &mut [f32], nc: &mut [i32], s4: &mut [f32], offset: i32, q41: bool) {
+    for (i, (xs, q)) in x.chunks_exact(BLOCK).zip(q.chunks_exact_mut(BLOCK)).enumerate() {
+        let amax = xs.iter().fold(0f32, |a, v| a.max(v.abs()));
+        let scale = amax / 127.0;
+        let id = if scale != 0.0 { 1.0 / scale } else { 0.0 };
+        let dh = f16::from_f32(scale);
+        for (qv, &v) in q.iter_mut().zip(xs) {
+            *qv = round_half_away(v * id);
+        }
+        let sum = q.iter().map(|&v| i32::from(v)).sum::<i32>();
+        d[i] = dh.to_f32();
+        nc[i] = -(offset * sum / 4);
+        if q41 {
+            s4[i] = (f16::from_f32(sum as f32) * dh).to_f32() / 4.0;
         }
     }
+}
+
+/// The portable build of [`quantize_rows`].
+pub fn quantize_rows_portable(
+    x: &[f32],
+    q: &mut [i8],
+    d: &mut [f32],
+    nc: &mut [i32],
+    s4: &mut [f32],
+    offset: i32,
+    q41: bool,
+) {
+    quantize_rows(x, q, d, nc, s4, offset, q41);
 }
 
 /// `v.round() as i8` (half away from zero, saturating) without a call into libm: exact for
@@ -235,13 +276,7 @@ fn round_half_away(v: f32) -> i8 {
     let v = v.clamp(-128.0, 127.0);
     let t = v as i32;
     let frac = v - t as f32;
-    let r = if frac >= 0.5 {
-        t + 1
-    } else if frac <= -0.5 {
-        t - 1
-    } else {
-        t
-    };
+    let r = t + i32::from(frac >= 0.5) - i32::from(frac <= -0.5);
     r.clamp(-128, 127) as i8
 }
 

@@ -59,7 +59,7 @@ fn portable_kernel_is_the_float_product_of_the_quantized_values() {
         let m = QMatrix::repack(kind, rows, cols, &bytes).unwrap();
         let x = random(&mut rng, tokens * cols, 1.0);
         let mut acts = Acts::default();
-        acts.quantize(&x, tokens, cols, kind);
+        acts.quantize(&x, tokens, cols, kind, row_quantizer(Features::detect()));
         let mut out = vec![0f32; tokens * rows];
         matmul_portable(&m, 0..rows, &acts, 0..tokens, &mut out, rows);
         for t in 0..tokens {
@@ -98,7 +98,7 @@ fn simd_kernels_match_the_portable_kernel() {
             let m = QMatrix::repack(kind, rows, cols, &bytes).unwrap();
             let x = random(&mut rng, tokens * cols, 1.0);
             let mut acts = Acts::default();
-            acts.quantize(&x, tokens, cols, kind);
+            acts.quantize(&x, tokens, cols, kind, row_quantizer(Features::detect()));
             let mut want = vec![0f32; tokens * rows];
             matmul_portable(&m, 0..rows, &acts, 0..tokens, &mut want, rows);
             let mut got = vec![f32::NAN; tokens * rows];
@@ -132,7 +132,7 @@ fn threaded_products_split_without_changing_results() {
     for tokens in [1, 3, 33] {
         let x = random(&mut rng, tokens * cols, 1.0);
         let mut acts = Acts::default();
-        acts.quantize(&x, tokens, cols, Kind::Q8_0);
+        acts.quantize(&x, tokens, cols, Kind::Q8_0, row_quantizer(Features::detect()));
         let mut want = vec![0f32; tokens * rows];
         matmul_portable(&m, 0..rows, &acts, 0..tokens, &mut want, rows);
         for f in [Features::none(), Features::detect()] {
@@ -151,17 +151,58 @@ fn attention_kernels_agree() {
     let hd = 64;
     let len = 37;
     let q = random(&mut rng, hd, 1.0);
-    let k = random(&mut rng, len * hd, 1.0);
+    let keys = random(&mut rng, len * hd, 1.0);
     let v = random(&mut rng, len * hd, 1.0);
+    // The cache's layout: blocks of KEYS positions, dimension-major.
+    let mut k = vec![0f32; len.div_ceil(KEYS) * KEYS * hd];
+    for p in 0..len {
+        for d in 0..hd {
+            k[(p / KEYS) * KEYS * hd + d * KEYS + p % KEYS] = keys[p * hd + d];
+        }
+    }
     let mut scores = Vec::new();
     let mut want = vec![0f32; hd];
     attend(Features::none(), &q, &k, &v, len, 0.125, &mut scores, &mut want);
-    // Softmax weights sum to one: the output is inside the values' range.
-    let (lo, hi) = v.iter().fold((f32::MAX, f32::MIN), |(a, b), &x| (a.min(x), b.max(x)));
-    assert!(want.iter().all(|&o| o >= lo && o <= hi));
+    // Plain softmax attention, in f64.
+    let s: Vec<f64> =
+        (0..len).map(|p| (0..hd).map(|d| f64::from(q[d]) * f64::from(keys[p * hd + d])).sum::<f64>() * 0.125).collect();
+    let max = s.iter().cloned().fold(f64::MIN, f64::max);
+    let e: Vec<f64> = s.iter().map(|x| (x - max).exp()).collect();
+    let z: f64 = e.iter().sum();
+    for d in 0..hd {
+        let o: f64 = (0..len).map(|p| e[p] / z * f64::from(v[p * hd + d])).sum();
+        assert!((o - f64::from(want[d])).abs() < 1e-5, "dim {d}: {o} vs {}", want[d]);
+    }
     let mut got = vec![0f32; hd];
     attend(Features::detect(), &q, &k, &v, len, 0.125, &mut scores, &mut got);
     for (g, w) in got.iter().zip(&want) {
         assert!((g - w).abs() <= 1e-5 * (1.0 + w.abs()));
+    }
+}
+
+/// The SIMD build of the activation quantizer gives the portable one's bytes, scales and sums,
+/// serially and split over threads, ties and saturation included.
+#[test]
+fn quantizers_agree_exactly() {
+    let mut rng = SplitMix64::new(29);
+    let cols = 96;
+    for tokens in [1, 5, 40] {
+        let mut x = random(&mut rng, tokens * cols, 2.0);
+        // Exact halves after scaling, zeros, a block of zeros, and extremes.
+        x[0] = 127.0;
+        x[1] = 0.5;
+        x[2] = -63.5;
+        x[32..64].fill(0.0);
+        x[70] = f32::MAX;
+        for kind in [Kind::Q8_0, Kind::Q4_0, Kind::Q4_1] {
+            let mut a = Acts::default();
+            let mut b = Acts::default();
+            a.quantize(&x, tokens, cols, kind, quant::quantize_rows_portable);
+            b.quantize(&x, tokens, cols, kind, row_quantizer(Features::detect()));
+            assert_eq!((&a.q, &a.nc), (&b.q, &b.nc), "{kind:?} {tokens}");
+            assert!(a.d.iter().zip(&b.d).all(|(x, y)| x.to_bits() == y.to_bits()));
+            assert!(a.s4.iter().zip(&b.s4).all(|(x, y)| x.to_bits() == y.to_bits()));
+            assert_eq!(a.q[0], 127);
+        }
     }
 }

@@ -8,7 +8,7 @@
 use std::arch::x86_64::*;
 use std::ops::Range;
 
-use super::quant::{Acts, Kind, QMatrix, BLOCK, GROUP};
+use super::quant::{self, Acts, Kind, QMatrix, BLOCK, GROUP};
 
 /// The SIMD level this CPU offers the engine.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -61,6 +61,42 @@ pub fn matmul(
     // `check` bounded every index the kernel reads or writes.
     unsafe { matmul_vnni(w, rows, x, toks, out, ld) };
     true
+}
+
+/// [`quant::quantize_rows`] compiled for AVX-512 where the CPU has it.
+pub fn row_quantizer(f: Features) -> quant::RowQuantizer {
+    if f.avx512_vnni {
+        quantize_rows_avx512
+    } else {
+        quant::quantize_rows_portable
+    }
+}
+
+fn quantize_rows_avx512(
+    x: &[f32],
+    q: &mut [i8],
+    d: &mut [f32],
+    nc: &mut [i32],
+    s4: &mut [f32],
+    offset: i32,
+    q41: bool,
+) {
+    // SAFETY: handed out by `row_quantizer` only when `Features::detect` saw avx512f and
+    // avx512bw; the function indexes with checks.
+    unsafe { quantize_rows_avx512_inner(x, q, d, nc, s4, offset, q41) }
+}
+
+#[target_feature(enable = "avx512f,avx512bw")]
+fn quantize_rows_avx512_inner(
+    x: &[f32],
+    q: &mut [i8],
+    d: &mut [f32],
+    nc: &mut [i32],
+    s4: &mut [f32],
+    offset: i32,
+    q41: bool,
+) {
+    quant::quantize_rows(x, q, d, nc, s4, offset, q41);
 }
 
 /// [`super::attend_generic`] compiled for AVX-512, or `false` when this CPU lacks it.
@@ -122,8 +158,8 @@ unsafe fn matmul_vnni(w: &QMatrix, rows: Range<usize>, x: &Acts, toks: Range<usi
 /// passes over it.
 const CHUNK_BYTES: usize = 1 << 20;
 /// A prefill tile: groups (of four rows) × tokens.
-const TG: usize = 2;
-const TT: usize = 6;
+const TG: usize = 3;
+const TT: usize = 4;
 /// A decode tile: groups for one token.
 const DG: usize = 4;
 
