@@ -162,6 +162,9 @@ pub struct Engine {
     /// Positions in the cache.
     len: usize,
     scratch: Scratch,
+    /// The engine's own workers, the calling thread among them while it runs a forward pass
+    /// (so that it computes its share and hands the rest over without sleeping in between).
+    pool: Option<rayon::ThreadPool>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -392,6 +395,13 @@ impl Engine {
             cache,
             len: 0,
             scratch: Scratch::default(),
+            // As many as the global pool (`RAYON_NUM_THREADS` or every core); without one, the
+            // global pool runs the work.
+            pool: rayon::ThreadPoolBuilder::new()
+                .num_threads(rayon::current_num_threads())
+                .thread_name(|i| format!("chipledger-engine-{i}"))
+                .build()
+                .ok(),
         })
     }
 
@@ -420,6 +430,17 @@ impl Engine {
     /// Logits of the last of `tokens`, fed at positions `pos…`: `pos` may rewind the cache
     /// (0 starts over) but not skip ahead of it.
     pub fn forward(&mut self, tokens: &[u32], pos: usize) -> Result<Vec<f32>, String> {
+        match self.pool.take() {
+            Some(pool) => {
+                let out = pool.install(|| self.forward_here(tokens, pos));
+                self.pool = Some(pool);
+                out
+            }
+            None => self.forward_here(tokens, pos),
+        }
+    }
+
+    fn forward_here(&mut self, tokens: &[u32], pos: usize) -> Result<Vec<f32>, String> {
         if tokens.is_empty() {
             return Err("no tokens to feed".into());
         }
