@@ -8,6 +8,9 @@
 //! `CHIPLEDGER_SMOLLM2_GGUF`), and random-weight files from `model tiny`: Qwen2-0.5B's shape in
 //! Q8_0 and Q4_0, and R1-Distill-Qwen-1.5B's shape in Q4_0 (written once under
 //! `target/bench-models/`).
+//! Ours is the runner's default (the native engine, `runner::Engine::Native`, wherever it computes
+//! the file); with `CHIPLEDGER_BENCH_REFERENCE=1` candle's models (`Engine::Reference`, what the
+//! runner used before the native engine) are measured too, in the same run.
 //! Run: `cargo bench -p chipledger-inference --bench versus`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -18,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use chipledger_inference::runner::{Backend, Model};
+use chipledger_inference::runner::{Backend, Engine, Model};
 use chipledger_inference::tiny::{self, Arch, TinyShape};
 
 const PROMPT_TOKENS: usize = 256;
@@ -73,8 +76,18 @@ fn main() {
     );
     let bandwidth = support::read_bandwidth_gbs();
     let only = std::env::var("CHIPLEDGER_BENCH_ONLY").unwrap_or_default();
+    let reference = std::env::var_os("CHIPLEDGER_BENCH_REFERENCE").is_some();
+    let mut engines = Vec::new();
     for (name, path) in models.iter().filter(|(n, _)| n.contains(only.as_str())) {
-        let (ids, ours_pre, ours_dec, ours_first) = ours(path);
+        let (ids, ours_pre, ours_dec, ours_first, engine) = ours(path, Engine::Native);
+        engines.push(format!("{name}: {engine}"));
+        if reference {
+            let (_, pre, dec, first, engine) = ours(path, Engine::Reference);
+            println!(
+                "{name:<28} {pre:>10.1} {:>10} {:>7} {dec:>10.1} {:>10} {:>7} {:>9} ({engine}, first token {first})",
+                "", "", "", "", ""
+            );
+        }
         // Kept beside the models: the exact prompt both engines saw.
         let ids_file = dir.join(format!("{}.prompt-ids.json", name.to_lowercase().replace(' ', "-")));
         std::fs::write(&ids_file, serde_json::to_vec(&ids).unwrap()).unwrap();
@@ -109,12 +122,13 @@ fn main() {
         );
     }
     println!("tok/s; dec bound = memory read bandwidth ({bandwidth:.1} GB/s) / file size");
+    println!("ours: {}", engines.join("; "));
 }
 
-/// Our runner: the prompt's token ids, median prefill and decode tok/s over `RUNS`, and the
-/// greedy first token after the prompt.
-fn ours(path: &Path) -> (Vec<u32>, f64, f64, u32) {
-    let mut m = Model::load(path, Backend::Cpu, &mut |_, _| {}).unwrap();
+/// Our runner on `engine`: the prompt's token ids, median prefill and decode tok/s over `RUNS`,
+/// the greedy first token after the prompt, and what computed it.
+fn ours(path: &Path, engine: Engine) -> (Vec<u32>, f64, f64, u32, String) {
+    let mut m = Model::load_with(path, Backend::Cpu, engine, &mut |_, _| {}).unwrap();
     let text = "Which GPUs ran this workload, where were they bought, under which licence, and by whom? ".repeat(64);
     let mut ids = m.encode(&text).unwrap();
     ids.truncate(PROMPT_TOKENS);
@@ -133,7 +147,7 @@ fn ours(path: &Path) -> (Vec<u32>, f64, f64, u32) {
         }
         dec.push(DECODE_TOKENS as f64 / t.elapsed().as_secs_f64());
     }
-    (ids, median(pre), median(dec), first)
+    (ids, median(pre), median(dec), first, m.engine())
 }
 
 fn argmax(logits: &[f32]) -> u32 {

@@ -4,13 +4,22 @@
 
 use std::path::Path;
 
-/// A GGUF file as `--model x.gguf` reads it: the header, the shape it describes, and the
-/// tokenizer its metadata builds.
+/// A GGUF file as `--model x.gguf` reads it: the header, the shape it describes, the
+/// tokenizer its metadata builds, and the native engine's load of its tensors (then a forward
+/// pass over two tokens, portable kernels and, where the CPU has them, SIMD ones).
 pub fn gguf(bytes: &[u8]) {
     let path = Path::new("fuzz.gguf");
     let mut reader = std::io::Cursor::new(bytes);
     if let Ok(content) = crate::runner::read_gguf(&mut reader, path) {
         let _ = crate::runner::gguf_tokenizer(&content);
+        let arch = content.metadata.get("general.architecture").and_then(|v| v.to_string().ok().cloned());
+        for features in [crate::engine::Features::none(), crate::engine::Features::detect()] {
+            let loaded = crate::engine::Engine::load(&content, &mut reader, arch.as_deref().unwrap_or(""), features);
+            if let Ok(mut engine) = loaded {
+                let _ = engine.forward(&[0, 1], 0);
+                let _ = engine.forward(&[2], 2);
+            }
+        }
     }
     let mut reader = std::io::Cursor::new(bytes);
     let _ = crate::requirements::from_gguf_reader(&mut reader, bytes.len() as u64, path);

@@ -43,7 +43,7 @@ enum Weights {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Engine {
     /// [`crate::engine`] where it computes every tensor of the file (`Q8_0`, `Q4_0`, `Q4_1`
-    /// matrices), candle's models otherwise.
+    /// matrices) and the CPU has its SIMD kernels (AVX-512 VNNI), candle's models otherwise.
     #[default]
     Native,
     /// candle's `quantized_qwen2`/`quantized_llama`: the reference the native engine is tested
@@ -341,8 +341,10 @@ impl Model {
         let tokenizer = gguf_tokenizer(&content).map_err(|m| Error::Model { path: path.to_path_buf(), message: m })?;
         let eos: Vec<u32> = md.get("tokenizer.ggml.eos_token_id").and_then(|v| v.to_u32().ok()).into_iter().collect();
         let ctx = md.get(&format!("{arch}.context_length")).and_then(|v| v.to_u32().ok()).unwrap_or(4096) as usize;
-        let native = if engine == Engine::Native && device.is_cpu() {
-            match engine::Engine::load(&content, &mut file, &arch, engine::Features::detect()) {
+        // Where the CPU has no SIMD kernel of the native engine, candle's AVX2 kernels are faster.
+        let features = engine::Features::detect();
+        let native = if engine == Engine::Native && device.is_cpu() && features.any() {
+            match engine::Engine::load(&content, &mut file, &arch, features) {
                 Ok(e) => Some(e),
                 Err(engine::LoadError::Unsupported(why)) => {
                     tracing::info!(model = %path.display(), %why, "running on candle's reference models");

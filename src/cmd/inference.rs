@@ -407,6 +407,7 @@ pub fn run(data_dir: Option<PathBuf>, args: RunArgs) -> Result<()> {
         b.finish_and_clear();
     }
     let load_ms = load_start.elapsed().as_millis() as u64;
+    eprintln!("computed by: {}", model.engine());
     let sampling = SamplingConfig {
         temperature: args.temperature,
         top_p: args.top_p,

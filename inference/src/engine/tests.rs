@@ -206,3 +206,56 @@ fn quantizers_agree_exactly() {
         }
     }
 }
+
+/// The whole engine on portable kernels against the SIMD ones, on generated models of both
+/// architectures and every quantization: prefill, then decode from the same tokens.
+#[test]
+fn the_portable_engine_computes_what_the_simd_engine_does() {
+    use crate::tiny::{self, Arch, TinyShape};
+    let dir = tempfile::tempdir().unwrap();
+    let shape = TinyShape { hidden: 128, heads: 4, kv_heads: 2, intermediate: 384, layers: 2, ..TinyShape::default() };
+    for arch in [Arch::Qwen2, Arch::Llama] {
+        for quant in ["q8_0", "q4_0", "q4_1"] {
+            let path = dir.path().join(format!("{arch:?}-{quant}.gguf"));
+            tiny::write_gguf(&path, arch, shape, 9, quant).unwrap();
+            let load = |f: Features| {
+                let mut file = std::fs::File::open(&path).unwrap();
+                let content = candle_core::quantized::gguf_file::Content::read(&mut file).unwrap();
+                let name = if arch == Arch::Qwen2 { "qwen2" } else { "llama" };
+                Engine::load(&content, &mut file, name, f).unwrap()
+            };
+            let (mut a, mut b) = (load(Features::none()), load(Features::detect()));
+            let prompt: Vec<u32> = (0..37).map(|i| (i * 29 + 3) % 256).collect();
+            let mut steps = vec![(a.forward(&prompt, 0).unwrap(), b.forward(&prompt, 0).unwrap())];
+            for (i, t) in [7u32, 99, 200].into_iter().enumerate() {
+                steps.push((a.forward(&[t], prompt.len() + i).unwrap(), b.forward(&[t], prompt.len() + i).unwrap()));
+            }
+            for (x, y) in steps {
+                let scale = x.iter().fold(0f32, |m, v| m.max(v.abs()));
+                let worst = x.iter().zip(&y).fold(0f32, |m, (p, q)| m.max((p - q).abs()));
+                assert!(worst <= 3e-2 * scale, "{arch:?} {quant}: {worst} of {scale}");
+            }
+        }
+    }
+}
+
+/// Bad input is refused with the reason, and changes nothing: a position past the cache, a
+/// token outside the vocabulary, nothing to feed.
+#[test]
+fn the_engine_refuses_bad_positions_and_tokens() {
+    use crate::tiny::{self, Arch, TinyShape};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.gguf");
+    tiny::write_gguf(&path, Arch::Qwen2, TinyShape::default(), 1, "q8_0").unwrap();
+    let mut file = std::fs::File::open(&path).unwrap();
+    let content = candle_core::quantized::gguf_file::Content::read(&mut file).unwrap();
+    let mut e = Engine::load(&content, &mut file, "qwen2", Features::detect()).unwrap();
+    let first = e.forward(&[1, 2, 3], 0).unwrap();
+    assert!(e.forward(&[4], 5).unwrap_err().contains("past the 3 cached"));
+    assert!(e.forward(&[100_000], 3).unwrap_err().contains("outside the vocabulary"));
+    assert!(e.forward(&[], 3).unwrap_err().contains("no tokens"));
+    // Rewinding recomputes exactly.
+    assert_eq!(e.forward(&[1, 2, 3], 0).unwrap(), first);
+    let err = Engine::load(&content, &mut file, "gpt2", Features::detect()).unwrap_err();
+    assert!(matches!(err, LoadError::Unsupported(_)), "{err:?}");
+}
