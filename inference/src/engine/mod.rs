@@ -525,9 +525,15 @@ impl Engine {
         resize(&mut s.q, n * d);
         resize(&mut s.k, n * kvw);
         resize(&mut s.v, n * kvw);
-        project(f, &layer.wq, &s.h, n, &mut s.acts, &mut s.q);
-        project(f, &layer.wk, &s.h, n, &mut s.acts, &mut s.k);
-        project(f, &layer.wv, &s.h, n, &mut s.acts, &mut s.v);
+        if layer.wq.kind == layer.wk.kind && layer.wq.kind == layer.wv.kind {
+            // One quantization, and one trip to the pool when decoding.
+            s.acts.quantize(&s.h, n, d, layer.wq.kind, row_quantizer(f));
+            matmuls(f, &[&layer.wq, &layer.wk, &layer.wv], &s.acts, [&mut s.q[..], &mut s.k[..], &mut s.v[..]]);
+        } else {
+            project(f, &layer.wq, &s.h, n, &mut s.acts, &mut s.q);
+            project(f, &layer.wk, &s.h, n, &mut s.acts, &mut s.k);
+            project(f, &layer.wv, &s.h, n, &mut s.acts, &mut s.v);
+        }
         for (out, b) in [(&mut s.q, &layer.bq), (&mut s.k, &layer.bk), (&mut s.v, &layer.bv)] {
             if let Some(b) = b {
                 for row in out.chunks_exact_mut(b.len()) {
@@ -570,11 +576,12 @@ impl Engine {
         let inter = layer.gate.rows;
         resize(&mut s.g, m * inter);
         resize(&mut s.u, m * inter);
-        project(f, &layer.gate, &s.h, m, &mut s.acts, &mut s.g);
         if layer.up.kind == layer.gate.kind {
             // The same quantized activations serve both.
-            matmul(f, &layer.up, &s.acts, &mut s.u);
+            s.acts.quantize(&s.h, m, d, layer.gate.kind, row_quantizer(f));
+            matmuls(f, &[&layer.gate, &layer.up], &s.acts, [&mut s.g[..], &mut s.u[..]]);
         } else {
+            project(f, &layer.gate, &s.h, m, &mut s.acts, &mut s.g);
             project(f, &layer.up, &s.h, m, &mut s.acts2, &mut s.u);
         }
         s.g.iter_mut().zip(&s.u).for_each(|(g, u)| *g = silu(*g) * u);
@@ -664,6 +671,31 @@ fn matmul(f: Features, w: &QMatrix, x: &Acts, out: &mut [f32]) {
             }
         }
     }
+}
+
+/// Products of the same activations with several matrices: for one token, every matrix's row
+/// chunks in one trip to the pool; otherwise one product after another.
+fn matmuls<const N: usize>(f: Features, ws: &[&QMatrix; N], x: &Acts, outs: [&mut [f32]; N]) {
+    if x.tokens != 1 {
+        for (w, out) in ws.iter().zip(outs) {
+            matmul(f, w, x, out);
+        }
+        return;
+    }
+    let rows: usize = ws.iter().map(|w| w.rows).sum();
+    let per = row_chunk(rows, rayon::current_num_threads().max(1));
+    let mut tasks: Vec<(&QMatrix, usize, &mut [f32])> = Vec::new();
+    for (w, out) in ws.iter().zip(outs) {
+        for (i, chunk) in out[..w.rows].chunks_mut(per).enumerate() {
+            tasks.push((w, i * per, chunk));
+        }
+    }
+    tasks.into_par_iter().for_each(|(w, r0, chunk)| {
+        let (rows, ld) = (r0..r0 + chunk.len(), chunk.len());
+        if !kernel(f, w, rows.clone(), x, 0..1, chunk, ld) {
+            quant::matmul_portable(w, rows, x, 0..1, chunk, ld);
+        }
+    });
 }
 
 #[cfg(target_arch = "x86_64")]

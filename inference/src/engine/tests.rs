@@ -194,6 +194,12 @@ fn quantizers_agree_exactly() {
         x[2] = -63.5;
         x[32..64].fill(0.0);
         x[70] = f32::MAX;
+        x[5] = 2.5;
+        x[6] = -2.5;
+        if tokens > 1 {
+            x[cols + 3] = f32::NAN;
+            x[2 * cols + 40] = f32::INFINITY;
+        }
         for kind in [Kind::Q8_0, Kind::Q4_0, Kind::Q4_1] {
             let mut a = Acts::default();
             let mut b = Acts::default();

@@ -86,6 +86,8 @@ fn quantize_rows_avx512(
     unsafe { quantize_rows_avx512_inner(x, q, d, nc, s4, offset, q41) }
 }
 
+/// [`quant::quantize_rows`] with AVX-512 intrinsics: the same scale, the same rounding (half away
+/// from zero, NaN to 0, saturating), the same sums — `engine::tests::quantizers_agree_exactly`.
 #[target_feature(enable = "avx512f,avx512bw")]
 fn quantize_rows_avx512_inner(
     x: &[f32],
@@ -96,7 +98,42 @@ fn quantize_rows_avx512_inner(
     offset: i32,
     q41: bool,
 ) {
-    quant::quantize_rows(x, q, d, nc, s4, offset, q41);
+    let zero = _mm512_setzero_ps();
+    let (lo, hi, half) = (_mm512_set1_ps(-128.0), _mm512_set1_ps(127.0), _mm512_set1_ps(0.5));
+    let one = _mm512_set1_epi32(1);
+    for (i, (xs, qb)) in x.chunks_exact(BLOCK).zip(q.chunks_exact_mut(BLOCK)).enumerate() {
+        // SAFETY: `xs` holds 32 floats.
+        let (a, b) = unsafe { (_mm512_loadu_ps(xs.as_ptr()), _mm512_loadu_ps(xs.as_ptr().add(16))) };
+        // `max` returns its second operand when either is NaN: NaNs are ignored, as in the
+        // portable code.
+        let m = _mm512_max_ps(_mm512_abs_ps(b), _mm512_max_ps(_mm512_abs_ps(a), zero));
+        let amax = _mm512_reduce_max_ps(m);
+        let scale = amax / 127.0;
+        let id = _mm512_set1_ps(if scale != 0.0 { 1.0 / scale } else { 0.0 });
+        let mut sum = _mm512_setzero_si512();
+        for (h, v) in [a, b].into_iter().enumerate() {
+            let v = _mm512_mul_ps(v, id);
+            // NaN → 0 (`as` does so); clamp; truncate; then one step away from zero at a half.
+            let ordered = _mm512_cmp_ps_mask::<_CMP_ORD_Q>(v, v);
+            let c = _mm512_maskz_mov_ps(ordered, _mm512_min_ps(_mm512_max_ps(v, lo), hi));
+            let t = _mm512_cvttps_epi32(c);
+            let frac = _mm512_sub_ps(c, _mm512_cvtepi32_ps(t));
+            let up = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(frac, half);
+            let down = _mm512_cmp_ps_mask::<_CMP_LE_OQ>(frac, _mm512_sub_ps(zero, half));
+            let t = _mm512_mask_add_epi32(t, up, t, one);
+            let r = _mm512_mask_sub_epi32(t, down, t, one);
+            sum = _mm512_add_epi32(sum, r);
+            // SAFETY: `qb` holds 32 bytes; this half writes 16 of them.
+            unsafe { _mm_storeu_si128(qb.as_mut_ptr().add(16 * h).cast(), _mm512_cvtsepi32_epi8(r)) };
+        }
+        let sum = _mm512_reduce_add_epi32(sum);
+        let dh = half::f16::from_f32(scale);
+        d[i] = dh.to_f32();
+        nc[i] = -(offset * sum / 4);
+        if q41 {
+            s4[i] = (half::f16::from_f32(sum as f32) * dh).to_f32() / 4.0;
+        }
+    }
 }
 
 /// [`super::attend_generic`] compiled for AVX-512, or `false` when this CPU lacks it.
@@ -147,9 +184,9 @@ unsafe fn matmul_vnni(w: &QMatrix, rows: Range<usize>, x: &Acts, toks: Range<usi
     // SAFETY (all three): the caller's `check` bounded rows, tokens and the output.
     unsafe {
         match w.kind {
-            Kind::Q8_0 => tiles::<0>(w, rows, x, toks, out, ld),
-            Kind::Q4_0 => tiles::<1>(w, rows, x, toks, out, ld),
-            Kind::Q4_1 => tiles::<2>(w, rows, x, toks, out, ld),
+            Kind::Q8_0 => tiles::<0, Q8_TG, Q8_TT>(w, rows, x, toks, out, ld),
+            Kind::Q4_0 => tiles::<1, Q4_TG, Q4_TT>(w, rows, x, toks, out, ld),
+            Kind::Q4_1 => tiles::<2, Q4_TG, Q4_TT>(w, rows, x, toks, out, ld),
         }
     }
 }
@@ -157,9 +194,12 @@ unsafe fn matmul_vnni(w: &QMatrix, rows: Range<usize>, x: &Acts, toks: Range<usi
 /// Activation bytes one token chunk may span: the chunk stays in L2 while every group of rows
 /// passes over it.
 const CHUNK_BYTES: usize = 1 << 20;
-/// A prefill tile: groups (of four rows) × tokens.
-const TG: usize = 3;
-const TT: usize = 4;
+/// Prefill tiles: groups (of four rows) × tokens. 4-bit weights are unpacked once per group
+/// and block, so their tiles span more tokens.
+const Q8_TG: usize = 3;
+const Q8_TT: usize = 4;
+const Q4_TG: usize = 3;
+const Q4_TT: usize = 4;
 /// A decode tile: groups for one token.
 const DG: usize = 4;
 
@@ -173,7 +213,7 @@ struct Out<'a> {
 
 /// The range in tiles, token chunk by token chunk.
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni,fma")]
-unsafe fn tiles<const K: u8>(
+unsafe fn tiles<const K: u8, const TG: usize, const TT: usize>(
     w: &QMatrix,
     rows: Range<usize>,
     x: &Acts,
