@@ -1,3 +1,6 @@
+//! The native engine against its portable kernels, candle's quantization and plain float
+//! arithmetic: repacking, both quantizers, every SIMD kernel, threaded splits, attention, and the
+//! whole engine on portable against SIMD kernels.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use candle_core::quantized::{GgmlDType, QTensor};
