@@ -162,9 +162,22 @@ pub struct Engine {
     /// Positions in the cache.
     len: usize,
     scratch: Scratch,
-    /// The engine's own workers, the calling thread among them while it runs a forward pass
-    /// (so that it computes its share and hands the rest over without sleeping in between).
-    pool: Option<rayon::ThreadPool>,
+}
+
+/// The engines' workers, one pool for the process (however many models it holds), the calling
+/// thread among them while it runs a forward pass — so that it computes its share and hands
+/// the rest over without sleeping in between. As many threads as the global pool
+/// (`RAYON_NUM_THREADS` or every core); if it cannot start, the global pool runs the work.
+fn pool() -> Option<&'static rayon::ThreadPool> {
+    static POOL: std::sync::OnceLock<Option<rayon::ThreadPool>> = std::sync::OnceLock::new();
+    POOL.get_or_init(|| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(rayon::current_num_threads())
+            .thread_name(|i| format!("chipledger-engine-{i}"))
+            .build()
+            .ok()
+    })
+    .as_ref()
 }
 
 impl std::fmt::Debug for Engine {
@@ -194,6 +207,8 @@ struct Reader<'a, R> {
     content: &'a gguf_file::Content,
     r: &'a mut R,
     size: u64,
+    /// Bytes of tensor data read so far.
+    read: u64,
 }
 
 impl<R: Read + Seek> Reader<'_, R> {
@@ -225,14 +240,23 @@ impl<R: Read + Seek> Reader<'_, R> {
         if !elems.is_multiple_of(block) {
             return Err(invalid(format!("{name}: {elems} values, not whole {block}-value blocks")));
         }
-        let len = (elems / block) as u64 * bytes_per;
+        let len = ((elems / block) as u64).checked_mul(bytes_per);
         let start = self.content.tensor_data_offset.checked_add(info.offset);
-        let end = start.and_then(|s| s.checked_add(len));
-        let (Some(start), Some(end)) = (start, end) else {
-            return Err(invalid(format!("{name}: offset out of range")));
+        let end = start.zip(len).and_then(|(s, l)| s.checked_add(l));
+        let (Some(start), Some(len), Some(end)) = (start, len, end) else {
+            return Err(invalid(format!("{name}: offset or size out of range")));
         };
         if end > self.size {
             return Err(invalid(format!("{name} ends at byte {end}, past the file's {}", self.size)));
+        }
+        // Tensors sharing bytes would let a small file ask for any amount of memory: all of
+        // them together may not read more than the file holds.
+        self.read = self.read.saturating_add(len);
+        if self.read > self.size {
+            return Err(invalid(format!(
+                "{name}: the tensors overlap (more bytes read than the file's {})",
+                self.size
+            )));
         }
         self.r.seek(SeekFrom::Start(start)).map_err(|e| invalid(e.to_string()))?;
         let mut buf = vec![0u8; len as usize];
@@ -323,10 +347,13 @@ impl Engine {
         let eps = meta_f32(content, &key("attention.layer_norm_rms_epsilon"))
             .ok_or_else(|| invalid("no attention.layer_norm_rms_epsilon"))?;
         let rope_base = meta_f32(content, &key("rope.freq_base")).unwrap_or(10000.0);
-        let max_context = meta_usize(content, &key("context_length")).unwrap_or(4096);
+        let max_context = match content.metadata.get(&key("context_length")) {
+            Some(_) => meta_usize(content, &key("context_length"))?,
+            None => 4096,
+        };
         let cfg = Config { hidden, heads, kv_heads, head_dim, eps, neox, rope_base, max_context };
         let size = r.seek(SeekFrom::End(0)).map_err(|e| invalid(e.to_string()))?;
-        let mut rd = Reader { content, r, size };
+        let mut rd = Reader { content, r, size, read: 0 };
 
         let emb_dims = rd.info("token_embd.weight")?.shape.dims().to_vec();
         let [vocab, emb_cols] = emb_dims[..] else {
@@ -395,13 +422,6 @@ impl Engine {
             cache,
             len: 0,
             scratch: Scratch::default(),
-            // As many as the global pool (`RAYON_NUM_THREADS` or every core); without one, the
-            // global pool runs the work.
-            pool: rayon::ThreadPoolBuilder::new()
-                .num_threads(rayon::current_num_threads())
-                .thread_name(|i| format!("chipledger-engine-{i}"))
-                .build()
-                .ok(),
         })
     }
 
@@ -430,12 +450,8 @@ impl Engine {
     /// Logits of the last of `tokens`, fed at positions `pos…`: `pos` may rewind the cache
     /// (0 starts over) but not skip ahead of it.
     pub fn forward(&mut self, tokens: &[u32], pos: usize) -> Result<Vec<f32>, String> {
-        match self.pool.take() {
-            Some(pool) => {
-                let out = pool.install(|| self.forward_here(tokens, pos));
-                self.pool = Some(pool);
-                out
-            }
+        match pool() {
+            Some(pool) => pool.install(|| self.forward_here(tokens, pos)),
             None => self.forward_here(tokens, pos),
         }
     }

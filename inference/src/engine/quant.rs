@@ -178,6 +178,8 @@ impl QMatrix {
 /// Activations quantized per block for one weight kind: `tokens` rows of `blocks` blocks.
 #[derive(Debug, Default)]
 pub struct Acts {
+    /// The weights' kind these were quantized for (its offset is in `nc`).
+    pub kind: Option<Kind>,
     pub tokens: usize,
     pub blocks: usize,
     /// `tokens × blocks·32`.
@@ -197,6 +199,7 @@ impl Acts {
     /// [`quantize_rows`]), split over the thread pool for many tokens.
     pub fn quantize(&mut self, x: &[f32], tokens: usize, cols: usize, kind: Kind, rows: RowQuantizer) {
         let blocks = cols / BLOCK;
+        self.kind = Some(kind);
         self.tokens = tokens;
         self.blocks = blocks;
         // Every element is written below: only growth needs filling.
@@ -297,6 +300,7 @@ pub fn matmul_portable(
     out: &mut [f32],
     ld: usize,
 ) {
+    assert_eq!(x.kind, Some(w.kind), "activations quantized for another kind of weights");
     let mut wv = [0u8; BLOCK];
     for r in rows.clone() {
         let (g, i) = (r / GROUP, r % GROUP);

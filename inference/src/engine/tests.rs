@@ -268,3 +268,45 @@ fn the_engine_refuses_bad_positions_and_tokens() {
     let err = Engine::load(&content, &mut file, "gpt2", Features::detect()).unwrap_err();
     assert!(matches!(err, LoadError::Unsupported(_)), "{err:?}");
 }
+
+/// Several products of the same activations (q/k/v, gate/up) in one trip to the pool equal
+/// one product after another, for one token and for several.
+#[test]
+fn fused_products_equal_separate_ones() {
+    let mut rng = SplitMix64::new(31);
+    let cols = 96;
+    let shapes = [37, 8, 21];
+    let ms: Vec<QMatrix> = shapes
+        .iter()
+        .map(|&rows| {
+            QMatrix::repack(Kind::Q4_0, rows, cols, &quantized(&mut rng, rows, cols, GgmlDType::Q4_0).0).unwrap()
+        })
+        .collect();
+    for tokens in [1, 3] {
+        let x = random(&mut rng, tokens * cols, 1.0);
+        let mut acts = Acts::default();
+        acts.quantize(&x, tokens, cols, Kind::Q4_0, row_quantizer(Features::detect()));
+        for f in [Features::none(), Features::detect()] {
+            let mut fused: Vec<Vec<f32>> = shapes.iter().map(|r| vec![f32::NAN; tokens * r]).collect();
+            let [a, b, c] = &mut fused[..] else { unreachable!() };
+            matmuls(f, &[&ms[0], &ms[1], &ms[2]], &acts, [&mut a[..], &mut b[..], &mut c[..]]);
+            for (m, got) in ms.iter().zip(&fused) {
+                let mut want = vec![0f32; tokens * m.rows];
+                matmul(f, m, &acts, &mut want);
+                assert_eq!(got, &want, "{tokens} tokens, {}", f.name());
+            }
+        }
+    }
+}
+
+/// Activations quantized for one kind of weights are refused by another's kernels.
+#[test]
+#[should_panic(expected = "another kind")]
+fn activations_for_another_kind_are_refused() {
+    let mut rng = SplitMix64::new(37);
+    let m = QMatrix::repack(Kind::Q4_0, 4, 64, &quantized(&mut rng, 4, 64, GgmlDType::Q4_0).0).unwrap();
+    let mut acts = Acts::default();
+    acts.quantize(&random(&mut rng, 64, 1.0), 1, 64, Kind::Q8_0, quant::quantize_rows_portable);
+    let mut out = vec![0f32; 4];
+    matmul(Features::detect(), &m, &acts, &mut out);
+}

@@ -162,20 +162,27 @@ fn attend_avx512(q: &[f32], k: &[f32], v: &[f32], len: usize, scale: f32, scores
     super::attend_generic(q, k, v, len, scale, scores, out);
 }
 
-/// Every index the kernels touch, checked once (they index without checks).
+/// Every index the kernels touch, checked once (they index without checks), every product
+/// checked for overflow.
 fn check(w: &QMatrix, rows: &Range<usize>, x: &Acts, toks: &Range<usize>, out: &mut [f32], ld: usize) {
+    let mul = |a: usize, b: usize| a.checked_mul(b).expect("sizes overflow");
     assert!(rows.start <= rows.end && rows.end <= w.rows, "rows out of range");
     assert!(rows.start.is_multiple_of(GROUP), "rows must start at a group of {GROUP}");
     assert!(toks.start <= toks.end && toks.end <= x.tokens, "tokens out of range");
     assert_eq!(x.blocks, w.blocks, "activations and weights differ in width");
-    let gbs = w.groups * w.blocks;
-    assert!(w.groups * GROUP >= w.rows && w.data.len() >= gbs * w.kind.group_bytes());
-    assert!(w.d.len() >= gbs * GROUP && (w.kind != Kind::Q4_1 || w.m.len() >= gbs * GROUP));
-    assert!(x.q.len() >= x.tokens * x.blocks * BLOCK && x.d.len() >= x.tokens * x.blocks);
-    assert!(x.nc.len() >= x.tokens * x.blocks && (w.kind != Kind::Q4_1 || x.s4.len() >= x.tokens * x.blocks));
+    assert_eq!(x.kind, Some(w.kind), "activations quantized for another kind of weights");
+    let gbs = mul(w.groups, w.blocks);
+    assert!(mul(w.groups, GROUP) >= w.rows && w.data.len() >= mul(gbs, w.kind.group_bytes()));
+    assert!(w.d.len() >= mul(gbs, GROUP) && (w.kind != Kind::Q4_1 || w.m.len() >= mul(gbs, GROUP)));
+    let tbs = mul(x.tokens, x.blocks);
+    assert!(x.q.len() >= mul(tbs, BLOCK) && x.d.len() >= tbs);
+    assert!(x.nc.len() >= tbs && (w.kind != Kind::Q4_1 || x.s4.len() >= tbs));
     if !rows.is_empty() && !toks.is_empty() {
         assert!(ld >= rows.len(), "output stride too small");
-        assert!(out.len() >= (toks.len() - 1) * ld + rows.len(), "output too small");
+        assert!(
+            out.len() >= mul(toks.len() - 1, ld).checked_add(rows.len()).expect("sizes overflow"),
+            "output too small"
+        );
     }
 }
 
@@ -184,9 +191,9 @@ unsafe fn matmul_vnni(w: &QMatrix, rows: Range<usize>, x: &Acts, toks: Range<usi
     // SAFETY (all three): the caller's `check` bounded rows, tokens and the output.
     unsafe {
         match w.kind {
-            Kind::Q8_0 => tiles::<0, Q8_TG, Q8_TT>(w, rows, x, toks, out, ld),
-            Kind::Q4_0 => tiles::<1, Q4_TG, Q4_TT>(w, rows, x, toks, out, ld),
-            Kind::Q4_1 => tiles::<2, Q4_TG, Q4_TT>(w, rows, x, toks, out, ld),
+            Kind::Q8_0 => tiles::<0, Q8_TG, Q8_TT, Q8_DG>(w, rows, x, toks, out, ld),
+            Kind::Q4_0 => tiles::<1, Q4_TG, Q4_TT, Q4_DG>(w, rows, x, toks, out, ld),
+            Kind::Q4_1 => tiles::<2, Q4_TG, Q4_TT, Q4_DG>(w, rows, x, toks, out, ld),
         }
     }
 }
@@ -194,14 +201,16 @@ unsafe fn matmul_vnni(w: &QMatrix, rows: Range<usize>, x: &Acts, toks: Range<usi
 /// Activation bytes one token chunk may span: the chunk stays in L2 while every group of rows
 /// passes over it.
 const CHUNK_BYTES: usize = 1 << 20;
-/// Prefill tiles: groups (of four rows) × tokens. 4-bit weights are unpacked once per group
-/// and block, so their tiles span more tokens.
+/// Prefill tiles: groups (of four rows) × tokens.
 const Q8_TG: usize = 3;
 const Q8_TT: usize = 4;
 const Q4_TG: usize = 3;
 const Q4_TT: usize = 4;
-/// A decode tile: groups for one token.
-const DG: usize = 4;
+/// Decode tiles: groups for one token. A 4-bit group-block is one cache line: one group at a
+/// time keeps each thread on one sequential stream (about 10% faster decoding here); 8-bit
+/// ones gain from four.
+const Q8_DG: usize = 4;
+const Q4_DG: usize = 1;
 
 /// Where a tile writes: the output, its stride, and the range's first row and token.
 struct Out<'a> {
@@ -213,7 +222,7 @@ struct Out<'a> {
 
 /// The range in tiles, token chunk by token chunk.
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni,fma")]
-unsafe fn tiles<const K: u8, const TG: usize, const TT: usize>(
+unsafe fn tiles<const K: u8, const TG: usize, const TT: usize, const DG: usize>(
     w: &QMatrix,
     rows: Range<usize>,
     x: &Acts,
