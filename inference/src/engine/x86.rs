@@ -166,7 +166,7 @@ fn attend_avx512(q: &[f32], k: &[f32], v: &[f32], len: usize, scale: f32, scores
 /// checked for overflow.
 fn check(w: &QMatrix, rows: &Range<usize>, x: &Acts, toks: &Range<usize>, out: &mut [f32], ld: usize) {
     // An overflowing size is usize::MAX, which no buffer holds: the assertions below fail.
-    let mul = |a: usize, b: usize| a.checked_mul(b).unwrap_or(usize::MAX);
+    let mul = |a: usize, b: usize| a.saturating_mul(b);
     assert!(rows.start <= rows.end && rows.end <= w.rows, "rows out of range");
     assert!(rows.start.is_multiple_of(GROUP), "rows must start at a group of {GROUP}");
     assert!(toks.start <= toks.end && toks.end <= x.tokens, "tokens out of range");
