@@ -1,6 +1,6 @@
 //! chipledger's own CPU engine for quantized GGUF models (`qwen2`, `llama`) whose matrices are
 //! `Q8_0`, `Q4_0` or `Q4_1` — the runner's fast path on the CPU; everything else (safetensors,
-//! K-quants, CUDA) runs on candle's models, which remain the reference this engine is tested
+//! K-quants, CUDA, CPUs without AVX-512 VNNI) runs on candle's models, which remain the reference this engine is tested
 //! against (`runner::Engine::Reference`).
 //!
 //! The same arithmetic as candle's `quantized_qwen2`/`quantized_llama` (and llama.cpp's): RMS
@@ -8,16 +8,19 @@
 //! attention over an f32 KV cache, SwiGLU, activations quantized to 8 bits per 32-value block
 //! before every product with quantized weights. What differs is how the work is laid out:
 //!
-//! - weights are repacked once at load ([`quant`]): f32 scales, unsigned values, 64 values per
-//!   512-bit register, so the integer product of a pair of blocks is one AVX-512 VNNI
-//!   instruction ([`x86`]);
-//! - a product is blocked over 4 rows × 4 tokens, each activation block quantized once per
-//!   matrix (not once per row), and split over the thread pool by tokens (prefill) or rows
-//!   (decode);
-//! - attention, norms and rotary run in place over reused buffers; the last layer computes its
-//!   feed-forward for the last token only, whose logits are the only ones returned.
+//! - weights are repacked once at load ([`quant`]) in groups of four rows per block: f32
+//!   scales, unsigned values, so that one AVX-512 VNNI instruction multiplies four rows'
+//!   half-block by a token's half-block ([`x86`]);
+//! - a product is tiled over groups of rows × tokens, each activation block quantized once per
+//!   matrix (not once per row), and split over one process-wide pool by tokens (prefill) or rows
+//!   (decode), the calling thread working too; q/k/v and gate/up share one quantization;
+//! - keys are cached dimension-major in blocks of 16 positions; norms and rotary run over reused
+//!   buffers; the last layer computes attention and feed-forward for the last token only, whose
+//!   logits are the only ones returned.
 //!
-//! On a CPU without AVX-512 VNNI the portable kernels (plain Rust) compute the same integers.
+//! The runner uses it only where the CPU has AVX-512 VNNI; elsewhere the portable kernels
+//! (plain Rust, tested against the SIMD ones) compute the same integers, more slowly than
+//! candle's AVX2 kernels.
 
 pub mod quant;
 #[cfg(target_arch = "x86_64")]
