@@ -653,11 +653,7 @@ fn row_chunk(rows: usize, threads: usize) -> usize {
 fn matmul(f: Features, w: &QMatrix, x: &Acts, out: &mut [f32]) {
     let (n, t) = (w.rows, x.tokens);
     let threads = rayon::current_num_threads().max(1);
-    let kernel = |rows: std::ops::Range<usize>, toks: std::ops::Range<usize>, out: &mut [f32], ld: usize| {
-        if !kernel(f, w, rows.clone(), x, toks.clone(), out, ld) {
-            quant::matmul_portable(w, rows, x, toks, out, ld);
-        }
-    };
+    let kernel = |rows, toks, out: &mut [f32], ld| product(f, w, rows, x, toks, out, ld);
     if t >= 4 * threads {
         // Prefill: each task a run of tokens, every row (weights streamed once per task).
         let per = t.div_ceil(threads).next_multiple_of(4);
@@ -710,11 +706,24 @@ fn matmuls<const N: usize>(f: Features, ws: &[&QMatrix; N], x: &Acts, outs: [&mu
         }
     }
     tasks.into_par_iter().for_each(|(w, r0, chunk)| {
-        let (rows, ld) = (r0..r0 + chunk.len(), chunk.len());
-        if !kernel(f, w, rows.clone(), x, 0..1, chunk, ld) {
-            quant::matmul_portable(w, rows, x, 0..1, chunk, ld);
-        }
+        let ld = chunk.len();
+        product(f, w, r0..r0 + ld, x, 0..1, chunk, ld);
     });
+}
+
+/// One range of a product: the SIMD kernel where the CPU has it, the portable one otherwise.
+fn product(
+    f: Features,
+    w: &QMatrix,
+    rows: std::ops::Range<usize>,
+    x: &Acts,
+    toks: std::ops::Range<usize>,
+    out: &mut [f32],
+    ld: usize,
+) {
+    if !kernel(f, w, rows.clone(), x, toks.clone(), out, ld) {
+        quant::matmul_portable(w, rows, x, toks, out, ld);
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
