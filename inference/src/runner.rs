@@ -358,7 +358,7 @@ impl Model {
             None
         };
         let (weights, max_context) = if let Some(e) = native {
-            let max = e.max_context().min(ctx);
+            let max = e.max_context();
             (Weights::Native(Box::new(e)), max)
         } else {
             match arch.as_str() {

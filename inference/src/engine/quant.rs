@@ -196,7 +196,7 @@ pub struct Acts {
 impl Acts {
     /// Quantizes `tokens` rows of `cols` floats (`x`, row-major) for products with `kind`
     /// weights, with `rows` doing the work for a run of whole rows (a SIMD build of
-    /// [`quantize_rows`]), split over the thread pool for many tokens.
+    /// [`quantize_rows_portable`]), split over the thread pool for many tokens.
     pub fn quantize(&mut self, x: &[f32], tokens: usize, cols: usize, kind: Kind, rows: RowQuantizer) {
         let blocks = cols / BLOCK;
         self.kind = Some(kind);
@@ -238,36 +238,23 @@ fn fit<T: Copy>(v: &mut Vec<T>, n: usize, zero: T) {
     v.resize(n, zero);
 }
 
-/// Quantizes blocks of `x` into `q` (the same length), their scales into `d`, their
-/// corrections into `nc` and (`Q4_1`) their scaled sums into `s4`, one per block.
-#[inline(always)]
-pub fn quantize_rows(x: &[f32], q: &mut [i8], d: &mut [f32], nc: &mut [i32], s4: &mut [f32], offset: i32, q41: bool) {
-    for (i, (xs, q)) in x.chunks_exact(BLOCK).zip(q.chunks_exact_mut(BLOCK)).enumerate() {
-        // The largest magnitude, NaNs ignored (as `f32::max` does), in 16 lanes so it vectorizes.
-        let mut lanes = [0f32; 16];
-        for c in xs.chunks_exact(16) {
-            for (m, v) in lanes.iter_mut().zip(c) {
-                let a = v.abs();
-                *m = if a > *m { a } else { *m };
-            }
-        }
-        let amax = lanes.iter().fold(0f32, |m, &v| if v > m { v } else { m });
-        let scale = amax / 127.0;
-        let id = if scale != 0.0 { 1.0 / scale } else { 0.0 };
-        let dh = f16::from_f32(scale);
-        for (qv, &v) in q.iter_mut().zip(xs) {
-            *qv = round_half_away(v * id);
-        }
-        let sum = q.iter().map(|&v| i32::from(v)).sum::<i32>();
-        d[i] = dh.to_f32();
-        nc[i] = -(offset * sum / 4);
-        if q41 {
-            s4[i] = (f16::from_f32(sum as f32) * dh).to_f32() / 4.0;
-        }
-    }
+/// A block's scale as GGML's `Q8_0`/`Q8_1` keep it, from its largest magnitude: `(d, 1/d)`,
+/// `d` rounded to f16 (the inverse is not: GGML quantizes with the unrounded one).
+pub fn block_scale(amax: f32) -> (half::f16, f32) {
+    let d = amax / 127.0;
+    (f16::from_f32(d), if d != 0.0 { 1.0 / d } else { 0.0 })
 }
 
-/// The portable build of [`quantize_rows`].
+/// What a quantized block leaves beside its values, from its f16 scale and the sum of its
+/// values: the scale, the correction `−offset·Σq/4`, and (`Q4_1`) `d·Σq` as `Q8_1`'s f16 / 4.
+pub fn block_sums(dh: half::f16, sum: i32, offset: i32, q41: bool) -> (f32, i32, f32) {
+    let s4 = if q41 { (f16::from_f32(sum as f32) * dh).to_f32() / 4.0 } else { 0.0 };
+    (dh.to_f32(), -(offset * sum / 4), s4)
+}
+
+/// Quantizes blocks of `x` into `q` (the same length), their scales into `d`, their
+/// corrections into `nc` and (`Q4_1`) their scaled sums into `s4`, one per block: the portable
+/// build (`x86` has the AVX-512 one).
 pub fn quantize_rows_portable(
     x: &[f32],
     q: &mut [i8],
@@ -277,7 +264,26 @@ pub fn quantize_rows_portable(
     offset: i32,
     q41: bool,
 ) {
-    quantize_rows(x, q, d, nc, s4, offset, q41);
+    for (i, (xs, q)) in x.chunks_exact(BLOCK).zip(q.chunks_exact_mut(BLOCK)).enumerate() {
+        // The largest magnitude, NaNs ignored (as `f32::max` does), in 16 lanes so it vectorizes.
+        let mut lanes = [0f32; 16];
+        for c in xs.chunks_exact(16) {
+            for (m, v) in lanes.iter_mut().zip(c) {
+                let a = v.abs();
+                *m = if a > *m { a } else { *m };
+            }
+        }
+        let (dh, id) = block_scale(lanes.iter().fold(0f32, |m, &v| if v > m { v } else { m }));
+        for (qv, &v) in q.iter_mut().zip(xs) {
+            *qv = round_half_away(v * id);
+        }
+        let sum = q.iter().map(|&v| i32::from(v)).sum::<i32>();
+        let (scale, corr, s) = block_sums(dh, sum, offset, q41);
+        (d[i], nc[i]) = (scale, corr);
+        if q41 {
+            s4[i] = s;
+        }
+    }
 }
 
 /// `v.round() as i8` (half away from zero, saturating) without a call into libm: exact for

@@ -63,7 +63,7 @@ pub fn matmul(
     true
 }
 
-/// [`quant::quantize_rows`] compiled for AVX-512 where the CPU has it.
+/// The activation quantizer: the AVX-512 one where the CPU has it, else the portable one.
 pub fn row_quantizer(f: Features) -> quant::RowQuantizer {
     if f.avx512_vnni {
         quantize_rows_avx512
@@ -86,7 +86,7 @@ fn quantize_rows_avx512(
     unsafe { quantize_rows_avx512_inner(x, q, d, nc, s4, offset, q41) }
 }
 
-/// [`quant::quantize_rows`] with AVX-512 intrinsics: the same scale, the same rounding (half away
+/// [`quant::quantize_rows_portable`] with AVX-512 intrinsics: the same scale, the same rounding (half away
 /// from zero, NaN to 0, saturating), the same sums — `engine::tests::quantizers_agree_exactly`.
 #[target_feature(enable = "avx512f,avx512bw")]
 fn quantize_rows_avx512_inner(
@@ -107,9 +107,8 @@ fn quantize_rows_avx512_inner(
         // `max` returns its second operand when either is NaN: NaNs are ignored, as in the
         // portable code.
         let m = _mm512_max_ps(_mm512_abs_ps(b), _mm512_max_ps(_mm512_abs_ps(a), zero));
-        let amax = _mm512_reduce_max_ps(m);
-        let scale = amax / 127.0;
-        let id = _mm512_set1_ps(if scale != 0.0 { 1.0 / scale } else { 0.0 });
+        let (dh, id) = quant::block_scale(_mm512_reduce_max_ps(m));
+        let id = _mm512_set1_ps(id);
         let mut sum = _mm512_setzero_si512();
         for (h, v) in [a, b].into_iter().enumerate() {
             let v = _mm512_mul_ps(v, id);
@@ -126,12 +125,10 @@ fn quantize_rows_avx512_inner(
             // SAFETY: `qb` holds 32 bytes; this half writes 16 of them.
             unsafe { _mm_storeu_si128(qb.as_mut_ptr().add(16 * h).cast(), _mm512_cvtsepi32_epi8(r)) };
         }
-        let sum = _mm512_reduce_add_epi32(sum);
-        let dh = half::f16::from_f32(scale);
-        d[i] = dh.to_f32();
-        nc[i] = -(offset * sum / 4);
+        let (scale, corr, s) = quant::block_sums(dh, _mm512_reduce_add_epi32(sum), offset, q41);
+        (d[i], nc[i]) = (scale, corr);
         if q41 {
-            s4[i] = (half::f16::from_f32(sum as f32) * dh).to_f32() / 4.0;
+            s4[i] = s;
         }
     }
 }
